@@ -1,0 +1,138 @@
+"""The `voxgate` command: relay, token tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+
+def parse_hostport(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """HOST:PORT, [V6]:PORT or :PORT."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    try:
+        port_num = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+    if not 0 <= port_num < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
+    return host or default_host, port_num
+
+
+def _keyring(args):
+    from .wire.token import Keyring
+
+    try:
+        return Keyring.load(args.secret_file)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"voxgate: cannot load the cluster secret: {exc}")
+
+
+def cmd_relay(args) -> int:
+    import ipaddress
+
+    from .relay.supervisor import run_relay
+    from .relay.worker import RelayConfig
+
+    for cidr in args.allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            sys.exit(f"voxgate: bad --allow {cidr!r}: {exc}")
+    cfg = RelayConfig(
+        listen=args.listen,
+        keyring=_keyring(args),
+        workers=args.workers or len(os.sched_getaffinity(0)),
+        redis_url=args.redis_url,
+        allow=args.allow,
+        metrics=args.metrics,
+        idle_timeout=args.idle_timeout,
+        token_max_age=args.token_max_age,
+        internal_host=args.internal_host,
+    )
+    return run_relay(cfg)
+
+
+def cmd_token_mint(args) -> int:
+    from .wire.token import mint
+
+    print(mint(_keyring(args), args.transceiver, time.time()))
+    return 0
+
+
+def cmd_token_inspect(args) -> int:
+    import base64
+    import binascii
+
+    from .wire.token import TokenError, verify
+
+    ufrag = args.ufrag.split(":", 1)[0]  # accept a whole USERNAME too
+    out: dict = {"ufrag": ufrag}
+    try:
+        info = verify(_keyring(args), ufrag, time.time(), args.max_age)
+        out.update(info.as_dict(), verified=True)
+        out["age_s"] = int(time.time() - info.issued_at)
+        code = 0
+    except TokenError as exc:
+        out.update(verified=False, reason=exc.reason, detail=str(exc))
+        try:  # show what it claims even if it does not verify, for tracing
+            raw = base64.b64decode(ufrag, validate=True)
+            out["claims"] = {"version": raw[0] >> 5, "key_id": raw[0] & 15, "bytes": len(raw)}
+        except (binascii.Error, ValueError, IndexError):
+            pass
+        code = 1
+    print(json.dumps(out))
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .wire.token import DEFAULT_MAX_AGE
+
+    p = argparse.ArgumentParser(prog="voxgate", description="Real-time voice over WebRTC: relay, transceiver, agent.")
+    p.add_argument("--log-level", default=os.environ.get("VOXGATE_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("relay", help="run the stateless UDP relay")
+    r.add_argument("--listen", type=parse_hostport, default=("0.0.0.0", 3478), help="public HOST:PORT (default 0.0.0.0:3478)")
+    r.add_argument("--workers", type=int, default=0, help="worker processes (default: one per available CPU)")
+    r.add_argument("--secret-file", help="cluster secret(s), one per line, KID:SECRET; else $VOXGATE_SECRET")
+    r.add_argument("--redis-url", help="mirror flows to Redis, e.g. redis://127.0.0.1:6379/0")
+    r.add_argument("--metrics", type=parse_hostport, help="serve /metrics and /healthz on HOST:PORT")
+    r.add_argument("--allow", action="append", default=[], metavar="CIDR", help="transceiver networks tokens may route to (repeatable; default: any)")
+    r.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before an idle flow is forgotten")
+    r.add_argument("--token-max-age", type=float, default=DEFAULT_MAX_AGE, help="seconds a ufrag may create new flows")
+    r.add_argument("--internal-host", help="local address toward transceivers (default: any)")
+    r.set_defaults(func=cmd_relay)
+
+    t = sub.add_parser("token", help="mint or inspect routing tokens (server ufrags)")
+    tsub = t.add_subparsers(dest="token_command", required=True)
+    m = tsub.add_parser("mint", help="print a fresh server ufrag routing to a transceiver")
+    m.add_argument("--secret-file")
+    m.add_argument("--transceiver", type=parse_hostport, required=True, help="transceiver media HOST:PORT")
+    m.set_defaults(func=cmd_token_mint)
+    i = tsub.add_parser("inspect", help="show what a ufrag carries and whether it verifies")
+    i.add_argument("--secret-file")
+    i.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE)
+    i.add_argument("ufrag")
+    i.set_defaults(func=cmd_token_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

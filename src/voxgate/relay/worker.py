@@ -1,0 +1,231 @@
+"""One relay worker process: its own SO_REUSEPORT socket on the public port, pinned to one CPU.
+
+This is the I/O shell around ``RelayCore`` (decisions) and a forwarder (fast
+path). The kernel spreads clients over workers by 4-tuple hash; each worker has
+a private internal socket toward transceivers, so replies come back to the
+worker that holds the flow.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..wire.token import DEFAULT_MAX_AGE, Keyring
+from .core import Drop, Forward, Hold, RelayCore
+from .forwarder import make_forwarder
+
+log = logging.getLogger("voxgate.relay")
+
+SOCKET_BUFFER = 4 << 20
+
+
+@dataclass
+class RelayConfig:
+    listen: tuple[str, int]
+    keyring: Keyring
+    workers: int = 1
+    redis_url: str | None = None
+    allow: list[str] = field(default_factory=list)
+    metrics: tuple[str, int] | None = None
+    idle_timeout: float = 30.0  # ICE consent fails after 30 s of silence, so no live flow idles longer
+    token_max_age: float = DEFAULT_MAX_AGE
+    refresh_interval: float = 10.0
+    capacity: int = 65536
+    batch: int = 64
+    internal_host: str | None = None  # address to send to transceivers from; default: any
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def open_public(listen: tuple[str, int]) -> socket.socket:
+    s = socket.socket(_family(listen[0]), socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass
+    if s.family == socket.AF_INET6 and listen[0] in ("::", ""):
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(listen)
+    s.setblocking(False)
+    return s
+
+
+def open_internal(host: str | None, family: int) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), 0))
+    s.setblocking(False)
+    return s
+
+
+def pin_to_cpu(index: int) -> int | None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if not cpus:
+        return None
+    cpu = cpus[index % len(cpus)]
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def die_with_parent():
+    """PR_SET_PDEATHSIG: a worker must not outlive a supervisor killed with SIGKILL (it would hold the port)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Worker:
+    def __init__(self, cfg: RelayConfig, index: int = 0, store=None):
+        self.cfg, self.index = cfg, index
+        self.pub = open_public(cfg.listen)
+        # the internal family follows where transceivers are; a dual-stack socket reaches both
+        try:
+            self.internal = open_internal(cfg.internal_host, socket.AF_INET6)
+        except OSError:  # kernel without IPv6
+            self.internal = open_internal(cfg.internal_host, socket.AF_INET)
+        self.fwd = make_forwarder(self.pub.fileno(), self.internal.fileno(), capacity=cfg.capacity, batch=cfg.batch)
+        self.store = store
+        self.core = RelayCore(cfg.keyring, cfg.allow, max_age=cfg.token_max_age, lookups=store is not None)
+        self.drops: Counter = Counter()
+        self.learned: Counter = Counter()
+        self.expired = 0
+        self.running = True
+
+    @property
+    def fast(self) -> bool:
+        return type(self.fwd).__module__.endswith("_fastpath")
+
+    def learn(self, client, transceiver, verified: bool, now: float, source: str):
+        if not self.fwd.add(client, transceiver, verified, now):
+            self.drops["table_full"] += 1
+            return False
+        self.learned[source] += 1
+        if self.store is not None and source == "token":
+            self.store.publish(client, transceiver, verified)
+        return True
+
+    def handle_slow(self, packets, now: float, wall: float):
+        fwd, core = self.fwd, self.core
+        for data, client in packets:
+            current = fwd.get(client)
+            d = core.on_client_packet(data, client, current[0] if current else None, wall)
+            if type(d) is Forward:
+                if d.learn:
+                    if not self.learn(client, d.transceiver, False, now, "token"):
+                        continue
+                else:
+                    fwd.touch(client, now)
+                fwd.send_to_transceiver(client, d.transceiver, data)
+            elif type(d) is Hold:
+                if d.lookup:
+                    self.store.lookup(client)
+            else:
+                self.drops[d.reason] += 1
+
+    def handle_lookups(self, now: float, wall: float):
+        for client, transceiver, verified, reason in self.store.drain():
+            d, packets = self.core.on_lookup_result(client, transceiver, wall)
+            if type(d) is Drop:
+                self.drops[reason or d.reason] += len(packets)
+                continue
+            if not self.learn(client, transceiver, verified, now, "store"):
+                continue
+            for data in packets:
+                self.fwd.send_to_transceiver(client, transceiver, data)
+
+    def housekeeping(self, now: float, wall: float):
+        self.expired += len(self.fwd.expire(now, self.cfg.idle_timeout))
+        held = self.core.expire_pending(wall)
+        if held:
+            self.drops["lookup_timeout"] += held
+
+    def run(self, metrics=None, ready=None):
+        ep = select.epoll()
+        pub_fd, int_fd = self.pub.fileno(), self.internal.fileno()
+        ep.register(pub_fd, select.EPOLLIN)
+        ep.register(int_fd, select.EPOLLIN)
+        store_fd = self.store.wake_fd if self.store else -1
+        if self.store:
+            ep.register(store_fd, select.EPOLLIN)
+        if ready:
+            ready(self)
+        fwd, mono, wall_clock = self.fwd, time.monotonic, time.time
+        next_tick = mono() + 1.0
+        next_refresh = mono() + self.cfg.refresh_interval
+        while self.running:
+            events = ep.poll(0.25)
+            now = mono()
+            for fd, _ in events:
+                if fd == pub_fd:
+                    slow = fwd.pump_public(now)
+                    if slow:
+                        self.handle_slow(slow, now, wall_clock())
+                elif fd == int_fd:
+                    fwd.pump_internal(now)
+                elif fd == store_fd:
+                    self.handle_lookups(now, wall_clock())
+            if now >= next_tick:
+                next_tick = now + 1.0
+                self.housekeeping(now, wall_clock())
+                if metrics:
+                    metrics.flush(fwd.stats(), self.drops, self.learned, self.expired, len(fwd), self.store)
+                if self.store and now >= next_refresh:
+                    next_refresh = now + self.cfg.refresh_interval
+                    self.store.refresh(fwd.active_since(now - self.cfg.refresh_interval))
+        ep.close()
+
+    def close(self):
+        self.fwd.close()
+        self.pub.close()
+        self.internal.close()
+        if self.store:
+            self.store.close()
+
+
+def worker_main(cfg: RelayConfig, index: int, conn):
+    """Entry point of a worker process (forked by the supervisor)."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cpu = pin_to_cpu(index)
+    store = None
+    if cfg.redis_url:
+        from .flowstore import FlowStore
+
+        store = FlowStore(cfg.redis_url, ttl=max(4 * cfg.refresh_interval, 2 * cfg.idle_timeout))
+    from .metrics import WorkerMetrics
+
+    worker = Worker(cfg, index, store)
+
+    def stop(*_):
+        worker.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def ready(w):
+        conn.send({"index": index, "pid": os.getpid(), "cpu": cpu, "fast_path": w.fast,
+                   "internal": w.internal.getsockname()[:2]})
+
+    try:
+        worker.run(WorkerMetrics(), ready)
+    finally:
+        worker.close()

@@ -1,0 +1,248 @@
+"""Test peers and process helpers shared by the relay tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from voxgate.wire import encap, stun
+
+ICE_PWD = b"test-ice-password-0123456789"
+
+
+def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1") -> int:
+    """A port free for both UDP and TCP on host."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+class RedisServer:
+    """A real redis-server on a free port, in a temp dir, no persistence."""
+
+    def __init__(self, tmp_path):
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise RuntimeError("redis-server not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+class EchoTransceiver:
+    """A transceiver-side test peer speaking the relay encapsulation.
+
+    Answers STUN Binding requests like an ICE-lite agent (MESSAGE-INTEGRITY with ICE_PWD and the client's
+    real address as XOR-MAPPED-ADDRESS, taken from the encapsulation header) and echoes every other payload,
+    marking flows VERIFIED once it has seen a DTLS-class packet (as a transceiver would after DTLS).
+    """
+
+    def __init__(self, host="127.0.0.1", reply_size=None):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.1)
+        self.addr = self.sock.getsockname()[:2]
+        self.received: list[tuple[tuple, bytes]] = []
+        self.verified: set = set()
+        self.reply_size = reply_size
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while self.running:
+            try:
+                data, relay = self.sock.recvfrom(4096)
+            except (socket.timeout, OSError):
+                continue
+            try:
+                client, _, payload = encap.decapsulate(data)
+            except encap.EncapError:
+                continue
+            self.received.append((client, payload))
+            if stun.is_stun(payload):
+                msg = stun.parse(payload)
+                if msg.msg_type != stun.BINDING_REQUEST:
+                    continue
+                reply = stun.build(stun.BINDING_SUCCESS, msg.transaction_id,
+                                   [stun.attr_xor_mapped_address(client, msg.transaction_id)],
+                                   integrity_key=ICE_PWD)
+            else:
+                if 20 <= payload[0] < 64:
+                    self.verified.add(client)
+                reply = payload if self.reply_size is None else payload[:1] * self.reply_size
+            self.sock.sendto(encap.encapsulate(client, reply, client in self.verified), relay)
+
+    def count(self, cls=None) -> int:
+        return sum(1 for _, p in self.received if cls is None or cls(p))
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+def binding_request(ufrag: str, client_ufrag="cli1", txid=None) -> bytes:
+    txid = txid or os.urandom(12)
+    return stun.build(stun.BINDING_REQUEST, txid,
+                      [stun.attr_username(f"{ufrag}:{client_ufrag}"), stun.attr_priority(0x6E7F1EFF),
+                       stun.attr_ice_controlling(12345), stun.attr_use_candidate()],
+                      integrity_key=ICE_PWD)
+
+
+DTLS = b"\x16\xfe\xfd" + b"d" * 60  # DTLS 1.2 handshake-shaped
+RTP = b"\x80\x6f" + b"r" * 100
+
+
+class Client:
+    """A UDP client socket with a short timeout."""
+
+    def __init__(self, relay: tuple[str, int]):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.relay = relay
+        self.addr = self.sock.getsockname()
+
+    def send(self, data: bytes):
+        self.sock.sendto(data, self.relay)
+
+    def recv(self, timeout=0.5) -> bytes | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recvfrom(4096)[0]
+        except socket.timeout:
+            return None
+
+    def exchange(self, data: bytes, timeout=0.5) -> bytes | None:
+        self.send(data)
+        return self.recv(timeout)
+
+    def close(self):
+        self.sock.close()
+
+
+class RelayProcess:
+    """`voxgate relay` as a real subprocess; waits for its ready line."""
+
+    def __init__(self, port: int, secret_file, workers=1, redis_url=None, metrics_port=None, allow=(), env=None,
+                 extra=()):
+        self.port, self.metrics_port = port, metrics_port
+        cmd = [sys.executable, "-m", "voxgate", "relay", "--listen", f"127.0.0.1:{port}", "--workers", str(workers),
+               "--secret-file", str(secret_file)]
+        if redis_url:
+            cmd += ["--redis-url", redis_url]
+        if metrics_port:
+            cmd += ["--metrics", f"127.0.0.1:{metrics_port}"]
+        for cidr in allow:
+            cmd += ["--allow", cidr]
+        cmd += list(extra)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("relay did not start: " + self.proc.stderr.read())
+        self.ready = json.loads(line)
+        assert self.ready["event"] == "relay_ready"
+
+    @property
+    def addr(self):
+        return ("127.0.0.1", self.port)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def health(self) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def kill(self):
+        """SIGKILL the supervisor; its workers die with it (PR_SET_PDEATHSIG)."""
+        self.proc.kill()
+        self.proc.wait(5)
+        for w in self.ready["workers"]:
+            _wait_gone(w["pid"])
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        finally:
+            self.stderr_text = self.proc.stderr.read()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+
+def _wait_gone(pid: int, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} still alive")
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, lab = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in lab for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def wait_for(pred, timeout=5.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    return pred()
