@@ -116,7 +116,12 @@ class Worker:
         return type(self.fwd).__module__.endswith("_fastpath")
 
     def learn(self, client, transceiver, verified: bool, now: float, source: str):
-        if not self.fwd.add(client, transceiver, verified, now):
+        try:
+            added = self.fwd.add(client, transceiver, verified, now)
+        except ValueError:  # e.g. an IPv6 transceiver on a host without IPv6
+            self.drops["unroutable"] += 1
+            return False
+        if not added:
             self.drops["table_full"] += 1
             return False
         self.learned[source] += 1
@@ -125,22 +130,28 @@ class Worker:
         return True
 
     def handle_slow(self, packets, now: float, wall: float):
-        fwd, core = self.fwd, self.core
         for data, client in packets:
-            current = fwd.get(client)
-            d = core.on_client_packet(data, client, current[0] if current else None, wall)
-            if type(d) is Forward:
-                if d.learn:
-                    if not self.learn(client, d.transceiver, False, now, "token"):
-                        continue
-                else:
-                    fwd.touch(client, now)
-                fwd.send_to_transceiver(client, d.transceiver, data)
-            elif type(d) is Hold:
-                if d.lookup:
-                    self.store.lookup(client)
+            try:
+                self._slow_one(data, client, now, wall)
+            except Exception:  # a bug on one packet must not stop the worker
+                self.drops["internal_error"] += 1
+                log.exception("slow path failed on a packet from %s", client)
+
+    def _slow_one(self, data, client, now: float, wall: float):
+        current = self.fwd.get(client)
+        d = self.core.on_client_packet(data, client, current[0] if current else None, wall)
+        if type(d) is Forward:
+            if d.learn:
+                if not self.learn(client, d.transceiver, False, now, "token"):
+                    return
             else:
-                self.drops[d.reason] += 1
+                self.fwd.touch(client, now)
+            self.fwd.send_to_transceiver(client, d.transceiver, data)
+        elif type(d) is Hold:
+            if d.lookup:
+                self.store.lookup(client)
+        else:
+            self.drops[d.reason] += 1
 
     def handle_lookups(self, now: float, wall: float):
         for client, transceiver, verified, reason in self.store.drain():
