@@ -21,6 +21,7 @@
 #define MAGIC 0xF1
 #define FLAG_IPV6 1
 #define FLAG_VERIFIED 2
+#define MAX_ROUNDS 8 /* batches per call at most, so timers and the other socket are not starved */
 
 typedef union {
     struct sockaddr sa;
@@ -313,50 +314,54 @@ static PyObject *Forwarder_pump_public(Forwarder *f, PyObject *arg) {
     if (now == -1.0 && PyErr_Occurred()) return NULL;
     PyObject *slow = PyList_New(0);
     if (!slow) return NULL;
-    int n = recv_batch(f, f->pub_fd);
-    if (n < 0) {
-        Py_DECREF(slow);
-        return NULL;
-    }
-    int out = 0;
-    for (int i = 0; i < n; i++) {
-        unsigned len = f->in[i].msg_len;
-        uint8_t *data = f->in_iov[i].iov_base;
-        f->c[C_CLIENT_PKTS]++;
-        f->c[C_CLIENT_BYTES] += len;
-        if (f->in[i].msg_hdr.msg_flags & MSG_TRUNC || len >= (unsigned)f->bufsize) {
-            f->c[D_OVERSIZED]++;
-            continue;
+    /* under load, keep draining (bounded) so one epoll wake-up moves several full batches */
+    for (int round = 0; round < MAX_ROUNDS; round++) {
+        int n = recv_batch(f, f->pub_fd);
+        if (n < 0) {
+            Py_DECREF(slow);
+            return NULL;
         }
-        key_t18 k;
-        flow_t *flow = NULL;
-        if (key_from_sockaddr(&f->addrs[i], &k) == 0) flow = lookup(f, &k);
-        uint8_t b = len ? data[0] : 0;
-        int fast = len && ((b >= 20 && b < 64) || (b >= 128 && b < 192));
-        if (!flow || !fast) {
-            f->c[C_SLOW]++;
-            PyObject *item = Py_BuildValue("(y#N)", (const char *)data, (Py_ssize_t)len, tuple_from_key(&k));
-            if (!item || PyList_Append(slow, item) < 0) {
-                Py_XDECREF(item);
-                Py_DECREF(slow);
-                return NULL;
+        int out = 0;
+        for (int i = 0; i < n; i++) {
+            unsigned len = f->in[i].msg_len;
+            uint8_t *data = f->in_iov[i].iov_base;
+            f->c[C_CLIENT_PKTS]++;
+            f->c[C_CLIENT_BYTES] += len;
+            if (f->in[i].msg_hdr.msg_flags & MSG_TRUNC || len >= (unsigned)f->bufsize) {
+                f->c[D_OVERSIZED]++;
+                continue;
             }
-            Py_DECREF(item);
-            continue;
+            key_t18 k;
+            flow_t *flow = NULL;
+            if (key_from_sockaddr(&f->addrs[i], &k) == 0) flow = lookup(f, &k);
+            uint8_t b = len ? data[0] : 0;
+            int fast = len && ((b >= 20 && b < 64) || (b >= 128 && b < 192));
+            if (!flow || !fast) {
+                f->c[C_SLOW]++;
+                PyObject *item = Py_BuildValue("(y#N)", (const char *)data, (Py_ssize_t)len, tuple_from_key(&k));
+                if (!item || PyList_Append(slow, item) < 0) {
+                    Py_XDECREF(item);
+                    Py_DECREF(slow);
+                    return NULL;
+                }
+                Py_DECREF(item);
+                continue;
+            }
+            flow->last_seen = now;
+            flow->credit += len;
+            uint8_t *start = data - flow->hdrlen;
+            memcpy(start, flow->hdr, flow->hdrlen);
+            f->out_iov[out].iov_base = start;
+            f->out_iov[out].iov_len = len + flow->hdrlen;
+            f->out[out].msg_hdr.msg_name = &flow->dest;
+            f->out[out].msg_hdr.msg_namelen = flow->destlen;
+            f->c[C_TO_T_PKTS]++;
+            f->c[C_TO_T_BYTES] += len + flow->hdrlen;
+            out++;
         }
-        flow->last_seen = now;
-        flow->credit += len;
-        uint8_t *start = data - flow->hdrlen;
-        memcpy(start, flow->hdr, flow->hdrlen);
-        f->out_iov[out].iov_base = start;
-        f->out_iov[out].iov_len = len + flow->hdrlen;
-        f->out[out].msg_hdr.msg_name = &flow->dest;
-        f->out[out].msg_hdr.msg_namelen = flow->destlen;
-        f->c[C_TO_T_PKTS]++;
-        f->c[C_TO_T_BYTES] += len + flow->hdrlen;
-        out++;
+        if (out) flush(f, f->int_fd, out, C_TO_T_PKTS, C_TO_T_BYTES);
+        if (n < f->batch) break;
     }
-    if (out) flush(f, f->int_fd, out, C_TO_T_PKTS, C_TO_T_BYTES);
     return slow;
 }
 
@@ -364,65 +369,70 @@ static PyObject *Forwarder_pump_internal(Forwarder *f, PyObject *arg) {
     double now = PyFloat_AsDouble(arg);
     if (now == -1.0 && PyErr_Occurred()) return NULL;
     (void)now;
-    int n = recv_batch(f, f->int_fd);
-    if (n < 0) return NULL;
-    int out = 0;
-    for (int i = 0; i < n; i++) {
-        unsigned len = f->in[i].msg_len;
-        uint8_t *data = f->in_iov[i].iov_base;
-        f->c[C_T_PKTS]++;
-        f->c[C_T_BYTES] += len;
-        if (f->in[i].msg_hdr.msg_flags & MSG_TRUNC || len >= (unsigned)f->bufsize) {
-            f->c[D_OVERSIZED]++;
-            continue;
-        }
-        if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED))) {
-            f->c[D_BAD_ENCAP]++;
-            continue;
-        }
-        unsigned hlen = (data[1] & FLAG_IPV6) ? 20 : 8;
-        if (len < hlen) {
-            f->c[D_BAD_ENCAP]++;
-            continue;
-        }
-        key_t18 k;
-        if (hlen == 8) {
-            memset(k.k, 0, 10);
-            k.k[10] = k.k[11] = 0xff;
-            memcpy(k.k + 12, data + 4, 4);
-        } else {
-            memcpy(k.k, data + 4, 16);
-        }
-        memcpy(k.k + 16, data + 2, 2);
-        flow_t *flow = lookup(f, &k);
-        if (!flow) {
-            f->c[D_NO_FLOW]++;
-            continue;
-        }
-        key_t18 src;
-        if (key_from_sockaddr(&f->addrs[i], &src) < 0 || memcmp(src.k, flow->tkey.k, 18) != 0) {
-            f->c[D_WRONG_T]++;
-            continue;
-        }
-        unsigned size = len - hlen;
-        if (data[1] & FLAG_VERIFIED) flow->verified = 1;
-        if (!flow->verified) {
-            if ((int64_t)size > flow->credit) {
-                f->c[D_AMPLIFICATION]++;
+    long total = 0;
+    for (int round = 0; round < MAX_ROUNDS; round++) {
+        int n = recv_batch(f, f->int_fd);
+        if (n < 0) return NULL;
+        int out = 0;
+        for (int i = 0; i < n; i++) {
+            unsigned len = f->in[i].msg_len;
+            uint8_t *data = f->in_iov[i].iov_base;
+            f->c[C_T_PKTS]++;
+            f->c[C_T_BYTES] += len;
+            if (f->in[i].msg_hdr.msg_flags & MSG_TRUNC || len >= (unsigned)f->bufsize) {
+                f->c[D_OVERSIZED]++;
                 continue;
             }
-            flow->credit -= size;
+            if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED))) {
+                f->c[D_BAD_ENCAP]++;
+                continue;
+            }
+            unsigned hlen = (data[1] & FLAG_IPV6) ? 20 : 8;
+            if (len < hlen) {
+                f->c[D_BAD_ENCAP]++;
+                continue;
+            }
+            key_t18 k;
+            if (hlen == 8) {
+                memset(k.k, 0, 10);
+                k.k[10] = k.k[11] = 0xff;
+                memcpy(k.k + 12, data + 4, 4);
+            } else {
+                memcpy(k.k, data + 4, 16);
+            }
+            memcpy(k.k + 16, data + 2, 2);
+            flow_t *flow = lookup(f, &k);
+            if (!flow) {
+                f->c[D_NO_FLOW]++;
+                continue;
+            }
+            key_t18 src;
+            if (key_from_sockaddr(&f->addrs[i], &src) < 0 || memcmp(src.k, flow->tkey.k, 18) != 0) {
+                f->c[D_WRONG_T]++;
+                continue;
+            }
+            unsigned size = len - hlen;
+            if (data[1] & FLAG_VERIFIED) flow->verified = 1;
+            if (!flow->verified) {
+                if ((int64_t)size > flow->credit) {
+                    f->c[D_AMPLIFICATION]++;
+                    continue;
+                }
+                flow->credit -= size;
+            }
+            f->out_iov[out].iov_base = data + hlen;
+            f->out_iov[out].iov_len = size;
+            f->out[out].msg_hdr.msg_name = &flow->client;
+            f->out[out].msg_hdr.msg_namelen = flow->clientlen;
+            f->c[C_TO_C_PKTS]++;
+            f->c[C_TO_C_BYTES] += size;
+            out++;
         }
-        f->out_iov[out].iov_base = data + hlen;
-        f->out_iov[out].iov_len = size;
-        f->out[out].msg_hdr.msg_name = &flow->client;
-        f->out[out].msg_hdr.msg_namelen = flow->clientlen;
-        f->c[C_TO_C_PKTS]++;
-        f->c[C_TO_C_BYTES] += size;
-        out++;
+        if (out) flush(f, f->pub_fd, out, C_TO_C_PKTS, C_TO_C_BYTES);
+        total += out;
+        if (n < f->batch) break;
     }
-    if (out) flush(f, f->pub_fd, out, C_TO_C_PKTS, C_TO_C_BYTES);
-    return PyLong_FromLong(out);
+    return PyLong_FromLong(total);
 }
 
 static PyObject *Forwarder_add(Forwarder *f, PyObject *args, PyObject *kw) {

@@ -1,0 +1,215 @@
+"""Relay benchmark: packets per CPU-second and added latency, side by side with two baselines.
+
+Forwarders compared in one run, interleaved round by round (these machines are shared and noisy):
+
+* ``c_baseline``  -- bench/cfwd.c: minimal C recvmmsg/sendmmsg forwarder, built here with gcc;
+* ``naive_python`` -- a plain recvfrom/sendto loop in Python;
+* ``voxgate``      -- `voxgate relay --workers 1` with its C fast path;
+* ``voxgate_pure`` -- the same with VOXGATE_PURE_PYTHON=1 (the fallback).
+
+Each forwarder gets (1) a saturating load for --seconds: forwarded packets / CPU seconds of the
+forwarder's processes; (2) a fixed offered load (default: half of what the C baseline forwarded per
+second in round 1): p50/p99 one-way latency through it minus the same measured with no forwarder.
+The load generator and sink (bench/loadgen.c) are C too, so they are not the bottleneck.
+
+    python bench/relay.py [--rounds 3] [--seconds 3] [--rate PPS] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "src"))
+
+from voxgate.wire import stun  # noqa: E402
+from voxgate.wire.token import Keyring, mint  # noqa: E402
+
+NAIVE = r"""
+import socket, sys
+i = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); i.bind(("127.0.0.1", int(sys.argv[1])))
+i.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); dst = ("127.0.0.1", int(sys.argv[2]))
+hdr = {}
+print("ready", flush=True)
+while True:
+    data, addr = i.recvfrom(2048)
+    h = hdr.get(addr)
+    if h is None:
+        h = hdr[addr] = b"\xf1\x00" + addr[1].to_bytes(2, "big") + socket.inet_aton(addr[0])
+    o.sendto(h + data, dst)
+"""
+
+
+def build(out_dir: str) -> dict:
+    os.makedirs(out_dir, exist_ok=True)
+    bins = {}
+    for name, extra in (("loadgen", ["-pthread"]), ("cfwd", [])):
+        exe = os.path.join(out_dir, name)
+        subprocess.run(["gcc", "-O2", "-Wall", *extra, "-o", exe, os.path.join(HERE, name + ".c")], check=True)
+        bins[name] = exe
+    return bins
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pids) -> float:
+    """utime+stime of the processes and their live threads, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / tick
+
+
+class Forwarder:
+    def __init__(self, kind: str, bins: dict, listen: int, dest: int, secret_file: str, src_port: int):
+        self.kind = kind
+        env = dict(os.environ)
+        if kind == "c_baseline":
+            cmd = [bins["cfwd"], str(listen), str(dest)]
+        elif kind == "naive_python":
+            cmd = [sys.executable, "-c", NAIVE, str(listen), str(dest)]
+        else:
+            cmd = [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen", f"127.0.0.1:{listen}",
+                   "--workers", "1", "--secret-file", secret_file, "--internal-host", "127.0.0.1"]
+            env["PYTHONPATH"] = os.path.join(HERE, "..", "src")
+            if kind == "voxgate_pure":
+                env["VOXGATE_PURE_PYTHON"] = "1"
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        self.pids = [self.proc.pid]
+        if kind.startswith("voxgate"):
+            ready = json.loads(line)
+            self.pids += [w["pid"] for w in ready["workers"]]
+            self.fast_path = ready["fast_path"]
+            self._learn_flow(listen, dest, secret_file, src_port)
+
+    def _learn_flow(self, listen, dest, secret_file, src_port):
+        """Bind the load generator's ports, send the STUN with a token, wait until it reaches the sink."""
+        keyring = Keyring.load(secret_file)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", dest))
+        sink.settimeout(2)
+        src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        src.bind(("127.0.0.1", src_port))
+        ufrag = mint(keyring, ("127.0.0.1", dest), time.time())
+        src.sendto(stun.build(stun.BINDING_REQUEST, os.urandom(12), [stun.attr_username(ufrag + ":bench")]),
+                   ("127.0.0.1", listen))
+        sink.recvfrom(2048)
+        src.close()
+        sink.close()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_load(bins, target_port, src_port, sink_port, rate, seconds, size, pids=()) -> dict:
+    c0, t0 = cpu_seconds(pids), time.monotonic()
+    out = subprocess.run([bins["loadgen"], "127.0.0.1", str(target_port), str(src_port), str(sink_port),
+                          str(rate), str(seconds), str(size)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    res["cpu_s"] = cpu_seconds(pids) - c0
+    res["wall_s"] = time.monotonic() - t0
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rate", type=float, default=0, help="fixed offered load for latency (default: half the C baseline)")
+    ap.add_argument("--size", type=int, default=200, help="datagram size (an Opus RTP packet is ~100-200 B)")
+    ap.add_argument("--kinds", default="c_baseline,naive_python,voxgate,voxgate_pure")
+    ap.add_argument("--json", help="write raw results here")
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="voxgate-bench-")
+    bins = build(os.path.join(HERE, "out"))
+    secret_file = os.path.join(tmp, "secret")
+    with open(secret_file, "w") as fh:
+        fh.write("1:" + base64.b64encode(os.urandom(24)).decode() + "\n")
+    kinds = args.kinds.split(",")
+    results: dict[str, dict[str, list]] = {k: {"pps_per_cpu": [], "pps": [], "p50": [], "p99": []} for k in kinds}
+    direct = {"p50": [], "p99": []}
+    rate = args.rate
+    for rnd in range(args.rounds):
+        order = kinds[rnd % len(kinds):] + kinds[: rnd % len(kinds)]
+        if rnd == 0 and "c_baseline" in order:
+            order.remove("c_baseline")
+            order.insert(0, "c_baseline")  # its throughput sets the latency load
+        for kind in order:
+            listen, sink, src = free_port(), free_port(), free_port()
+            fwd = Forwarder(kind, bins, listen, sink, secret_file, src)
+            try:
+                time.sleep(0.2)
+                sat = run_load(bins, listen, src, sink, 0, args.seconds, args.size, fwd.pids)
+                pps = sat["received"] / args.seconds
+                results[kind]["pps"].append(pps)
+                results[kind]["pps_per_cpu"].append(sat["received"] / max(sat["cpu_s"], 1e-3))
+                if not rate:
+                    rate = round(pps / 2, -2)
+                lat = run_load(bins, listen, src, sink, rate, args.seconds, args.size, fwd.pids)
+                results[kind]["p50"].append(lat["p50_us"])
+                results[kind]["p99"].append(lat["p99_us"])
+                print(f"round {rnd + 1} {kind:13s} forwarded {pps:>9.0f} pkt/s, {results[kind]['pps_per_cpu'][-1]:>9.0f} "
+                      f"pkt/CPU-s (cpu {sat['cpu_s']:.2f}s) | at {rate:.0f} pkt/s p50 {lat['p50_us']:.1f} us "
+                      f"p99 {lat['p99_us']:.1f} us, lost {lat['sent'] - lat['received']}", flush=True)
+            finally:
+                fwd.stop()
+        src, sink = free_port(), free_port()
+        d = run_load(bins, sink, src, sink, rate, args.seconds, args.size)
+        direct["p50"].append(d["p50_us"])
+        direct["p99"].append(d["p99_us"])
+        print(f"round {rnd + 1} {'direct':13s} at {rate:.0f} pkt/s p50 {d['p50_us']:.1f} us p99 {d['p99_us']:.1f} us",
+              flush=True)
+
+    med = statistics.median
+    base = med(results["c_baseline"]["pps_per_cpu"]) if "c_baseline" in results else None
+    naive = med(results["naive_python"]["pps_per_cpu"]) if "naive_python" in results else None
+    dp50, dp99 = med(direct["p50"]), med(direct["p99"])
+    print()
+    print(f"medians of {args.rounds} rounds, {args.size}-byte datagrams, latency load {rate:.0f} pkt/s")
+    print(f"{'forwarder':14s} {'pkt/CPU-s':>10s} {'vs C':>6s} {'vs naive':>9s} {'added p50':>10s} {'added p99':>10s}")
+    summary = {}
+    for kind, r in results.items():
+        ppc = med(r["pps_per_cpu"])
+        row = {
+            "pps_per_cpu": ppc,
+            "vs_c": ppc / base if base else None,
+            "vs_naive": ppc / naive if naive else None,
+            "added_p50_us": med(r["p50"]) - dp50,
+            "added_p99_us": med(r["p99"]) - dp99,
+        }
+        summary[kind] = row
+        print(f"{kind:14s} {ppc:>10.0f} {row['vs_c'] or 0:>6.2f} {row['vs_naive'] or 0:>9.2f} "
+              f"{row['added_p50_us']:>8.1f}us {row['added_p99_us']:>8.1f}us")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rate": rate, "direct": direct, "raw": results, "summary": summary}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
