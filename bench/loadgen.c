@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #define BATCH 64
@@ -84,6 +85,7 @@ int main(int argc, char **argv) {
     int size = atoi(argv[7]);
     if (size < 16 || size > 1400) size = 200;
     lat = malloc(sizeof(uint64_t) * MAXLAT);
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* 1 us timer slack for pacing */
 
     int tx = socket(AF_INET, SOCK_DGRAM, 0);
     int big = 8 << 20;
@@ -118,7 +120,7 @@ int main(int argc, char **argv) {
     }
     uint64_t start = now_ns(), end = start + (uint64_t)(duration * 1e9), sent = 0;
     /* paced: bursts of `burst` every `gap` ns; unpaced: full batches back to back */
-    int burst = rate > 0 ? (int)(rate / 20000.0) : BATCH;
+    int burst = rate > 0 ? (int)(rate / 10000.0) : BATCH;
     if (burst < 1) burst = 1;
     if (burst > BATCH) burst = BATCH;
     uint64_t gap = rate > 0 ? (uint64_t)(burst * 1e9 / rate) : 0, next = start;
@@ -127,10 +129,9 @@ int main(int argc, char **argv) {
         if (t >= end) break;
         if (gap) {
             if (t < next) {
-                if (next - t > 60000) {
-                    struct timespec ts = {0, (long)(next - t - 50000)};
-                    nanosleep(&ts, NULL);
-                }
+                /* sleep, never spin: the sink thread shares this CPU */
+                struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
+                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
                 continue;
             }
             next += gap;

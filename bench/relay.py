@@ -10,7 +10,8 @@ Forwarders compared in one run, interleaved round by round (these machines are s
 Each forwarder gets (1) a saturating load for --seconds: forwarded packets / CPU seconds of the
 forwarder's processes; (2) a fixed offered load (default: half of what the C baseline forwarded per
 second in round 1): p50/p99 one-way latency through it minus the same measured with no forwarder.
-The load generator and sink (bench/loadgen.c) are C too, so they are not the bottleneck.
+The load generator and sink (bench/loadgen.c) are C too, so they are not the bottleneck; it runs pinned
+to the first CPU and every forwarder to the last (voxgate's worker pins itself within that affinity).
 
     python bench/relay.py [--rounds 3] [--seconds 3] [--rate PPS] [--json out.json]
 """
@@ -33,6 +34,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from voxgate.wire import stun  # noqa: E402
 from voxgate.wire.token import Keyring, mint  # noqa: E402
+
+_CPUS = sorted(os.sched_getaffinity(0))
+LOAD_CPU, FWD_CPU = _CPUS[0], _CPUS[-1]
 
 NAIVE = r"""
 import socket, sys
@@ -94,7 +98,8 @@ class Forwarder:
             env["PYTHONPATH"] = os.path.join(HERE, "..", "src")
             if kind == "voxgate_pure":
                 env["VOXGATE_PURE_PYTHON"] = "1"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        # forwarder on one core, load generator on another: they must not fight for a CPU
+        self.proc = subprocess.Popen(["taskset", "-c", str(FWD_CPU), *cmd], stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()
         self.pids = [self.proc.pid]
         if kind.startswith("voxgate"):
@@ -128,7 +133,7 @@ class Forwarder:
 
 def run_load(bins, target_port, src_port, sink_port, rate, seconds, size, pids=()) -> dict:
     c0, t0 = cpu_seconds(pids), time.monotonic()
-    out = subprocess.run([bins["loadgen"], "127.0.0.1", str(target_port), str(src_port), str(sink_port),
+    out = subprocess.run(["taskset", "-c", str(LOAD_CPU), bins["loadgen"], "127.0.0.1", str(target_port), str(src_port), str(sink_port),
                           str(rate), str(seconds), str(size)], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout)
     res["cpu_s"] = cpu_seconds(pids) - c0
