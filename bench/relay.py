@@ -192,19 +192,23 @@ def main():
               flush=True)
 
     med = statistics.median
-    base = med(results["c_baseline"]["pps_per_cpu"]) if "c_baseline" in results else None
-    naive = med(results["naive_python"]["pps_per_cpu"]) if "naive_python" in results else None
     dp50, dp99 = med(direct["p50"]), med(direct["p99"])
     print()
     print(f"medians of {args.rounds} rounds, {args.size}-byte datagrams, latency load {rate:.0f} pkt/s")
     print(f"{'forwarder':14s} {'pkt/CPU-s':>10s} {'vs C':>6s} {'vs naive':>9s} {'added p50':>10s} {'added p99':>10s}")
     summary = {}
+    def ratio(kind, ref):
+        """Median over rounds of the per-round ratio: each round's pair ran minutes apart, not hours."""
+        if ref not in results:
+            return None
+        return med(a / b for a, b in zip(results[kind]["pps_per_cpu"], results[ref]["pps_per_cpu"]))
+
     for kind, r in results.items():
         ppc = med(r["pps_per_cpu"])
         row = {
             "pps_per_cpu": ppc,
-            "vs_c": ppc / base if base else None,
-            "vs_naive": ppc / naive if naive else None,
+            "vs_c": ratio(kind, "c_baseline"),
+            "vs_naive": ratio(kind, "naive_python"),
             "added_p50_us": med(r["p50"]) - dp50,
             "added_p99_us": med(r["p99"]) - dp99,
         }
