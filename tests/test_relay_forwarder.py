@@ -103,14 +103,17 @@ def test_unverified_flow_cannot_amplify(rig):
     fwd, pub, internal, client, trans = rig
     c = client.getsockname()
     fwd.add(c, trans.getsockname())
-    client.sendto(RTP, pub.getsockname())  # 102 bytes of credit
+    client.sendto(RTP, pub.getsockname())  # 102 bytes in: 306 bytes of credit
     _pump(fwd)
     _, src = trans.recvfrom(4096)
-    trans.sendto(encap.encapsulate(c, b"\x80" * 100), src)  # fits
-    trans.sendto(encap.encapsulate(c, b"\x80" * 100), src)  # exceeds remaining credit
+    for _ in range(4):  # 3 x 100 fit, the 4th would exceed 3x what the client sent
+        trans.sendto(encap.encapsulate(c, b"\x80" * 100), src)
+    time.sleep(0.02)
+    assert fwd.pump_internal(1.0) == 3
+    assert fwd.stats()["drop_amplification"] == 1
+    trans.sendto(encap.encapsulate(c, b"\x80" * 1000, True), src)  # verified: the cap is lifted
     time.sleep(0.02)
     assert fwd.pump_internal(1.0) == 1
-    assert fwd.stats()["drop_amplification"] == 1
 
 
 def test_oversized_datagram_is_dropped(rig):

@@ -1,4 +1,4 @@
-"""The `voxgate` command: relay, token tools."""
+"""The `voxgate` command: relay, transceiver, call, token tools."""
 
 from __future__ import annotations
 
@@ -95,6 +95,40 @@ def cmd_token_inspect(args) -> int:
     return code
 
 
+def cmd_transceiver(args) -> int:
+    import asyncio
+
+    from .transceiver.server import TransceiverConfig, serve
+
+    relays = []
+    for item in (args.relay or "").split(","):
+        if item.strip():
+            relays.append(parse_hostport(item.strip()))
+    api_keys = list(args.api_key or [])
+    if os.environ.get("VOXGATE_API_KEY"):
+        api_keys.append(os.environ["VOXGATE_API_KEY"])
+    if not args.no_auth and not api_keys:
+        sys.exit("voxgate: give --api-key (or VOXGATE_API_KEY), or --no-auth for local use")
+    cfg = TransceiverConfig(
+        http=args.http, media=args.media, keyring=_keyring(args), relays=relays, agent=args.agent,
+        advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
+        drain_timeout=args.drain_timeout,
+    )
+
+    def ready(t):
+        print(json.dumps({"event": "transceiver_ready", "http": "http://%s:%d" % args.http,
+                          "media": "%s:%d" % t.media_address, "token_target": "%s:%d" % t.token_target,
+                          "candidates": ["%s:%d" % c for c in t.candidates], "agent": args.agent}), flush=True)
+
+    return asyncio.run(serve(cfg, ready))
+
+
+def cmd_call(args) -> int:
+    from .client.call import main as call_main
+
+    return call_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .wire.token import DEFAULT_MAX_AGE
 
@@ -114,6 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--internal-host", help="local address toward transceivers (default: any)")
     r.set_defaults(func=cmd_relay)
 
+    x = sub.add_parser("transceiver", help="run the WebRTC transceiver (signaling + media)")
+    x.add_argument("--http", type=parse_hostport, default=("127.0.0.1", 8080), help="signaling HOST:PORT")
+    x.add_argument("--media", type=parse_hostport, default=("127.0.0.1", 40000), help="media UDP HOST:PORT (one socket)")
+    x.add_argument("--relay", help="public relay address(es) HOST:PORT[,...] for the answer's candidates; absent = direct")
+    x.add_argument("--advertise", type=parse_hostport, help="media address relays reach us on (default: --media)")
+    x.add_argument("--public", type=parse_hostport, help="direct mode: the candidate clients send to (default: --media)")
+    x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")
+    x.add_argument("--agent", default="echo", help="echo, or module:Class")
+    x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
+    x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
+    x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")
+    x.set_defaults(func=cmd_transceiver)
+
+    c = sub.add_parser("call", help="place a WebRTC call from a WAV file and record the reply")
+    c.add_argument("--url", required=True, help="transceiver base URL, e.g. http://127.0.0.1:8080")
+    c.add_argument("--input", required=True, help="WAV to send as the microphone")
+    c.add_argument("--output", required=True, help="WAV to write what comes back to")
+    c.add_argument("--api-key", default=os.environ.get("VOXGATE_API_KEY"))
+    c.add_argument("--event", action="append", help="JSON event to send on oai-events once it opens (repeatable)")
+    c.add_argument("--session", help="session JSON: send the offer as multipart with a session part")
+    c.add_argument("--duration", type=float, help="seconds to stay in the call (default: the WAV's length + 1)")
+    c.set_defaults(func=cmd_call)
+
     t = sub.add_parser("token", help="mint or inspect routing tokens (server ufrags)")
     tsub = t.add_subparsers(dest="token_command", required=True)
     m = tsub.add_parser("mint", help="print a fresh server ufrag routing to a transceiver")
@@ -131,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("aioice", "aiortc"):  # per-check and per-state INFO lines; voxgate's own log says what matters
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     return args.func(args)
 
 

@@ -21,6 +21,9 @@
 #define MAGIC 0xF1
 #define FLAG_IPV6 1
 #define FLAG_VERIFIED 2
+/* before the transceiver marks a flow VERIFIED, a client may be sent at most this many times the bytes it
+ * sent: a DTLS server flight (~1 KB) answers a ~250-byte ClientHello; QUIC uses the same bound (RFC 9000 s8) */
+#define AMPLIFICATION 3
 #define MAX_ROUNDS 8 /* batches per call at most, so timers and the other socket are not starved */
 
 typedef union {
@@ -348,7 +351,7 @@ static PyObject *Forwarder_pump_public(Forwarder *f, PyObject *arg) {
                 continue;
             }
             flow->last_seen = now;
-            flow->credit += len;
+            flow->credit += (int64_t)len * AMPLIFICATION;
             uint8_t *start = data - flow->hdrlen;
             memcpy(start, flow->hdr, flow->hdrlen);
             f->out_iov[out].iov_base = start;
@@ -592,7 +595,7 @@ static PyObject *Forwarder_send_to_transceiver(Forwarder *f, PyObject *args) {
         hlen = 20;
     }
     flow_t *e = lookup(f, &ck);
-    if (e) e->credit += data.len;
+    if (e) e->credit += (int64_t)data.len * AMPLIFICATION;
     struct iovec iov[2] = {{hdr, hlen}, {data.buf, (size_t)data.len}};
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));

@@ -14,7 +14,7 @@ its transceiver behind an encapsulation header; everything else is returned as
 ``[(bytes, (ip, port))]`` for the slow path. ``pump_internal`` reads from the
 internal socket, decapsulates, and sends to the client only if the client has a
 live flow whose transceiver is the sender; until the transceiver marks the flow
-VERIFIED, bytes to the client may not exceed bytes from it (no amplification).
+VERIFIED, bytes to the client may not exceed ``AMPLIFICATION`` (3) times the bytes from it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ COUNTERS = (
     "slow_path", "drop_oversized", "drop_bad_encap", "drop_no_flow", "drop_wrong_transceiver",
     "drop_amplification", "drop_send_error", "drop_table_full",
 )
+
+# before the transceiver marks a flow VERIFIED, a client may be sent at most this many times the bytes it sent:
+# a DTLS server flight (~1 KB) answers a ~250-byte ClientHello; QUIC uses the same bound (RFC 9000 section 8)
+AMPLIFICATION = 3
 
 _FAST = bytes(1 if 20 <= b < 64 or 128 <= b < 192 else 0 for b in range(256))
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
@@ -146,7 +150,7 @@ class PyForwarder:
                 slow.append((bytes(view[:n]), key))
                 continue
             flow.last_seen = now
-            flow.credit += n
+            flow.credit += n * AMPLIFICATION
             try:
                 send([flow.header, view[:n]], [], 0, flow.dest)
             except OSError:
@@ -212,7 +216,7 @@ class PyForwarder:
         flow = self.flows.get(_key(client))
         hdr = flow.header if flow else encap.header(client)
         if flow is not None:
-            flow.credit += len(data)
+            flow.credit += len(data) * AMPLIFICATION
         try:
             self.int.sendmsg([hdr, data], [], 0, _sockaddr(transceiver, self.int.family))
         except OSError:

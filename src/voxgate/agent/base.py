@@ -1,0 +1,56 @@
+"""The contract between a transceiver call and a voice agent.
+
+An agent sees a call as plain audio and JSON events: an async stream of 20 ms
+s16le mono PCM frames at the rate it asks for, a writer for PCM out that the
+transceiver paces on a 20 ms clock, ``clear_audio()`` that drops queued output
+at once (barge-in), and the data channel's JSON messages both ways.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import AsyncIterator
+
+
+class CallIO(abc.ABC):
+    """What the transceiver hands an agent for one call."""
+
+    call_id: str
+    sample_rate: int
+
+    @abc.abstractmethod
+    def audio(self) -> AsyncIterator[bytes]:
+        """20 ms PCM frames from the caller; ends when the call ends."""
+
+    @abc.abstractmethod
+    def write_audio(self, pcm: bytes) -> None:
+        """Queue PCM (any length) for the caller; sent paced, one 20 ms frame per tick."""
+
+    @abc.abstractmethod
+    def flush_audio(self) -> None:
+        """Send a trailing partial frame too (pad it): the end of an utterance."""
+
+    @abc.abstractmethod
+    def clear_audio(self) -> int:
+        """Drop all queued output now; returns the milliseconds dropped."""
+
+    @property
+    @abc.abstractmethod
+    def queued_audio_ms(self) -> int:
+        """Output queued but not yet sent."""
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[dict]:
+        """JSON messages from the caller's data channel; ends when the call ends."""
+
+    @abc.abstractmethod
+    def send_event(self, event: dict) -> bool:
+        """Send one JSON message on the data channel; False if no channel is open."""
+
+
+class Agent(abc.ABC):
+    sample_rate: int = 24000  # the PCM rate the agent wants, both ways
+
+    @abc.abstractmethod
+    async def run(self, call: CallIO) -> None:
+        """Serve one call until its audio and events end."""

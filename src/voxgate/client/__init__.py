@@ -1,0 +1,1 @@
+"""Clients: `voxgate call`, a Realtime-style WebRTC caller built on aiortc (used by the tests too)."""

@@ -1,0 +1,150 @@
+"""`voxgate call`: place one WebRTC call like an OpenAI Realtime client would, from a WAV file.
+
+POSTs an offer to ``{url}/v1/realtime/calls``, sends the WAV as the microphone,
+records what comes back to a WAV, opens the ``oai-events`` data channel (sends
+the events given with ``--event`` and collects what arrives), hangs up, and
+prints one JSON line: setup-time components, packet counts, events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+import urllib.parse
+import wave
+
+import aiohttp
+import av
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError
+
+
+def _restrict_host_candidates(host: str):
+    """Loopback servers: offer only 127.0.0.1 / ::1 (aioice skips loopback, and traffic must stay on this host)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = ipaddress.ip_address("127.0.0.1") if host == "localhost" else None
+    if ip is None or not ip.is_loopback:
+        return
+    import aioice.ice
+
+    addr = "::1" if ip.version == 6 else "127.0.0.1"
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [addr]
+
+
+async def _record(track, path: str, t0: float, marks: dict):
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+    with wave.open(path, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if "first_audio_ms" not in marks:
+                marks["first_audio_ms"] = round((time.monotonic() - t0) * 1000, 1)
+            for f in resampler.resample(frame):
+                out.writeframes(bytes(f.planes[0])[: f.samples * 2])
+
+
+def _wav_seconds(path: str) -> float:
+    with wave.open(path, "rb") as w:
+        return w.getnframes() / w.getframerate()
+
+
+async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str | None = None,
+                     events: list | None = None, duration: float | None = None, session: dict | None = None) -> dict:
+    _restrict_host_candidates(urllib.parse.urlparse(url).hostname or "")
+    pc = RTCPeerConnection()
+    marks: dict = {}
+    received: list = []
+    player = MediaPlayer(input_wav)
+    pc.addTrack(player.audio)
+    channel = pc.createDataChannel("oai-events")
+    opened = asyncio.Event()
+    channel.on("open", opened.set)
+    channel.on("message", lambda m: received.append(json.loads(m)))
+    rec_task = None
+    t0 = time.monotonic()
+
+    def mark(name):
+        marks.setdefault(name, round((time.monotonic() - t0) * 1000, 1))
+
+    @pc.on("track")
+    def on_track(track):
+        nonlocal rec_task
+        rec_task = asyncio.ensure_future(_record(track, output_wav, t0, marks))
+
+    @pc.on("iceconnectionstatechange")
+    def on_ice():
+        if pc.iceConnectionState == "completed":
+            mark("ice_connected_ms")
+
+    @pc.on("connectionstatechange")
+    def on_conn():
+        if pc.connectionState == "connected":
+            mark("dtls_connected_ms")
+
+    await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here: no trickle
+    offer_ready = time.monotonic()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    base = url.rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        t0 = time.monotonic()  # setup is timed from the POST, as a browser would see it
+        gather_ms = round((t0 - offer_ready) * 1000, 1)
+        if session is not None:
+            form = aiohttp.FormData()
+            form.add_field("sdp", pc.localDescription.sdp, content_type="application/sdp")
+            form.add_field("session", json.dumps(session), content_type="application/json")
+            resp = await http.post(f"{base}/v1/realtime/calls", data=form, headers=headers)
+        else:
+            resp = await http.post(f"{base}/v1/realtime/calls", data=pc.localDescription.sdp,
+                                   headers={**headers, "Content-Type": "application/sdp"})
+        if resp.status != 201:
+            raise RuntimeError(f"call refused: {resp.status} {await resp.text()}")
+        answer = await resp.text()
+        call_id = resp.headers["Location"].rsplit("/", 1)[-1]
+        mark("answer_ms")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        try:
+            await asyncio.wait_for(opened.wait(), 10)
+            mark("datachannel_open_ms")
+            for e in events or []:
+                channel.send(json.dumps(e))
+        except asyncio.TimeoutError:
+            pass
+        await asyncio.sleep(duration if duration is not None else _wav_seconds(input_wav) + 1.0)
+        stats = await pc.getStats()
+        hang = await http.post(f"{base}/v1/realtime/calls/{call_id}/hangup", headers=headers)
+        hangup_status = hang.status
+    sent = recv = lost = 0
+    for s in stats.values():
+        if s.type == "outbound-rtp":
+            sent += s.packetsSent
+        elif s.type == "inbound-rtp":
+            recv += s.packetsReceived
+            lost += s.packetsLost
+    await pc.close()
+    player.audio.stop()
+    if rec_task:
+        try:
+            await asyncio.wait_for(rec_task, 2)
+        except asyncio.TimeoutError:
+            rec_task.cancel()
+    return {"call_id": call_id, "setup": marks, "gather_ms": gather_ms, "packets_sent": sent,
+            "packets_received": recv, "packets_lost": lost, "events": received, "hangup_status": hangup_status}
+
+
+def main(args) -> int:
+    events = [json.loads(e) for e in (args.event or [])]
+    session = json.loads(args.session) if args.session else None
+    result = asyncio.run(place_call(args.url, args.input, args.output, api_key=args.api_key, events=events,
+                                    duration=args.duration, session=session))
+    print(json.dumps(result), flush=True)
+    return 0

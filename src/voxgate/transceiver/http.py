@@ -1,0 +1,161 @@
+"""Signaling over HTTP (aiohttp), shaped like the OpenAI Realtime WebRTC API.
+
+POST /v1/realtime/calls            offer (application/sdp, or multipart sdp + session) -> 201 answer + Location
+POST /v1/realtime/calls/{id}/hangup
+POST /v1/realtime/client_secrets   -> {"value": "ek_...", "expires_at", "session"}
+GET  /v1/realtime/calls/{id}       what the call is doing (route, timings, packets)
+GET  /healthz, /metrics
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import time
+
+from aiohttp import web
+
+from .sdp import OfferError
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "authorization, content-type, x-openai-agents-sdk, openai-beta",
+    "Access-Control-Expose-Headers": "Location",
+}
+
+
+def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+          param: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
+    return web.json_response(body, status=status, headers=CORS)
+
+
+@web.middleware
+async def cors(request, handler):
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS)
+    resp = await handler(request)
+    for k, v in CORS.items():
+        resp.headers.setdefault(k, v)
+    return resp
+
+
+def _bearer(request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def _is_api_key(t, token: str | None) -> bool:
+    return token is not None and any(hmac.compare_digest(token, k) for k in t.cfg.api_keys)
+
+
+def _authorized(t, request, allow_client_secret: bool) -> bool:
+    if not t.cfg.auth:
+        return True
+    token = _bearer(request)
+    if _is_api_key(t, token):
+        return True
+    if allow_client_secret and token is not None:
+        exp = t.client_secrets.get(token)
+        return exp is not None and exp > time.time()
+    return False
+
+
+async def _read_offer(request) -> tuple[str, dict | None]:
+    ctype = request.content_type
+    if ctype.startswith("multipart/"):
+        sdp, session = None, None
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "sdp":
+                sdp = await part.text()
+            elif part.name == "session":
+                try:
+                    session = json.loads(await part.text())
+                except ValueError:
+                    raise OfferError("the 'session' part is not JSON", param="session") from None
+        if sdp is None:
+            raise OfferError("multipart body has no 'sdp' part")
+        return sdp, session
+    if ctype not in ("application/sdp", "text/plain", "application/octet-stream", ""):
+        raise OfferError(f"unsupported Content-Type {ctype!r}: send application/sdp or multipart/form-data",
+                         param="Content-Type")
+    return await request.text(), None
+
+
+def make_app(t) -> web.Application:
+    app = web.Application(middlewares=[cors], client_max_size=256 * 1024)
+
+    async def create_call(request):
+        if t.draining:
+            return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
+        if not _authorized(t, request, allow_client_secret=True):
+            return error(401, "missing or invalid Authorization: Bearer key", "invalid_request_error",
+                         "invalid_api_key")
+        if len(t.sessions) >= t.cfg.max_sessions:
+            return error(503, "at capacity", "server_error", "capacity")
+        try:
+            sdp, session_config = await _read_offer(request)
+            session, answer = t.create_call(sdp, session_config)
+        except OfferError as exc:
+            return error(400, str(exc), "invalid_request_error", "invalid_offer", exc.param)
+        return web.Response(status=201, text=answer, content_type="application/sdp",
+                            headers={"Location": f"/v1/realtime/calls/{session.call_id}"})
+
+    async def hangup(request):
+        if not _authorized(t, request, allow_client_secret=True):
+            return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
+        if not await t.hangup(request.match_info["call_id"]):
+            return error(404, "no such call", code="call_not_found", param="call_id")
+        return web.json_response({}, status=200)
+
+    async def get_call(request):
+        if not _authorized(t, request, allow_client_secret=True):
+            return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
+        session = t.sessions.get(request.match_info["call_id"])
+        if session is None:
+            return error(404, "no such call", code="call_not_found", param="call_id")
+        return web.json_response(session.describe())
+
+    async def client_secrets(request):
+        if t.cfg.auth and not _is_api_key(t, _bearer(request)):
+            return error(401, "client secrets are minted with an API key", code="invalid_api_key")
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return error(400, "body is not JSON")
+        body = body or {}
+        seconds = (body.get("expires_after") or {}).get("seconds", 600)
+        if not isinstance(seconds, int) or not 10 <= seconds <= 7200:
+            return error(400, "expires_after.seconds must be an integer in 10..7200", param="expires_after.seconds")
+        value = "ek_" + secrets.token_urlsafe(24)
+        expires_at = int(time.time()) + seconds
+        t.client_secrets[value] = expires_at
+        return web.json_response({"value": value, "expires_at": expires_at,
+                                  "session": body.get("session") or {"type": "realtime"}})
+
+    async def healthz(request):
+        body = {"status": "draining" if t.draining else "ok", "sessions": len(t.sessions),
+                "media": "%s:%d" % t.media_address, "candidates": ["%s:%d" % c for c in t.candidates]}
+        return web.json_response(body, status=503 if t.draining else 200)
+
+    async def metrics(request):
+        return web.Response(body=t.metrics.render(t.endpoint), content_type="text/plain", charset="utf-8")
+
+    app.router.add_post("/v1/realtime/calls", create_call)
+    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
+    app.router.add_get("/v1/realtime/calls/{call_id}", get_call)
+    app.router.add_post("/v1/realtime/client_secrets", client_secrets)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start_http(t, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(make_app(t), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

@@ -1,0 +1,161 @@
+"""ICE-lite responder and datagram demultiplexer for many sessions on one socket, sans-IO.
+
+Why not aioice: aioice runs a full ICE agent with its own sockets per session
+(the port-range problem users hit in containers). An ICE-lite server only
+answers checks, so one socket serves every session: STUN is routed by the
+server ufrag in USERNAME (the routing token the relay also reads), everything
+else by the client address the session's checks came from.
+
+Datagrams arrive either encapsulated by a relay (first byte 0xF1, carrying the
+true client address) or plain (direct mode). Replies go back the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..wire import encap, stun
+from ..wire.demux import PacketClass, classify
+
+CONSENT_TIMEOUT = 30.0  # RFC 7675: consent expires 30 s after the last check
+STALE_ROUTE = 6.0  # browsers send consent checks every ~5 s on the selected pair
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to reach a client: ``relay`` is None in direct mode."""
+
+    client: tuple
+    relay: tuple | None = None
+
+
+@dataclass
+class IceSession:
+    ufrag: str
+    pwd: str
+    key: object = None  # the owner's handle (e.g. the Session object)
+    route: Route | None = None  # the selected (nominated) route
+    routes: dict = field(default_factory=dict)  # every route that passed a check -> time of its last check
+    nominated: bool = False
+    last_check: float | None = None
+    verified: bool = False  # the client proved it receives us (DTLS finished): tell the relay
+
+    @property
+    def connected(self) -> bool:
+        return self.route is not None
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+    addr: tuple
+
+
+@dataclass(frozen=True)
+class Deliver:
+    session: IceSession
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A session's selected route was set or moved (first nomination, NAT rebinding, ICE restart)."""
+
+    session: IceSession
+    route: Route
+
+
+@dataclass(frozen=True)
+class Dropped:
+    reason: str
+
+
+class IceLiteMux:
+    def __init__(self):
+        self.by_ufrag: dict[str, IceSession] = {}
+        self.by_client: dict[tuple, IceSession] = {}
+
+    # ------------------------------------------------------------- sessions
+    def add(self, session: IceSession):
+        self.by_ufrag[session.ufrag] = session
+
+    def remove(self, session: IceSession):
+        self.by_ufrag.pop(session.ufrag, None)
+        for r in session.routes:
+            if self.by_client.get(r.client) is session:
+                del self.by_client[r.client]
+
+    def expired(self, now: float, timeout: float = CONSENT_TIMEOUT) -> list[IceSession]:
+        """Connected sessions whose client stopped sending consent checks."""
+        return [s for s in self.by_ufrag.values() if s.last_check is not None and now - s.last_check > timeout]
+
+    # ------------------------------------------------------------- datagrams
+    def datagram(self, data: bytes, src: tuple, now: float) -> list:
+        """One datagram from the socket -> actions."""
+        relay = None
+        if data[:1] == b"\xf1":
+            try:
+                client, _, data = encap.decapsulate(data)
+            except encap.EncapError as exc:
+                return [Dropped("encap_" + exc.reason)]
+            relay = src[:2]
+        else:
+            client = src[:2]
+        cls = classify(data)
+        if cls is PacketClass.STUN:
+            return self._stun(data, Route(client, relay), now)
+        if cls in (PacketClass.DTLS, PacketClass.RTP):
+            session = self.by_client.get(client)
+            if session is None:
+                return [Dropped("unknown_client")]
+            return [Deliver(session, data)]
+        return [Dropped("unclassified")]
+
+    def _stun(self, data: bytes, route: Route, now: float) -> list:
+        try:
+            msg = stun.parse(data)
+        except stun.StunError as exc:
+            return [Dropped("stun_" + exc.reason)]
+        if msg.msg_type != stun.BINDING_REQUEST:
+            return [Dropped("stun_not_request")]  # a lite agent sends no checks, so expects no responses
+        name = msg.username
+        if not name or ":" not in name:
+            return [self._error(msg, route, 400, "Bad Request"), Dropped("stun_no_username")]
+        ufrag = name.split(":", 1)[0]
+        session = self.by_ufrag.get(ufrag)
+        if session is None:
+            return [self._error(msg, route, 401, "Unauthorized"), Dropped("stun_unknown_ufrag")]
+        if not msg.check_integrity(session.pwd.encode()):
+            return [self._error(msg, route, 401, "Unauthorized"), Dropped("stun_bad_integrity")]
+        actions: list = []
+        session.last_check = now
+        session.routes[route] = now
+        self.by_client[route.client] = session
+        current = session.route
+        stale = current is not None and now - session.routes.get(current, now) > STALE_ROUTE
+        if msg.use_candidate:
+            session.nominated = True
+        if msg.use_candidate or current is None or not session.nominated or stale:
+            # a nomination, the first valid pair, or the selected pair went quiet while checks arrive from
+            # elsewhere (NAT rebinding): follow the client
+            if current != route:
+                session.route = route
+                actions.append(Connected(session, route))
+        reply = stun.build(
+            stun.BINDING_SUCCESS, msg.transaction_id,
+            [stun.attr_xor_mapped_address(route.client, msg.transaction_id)],
+            integrity_key=session.pwd.encode(),
+        )
+        actions.insert(0, self.send(session, reply, route))
+        return actions
+
+    def _error(self, msg, route: Route, code: int, reason: str) -> Send:
+        reply = stun.build(stun.BINDING_ERROR, msg.transaction_id, [stun.attr_error_code(code, reason)])
+        return self.send(None, reply, route)
+
+    @staticmethod
+    def send(session: IceSession | None, data: bytes, route: Route) -> Send:
+        if route.relay is None:
+            return Send(data, route.client)
+        verified = session.verified if session is not None else False
+        return Send(encap.encapsulate(route.client, data, verified), route.relay)

@@ -1,0 +1,182 @@
+"""The audio seam between a WebRTC session and the agent: Opus RTP in -> PCM frames, PCM out -> paced Opus RTP.
+
+Why not aiortc's RTCRtpReceiver/Sender: they run a decoder thread and a
+jitter buffer per track (80 ms before the agent hears anything) and an encoder
+task per track. Here the receiver decodes each packet as it arrives (reordered
+late packets are dropped, gaps are left to Opus PLC-free silence) and one
+process-wide 20 ms clock sends every session's next frame, so per-session cost
+is one Opus decode and one encode per frame. Codecs come from PyAV (libopus).
+"""
+
+from __future__ import annotations
+
+import fractions
+import random
+import time
+from collections import deque
+
+import av
+from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
+
+OPUS_RATE = 48000
+FRAME_MS = 20
+OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000  # 960 samples
+TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+
+
+def frame_bytes(rate: int) -> int:
+    """Bytes of one 20 ms frame of s16 mono PCM at ``rate``."""
+    return rate * FRAME_MS // 1000 * 2
+
+
+class _Resampler:
+    """s16 mono PCM from one rate to another, via libswresample; identity when the rates match."""
+
+    def __init__(self, src: int, dst: int):
+        self.src, self.dst = src, dst
+        self.r = av.AudioResampler(format="s16", layout="mono", rate=dst) if src != dst else None
+
+    def __call__(self, pcm: bytes) -> bytes:
+        if self.r is None:
+            return pcm
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame.sample_rate = self.src
+        frame.planes[0].update(pcm)
+        return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in self.r.resample(frame))
+
+
+class OpusIn:
+    """Registered on an aiortc RTCDtlsTransport's RTP router as the receiver of the client's audio."""
+
+    def __init__(self, rate: int, on_pcm):
+        self.rate = rate
+        self.on_pcm = on_pcm  # callable(bytes | None); None = the stream ended
+        self.decoder = av.CodecContext.create("libopus", "r")
+        self.decoder.format = "s16"
+        self.decoder.layout = "mono"
+        self.decoder.sample_rate = OPUS_RATE
+        self.resample = _Resampler(OPUS_RATE, rate)
+        self.last_seq: int | None = None
+        self.packets = self.bytes = self.lost = self.late = self.rtcp = 0
+        self.first_packet_at: float | None = None
+        self._pending = b""
+        self._frame = frame_bytes(rate)
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self.packets += 1
+        self.bytes += len(packet.payload)
+        if self.first_packet_at is None:
+            self.first_packet_at = time.monotonic()
+        if self.last_seq is not None:
+            delta = (packet.sequence_number - self.last_seq) & 0xFFFF
+            if delta == 0 or delta > 0x8000:  # duplicate or older than what we played: too late to use
+                self.late += 1
+                return
+            self.lost += delta - 1
+        self.last_seq = packet.sequence_number
+        if not packet.payload:
+            return
+        pkt = av.Packet(packet.payload)
+        pkt.pts = packet.timestamp
+        pkt.time_base = TIME_BASE
+        try:
+            frames = self.decoder.decode(pkt)
+        except av.error.FFmpegError:
+            return
+        pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in frames)
+        self._emit(self.resample(pcm))
+
+    def _emit(self, pcm: bytes):
+        """Hand the agent whole 20 ms frames (the resampler may return a few samples more or less)."""
+        buf = self._pending + pcm
+        n = self._frame
+        while len(buf) >= n:
+            self.on_pcm(buf[:n])
+            buf = buf[n:]
+        self._pending = buf
+
+    async def _handle_rtcp_packet(self, packet) -> None:
+        self.rtcp += 1
+
+    def _handle_disconnect(self) -> None:
+        self.on_pcm(None)
+
+
+class OpusOut:
+    """Queue of agent PCM, turned into one Opus RTP packet per tick of the shared 20 ms clock."""
+
+    def __init__(self, rate: int, payload_type: int, ssrc: int, bitrate: int = 32000, complexity: int = 5):
+        self.rate, self.pt, self.ssrc = rate, payload_type, ssrc
+        self.encoder = av.CodecContext.create("libopus", "w")
+        self.encoder.bit_rate = bitrate
+        self.encoder.format = "s16"
+        self.encoder.layout = "mono"
+        self.encoder.sample_rate = OPUS_RATE
+        self.encoder.time_base = TIME_BASE
+        self.encoder.options = {"application": "voip", "compression_level": str(complexity)}
+        self.resample = _Resampler(rate, OPUS_RATE)
+        self.frames: deque[bytes] = deque()  # 20 ms at OPUS_RATE each
+        self._partial = b""
+        self.seq = random.getrandbits(16)
+        self.ts_base = random.getrandbits(32)
+        self.talking = False
+        self.packets = self.bytes = 0
+        self.first_packet_at: float | None = None
+        self._pts = 0
+
+    def write(self, pcm: bytes) -> None:
+        data = self._partial + self.resample(pcm)
+        n = OPUS_FRAME * 2
+        while len(data) >= n:
+            self.frames.append(data[:n])
+            data = data[n:]
+        self._partial = data
+
+    def flush(self) -> None:
+        """Pad and queue a trailing partial frame (end of an utterance)."""
+        if self._partial:
+            self.frames.append(self._partial.ljust(OPUS_FRAME * 2, b"\x00"))
+            self._partial = b""
+
+    def clear(self) -> int:
+        """Drop everything queued at once (barge-in); returns the milliseconds dropped."""
+        dropped = len(self.frames) * FRAME_MS
+        self.frames.clear()
+        self._partial = b""
+        return dropped
+
+    @property
+    def queued_ms(self) -> int:
+        return len(self.frames) * FRAME_MS
+
+    def tick(self, tick_index: int) -> bytes | None:
+        """The RTP packet for this tick of the clock, or None when there is nothing to say."""
+        if not self.frames:
+            self.talking = False
+            return None
+        frame = av.AudioFrame(format="s16", layout="mono", samples=OPUS_FRAME)
+        frame.sample_rate = OPUS_RATE
+        frame.planes[0].update(self.frames.popleft())
+        frame.pts = self._pts
+        self._pts += OPUS_FRAME
+        packets = self.encoder.encode(frame)
+        if not packets:
+            return None
+        payload = bytes(packets[0])
+        rtp = RtpPacket(payload_type=self.pt, marker=0 if self.talking else 1,
+                        sequence_number=self.seq, timestamp=(self.ts_base + tick_index * OPUS_FRAME) & 0xFFFFFFFF,
+                        ssrc=self.ssrc, payload=payload)
+        self.talking = True
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.packets += 1
+        self.bytes += len(payload)
+        if self.first_packet_at is None:
+            self.first_packet_at = time.monotonic()
+        return rtp.serialize()
+
+    def sender_report(self, tick_index: int) -> bytes:
+        ntp = int((time.time() + 2208988800) * (1 << 32))
+        sr = RtcpSrPacket(ssrc=self.ssrc, sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp, rtp_timestamp=(self.ts_base + tick_index * OPUS_FRAME) & 0xFFFFFFFF,
+            packet_count=self.packets, octet_count=self.bytes))
+        return bytes(sr)

@@ -1,0 +1,40 @@
+"""Prometheus metrics of a transceiver process (its own registry, served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+SETUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class TransceiverMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions = Gauge("voxgate_transceiver_sessions", "Live sessions", registry=r)
+        self.calls = Counter("voxgate_transceiver_calls", "Calls by outcome", ["outcome"], registry=r)
+        self.setup = Histogram("voxgate_transceiver_setup_seconds", "From the offer POST to each setup stage",
+                               ["stage"], buckets=SETUP_BUCKETS, registry=r)
+        # the socket path keeps plain ints; they are added here as deltas when /metrics is read
+        self.packets = Counter("voxgate_transceiver_packets", "Datagrams on the media socket", ["direction"], registry=r)
+        self.drops = Counter("voxgate_transceiver_drops", "Datagrams dropped by the media socket, by reason",
+                             ["reason"], registry=r)
+        self._seen: dict = {}
+
+    def observe_setup(self, timings_ms: dict):
+        for stage in ("ice_connected", "dtls_connected", "first_audio_in", "first_audio_out"):
+            if stage in timings_ms:
+                self.setup.labels(stage).observe(timings_ms[stage] / 1000)
+
+    def _add(self, counter, label: str, value: int):
+        delta = value - self._seen.get((counter, label), 0)
+        if delta > 0:
+            counter.labels(label).inc(delta)
+            self._seen[(counter, label)] = value
+
+    def render(self, endpoint) -> bytes:
+        self._add(self.packets, "in", endpoint.packets_in)
+        self._add(self.packets, "out", endpoint.packets_out)
+        for reason, n in list(endpoint.drops.items()):
+            self._add(self.drops, reason, n)
+        return generate_latest(self.registry)

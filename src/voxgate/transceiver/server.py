@@ -1,0 +1,181 @@
+"""`voxgate transceiver`: the media socket, the sessions, the shared 20 ms clock, the reaper, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from aiortc.rtcdtlstransport import RTCCertificate
+
+from ..agent import load_agent
+from ..wire.token import Keyring, mint
+from .endpoint import MediaEndpoint
+from .ice import CONSENT_TIMEOUT
+from .metrics import TransceiverMetrics
+from .sdp import build_answer, new_ice_pwd, parse_offer
+from .session import Session
+
+log = logging.getLogger("voxgate.transceiver")
+
+
+@dataclass
+class TransceiverConfig:
+    http: tuple[str, int]
+    media: tuple[str, int]
+    keyring: Keyring
+    relays: list = field(default_factory=list)  # public relay addresses; empty = direct mode
+    agent: str = "echo"
+    advertise: tuple[str, int] | None = None  # media address relays should send to (goes into the token)
+    public: tuple[str, int] | None = None  # direct mode: the address clients should send to
+    api_keys: list = field(default_factory=list)
+    auth: bool = True
+    setup_timeout: float = 20.0
+    consent_timeout: float = CONSENT_TIMEOUT
+    drain_timeout: float = 30.0
+    max_sessions: int = 1000
+
+
+class Transceiver:
+    def __init__(self, cfg: TransceiverConfig):
+        self.cfg = cfg
+        self.sessions: dict[str, Session] = {}
+        self.metrics = TransceiverMetrics()
+        self.certificate = RTCCertificate.generateCertificate()
+        self.fingerprint = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
+        self.endpoint: MediaEndpoint | None = None
+        self.agent_factory = lambda: load_agent(cfg.agent)
+        load_agent(cfg.agent)  # fail at start-up, not on the first call
+        self.draining = False
+        self.client_secrets: dict[str, float] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._connected: list[Session] = []
+
+    # ------------------------------------------------------------- start/stop
+    async def start(self):
+        self.endpoint = await MediaEndpoint.open(*self.cfg.media)
+        self._tasks = [asyncio.ensure_future(self._pace()), asyncio.ensure_future(self._reap())]
+
+    @property
+    def media_address(self) -> tuple[str, int]:
+        host, port = self.endpoint.address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        return host, port
+
+    @property
+    def token_target(self) -> tuple[str, int]:
+        return self.cfg.advertise or self.media_address
+
+    @property
+    def candidates(self) -> list[tuple[str, int]]:
+        if self.cfg.relays:
+            return list(self.cfg.relays)
+        return [self.cfg.public or self.media_address]
+
+    async def stop(self):
+        for s in list(self.sessions.values()):
+            await s.close("shutdown")
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.endpoint:
+            self.endpoint.close()
+
+    async def drain(self):
+        """SIGTERM: refuse new calls, let live ones run to the deadline, then close them."""
+        self.draining = True
+        deadline = time.monotonic() + self.cfg.drain_timeout
+        log.warning("draining: %d live calls, deadline in %.0f s", len(self.sessions), self.cfg.drain_timeout)
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await self.stop()
+
+    # ------------------------------------------------------------- calls
+    def create_call(self, offer_sdp: str, session_config: dict | None = None) -> tuple[Session, str]:
+        offer = parse_offer(offer_sdp)
+        ufrag = mint(self.cfg.keyring, self.token_target, time.time())
+        pwd = new_ice_pwd()
+        agent = self.agent_factory()
+        session = Session(self, offer, ufrag, pwd, agent, session_config)
+        answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint, candidates=self.candidates,
+                              ssrc=session.ssrc, session_id=int(time.time() * 1000))
+        self.sessions[session.call_id] = session
+        self.endpoint.mux.add(session.ice)
+        self.metrics.sessions.set(len(self.sessions))
+        session.start()
+        return session, answer
+
+    async def hangup(self, call_id: str) -> bool:
+        session = self.sessions.get(call_id)
+        if session is None:
+            return False
+        await session.close("hangup")
+        return True
+
+    # callbacks from sessions
+    def on_connected(self, session: Session):
+        self._connected.append(session)
+
+    def on_datachannel(self, session: Session, channel):
+        pass
+
+    def on_closed(self, session: Session):
+        self.sessions.pop(session.call_id, None)
+        if session in self._connected:
+            self._connected.remove(session)
+        self.endpoint.mux.remove(session.ice)
+        self.metrics.sessions.set(len(self.sessions))
+        self.metrics.calls.labels(session.close_reason).inc()
+        self.metrics.observe_setup(session.timings_ms())
+
+    # ------------------------------------------------------------- clocks
+    async def _pace(self):
+        """One 20 ms clock for every session's outgoing audio (absolute deadlines: no drift)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        index = 0
+        while True:
+            index += 1
+            delay = start + index * 0.02 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:  # we fell far behind (CPU starved): skip ahead rather than burst
+                skipped = int(-delay / 0.02)
+                index += skipped
+            for s in self._connected:
+                if s.out.frames or index % 250 == 0:
+                    await s.tick(index)
+
+    async def _reap(self):
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for s in list(self.sessions.values()):
+                if s.state == "new" and now - s.times["created"] > self.cfg.setup_timeout:
+                    await s.close("setup_timeout")
+            for ice in self.endpoint.mux.expired(now, self.cfg.consent_timeout):
+                await ice.key.close("consent_expired")
+            for key, exp in list(self.client_secrets.items()):
+                if exp < time.time():
+                    del self.client_secrets[key]
+
+
+async def serve(cfg: TransceiverConfig, ready=None) -> int:
+    from .http import start_http
+
+    t = Transceiver(cfg)
+    await t.start()
+    runner = await start_http(t, *cfg.http)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready:
+        ready(t)
+    await stop.wait()
+    await t.drain()
+    await runner.cleanup()
+    return 0

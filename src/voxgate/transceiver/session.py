@@ -1,0 +1,279 @@
+"""One call: aiortc's DTLS/SRTP/SCTP transports on the shared socket, the agent on the other side.
+
+The seam is ``MuxIceTransport``: the two methods aiortc's RTCDtlsTransport
+needs from an ICE transport (``_recv``, ``_send``) backed by this session's
+inbox (fed by the endpoint's demultiplexer) and the endpoint's one socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+import time
+from typing import AsyncIterator
+
+from aiortc.rtcdtlstransport import RTCDtlsParameters, RTCDtlsTransport
+from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
+
+from ..agent.base import CallIO
+from .ice import IceSession
+from .media import FRAME_MS, OpusIn, OpusOut
+from .sdp import Offer
+
+log = logging.getLogger("voxgate.transceiver")
+
+
+class MuxIceTransport:
+    """Just enough of aiortc's RTCIceTransport for RTCDtlsTransport: an ICE-lite agent is always controlled."""
+
+    role = "controlled"
+
+    def __init__(self, session: "Session"):
+        self.session = session
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.state = "new"
+
+    async def _recv(self) -> bytes:
+        data = await self.inbox.get()
+        if data is None:
+            raise ConnectionError("session closed")
+        return data
+
+    async def _send(self, data: bytes) -> None:
+        if self.state == "closed":
+            raise ConnectionError("session closed")
+        self.session.send(data)
+
+    def close(self):
+        self.state = "closed"
+        self.inbox.put_nowait(None)
+
+
+class Session(CallIO):
+    def __init__(self, server, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None):
+        self.server = server
+        self.offer = offer
+        self.call_id = "rtc_" + secrets.token_hex(12)
+        self.config = session_config or {}
+        self.agent = agent
+        self.sample_rate = agent.sample_rate
+        self.ice = IceSession(ufrag=ufrag, pwd=pwd, key=self)
+        self.transport = MuxIceTransport(self)
+        self.dtls = RTCDtlsTransport(self.transport, [server.certificate])
+        self.dtls._set_role("server")  # our answer says a=setup:passive
+        self.ssrc = random.getrandbits(32) or 1
+        self.out = OpusOut(self.sample_rate, offer.opus_pt, self.ssrc)
+        self.inp = OpusIn(self.sample_rate, self._on_pcm)
+        self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=500)
+        self._event_q: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        self.sctp: RTCSctpTransport | None = None
+        self.channel = None
+        self.tasks: set[asyncio.Task] = set()
+        self.state = "new"
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._hdr_key = None
+        self._hdr = b""
+        self.times = {"created": time.monotonic()}
+        self.dropped_audio_frames = 0
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self):
+        self._spawn(self._run(), "run")
+
+    def _spawn(self, coro, name):
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.call_id}:{name}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _run(self):
+        try:
+            await self.dtls.start(RTCDtlsParameters(fingerprints=self.offer.fingerprints, role="auto"))
+        except ConnectionError:
+            return
+        if self.dtls.state != "connected":
+            await self.close("dtls_failed")
+            return
+        self.times["dtls_connected"] = time.monotonic()
+        self.state = "connected"
+        self.ice.verified = True  # the client finished DTLS with us: it receives what we send
+        self.server.on_connected(self)
+        self.dtls._register_rtp_receiver(self.inp, _receive_parameters(self.offer))
+        if self.offer.sctp_port is not None:
+            self.sctp = RTCSctpTransport(self.dtls)
+            self.sctp.on("datachannel", self._on_datachannel)
+            await self.sctp.start(RTCSctpCapabilities(maxMessageSize=262144), self.offer.sctp_port)
+        self._spawn(self._run_agent(), "agent")
+
+    async def _run_agent(self):
+        try:
+            await self.agent.run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent failed on %s", self.call_id)
+            await self.close("agent_error")
+
+    async def close(self, reason: str = "hangup"):
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self.close_reason = reason
+        self.times["closed"] = time.monotonic()
+        self._audio_q.put_nowait(None) if not self._audio_q.full() else None
+        self._event_q.put_nowait(None) if not self._event_q.full() else None
+        if self.sctp is not None:
+            try:
+                await asyncio.wait_for(self.sctp.stop(), 1.0)
+            except (asyncio.TimeoutError, ConnectionError, Exception):
+                pass
+        try:
+            await asyncio.wait_for(self.dtls.stop(), 1.0)
+        except (asyncio.TimeoutError, ConnectionError, Exception):
+            pass
+        self.transport.close()
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+        self.server.on_closed(self)
+        self.closed.set()
+
+    # ------------------------------------------------------------- socket side
+    def deliver(self, data: bytes):
+        self.transport.inbox.put_nowait(data)
+
+    def send(self, data: bytes):
+        route = self.ice.route
+        if route is None:
+            return
+        if route.relay is None:
+            self.server.endpoint.sendto(data, route.client)
+            return
+        key = (route, self.ice.verified)
+        if key != self._hdr_key:
+            from ..wire.encap import header
+
+            self._hdr_key, self._hdr = key, header(route.client, self.ice.verified)
+        self.server.endpoint.sendto(self._hdr + data, route.relay)
+
+    def on_route(self, route):
+        if "ice_connected" not in self.times:
+            self.times["ice_connected"] = time.monotonic()
+
+    # ------------------------------------------------------------- media side
+    def _on_pcm(self, pcm):
+        if pcm is not None and "first_audio_in" not in self.times:
+            self.times["first_audio_in"] = time.monotonic()
+        try:
+            self._audio_q.put_nowait(pcm)
+        except asyncio.QueueFull:  # the agent is not keeping up: drop the oldest, keep the newest
+            self.dropped_audio_frames += 1
+            self._audio_q.get_nowait()
+            self._audio_q.put_nowait(pcm)
+
+    async def tick(self, index: int):
+        data = self.out.tick(index)
+        if data is not None:
+            if "first_audio_out" not in self.times:
+                self.times["first_audio_out"] = time.monotonic()
+            try:
+                await self.dtls._send_rtp(data)
+            except ConnectionError:
+                pass
+        if index % 250 == 0 and self.out.packets:  # RTCP sender report every 5 s
+            try:
+                await self.dtls._send_rtp(self.out.sender_report(index))
+            except ConnectionError:
+                pass
+
+    # ------------------------------------------------------------- data channel
+    def _on_datachannel(self, channel):
+        self.channel = channel
+
+        @channel.on("message")
+        def on_message(message):
+            try:
+                event = json.loads(message)
+                if not isinstance(event, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                self.send_event({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_json",
+                                                            "message": f"data channel message is not a JSON object: {exc}",
+                                                            "param": None}})
+                return
+            try:
+                self._event_q.put_nowait(event)
+            except asyncio.QueueFull:
+                self.send_event({"type": "error", "error": {"type": "rate_limit_error", "code": "too_many_events",
+                                                            "message": "event queue full", "param": None}})
+
+        self.server.on_datachannel(self, channel)
+
+    # ------------------------------------------------------------- CallIO
+    async def audio(self) -> AsyncIterator[bytes]:
+        while True:
+            pcm = await self._audio_q.get()
+            if pcm is None:
+                return
+            yield pcm
+
+    def write_audio(self, pcm: bytes) -> None:
+        if self.state != "closed":
+            self.out.write(pcm)
+
+    def flush_audio(self) -> None:
+        self.out.flush()
+
+    def clear_audio(self) -> int:
+        return self.out.clear()
+
+    @property
+    def queued_audio_ms(self) -> int:
+        return self.out.queued_ms
+
+    async def events(self) -> AsyncIterator[dict]:
+        while True:
+            event = await self._event_q.get()
+            if event is None:
+                return
+            yield event
+
+    def send_event(self, event: dict) -> bool:
+        ch = self.channel
+        if ch is None or ch.readyState != "open":
+            return False
+        ch.send(json.dumps(event))
+        return True
+
+    # ------------------------------------------------------------- reporting
+    def timings_ms(self) -> dict:
+        t0 = self.times["created"]
+        return {k: round((v - t0) * 1000, 1) for k, v in self.times.items() if k != "created"}
+
+    def describe(self) -> dict:
+        return {
+            "id": self.call_id, "state": self.state, "route": _route_text(self.ice.route),
+            "timings_ms": self.timings_ms(), "audio_in_packets": self.inp.packets, "audio_out_packets": self.out.packets,
+            "lost": self.inp.lost, "late": self.inp.late, "frame_ms": FRAME_MS,
+        }
+
+
+def _route_text(route):
+    if route is None:
+        return None
+    via = f" via {route.relay[0]}:{route.relay[1]}" if route.relay else ""
+    return f"{route.client[0]}:{route.client[1]}{via}"
+
+
+def _receive_parameters(offer: Offer):
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
+
+    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=offer.opus_pt)
+    params = RTCRtpReceiveParameters(codecs=[codec], muxId=offer.audio_mid)
+    return params
