@@ -246,3 +246,93 @@ def wait_for(pred, timeout=5.0, interval=0.05):
             return v
         time.sleep(interval)
     return pred()
+
+
+class TransceiverProcess:
+    """`voxgate transceiver` as a real subprocess; waits for its ready line."""
+
+    def __init__(self, secret_file, relay_port=None, agent="echo", extra=(), env=None):
+        self.http_port, self.media_port = free_port(kind=socket.SOCK_STREAM), free_port()
+        cmd = [sys.executable, "-m", "voxgate", "transceiver", "--http", f"127.0.0.1:{self.http_port}",
+               "--media", f"127.0.0.1:{self.media_port}", "--secret-file", str(secret_file), "--agent", agent,
+               *extra]
+        if relay_port:
+            cmd += ["--relay", f"127.0.0.1:{relay_port}"]
+        if "--api-key" not in extra:
+            cmd.append("--no-auth")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("transceiver did not start: " + self.proc.stderr.read())
+        self.ready = json.loads(line)
+        self.url = f"http://127.0.0.1:{self.http_port}"
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def health(self) -> dict:
+        return json.loads(self.get("/healthz")[1])
+
+    def post(self, path, body=b"", headers=None):
+        req = urllib.request.Request(self.url + path, data=body, headers=headers or {}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stderr_text = self.proc.stderr.read()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+
+def run_call(url, input_wav, output_wav, *extra, timeout=60) -> dict:
+    """`voxgate call` in its own process; returns its JSON line."""
+    out = subprocess.run([sys.executable, "-m", "voxgate", "call", "--url", url, "--input", str(input_wav),
+                          "--output", str(output_wav), *extra], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"voxgate call failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speech_wav(path, text="The quick brown fox jumps over the lazy dog.") -> str:
+    """A real spoken sentence, synthesized by espeak-ng (Debian package)."""
+    exe = shutil.which("espeak-ng")
+    if not exe:
+        raise RuntimeError("espeak-ng not installed (apt-get install espeak-ng)")
+    subprocess.run([exe, "-w", str(path), "-s", "160", text], check=True, capture_output=True)
+    return str(path)
+
+
+def wav_rms(path, start=0.0, end=None) -> float:
+    import array
+    import math
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        rate, n = w.getframerate(), w.getnframes()
+        w.setpos(int(start * rate))
+        count = (int(end * rate) if end else n) - int(start * rate)
+        raw = w.readframes(max(0, count))
+        width, channels = w.getsampwidth(), w.getnchannels()
+    assert width == 2
+    samples = array.array("h", raw)[::channels]
+    return math.sqrt(sum(s * s for s in samples) / len(samples)) if samples else 0.0
+
+
+def wav_seconds(path) -> float:
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        return w.getnframes() / w.getframerate()

@@ -43,8 +43,10 @@ def parse_offer(text: str) -> Offer:
         raise OfferError("the body is not an SDP offer (no v=0 line)")
     try:
         desc = SessionDescription.parse(text)
+    except (KeyError, StopIteration):
+        raise OfferError("unparseable SDP: an a=fmtp or a=rtcp-fb line names a payload type with no a=rtpmap") from None
     except Exception as exc:  # aiortc raises several types on bad input
-        raise OfferError(f"unparseable SDP: {exc}") from None
+        raise OfferError(f"unparseable SDP ({type(exc).__name__}: {exc})") from None
     mids, audio, app = [], None, None
     for i, m in enumerate(desc.media):
         mid = m.rtp.muxId or str(i)
