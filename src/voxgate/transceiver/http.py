@@ -5,6 +5,7 @@ POST /v1/realtime/calls/{id}/hangup
 POST /v1/realtime/client_secrets   -> {"value": "ek_...", "expires_at", "session"}
 GET  /v1/realtime/calls/{id}       what the call is doing (route, timings, packets)
 GET  /healthz, /metrics
+GET  /                              a minimal browser client (static/call.html)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hmac
 import json
 import secrets
 import time
+from pathlib import Path
 
 from aiohttp import web
 
@@ -149,6 +151,12 @@ def make_app(t) -> web.Application:
     async def metrics(request):
         return web.Response(body=t.metrics.render(t.endpoint), content_type="text/plain", charset="utf-8")
 
+    static = Path(__file__).with_name("static")
+
+    async def call_page(request):
+        return web.FileResponse(static / "call.html")
+
+    app.router.add_get("/", call_page)
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_get("/v1/realtime/calls/{call_id}", get_call)
