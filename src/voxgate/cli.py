@@ -112,7 +112,7 @@ def cmd_transceiver(args) -> int:
     cfg = TransceiverConfig(
         http=args.http, media=args.media, keyring=_keyring(args), relays=relays, agent=args.agent,
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
-        drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout,
+        drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
     )
 
     def ready(t):
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")
+    x.add_argument("--opus-complexity", type=int, default=3, choices=range(11), metavar="0-10",
+                   help="libopus encoder complexity: CPU per session against quality (default 3)")
     x.add_argument("--setup-timeout", type=float, default=20.0, help="seconds a call may take to connect before it is reaped")
     x.set_defaults(func=cmd_transceiver)
 

@@ -12,7 +12,7 @@ from .base import Agent, CallIO
 
 
 class EchoAgent(Agent):
-    sample_rate = 48000
+    sample_rate = 48000  # what the Opus decoder emits: the echo costs no resampling (agents may ask for 16k/24k)
 
     async def run(self, call: CallIO) -> None:
         async def audio():

@@ -22,6 +22,10 @@ OPUS_RATE = 48000
 FRAME_MS = 20
 OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000  # 960 samples
 TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+# libopus encodes from and decodes to these rates natively (RTP timestamps stay at 48 kHz, RFC 7587): an agent
+# asking for one of them costs no resampling at all
+NATIVE_RATES = (8000, 12000, 16000, 24000, 48000)
+DEFAULT_COMPLEXITY = 3  # libopus 0..10: 3 costs ~125 us per 20 ms frame here, 10 costs ~215 us (docs/performance.md)
 
 
 def frame_bytes(rate: int) -> int:
@@ -51,11 +55,12 @@ class OpusIn:
     def __init__(self, rate: int, on_pcm):
         self.rate = rate
         self.on_pcm = on_pcm  # callable(bytes | None); None = the stream ended
+        codec_rate = rate if rate in NATIVE_RATES else OPUS_RATE
         self.decoder = av.CodecContext.create("libopus", "r")
         self.decoder.format = "s16"
         self.decoder.layout = "mono"
-        self.decoder.sample_rate = OPUS_RATE
-        self.resample = _Resampler(OPUS_RATE, rate)
+        self.decoder.sample_rate = codec_rate
+        self.resample = _Resampler(codec_rate, rate)
         self.last_seq: int | None = None
         self.packets = self.bytes = self.lost = self.late = self.rtcp = 0
         self.first_packet_at: float | None = None
@@ -83,6 +88,10 @@ class OpusIn:
             frames = self.decoder.decode(pkt)
         except av.error.FFmpegError:
             return
+        if not frames:
+            return
+        if frames[0].sample_rate != self.resample.src:  # the decoder chose its own output rate
+            self.resample = _Resampler(frames[0].sample_rate, self.rate)
         pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in frames)
         self._emit(self.resample(pcm))
 
@@ -105,17 +114,20 @@ class OpusIn:
 class OpusOut:
     """Queue of agent PCM, turned into one Opus RTP packet per tick of the shared 20 ms clock."""
 
-    def __init__(self, rate: int, payload_type: int, ssrc: int, bitrate: int = 32000, complexity: int = 5):
+    def __init__(self, rate: int, payload_type: int, ssrc: int, bitrate: int = 32000,
+                 complexity: int = DEFAULT_COMPLEXITY):
         self.rate, self.pt, self.ssrc = rate, payload_type, ssrc
+        self.codec_rate = rate if rate in NATIVE_RATES else OPUS_RATE
+        self.samples = self.codec_rate * FRAME_MS // 1000
         self.encoder = av.CodecContext.create("libopus", "w")
         self.encoder.bit_rate = bitrate
         self.encoder.format = "s16"
         self.encoder.layout = "mono"
-        self.encoder.sample_rate = OPUS_RATE
-        self.encoder.time_base = TIME_BASE
+        self.encoder.sample_rate = self.codec_rate
+        self.encoder.time_base = fractions.Fraction(1, self.codec_rate)
         self.encoder.options = {"application": "voip", "compression_level": str(complexity)}
-        self.resample = _Resampler(rate, OPUS_RATE)
-        self.frames: deque[bytes] = deque()  # 20 ms at OPUS_RATE each
+        self.resample = _Resampler(rate, self.codec_rate)
+        self.frames: deque[bytes] = deque()  # 20 ms at codec_rate each
         self._partial = b""
         self.seq = random.getrandbits(16)
         self.ts_base = random.getrandbits(32)
@@ -126,7 +138,7 @@ class OpusOut:
 
     def write(self, pcm: bytes) -> None:
         data = self._partial + self.resample(pcm)
-        n = OPUS_FRAME * 2
+        n = self.samples * 2
         while len(data) >= n:
             self.frames.append(data[:n])
             data = data[n:]
@@ -135,7 +147,7 @@ class OpusOut:
     def flush(self) -> None:
         """Pad and queue a trailing partial frame (end of an utterance)."""
         if self._partial:
-            self.frames.append(self._partial.ljust(OPUS_FRAME * 2, b"\x00"))
+            self.frames.append(self._partial.ljust(self.samples * 2, b"\x00"))
             self._partial = b""
 
     def clear(self) -> int:
@@ -154,11 +166,11 @@ class OpusOut:
         if not self.frames:
             self.talking = False
             return None
-        frame = av.AudioFrame(format="s16", layout="mono", samples=OPUS_FRAME)
-        frame.sample_rate = OPUS_RATE
+        frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
+        frame.sample_rate = self.codec_rate
         frame.planes[0].update(self.frames.popleft())
         frame.pts = self._pts
-        self._pts += OPUS_FRAME
+        self._pts += self.samples
         packets = self.encoder.encode(frame)
         if not packets:
             return None

@@ -36,6 +36,7 @@ class TransceiverConfig:
     consent_timeout: float = CONSENT_TIMEOUT
     drain_timeout: float = 30.0
     max_sessions: int = 1000
+    opus_complexity: int = 3
 
 
 class Transceiver:

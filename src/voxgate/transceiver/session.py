@@ -65,7 +65,7 @@ class Session(CallIO):
         self.dtls = RTCDtlsTransport(self.transport, [server.certificate])
         self.dtls._set_role("server")  # our answer says a=setup:passive
         self.ssrc = random.getrandbits(32) or 1
-        self.out = OpusOut(self.sample_rate, offer.opus_pt, self.ssrc)
+        self.out = OpusOut(self.sample_rate, offer.opus_pt, self.ssrc, complexity=server.cfg.opus_complexity)
         self.inp = OpusIn(self.sample_rate, self._on_pcm)
         self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=500)
         self._event_q: asyncio.Queue = asyncio.Queue(maxsize=1000)
