@@ -113,6 +113,7 @@ def cmd_transceiver(args) -> int:
         http=args.http, media=args.media, keyring=_keyring(args), relays=relays, agent=args.agent,
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
+        responder=args.responder,
     )
 
     def ready(t):
@@ -155,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--advertise", type=parse_hostport, help="media address relays reach us on (default: --media)")
     x.add_argument("--public", type=parse_hostport, help="direct mode: the candidate clients send to (default: --media)")
     x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")
-    x.add_argument("--agent", default="echo", help="echo, or module:Class")
+    x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
+    x.add_argument("--responder", default="auto",
+                   help="voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL")
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")

@@ -7,17 +7,30 @@ agent for tests and benchmarks. ``load_agent`` maps ``--agent NAME`` to one.
 from .base import Agent, CallIO
 
 
-def load_agent(name: str) -> Agent:
+_STACKS: dict = {}
+
+
+def load_agent(name: str, **options) -> Agent:
+    """``echo``; ``voice`` (the embedded stack; ``responder=auto|scripted|smollm2|openai:URL#MODEL``); or
+    ``module:Class``. A voice stack is loaded once per process and shared by its calls."""
     if name == "echo":
         from .echo import EchoAgent
 
         return EchoAgent()
+    if name == "voice":
+        from .realtime import VoiceAgent
+        from .stack import Stack
+
+        key = options.get("responder", "auto")
+        if key not in _STACKS:
+            _STACKS[key] = Stack.embedded(key, progress=options.get("progress", print))
+        return VoiceAgent(_STACKS[key])
     if ":" in name:  # module:attribute, for agents that live outside voxgate
         import importlib
 
         module, _, attr = name.partition(":")
         return getattr(importlib.import_module(module), attr)()
-    raise ValueError(f"unknown agent {name!r} (known: echo, or module:Class)")
+    raise ValueError(f"unknown agent {name!r} (known: echo, voice, or module:Class)")
 
 
 __all__ = ["Agent", "CallIO", "load_agent"]

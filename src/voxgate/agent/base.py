@@ -9,6 +9,7 @@ at once (barge-in), and the data channel's JSON messages both ways.
 from __future__ import annotations
 
 import abc
+import asyncio
 from typing import AsyncIterator
 
 
@@ -38,6 +39,10 @@ class CallIO(abc.ABC):
     @abc.abstractmethod
     def queued_audio_ms(self) -> int:
         """Output queued but not yet sent."""
+
+    @abc.abstractmethod
+    def audio_sent(self) -> "asyncio.Future[float]":
+        """A future that resolves (with ``time.monotonic()``) when the next audio packet leaves for the caller."""
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[dict]:

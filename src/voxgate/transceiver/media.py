@@ -18,6 +18,8 @@ from collections import deque
 import av
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
+from ..wire.pcm import Resampler
+
 OPUS_RATE = 48000
 FRAME_MS = 20
 OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000  # 960 samples
@@ -33,22 +35,6 @@ def frame_bytes(rate: int) -> int:
     return rate * FRAME_MS // 1000 * 2
 
 
-class _Resampler:
-    """s16 mono PCM from one rate to another, via libswresample; identity when the rates match."""
-
-    def __init__(self, src: int, dst: int):
-        self.src, self.dst = src, dst
-        self.r = av.AudioResampler(format="s16", layout="mono", rate=dst) if src != dst else None
-
-    def __call__(self, pcm: bytes) -> bytes:
-        if self.r is None:
-            return pcm
-        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
-        frame.sample_rate = self.src
-        frame.planes[0].update(pcm)
-        return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in self.r.resample(frame))
-
-
 class OpusIn:
     """Registered on an aiortc RTCDtlsTransport's RTP router as the receiver of the client's audio."""
 
@@ -60,7 +46,7 @@ class OpusIn:
         self.decoder.format = "s16"
         self.decoder.layout = "mono"
         self.decoder.sample_rate = codec_rate
-        self.resample = _Resampler(codec_rate, rate)
+        self.resample = Resampler(codec_rate, rate)
         self.last_seq: int | None = None
         self.packets = self.bytes = self.lost = self.late = self.rtcp = 0
         self.first_packet_at: float | None = None
@@ -91,7 +77,7 @@ class OpusIn:
         if not frames:
             return
         if frames[0].sample_rate != self.resample.src:  # the decoder chose its own output rate
-            self.resample = _Resampler(frames[0].sample_rate, self.rate)
+            self.resample = Resampler(frames[0].sample_rate, self.rate)
         pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in frames)
         self._emit(self.resample(pcm))
 
@@ -126,7 +112,7 @@ class OpusOut:
         self.encoder.sample_rate = self.codec_rate
         self.encoder.time_base = fractions.Fraction(1, self.codec_rate)
         self.encoder.options = {"application": "voip", "compression_level": str(complexity)}
-        self.resample = _Resampler(rate, self.codec_rate)
+        self.resample = Resampler(rate, self.codec_rate)
         self.frames: deque[bytes] = deque()  # 20 ms at codec_rate each
         self._partial = b""
         self.seq = random.getrandbits(16)

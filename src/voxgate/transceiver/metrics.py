@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 SETUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -37,4 +37,5 @@ class TransceiverMetrics:
         self._add(self.packets, "out", endpoint.packets_out)
         for reason, n in list(endpoint.drops.items()):
             self._add(self.drops, reason, n)
-        return generate_latest(self.registry)
+        # plus the process-wide registry, where the agent's turn timings live
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -37,6 +37,7 @@ class TransceiverConfig:
     drain_timeout: float = 30.0
     max_sessions: int = 1000
     opus_complexity: int = 3
+    responder: str = "auto"  # for --agent voice
 
 
 class Transceiver:
@@ -47,8 +48,9 @@ class Transceiver:
         self.certificate = RTCCertificate.generateCertificate()
         self.fingerprint = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
         self.endpoint: MediaEndpoint | None = None
-        self.agent_factory = lambda: load_agent(cfg.agent)
-        load_agent(cfg.agent)  # fail at start-up, not on the first call
+        options = {"responder": cfg.responder, "progress": lambda line: log.warning("%s", line.strip())}
+        self.agent_factory = lambda: load_agent(cfg.agent, **options)
+        self.agent_factory()  # load models and fail at start-up, not on the first call
         self.draining = False
         self.client_secrets: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []

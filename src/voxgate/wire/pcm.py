@@ -1,0 +1,22 @@
+"""PCM helpers shared by the transceiver and the agent: s16 mono resampling through libswresample (PyAV)."""
+
+from __future__ import annotations
+
+import av
+
+
+class Resampler:
+    """s16 mono PCM from one rate to another; identity when the rates match. Keeps its filter state, so feed it
+    one continuous stream."""
+
+    def __init__(self, src: int, dst: int):
+        self.src, self.dst = src, dst
+        self.r = av.AudioResampler(format="s16", layout="mono", rate=dst) if src != dst else None
+
+    def __call__(self, pcm: bytes) -> bytes:
+        if self.r is None or not pcm:
+            return pcm
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame.sample_rate = self.src
+        frame.planes[0].update(pcm)
+        return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in self.r.resample(frame))

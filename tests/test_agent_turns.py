@@ -1,0 +1,74 @@
+"""The turn-taking state machine alone."""
+
+from voxgate.agent.turns import (EndOfTurn, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig, TurnTaker,
+                                 transcript_fits)
+
+
+def feed(tt, pattern, t0=0):
+    """pattern: string of 'S' (speech) and '.' (silence), one char per 20 ms frame; returns [(t_ms, action)]."""
+    out = []
+    for i, ch in enumerate(pattern):
+        t = t0 + (i + 1) * 20
+        out += [(t, a) for a in tt.frame(1.0 if ch == "S" else 0.0, t)]
+    return out
+
+
+def test_one_turn_with_speculation_then_end():
+    tt = TurnTaker(TurnConfig(silence_duration_ms=500, prefix_padding_ms=300, pause_ms=160))
+    events = feed(tt, "....." + "S" * 25 + "." * 30)
+    kinds = [type(a).__name__ for _, a in events]
+    assert kinds == ["SpeechStarted", "Speculate", "EndOfTurn"]
+    (t1, started), (t2, spec), (t3, end) = events
+    assert started == SpeechStarted(audio_start_ms=0)  # 100 ms of silence before speech, 300 ms padding, floor 0
+    assert spec.audio_end_ms == end.audio_end_ms == 600  # the last speech frame ended at 600 ms
+    assert t2 - 600 == 160 and t3 - 600 == 500
+
+
+def test_resumed_speech_voids_the_speculation():
+    tt = TurnTaker(TurnConfig(silence_duration_ms=500, pause_ms=160))
+    events = [a for _, a in feed(tt, "S" * 10 + "." * 12 + "S" * 10 + "." * 26)]
+    assert events == [SpeechStarted(0), Speculate(200), Resume(), Speculate(640), EndOfTurn(640, True)]
+
+
+def test_short_pause_below_pause_ms_neither_speculates_nor_ends():
+    tt = TurnTaker(TurnConfig(silence_duration_ms=500, pause_ms=160))
+    events = [type(a).__name__ for _, a in feed(tt, "S" * 10 + "." * 5 + "S" * 10)]
+    assert events == ["SpeechStarted"]
+    assert tt.state == TurnTaker.SPEAKING
+
+
+def test_single_noisy_frame_is_not_speech():
+    tt = TurnTaker()
+    assert feed(tt, ".S.S.S..S.") == []
+
+
+def test_barge_in_only_while_responding_and_when_enabled():
+    tt = TurnTaker(TurnConfig())
+    tt.set_responding(True)
+    assert [type(a) for _, a in feed(tt, "SSS")] == [SpeechStarted, Interrupt]
+    tt2 = TurnTaker(TurnConfig(interrupt_response=False))
+    tt2.set_responding(True)
+    assert [type(a) for _, a in feed(tt2, "SSS")] == [SpeechStarted]
+
+
+def test_no_speculation_when_disabled_or_no_auto_response():
+    for cfg in (TurnConfig(partial_inference=False), TurnConfig(create_response=False)):
+        events = [a for _, a in feed(TurnTaker(cfg), "S" * 10 + "." * 30)]
+        assert [type(a) for a in events] == [SpeechStarted, EndOfTurn]
+        assert events[1].create_response == cfg.create_response
+
+
+def test_session_update_semantics():
+    cfg = TurnConfig()
+    ignored = cfg.update({"type": "semantic_vad", "eagerness": "high", "silence_duration_ms": 300, "threshold": 0.7,
+                          "create_response": False, "bogus": 1})
+    assert cfg.silence_duration_ms == 300 and cfg.threshold == 0.7 and not cfg.create_response
+    assert cfg.pause_ms < 300
+    assert any("semantic_vad" in i for i in ignored) and "turn_detection.bogus" in ignored
+    cfg.update(None)
+    assert not cfg.enabled and feed(TurnTaker(cfg), "S" * 20) == []
+
+
+def test_transcript_fits():
+    assert transcript_fits("what's the weather", "What's the weather?")
+    assert not transcript_fits("what's the weather", "what's the weather in paris")
