@@ -25,6 +25,7 @@ class LocalCall(CallIO):
         self.sent_audio = bytearray()
         self.sent_log: list[tuple[float, int]] = []  # (time, bytes) per sent frame
         self.events_out: list[dict] = []
+        self.event_times: list[float] = []
         self._waiters: list[asyncio.Future] = []
         self._clock: asyncio.Task | None = None
 
@@ -103,4 +104,8 @@ class LocalCall(CallIO):
 
     def send_event(self, event: dict) -> bool:
         self.events_out.append(event)
+        self.event_times.append(time.monotonic())
         return True
+
+    def time_of(self, etype: str, nth: int = 0) -> float:
+        return [t for e, t in zip(self.events_out, self.event_times) if e["type"] == etype][nth]

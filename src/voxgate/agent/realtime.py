@@ -49,7 +49,8 @@ class RealtimeSession:
         self.session_id = new_id("sess")
         self.items: list[dict] = []  # the conversation, as Realtime items
         self.messages: list[dict] = []  # the same, as chat messages for the responder
-        self.live: Response | None = None
+        self.live: Response | None = None  # generating
+        self.playing: Response | None = None  # done generating, its audio still queued
         self.spec: Response | None = None
         self.t_ms = 0
         self.ring: collections.deque = collections.deque()
@@ -220,12 +221,15 @@ class RealtimeSession:
 
     async def barge_in(self):
         """The user talks over the agent: silence at once, cancel, and truncate what was not heard."""
-        r = self.live
+        r = self.live or self.playing
         if r is None:
             return
         dropped_ms = self.call.clear_audio()
         heard_ms = max(0, int(r.written_ms - dropped_ms))
-        await r.cancel("turn_detected")
+        self.playing = None
+        self.tt.set_responding(False)
+        if r is self.live:
+            await r.cancel("turn_detected")
         self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id})
         if r.written_ms > 0:
             keep = max(0, round(len(r.text.split()) * heard_ms / r.written_ms))
@@ -244,22 +248,43 @@ class RealtimeSession:
                    "audio_end_ms": audio_end_ms})
 
     def on_response_done(self, r: Response):
-        """Called by the response once its closing events are out."""
+        """Called by the response once its closing events are out. ``response.done`` waits (at most a few
+        ticks) for the response's first packet to leave, so its timing field is complete."""
         if r.status in ("completed", "cancelled", "failed"):
             self.items.append(r._item("completed" if r.status == "completed" else "incomplete"))
             self.messages.append({"role": "assistant", "content": r.text})
-        self.emit({"type": "response.done", "response": r.describe()})
-        self.metrics.observe(r)
         if self.live is r:
             self.live = None
-            self.tt.set_responding(False)
-            if r.status == "completed":
-                asyncio.ensure_future(self._announce_drained(r))
+            if r.status == "completed" and self.call.queued_audio_ms > 0:
+                self.playing = r  # still speaking: barge-in stays armed until playback drains
+            else:
+                self.tt.set_responding(False)
+        sent = getattr(r, "_sent", None)
+        if sent is not None and not sent.done() and r.status == "completed":
+            asyncio.ensure_future(self._done_after_first_packet(r, sent))
+        else:
+            self._emit_done(r)
+
+    async def _done_after_first_packet(self, r: Response, sent):
+        try:
+            await asyncio.wait_for(asyncio.shield(sent), 0.2)
+        except asyncio.TimeoutError:
+            pass
+        self._emit_done(r)
+
+    def _emit_done(self, r: Response):
+        self.emit({"type": "response.done", "response": r.describe()})
+        self.metrics.observe(r)
+        if r.status == "completed":
+            asyncio.ensure_future(self._announce_drained(r))
 
     async def _announce_drained(self, r: Response):
-        while self.call.queued_audio_ms > 0 and self.live is None:
+        while self.call.queued_audio_ms > 0 and self.live is None and self.playing is r:
             await asyncio.sleep(0.02)
-        if self.live is None:
+        if self.playing is r:
+            self.playing = None
+            self.tt.set_responding(False)
+        if self.live is None and self.call.queued_audio_ms == 0:
             self.emit({"type": "output_audio_buffer.stopped", "response_id": r.id})
 
     # ------------------------------------------------------------- client events

@@ -16,6 +16,9 @@ from ..wire.pcm import Resampler
 from .stages import Chunker
 
 
+AHEAD_MS = 1000
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
@@ -38,6 +41,10 @@ class Response:
         self.written_ms = 0.0
         self.task: asyncio.Task | None = None
         self.done = asyncio.Event()
+        self._went_live = asyncio.Event()
+        if self.live:
+            self._went_live.set()
+        self._chunks = 0
 
     # ------------------------------------------------------------- control
     def start(self):
@@ -48,6 +55,7 @@ class Response:
         """Go live: release what was held (events, then audio), in the order it was produced."""
         self.marks["committed"] = turn_end
         self.live = True
+        self._went_live.set()
         held, self.held = self.held, []
         for kind, payload in held:
             self._deliver(kind, payload)
@@ -132,7 +140,15 @@ class Response:
             self.done.set()
 
     async def _speak(self, text: str, resample):
+        """Synthesize one chunk. Only the first runs ahead while speculative; later ones wait until the response
+        is live and the call has less than AHEAD_MS queued, so TTS never works far ahead of playback (a barge-in
+        then throws away little, and the response stays in progress while it speaks)."""
         tts = self.agent.stack.tts
+        self._chunks += 1
+        if self._chunks > 1:
+            await self._went_live.wait()
+            while self.call.queued_audio_ms > AHEAD_MS:
+                await asyncio.sleep(0.02)
         pcm = await asyncio.to_thread(lambda: b"".join(tts.synthesize(text)))
         if "first_tts_audio" not in self.marks:
             self.marks["first_tts_audio"] = time.monotonic()

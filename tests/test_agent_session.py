@@ -1,0 +1,156 @@
+"""The voice agent in-process (real VAD, ASR and TTS models; the scripted responder), driven through LocalCall."""
+
+import asyncio
+import time
+
+import pytest
+
+from voxgate.agent import load_agent
+from voxgate.agent.harness import LocalCall
+from voxgate.agent.stages import PiperTts
+from voxgate.wire.pcm import Resampler
+
+SILENCE = b"\0" * 640
+
+
+@pytest.fixture(scope="module")
+def tts():
+    return PiperTts()
+
+
+def say(tts, text) -> bytes:
+    return Resampler(tts.rate, 16000)(b"".join(tts.synthesize(text)))
+
+
+def frames(pcm: bytes):
+    return [pcm[i:i + 640] for i in range(0, len(pcm) - 639, 640)]
+
+
+async def drive(script, events=(), tail_s=1.0, until=None):
+    """Run the agent on a list of 20 ms frames, paced in real time, then up to ``tail_s`` more (less once
+    ``until(call)`` holds); returns the LocalCall."""
+    agent = load_agent("voice", responder="scripted", progress=lambda *_: None)
+    call = LocalCall(16000)
+    call.start_clock()
+    task = asyncio.ensure_future(agent.run(call))
+    for e in events:
+        call.push_event(e)
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i, f in enumerate(script):
+        if callable(f):
+            f(call)
+            continue
+        call.push_audio(f)
+        await asyncio.sleep(max(0, t0 + (i + 1) * 0.02 - loop.time()))
+    deadline = loop.time() + tail_s
+    while loop.time() < deadline and not (until and until(call)):
+        await asyncio.sleep(0.05)
+    call.end()
+    await asyncio.wait_for(task, 10)
+    return call
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_one_turn_event_sequence_and_partial_inference(tts):
+    speech = say(tts, "What is the weather like today?")
+    call = run(drive([SILENCE] * 10 + frames(speech) + [SILENCE] * 40, tail_s=10,
+                     until=lambda c: c.events_of("output_audio_buffer.stopped")))
+    types = [e["type"] for e in call.events_out if not e["type"].endswith(".delta")]
+    expected = [
+        "session.created", "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed", "response.created", "response.output_item.added",
+        "conversation.item.added", "response.content_part.added", "output_audio_buffer.started",
+        "response.output_audio.done", "response.output_audio_transcript.done", "response.content_part.done",
+        "response.output_item.done", "conversation.item.done", "response.done", "output_audio_buffer.stopped",
+    ]
+    assert types == expected, types
+    done = call.events_of("conversation.item.input_audio_transcription.completed")[0]
+    assert done["transcript"] == "what is the weather like today"
+    assert call.events_of("conversation.item.input_audio_transcription.delta")  # partial transcripts streamed
+    assert all(e["event_id"].startswith("event_") for e in call.events_out)
+    resp = call.events_of("response.done")[0]["response"]
+    assert resp["status"] == "completed"
+    timing = resp["voxgate_timing_ms"]
+    assert timing["speculative"] and timing["committed"], timing
+    assert timing["turn_end_to_first_audio_sent"] < 100, timing
+    # speculative audio never plays before the turn has ended
+    assert call.sent_log and call.sent_log[0][0] >= call.time_of("input_audio_buffer.speech_stopped")
+    text = call.events_of("response.output_audio_transcript.done")[0]["transcript"]
+    assert "what is the weather like today" in text.lower()
+    assert len(call.sent_audio) / 32000 > 2.0  # the reply was spoken
+
+
+def test_without_partial_inference_the_reply_starts_after_the_turn(tts):
+    speech = say(tts, "What is the weather like today?")
+    call = run(drive([SILENCE] * 10 + frames(speech) + [SILENCE] * 40,
+                     events=[{"type": "session.update", "session": {"voxgate": {"partial_inference": False}}}]))
+    timing = call.events_of("response.done")[0]["response"]["voxgate_timing_ms"]
+    assert not timing["speculative"]
+    assert timing["turn_end_to_final_transcript"] > 0 and timing["turn_end_to_first_tts_audio"] > 0
+
+
+def test_user_who_keeps_talking_voids_the_speculation(tts):
+    a, b = say(tts, "Tell me about"), say(tts, "the lazy dog")
+    # a 300 ms pause: longer than the 160 ms speculation point, shorter than the 500 ms end of turn
+    call = run(drive([SILENCE] * 10 + frames(a) + [SILENCE] * 15 + frames(b) + [SILENCE] * 40, tail_s=2.0))
+    assert len(call.events_of("input_audio_buffer.speech_started")) == 1
+    assert len(call.events_of("response.created")) == 1  # the speculation from "tell me about" was never shown
+    transcript = call.events_of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
+    assert transcript.startswith("tell me about") and "dog" in transcript
+    reply = call.events_of("response.output_audio_transcript.done")[0]["transcript"]
+    assert "dog" in reply
+
+
+def test_barge_in_silences_the_agent_and_truncates(tts):
+    q, interrupt = say(tts, "What is the weather like today?"), say(tts, "Stop please.")
+    script = [SILENCE] * 10 + frames(q) + [SILENCE] * 60 + frames(interrupt) + [SILENCE] * 40
+    marks = {}
+    script.insert(10 + len(frames(q)) + 60, lambda call: marks.setdefault("queued", call.queued_audio_ms))
+    call = run(drive(script, tail_s=1.0))
+    assert marks["queued"] > 500  # the agent was mid-reply when the user spoke
+    cancelled = [e for e in call.events_of("response.done") if e["response"]["status"] == "cancelled"]
+    assert cancelled and cancelled[0]["response"]["status_details"]["reason"] == "turn_detected"
+    rid = cancelled[0]["response"]["id"]
+    assert call.events_of("output_audio_buffer.cleared")[0]["response_id"] == rid
+    truncated = call.events_of("conversation.item.truncated")[0]
+    assert 0 < truncated["audio_end_ms"] < 5000
+    # after the barge-in the cut response sends nothing more: the next audio is the new response's
+    t_cleared = call.time_of("output_audio_buffer.cleared")
+    t_next = call.time_of("output_audio_buffer.started", 1) if len(call.events_of("output_audio_buffer.started")) > 1 \
+        else float("inf")
+    sent_between = [t for t, _ in call.sent_log if t_cleared + 0.025 < t < t_next]
+    assert sent_between == []
+
+
+def test_client_events_and_errors():
+    events = [
+        {"type": "session.update", "session": {"instructions": "Be brief.", "model": "gpt-realtime",
+                                               "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}}},
+        {"type": "no.such.event", "event_id": "e1"},
+        {"foo": 1},
+        {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "hello"}]}},
+        {"type": "response.create"},
+        {"type": "response.cancel", "event_id": "late"},
+        {"type": "input_audio_buffer.commit", "event_id": "empty"},
+        {"type": "output_audio_buffer.clear"},
+    ]
+    call = run(drive([SILENCE] * 5, events=events, tail_s=2.0))
+    updated = call.events_of("session.updated")[0]["session"]
+    assert updated["instructions"] == "Be brief."
+    assert updated["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    assert any("semantic_vad" in i for i in updated["voxgate"]["ignored"])
+    errors = {e["error"]["code"]: e["error"] for e in call.events_of("error")}
+    assert errors["unknown_event"]["event_id"] == "e1" and errors["missing_type"]
+    assert "input_audio_buffer_commit_empty" in errors
+    added = call.events_of("conversation.item.added")[0]["item"]
+    assert added["role"] == "user"
+    done = call.events_of("response.done")
+    assert done and done[0]["response"]["status"] in ("completed", "cancelled")
+    assert call.events_of("output_audio_buffer.cleared")
