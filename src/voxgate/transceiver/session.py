@@ -79,6 +79,7 @@ class Session(CallIO):
         self._hdr = b""
         self.times = {"created": time.monotonic()}
         self._sent_waiters: list[asyncio.Future] = []
+        self._pending_events: list[dict] = []
         self.dropped_audio_frames = 0
 
     # ------------------------------------------------------------- lifecycle
@@ -220,6 +221,9 @@ class Session(CallIO):
                 self.send_event({"type": "error", "error": {"type": "rate_limit_error", "code": "too_many_events",
                                                             "message": "event queue full", "param": None}})
 
+        pending, self._pending_events = self._pending_events, []
+        for event in pending:  # what the agent said before the channel was there (session.created)
+            channel.send(json.dumps(event))
         self.server.on_datachannel(self, channel)
 
     # ------------------------------------------------------------- CallIO
@@ -258,7 +262,12 @@ class Session(CallIO):
 
     def send_event(self, event: dict) -> bool:
         ch = self.channel
-        if ch is None or ch.readyState != "open":
+        if ch is None:  # the client has not opened its channel yet: keep a few events for it
+            if len(self._pending_events) < 64:
+                self._pending_events.append(event)
+                return True
+            return False
+        if ch.readyState != "open":
             return False
         ch.send(json.dumps(event))
         return True
