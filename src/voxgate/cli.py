@@ -1,4 +1,4 @@
-"""The `voxgate` command: relay, transceiver, call, token tools."""
+"""The `voxgate` command: demo, relay, transceiver, call, token tools."""
 
 from __future__ import annotations
 
@@ -124,6 +124,12 @@ def cmd_transceiver(args) -> int:
     return asyncio.run(serve(cfg, ready))
 
 
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    return run(args)
+
+
 def cmd_call(args) -> int:
     from .client.call import main as call_main
 
@@ -148,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--token-max-age", type=float, default=DEFAULT_MAX_AGE, help="seconds a ufrag may create new flows")
     r.add_argument("--internal-host", help="local address toward transceivers (default: any)")
     r.set_defaults(func=cmd_relay)
+
+    d = sub.add_parser("demo", help="relay + transceiver + embedded agent on localhost, and a page to talk to it")
+    d.add_argument("--agent", default="voice", help="voice (the embedded stack) or echo (no models)")
+    d.add_argument("--responder", default="auto", help="auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL")
+    d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
+    d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
+    d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
+    d.add_argument("--open", action="store_true", help="open the page in the browser")
+    d.set_defaults(func=cmd_demo)
 
     x = sub.add_parser("transceiver", help="run the WebRTC transceiver (signaling + media)")
     x.add_argument("--http", type=parse_hostport, default=("127.0.0.1", 8080), help="signaling HOST:PORT")

@@ -43,7 +43,7 @@ class RealtimeSession:
         self.turn_cfg = TurnConfig()
         self.tt = TurnTaker(self.turn_cfg)
         self.vad = stack.new_vad()
-        self.asr = stack.new_asr()
+        self.asr = None  # taken from the stack's pool when the call starts
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
         self.instructions = stack.instructions
         self.session_id = new_id("sess")
@@ -88,6 +88,7 @@ class RealtimeSession:
         }
 
     async def run(self):
+        self.asr = await self.stack.acquire_asr()
         self.emit({"type": "session.created", "session": self.session_object()})
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
@@ -95,7 +96,8 @@ class RealtimeSession:
             for r in (self.spec, self.live):
                 if r is not None:
                     await r.cancel("call_ended")
-            self.asr_pool.shutdown(wait=False, cancel_futures=True)
+            self.asr_pool.shutdown(wait=True, cancel_futures=True)
+            self.stack.release_asr(self.asr)
 
     # ------------------------------------------------------------- audio
     async def _audio_loop(self):

@@ -66,6 +66,7 @@ def smollm2_path() -> str:
 
 class LlamaResponder(Responder):
     name = "smollm2"
+    AHEAD = 3  # tokens the model may generate ahead of the consumer
     _llm = None
     _lock = threading.Lock()  # one llama context per process, used by one call at a time
 
@@ -87,8 +88,12 @@ class LlamaResponder(Responder):
                                              {"role": "user", "content": "hi"}], max_tokens=1)
 
     async def stream(self, messages, instructions):
+        """Tokens from a thread, with back-pressure: the thread may run at most ``AHEAD`` tokens ahead of the
+        consumer. While the first TTS chunk is synthesized nobody consumes, so the model pauses and leaves the
+        CPU to the TTS instead of racing it to the end of the reply (on 2 cores that race cost ~0.8 s)."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
+        credit = threading.Semaphore(self.AHEAD)
         cancelled = threading.Event()
         chat = [{"role": "system", "content": instructions}] + messages[-8:]
 
@@ -97,11 +102,15 @@ class LlamaResponder(Responder):
                 with LlamaResponder._lock:
                     for part in self.llm.create_chat_completion(chat, max_tokens=self.max_tokens, stream=True,
                                                                 temperature=0.3):
-                        if cancelled.is_set():
-                            break
                         delta = part["choices"][0]["delta"].get("content")
-                        if delta:
-                            loop.call_soon_threadsafe(q.put_nowait, delta)
+                        if not delta:
+                            continue
+                        while not credit.acquire(timeout=0.1):
+                            if cancelled.is_set():
+                                return
+                        if cancelled.is_set():
+                            return
+                        loop.call_soon_threadsafe(q.put_nowait, delta)
             finally:
                 loop.call_soon_threadsafe(q.put_nowait, None)
 
@@ -112,6 +121,7 @@ class LlamaResponder(Responder):
                 delta = await q.get()
                 if delta is None:
                     return
+                credit.release()
                 yield delta
         finally:
             cancelled.set()

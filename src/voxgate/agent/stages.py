@@ -139,38 +139,42 @@ _BREAK = re.compile(r"([.!?;:]\s|,\s)")
 
 
 class Chunker:
-    """Cut streamed text into TTS chunks: the first as soon as a clause ends (or after a few words), so the
-    first audio comes early; later ones at sentence ends."""
+    """Cut streamed text into TTS chunks: the first as soon as a clause ends or ``first_words`` words are
+    complete (so the first audio comes early), later ones at sentence ends (commas only once a sentence is
+    long). Models stream tokens with leading spaces (" weather"), so a word is complete when the next begins."""
 
-    def __init__(self, first_words: int = 3):
+    def __init__(self, first_words: int = 4, long_clause: int = 12):
         self.buf = ""
         self.first = True
         self.first_words = first_words
+        self.long_clause = long_clause
 
     def push(self, delta: str) -> list[str]:
         self.buf += delta
         out = []
         while True:
-            m = _BREAK.search(self.buf)
-            if self.first and m is None and len(self.buf.split()) > self.first_words and self.buf.endswith(" "):
-                out.append(self.buf.strip())
-                self.buf, self.first = "", False
-                continue
-            if m is None or (not self.first and m.group(1).startswith(",") and len(self.buf[: m.end()].split()) < 8):
-                if m is not None and not self.first:
-                    # a comma early in a later sentence: keep going to the sentence end
-                    nxt = re.search(r"[.!?;:]\s", self.buf)
-                    if nxt is None:
-                        break
-                    m = nxt
-                else:
-                    break
-            piece = self.buf[: m.end()].strip()
-            self.buf = self.buf[m.end():]
+            piece = self._cut()
+            if piece is None:
+                return out
             if piece:
                 out.append(piece)
                 self.first = False
-        return out
+
+    def _cut(self) -> str | None:
+        sentence = re.search(r"[.!?;:](\s)", self.buf)
+        comma = re.search(r",(\s)", self.buf)
+        if self.first or (comma and len(self.buf[: comma.start()].split()) >= self.long_clause):
+            m = min((x for x in (sentence, comma) if x), key=lambda x: x.start(), default=None)
+        else:
+            m = sentence
+        if m is not None:
+            piece, self.buf = self.buf[: m.start() + 1].strip(), self.buf[m.end():]
+            return piece
+        if self.first and len(self.buf.split()) > self.first_words:
+            cut = self.buf.rstrip().rfind(" ")  # everything before the word still being streamed
+            piece, self.buf = self.buf[:cut].strip(), self.buf[cut:]
+            return piece
+        return None
 
     def flush(self) -> list[str]:
         piece, self.buf = self.buf.strip(), ""

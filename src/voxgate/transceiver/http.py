@@ -6,6 +6,7 @@ POST /v1/realtime/client_secrets   -> {"value": "ek_...", "expires_at", "session
 GET  /v1/realtime/calls/{id}       what the call is doing (route, timings, packets)
 GET  /healthz, /metrics
 GET  /                              a minimal browser client (static/call.html)
+GET  /demo                          the demo page: talk to the agent (static/demo.html)
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ def make_app(t) -> web.Application:
     async def call_page(request):
         return web.FileResponse(static / "call.html")
 
+    async def demo_page(request):
+        return web.FileResponse(static / "demo.html")
+
     app.router.add_get("/", call_page)
+    app.router.add_get("/demo", demo_page)
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_get("/v1/realtime/calls/{call_id}", get_call)

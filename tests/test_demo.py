@@ -1,0 +1,96 @@
+"""`voxgate demo` in a real browser: Playwright drives Debian's Chromium, a spoken question is the microphone."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import wave
+
+import pytest
+
+from helpers import free_port
+from test_chromium import CHROMIUM_ARGS, CHROMIUM
+
+pytest.importorskip("piper")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
+
+
+def question_wav(path) -> str:
+    from voxgate.agent.stages import PiperTts
+
+    tts = PiperTts()
+    pcm = b"\0\0" * tts.rate + b"".join(tts.synthesize("What is the weather like today?")) + b"\0\0" * (tts.rate * 6)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(tts.rate)
+        w.writeframes(pcm)
+    return str(path)
+
+
+@pytest.fixture
+def demo():
+    port, media, relay = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "demo", "--port", str(port), "--media-port", str(media),
+                             "--relay-port", str(relay)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 180
+    url = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith('{"event": "demo_ready"'):
+            url = json.loads(line)["url"]
+            break
+    if url is None:
+        proc.kill()
+        pytest.fail("demo did not start:\n" + "".join(lines) + proc.stderr.read())
+    yield url, "".join(lines)
+    proc.send_signal(2)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_demo_page_conversation_in_chromium(demo, tmp_path):
+    url, startup = demo
+    # start-up progress names each stage and its load time
+    for stage in ("relay", "vad", "asr", "tts", "responder"):
+        assert re.search(rf"^\s+{stage}\s+.*\d+ ms", startup, re.M), startup
+    wav = question_wav(tmp_path / "question.wav")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS[:-1], f"--use-file-for-fake-audio-capture={wav}%noloop", CHROMIUM_ARGS[-1]],
+            ignore_default_args=["--mute-audio"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 760})
+            page.goto(url + "?raw")
+            page.click("#talk")
+            page.wait_for_function("window.demo.state === 'connected'", timeout=15000)
+            page.wait_for_function("window.demo.userTranscripts.length > 0", timeout=30000)
+            assert "weather" in page.evaluate("window.demo.userTranscripts[0]")
+            page.wait_for_function("window.demo.agentTranscripts.length > 0", timeout=30000)
+            assert page.evaluate("window.demo.agentTranscripts[0]").strip()
+            page.wait_for_function("window.demo.turns.length > 0", timeout=10000)
+            turn = page.evaluate("window.demo.turns[0]")
+            assert turn["audio"] is not None and turn["transcript"] is not None and turn["total"] > 0, turn
+            # the latency readout is on the page, with numbers in it
+            cells = page.locator("#turns tbody tr").first.locator("td").all_inner_texts()
+            assert len(cells) == 6 and all(re.search(r"\d", c) for c in cells[2:]), cells
+            # reply audio arrived and was audible
+            page.wait_for_function("(window.demo.audioPackets || 0) > 50 && (window.demo.audioEnergy || 0) > 0",
+                                   timeout=15000)
+            assert page.locator(".msg.user").count() >= 1 and page.locator(".msg.agent").count() >= 1
+            os.makedirs(DOCS, exist_ok=True)
+            page.screenshot(path=os.path.join(DOCS, "demo.png"))
+            page.click("#talk")  # hang up
+            page.wait_for_function("window.demo.state === 'ended'", timeout=5000)
+        finally:
+            browser.close()
