@@ -70,6 +70,10 @@ def test_spoken_question_gets_transcript_reply_and_events(voice_stack, tmp_path)
     # the reply is audible at the client after the question ended
     assert wav_rms(out, start=seconds) > 300
     assert res["packets_received"] > 150
+    # turn timings are Prometheus metrics too
+    metrics = tx.get("/metrics")[1].decode()
+    assert 'voxgate_agent_turn_seconds_count{stage="turn_end_to_first_audio_sent"}' in metrics
+    assert 'voxgate_agent_speculations_total{outcome="committed"}' in metrics
 
 
 def test_barge_in_silences_the_agent_through_the_stack(voice_stack, tmp_path):

@@ -94,3 +94,26 @@ def test_demo_page_conversation_in_chromium(demo, tmp_path):
             page.wait_for_function("window.demo.state === 'ended'", timeout=5000)
         finally:
             browser.close()
+
+
+def test_demo_with_echo_agent_needs_no_models():
+    import urllib.request
+
+    port, media, relay = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "demo", "--agent", "echo", "--port", str(port),
+                             "--media-port", str(media), "--relay-port", str(relay)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = []
+        for _ in range(20):
+            line = proc.stdout.readline()
+            out.append(line)
+            if line.startswith('{"event": "demo_ready"'):
+                break
+        text = "".join(out)
+        assert "demo_ready" in text and "loading" not in text, text
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/demo", timeout=5) as r:
+            assert r.status == 200 and b"Turn latency" in r.read()
+    finally:
+        proc.send_signal(2)
+        proc.wait(15)
