@@ -11,6 +11,7 @@ import asyncio
 import collections
 import time
 
+from ..wire.pcm import Framer
 from .base import CallIO
 
 
@@ -21,7 +22,7 @@ class LocalCall(CallIO):
         self._audio_q: asyncio.Queue = asyncio.Queue()
         self._event_q: asyncio.Queue = asyncio.Queue()
         self.out_queue: collections.deque = collections.deque()  # 20 ms frames waiting to be "sent"
-        self._partial = b""
+        self._framer = Framer(self.frame_bytes)
         self.sent_audio = bytearray()
         self.sent_log: list[tuple[float, int]] = []  # (time, bytes) per sent frame
         self.events_out: list[dict] = []
@@ -50,7 +51,7 @@ class LocalCall(CallIO):
 
     # caller side
     def push_audio(self, pcm: bytes):
-        for i in range(0, len(pcm) - self.frame_bytes + 1, self.frame_bytes):
+        for i in range(0, len(pcm) - self.frame_bytes + 1, self.frame_bytes):  # whole frames only
             self._audio_q.put_nowait(pcm[i:i + self.frame_bytes])
 
     def push_event(self, event: dict):
@@ -71,22 +72,15 @@ class LocalCall(CallIO):
             yield f
 
     def write_audio(self, pcm: bytes) -> None:
-        data = self._partial + pcm
-        n = self.frame_bytes
-        while len(data) >= n:
-            self.out_queue.append(data[:n])
-            data = data[n:]
-        self._partial = data
+        self.out_queue.extend(self._framer.push(pcm))
 
     def flush_audio(self) -> None:
-        if self._partial:
-            self.out_queue.append(self._partial.ljust(self.frame_bytes, b"\0"))
-            self._partial = b""
+        self.out_queue.extend(self._framer.flush())
 
     def clear_audio(self) -> int:
         dropped = len(self.out_queue) * 20
         self.out_queue.clear()
-        self._partial = b""
+        self._framer.clear()
         return dropped
 
     @property

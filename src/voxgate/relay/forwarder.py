@@ -40,6 +40,7 @@ AMPLIFICATION = 3
 
 _FAST = bytes(1 if 20 <= b < 64 or 128 <= b < 192 else 0 for b in range(256))
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+_TRANSIENT = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 def _key(addr) -> tuple:
@@ -128,21 +129,30 @@ class PyForwarder:
         return dict(self.c)
 
     # ------------------------------------------------------------- packets
-    def pump_public(self, now: float) -> list:
-        c, flows, view, slow = self.c, self.flows, self.view, []
-        recv, send = self.pub.recvfrom_into, self.int.sendmsg
+    def _receive(self, sock, packets_key: str, bytes_key: str):
+        """Up to ``batch`` datagrams into the one buffer, counted; yields ``(size, addr)`` for each that fits
+        (consume each before asking for the next: they share the buffer)."""
+        recv, c, bufsize = sock.recvfrom_into, self.c, self.bufsize
         for _ in range(self.batch):
             try:
-                n, addr = recv(self.buf, self.bufsize)
+                n, addr = recv(self.buf, bufsize)
             except OSError as exc:
                 if exc.errno in _AGAIN:
-                    break
+                    return
+                if exc.errno in _TRANSIENT:  # an ICMP error about an earlier send: not this socket's failure
+                    continue
                 raise
-            c["client_packets"] += 1
-            c["client_bytes"] += n
-            if n >= self.bufsize:
+            c[packets_key] += 1
+            c[bytes_key] += n
+            if n >= bufsize:
                 c["drop_oversized"] += 1
                 continue
+            yield n, addr
+
+    def pump_public(self, now: float) -> list:
+        c, flows, view, slow = self.c, self.flows, self.view, []
+        send = self.int.sendmsg
+        for n, addr in self._receive(self.pub, "client_packets", "client_bytes"):
             key = _norm(addr)
             flow = flows.get(key)
             if flow is None or n == 0 or not _FAST[self.buf[0]]:
@@ -162,20 +172,9 @@ class PyForwarder:
 
     def pump_internal(self, now: float) -> int:
         c, flows, view = self.c, self.flows, self.view
-        recv, send = self.int.recvfrom_into, self.pub.sendto
+        send = self.pub.sendto
         sent = 0
-        for _ in range(self.batch):
-            try:
-                n, addr = recv(self.buf, self.bufsize)
-            except OSError as exc:
-                if exc.errno in _AGAIN:
-                    break
-                raise
-            c["transceiver_packets"] += 1
-            c["transceiver_bytes"] += n
-            if n >= self.bufsize:
-                c["drop_oversized"] += 1
-                continue
+        for n, addr in self._receive(self.int, "transceiver_packets", "transceiver_bytes"):
             if n < 8 or self.buf[0] != encap.MAGIC or self.buf[1] & ~3:
                 c["drop_bad_encap"] += 1
                 continue

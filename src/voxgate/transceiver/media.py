@@ -18,7 +18,7 @@ from collections import deque
 import av
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
-from ..wire.pcm import Resampler
+from ..wire.pcm import Framer, Resampler
 
 OPUS_RATE = 48000
 FRAME_MS = 20
@@ -50,8 +50,7 @@ class OpusIn:
         self.last_seq: int | None = None
         self.packets = self.bytes = self.lost = self.late = self.rtcp = 0
         self.first_packet_at: float | None = None
-        self._pending = b""
-        self._frame = frame_bytes(rate)
+        self._framer = Framer(frame_bytes(rate))
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.packets += 1
@@ -83,12 +82,8 @@ class OpusIn:
 
     def _emit(self, pcm: bytes):
         """Hand the agent whole 20 ms frames (the resampler may return a few samples more or less)."""
-        buf = self._pending + pcm
-        n = self._frame
-        while len(buf) >= n:
-            self.on_pcm(buf[:n])
-            buf = buf[n:]
-        self._pending = buf
+        for frame in self._framer.push(pcm):
+            self.on_pcm(frame)
 
     async def _handle_rtcp_packet(self, packet) -> None:
         self.rtcp += 1
@@ -114,7 +109,7 @@ class OpusOut:
         self.encoder.options = {"application": "voip", "compression_level": str(complexity)}
         self.resample = Resampler(rate, self.codec_rate)
         self.frames: deque[bytes] = deque()  # 20 ms at codec_rate each
-        self._partial = b""
+        self._framer = Framer(self.samples * 2)
         self.seq = random.getrandbits(16)
         self.ts_base = random.getrandbits(32)
         self.talking = False
@@ -123,24 +118,17 @@ class OpusOut:
         self._pts = 0
 
     def write(self, pcm: bytes) -> None:
-        data = self._partial + self.resample(pcm)
-        n = self.samples * 2
-        while len(data) >= n:
-            self.frames.append(data[:n])
-            data = data[n:]
-        self._partial = data
+        self.frames.extend(self._framer.push(self.resample(pcm)))
 
     def flush(self) -> None:
         """Pad and queue a trailing partial frame (end of an utterance)."""
-        if self._partial:
-            self.frames.append(self._partial.ljust(self.samples * 2, b"\x00"))
-            self._partial = b""
+        self.frames.extend(self._framer.flush())
 
     def clear(self) -> int:
         """Drop everything queued at once (barge-in); returns the milliseconds dropped."""
         dropped = len(self.frames) * FRAME_MS
         self.frames.clear()
-        self._partial = b""
+        self._framer.clear()
         return dropped
 
     @property

@@ -20,3 +20,25 @@ class Resampler:
         frame.sample_rate = self.src
         frame.planes[0].update(pcm)
         return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in self.r.resample(frame))
+
+
+class Framer:
+    """Cuts a PCM stream into fixed-size frames, keeping the remainder for the next push."""
+
+    def __init__(self, frame_bytes: int):
+        self.frame_bytes = frame_bytes
+        self.partial = b""
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        data, n = self.partial + pcm, self.frame_bytes
+        cut = len(data) - len(data) % n
+        self.partial = data[cut:]
+        return [data[i:i + n] for i in range(0, cut, n)]
+
+    def flush(self) -> list[bytes]:
+        """The remainder as one last frame, padded with silence."""
+        tail, self.partial = self.partial, b""
+        return [tail.ljust(self.frame_bytes, b"\0")] if tail else []
+
+    def clear(self):
+        self.partial = b""
