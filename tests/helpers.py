@@ -36,11 +36,12 @@ def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1") -> int:
 class RedisServer:
     """A real redis-server on a free port, in a temp dir, no persistence."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, port=None):
         exe = shutil.which("redis-server")
         if not exe:
             raise RuntimeError("redis-server not installed (apt-get install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
+        os.makedirs(tmp_path, exist_ok=True)
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(tmp_path)],

@@ -140,7 +140,7 @@ def test_restarted_relay_keeps_forwarding_flow_from_redis(secret_file, keyring, 
         relay.stop()
 
 
-def test_redis_down_known_flows_keep_flowing(secret_file, keyring, transceiver, redis_server):
+def test_redis_down_known_flows_keep_flowing(secret_file, keyring, transceiver, redis_server, tmp_path):
     relay = RelayProcess(free_port(), secret_file, redis_url=redis_server.url, metrics_port=free_port())
     try:
         client = Client(relay.addr)
@@ -154,6 +154,16 @@ def test_redis_down_known_flows_keep_flowing(secret_file, keyring, transceiver, 
         text = wait_for(lambda: (t := relay.metrics()) and metric_value(t, "voxgate_relay_redis_up") == 0 and "redis_up" in t and t, timeout=8)
         assert metric_value(text, "voxgate_relay_redis_up") == 0
         assert relay.health()[0] == 200
+        # Redis comes back on the same address: the relay reconnects by itself
+        from helpers import RedisServer
+
+        back = RedisServer(tmp_path / "again", port=redis_server.port)
+        try:
+            text = wait_for(lambda: (t := relay.metrics()) and metric_value(t, "voxgate_relay_redis_up") == 1 and t,
+                            timeout=15)
+            assert metric_value(text, "voxgate_relay_redis_up") == 1
+        finally:
+            back.stop()
     finally:
         relay.stop()
     assert "unreachable" in relay.stderr_text or "failed" in relay.stderr_text

@@ -141,3 +141,15 @@ def test_unconnected_calls_are_reaped_and_sigterm_drains(secret_file, speech, tm
         assert tx.proc.wait(10) == 0
     finally:
         tx.stop()
+
+
+def test_multipart_offer_with_session_in_direct_mode(secret_file, speech, tmp_path):
+    """The server-side form of the Realtime flow: multipart sdp + session; no relay (direct mode)."""
+    tx = TransceiverProcess(secret_file)
+    try:
+        assert tx.ready["candidates"] == [tx.ready["media"]]
+        res = run_call(tx.url, speech, tmp_path / "o.wav", "--duration", "2",
+                       "--session", '{"type": "realtime", "instructions": "be brief"}')
+        assert res["packets_received"] > 50 and res["hangup_status"] == 200
+    finally:
+        tx.stop()
