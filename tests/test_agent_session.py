@@ -154,3 +154,20 @@ def test_client_events_and_errors():
     done = call.events_of("response.done")
     assert done and done[0]["response"]["status"] in ("completed", "cancelled")
     assert call.events_of("output_audio_buffer.cleared")
+
+
+def test_session_given_with_the_offer_shapes_session_created():
+    async def go():
+        agent = load_agent("voice", responder="scripted", progress=lambda *_: None)
+        call = LocalCall(16000)
+        call.session_config = {"instructions": "Be terse.",
+                               "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}}
+        task = asyncio.ensure_future(agent.run(call))
+        await asyncio.sleep(0.1)
+        call.end()
+        await asyncio.wait_for(task, 5)
+        return call
+
+    created = asyncio.run(go()).events_of("session.created")[0]["session"]
+    assert created["instructions"] == "Be terse."
+    assert created["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 300

@@ -18,6 +18,7 @@ class CallIO(abc.ABC):
 
     call_id: str
     sample_rate: int
+    session_config: dict | None = None  # a Realtime session object given with the offer, if any
 
     @abc.abstractmethod
     def audio(self) -> AsyncIterator[bytes]:

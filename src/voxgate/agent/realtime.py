@@ -89,7 +89,12 @@ class RealtimeSession:
 
     async def run(self):
         self.asr = await self.stack.acquire_asr()
-        self.emit({"type": "session.created", "session": self.session_object()})
+        initial = getattr(self.call, "session_config", None)  # the `session` part of a multipart offer
+        ignored = self._apply_session(initial) if isinstance(initial, dict) else []
+        created = self.session_object()
+        if ignored:
+            created["voxgate"]["ignored"] = ignored
+        self.emit({"type": "session.created", "session": created})
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
         finally:
@@ -362,6 +367,14 @@ class RealtimeSession:
         if not isinstance(session, dict):
             return self.error("invalid_request_error", "invalid_value", "session.update needs a 'session' object",
                               "session", eid)
+        ignored = self._apply_session(session)
+        out = self.session_object()
+        if ignored:
+            out["voxgate"]["ignored"] = ignored
+        self.emit({"type": "session.updated", "session": out})
+
+    def _apply_session(self, session: dict) -> list[str]:
+        """Apply a Realtime session object; return what was ignored (named, not failed)."""
         ignored = []
         if "instructions" in session:
             self.instructions = str(session["instructions"])
@@ -382,10 +395,7 @@ class RealtimeSession:
         for key in ("model", "tools", "tracing"):
             if session.get(key):
                 ignored.append(f"{key} (served by {self.stack.model_name})" if key == "model" else key)
-        out = self.session_object()
-        if ignored:
-            out["voxgate"]["ignored"] = ignored
-        self.emit({"type": "session.updated", "session": out})
+        return ignored
 
     def _item_create(self, item, eid):
         if not isinstance(item, dict) or item.get("type", "message") != "message":

@@ -57,7 +57,7 @@ class Session(CallIO):
         self.server = server
         self.offer = offer
         self.call_id = "rtc_" + secrets.token_hex(12)
-        self.config = session_config or {}
+        self.session_config = session_config  # the multipart offer's `session` part, for the agent
         self.agent = agent
         self.sample_rate = agent.sample_rate
         self.ice = IceSession(ufrag=ufrag, pwd=pwd, key=self)
