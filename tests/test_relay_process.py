@@ -192,3 +192,32 @@ def test_two_workers_share_one_port(secret_file, keyring, transceiver, redis_ser
             c.close()
     finally:
         relay.stop()
+
+
+def test_ipv6_client_and_transceiver(secret_file, keyring, fast_path):
+    import socket
+
+    t = EchoTransceiver(host="::1")
+    port = free_port()
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "relay", "--listen", f"[::1]:{port}", "--workers", "1",
+                             "--secret-file", str(secret_file)], stdout=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, **_env(fast_path)})
+    try:
+        assert "relay_ready" in proc.stdout.readline()
+        c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        c.bind(("::1", 0))
+        c.settimeout(1)
+        c.sendto(binding_request(mint(keyring, t.addr, time.time())), ("::1", port))
+        reply = stun.parse(c.recvfrom(2048)[0])
+        assert reply.xor_mapped_address == c.getsockname()[:2]  # the 20-byte IPv6 header carried it
+        c.sendto(RTP, ("::1", port))
+        assert c.recvfrom(2048)[0] == RTP
+        c.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        t.close()
