@@ -16,6 +16,14 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # stay
 pcs = set()
 
 
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "content-type, authorization",
+        "Access-Control-Expose-Headers": "Location", "Access-Control-Allow-Methods": "POST, OPTIONS"}
+
+
+async def preflight(request):
+    return web.Response(status=204, headers=CORS)
+
+
 async def create_call(request):
     pc = RTCPeerConnection()
     pcs.add(pc)
@@ -33,12 +41,13 @@ async def create_call(request):
     await pc.setRemoteDescription(RTCSessionDescription(await request.text(), "offer"))
     await pc.setLocalDescription(await pc.createAnswer())
     return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
-                        headers={"Location": f"/v1/realtime/calls/{id(pc)}"})
+                        headers={"Location": f"/v1/realtime/calls/{id(pc)}", **CORS})
 
 
 async def main(port):
     app = web.Application()
     app.router.add_post("/v1/realtime/calls", create_call)
+    app.router.add_route("OPTIONS", "/v1/realtime/calls", preflight)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -113,6 +113,7 @@ class OpusOut:
         self.seq = random.getrandbits(16)
         self.ts_base = random.getrandbits(32)
         self.talking = False
+        self.last_index = -1  # the clock slot of the last packet sent
         self.packets = self.bytes = 0
         self.first_packet_at: float | None = None
         self._pts = 0
@@ -136,10 +137,14 @@ class OpusOut:
         return len(self.frames) * FRAME_MS
 
     def tick(self, tick_index: int) -> bytes | None:
-        """The RTP packet for this tick of the clock, or None when there is nothing to say."""
+        """The RTP packet for this slot of the 20 ms clock, or None when there is nothing to say (or this slot
+        was already used: at most one packet per slot)."""
         if not self.frames:
             self.talking = False
             return None
+        if tick_index <= self.last_index:
+            return None
+        self.last_index = tick_index
         frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
         frame.sample_rate = self.codec_rate
         frame.planes[0].update(self.frames.popleft())

@@ -20,6 +20,9 @@ from .session import Session
 
 log = logging.getLogger("voxgate.transceiver")
 
+SUBTICK = 0.005  # the clock's step; a session sends on one step in four (20 ms)
+PHASES = 4
+
 
 @dataclass
 class TransceiverConfig:
@@ -55,6 +58,7 @@ class Transceiver:
         self.client_secrets: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self._connected: list[Session] = []
+        self.subtick = 0  # the current 5 ms step of the shared clock
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
@@ -136,21 +140,31 @@ class Transceiver:
 
     # ------------------------------------------------------------- clocks
     async def _pace(self):
-        """One 20 ms clock for every session's outgoing audio (absolute deadlines: no drift)."""
+        """One clock for every session's outgoing audio, absolute deadlines (no drift).
+
+        Each session sends one packet per 20 ms slot, but the clock ticks every 5 ms and each session owns one
+        of the four phases: the phase is chosen when a talk spurt starts, so a reply (or an echo) waits at most
+        5 ms for its slot instead of up to 20 ms. RTP timestamps count the session's slots, so they stay
+        consistent with the 20 ms of audio in each packet."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         index = 0
         while True:
             index += 1
-            delay = start + index * 0.02 - loop.time()
+            delay = start + index * SUBTICK - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -0.2:  # we fell far behind (CPU starved): skip ahead rather than burst
-                skipped = int(-delay / 0.02)
-                index += skipped
+                index += int(-delay / SUBTICK)
+            self.subtick = index
+            phase = index % PHASES
             for s in self._connected:
-                if s.out.frames or index % 250 == 0:
-                    await s.tick(index)
+                if s.phase == phase and (s.out.frames or index % (250 * PHASES) < PHASES):
+                    await s.tick((index - phase) // PHASES)
+
+    def slot_for(self, phase: int) -> int:
+        """The slot a session with ``phase`` is in now."""
+        return (self.subtick - phase) // PHASES
 
     async def _reap(self):
         while True:

@@ -21,6 +21,8 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 from ..agent.base import CallIO
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut
+
+PHASES = 4  # steps of the shared clock per 20 ms slot (see Transceiver._pace)
 from .sdp import Offer
 
 log = logging.getLogger("voxgate.transceiver")
@@ -79,6 +81,7 @@ class Session(CallIO):
         self._hdr = b""
         self.times = {"created": time.monotonic()}
         self._sent_waiters: list[asyncio.Future] = []
+        self.phase = 0  # which 5 ms step of the shared clock sends this call's audio (see Transceiver._pace)
         self._pending_events: list[dict] = []
         self.dropped_audio_frames = 0
 
@@ -194,7 +197,7 @@ class Session(CallIO):
                 await self.dtls._send_rtp(data)
             except ConnectionError:
                 pass
-        if index % 250 == 0 and self.out.packets:  # RTCP sender report every 5 s
+        if index % 250 == 0 and self.out.packets:  # RTCP sender report every 5 s (250 slots)
             try:
                 await self.dtls._send_rtp(self.out.sender_report(index))
             except ConnectionError:
@@ -235,8 +238,15 @@ class Session(CallIO):
             yield pcm
 
     def write_audio(self, pcm: bytes) -> None:
-        if self.state != "closed":
-            self.out.write(pcm)
+        if self.state == "closed":
+            return
+        idle = not self.out.frames
+        self.out.write(pcm)
+        if idle and self.out.frames and self.out.last_index < self.server.slot_for(self.phase) - 1:
+            # a talk spurt starts (nothing sent in the last slot either): move this session's phase to the next
+            # 5 ms step of the clock. A momentary underflow inside a stream keeps its phase: moving it would
+            # only shift the stream's timing.
+            self.phase = (self.server.subtick + 1) % PHASES
 
     def flush_audio(self) -> None:
         self.out.flush()
