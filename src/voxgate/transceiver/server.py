@@ -63,7 +63,8 @@ class Transceiver:
     # ------------------------------------------------------------- start/stop
     async def start(self):
         self.endpoint = await MediaEndpoint.open(*self.cfg.media)
-        self._tasks = [asyncio.ensure_future(self._pace()), asyncio.ensure_future(self._reap())]
+        self._tasks = [asyncio.ensure_future(self._reap())]
+        self._start_clock()
 
     @property
     def media_address(self) -> tuple[str, int]:
@@ -85,6 +86,7 @@ class Transceiver:
     async def stop(self):
         for s in list(self.sessions.values()):
             await s.close("shutdown")
+        self._clock.cancel()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -139,28 +141,34 @@ class Transceiver:
         self.metrics.observe_setup(session.timings_ms())
 
     # ------------------------------------------------------------- clocks
-    async def _pace(self):
-        """One clock for every session's outgoing audio, absolute deadlines (no drift).
+    def _start_clock(self):
+        """One clock for every session's outgoing audio, on absolute deadlines (no drift).
 
-        Each session sends one packet per 20 ms slot, but the clock ticks every 5 ms and each session owns one
+        Each session sends one packet per 20 ms slot, but the clock steps every 5 ms and each session owns one
         of the four phases: the phase is chosen when a talk spurt starts, so a reply (or an echo) waits at most
         5 ms for its slot instead of up to 20 ms. RTP timestamps count the session's slots, so they stay
-        consistent with the 20 ms of audio in each packet."""
+        consistent with the 20 ms of audio in each packet. The clock is a plain timer callback, not a task:
+        at 200 steps a second the asyncio task machinery would cost more than the work."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        index = 0
-        while True:
-            index += 1
-            delay = start + index * SUBTICK - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -0.2:  # we fell far behind (CPU starved): skip ahead rather than burst
-                index += int(-delay / SUBTICK)
-            self.subtick = index
-            phase = index % PHASES
-            for s in self._connected:
-                if s.phase == phase and (s.out.frames or index % (250 * PHASES) < PHASES):
-                    await s.tick((index - phase) // PHASES)
+        self._clock_start = loop.time()
+        self._clock = loop.call_at(self._clock_start + SUBTICK, self._step)
+
+    def _step(self):
+        loop = asyncio.get_running_loop()
+        index = self.subtick + 1
+        late = loop.time() - (self._clock_start + index * SUBTICK)
+        if late > 0.2:  # we fell far behind (CPU starved): skip ahead rather than burst
+            index += int(late / SUBTICK)
+        self.subtick = index
+        phase = index % PHASES
+        slot = (index - phase) // PHASES
+        for s in self._connected:
+            if s.phase == phase and (s.out.frames or slot % 250 == 0):
+                try:
+                    s.tick(slot)
+                except Exception:  # one call's failure must not stop everyone's audio
+                    log.exception("sending audio for %s", s.call_id)
+        self._clock = loop.call_at(self._clock_start + (index + 1) * SUBTICK, self._step)
 
     def slot_for(self, phase: int) -> int:
         """The slot a session with ``phase`` is in now."""

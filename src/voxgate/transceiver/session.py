@@ -22,7 +22,7 @@ from ..agent.base import CallIO
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut
 
-PHASES = 4  # steps of the shared clock per 20 ms slot (see Transceiver._pace)
+PHASES = 4  # steps of the shared clock per 20 ms slot (see Transceiver._start_clock)
 from .sdp import Offer
 
 log = logging.getLogger("voxgate.transceiver")
@@ -81,7 +81,7 @@ class Session(CallIO):
         self._hdr = b""
         self.times = {"created": time.monotonic()}
         self._sent_waiters: list[asyncio.Future] = []
-        self.phase = 0  # which 5 ms step of the shared clock sends this call's audio (see Transceiver._pace)
+        self.phase = 0  # which 5 ms step of the shared clock sends this call's audio (see Transceiver._start_clock)
         self._pending_events: list[dict] = []
         self.dropped_audio_frames = 0
 
@@ -182,8 +182,13 @@ class Session(CallIO):
             self._audio_q.get_nowait()
             self._audio_q.put_nowait(pcm)
 
-    async def tick(self, index: int):
-        data = self.out.tick(index)
+    def tick(self, slot: int):
+        """Send this call's packet for ``slot`` of the shared clock, if it has audio queued (synchronous: the
+        pacer calls it for many calls per step, so no coroutine per packet)."""
+        data = self.out.tick(slot)
+        srtp = self.dtls._tx_srtp
+        if srtp is None or self.state != "connected":
+            return
         if data is not None:
             now = time.monotonic()
             if "first_audio_out" not in self.times:
@@ -193,15 +198,9 @@ class Session(CallIO):
                     if not fut.done():
                         fut.set_result(now)
                 self._sent_waiters.clear()
-            try:
-                await self.dtls._send_rtp(data)
-            except ConnectionError:
-                pass
-        if index % 250 == 0 and self.out.packets:  # RTCP sender report every 5 s (250 slots)
-            try:
-                await self.dtls._send_rtp(self.out.sender_report(index))
-            except ConnectionError:
-                pass
+            self.send(srtp.protect(data))
+        if slot % 250 == 0 and self.out.packets:  # RTCP sender report every 5 s (250 slots)
+            self.send(srtp.protect_rtcp(self.out.sender_report(slot)))
 
     # ------------------------------------------------------------- data channel
     def _on_datachannel(self, channel):
