@@ -242,10 +242,11 @@ class Session(CallIO):
         idle = not self.out.frames
         self.out.write(pcm)
         if idle and self.out.frames and self.out.last_index < self.server.slot_for(self.phase) - 1:
-            # a talk spurt starts (nothing sent in the last slot either): move this session's phase to the next
-            # 5 ms step of the clock. A momentary underflow inside a stream keeps its phase: moving it would
-            # only shift the stream's timing.
-            self.phase = (self.server.subtick + 1) % PHASES
+            # a talk spurt starts (nothing sent in the last slot either): move this session's phase to the step
+            # after next, 5-10 ms from now. Not the very next step: audio that streams in (an echo, a streamed
+            # reply) arriving a millisecond late would then miss its step every time and queue 20 ms for good.
+            # A momentary underflow inside a stream keeps its phase.
+            self.phase = (self.server.subtick + 2) % PHASES
 
     def flush_audio(self) -> None:
         self.out.flush()
