@@ -157,7 +157,29 @@ class Client:
         self.sock.close()
 
 
-class RelayProcess:
+class VoxgateProcess:
+    """A `voxgate` command as a real subprocess: started, its JSON ready line read, stopped with a signal."""
+
+    def _start(self, cmd, env, what: str):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{what} did not start: " + self.proc.stderr.read())
+        self.ready = json.loads(line)
+
+    def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stderr_text = self.proc.stderr.read()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+
+class RelayProcess(VoxgateProcess):
     """`voxgate relay` as a real subprocess; waits for its ready line."""
 
     def __init__(self, port: int, secret_file, workers=1, redis_url=None, metrics_port=None, allow=(), env=None,
@@ -172,12 +194,7 @@ class RelayProcess:
         for cidr in allow:
             cmd += ["--allow", cidr]
         cmd += list(extra)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("relay did not start: " + self.proc.stderr.read())
-        self.ready = json.loads(line)
+        self._start(cmd, env, "relay")
         assert self.ready["event"] == "relay_ready"
 
     @property
@@ -202,15 +219,6 @@ class RelayProcess:
         for w in self.ready["workers"]:
             _wait_gone(w["pid"])
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        finally:
-            self.stderr_text = self.proc.stderr.read()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
 
 
 def _wait_gone(pid: int, timeout=5.0):
@@ -249,7 +257,7 @@ def wait_for(pred, timeout=5.0, interval=0.05):
     return pred()
 
 
-class TransceiverProcess:
+class TransceiverProcess(VoxgateProcess):
     """`voxgate transceiver` as a real subprocess; waits for its ready line."""
 
     def __init__(self, secret_file, relay_port=None, agent="echo", extra=(), env=None):
@@ -261,12 +269,7 @@ class TransceiverProcess:
             cmd += ["--relay", f"127.0.0.1:{relay_port}"]
         if "--api-key" not in extra:
             cmd.append("--no-auth")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("transceiver did not start: " + self.proc.stderr.read())
-        self.ready = json.loads(line)
+        self._start(cmd, env, "transceiver")
         self.url = f"http://127.0.0.1:{self.http_port}"
 
     def get(self, path):
@@ -287,15 +290,6 @@ class TransceiverProcess:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
-    def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.stderr_text = self.proc.stderr.read()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
 
 
 def run_call(url, input_wav, output_wav, *extra, timeout=60) -> dict:
