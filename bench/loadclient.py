@@ -164,7 +164,7 @@ async def main(url, wav, sessions, seconds):
         ready = time.monotonic()
         print(json.dumps({"event": "connected", "sessions": sessions}), flush=True)
         loop = asyncio.get_running_loop()
-        start, tick, marks = loop.time(), 0, {}
+        start, tick = loop.time(), 0
         window = None
         while True:
             tick += 1

@@ -1,7 +1,6 @@
 """The voice agent in-process (real VAD, ASR and TTS models; the scripted responder), driven through LocalCall."""
 
 import asyncio
-import time
 
 import pytest
 
