@@ -147,6 +147,13 @@ def make_app(t) -> web.Application:
                 "media": "%s:%d" % t.media_address, "candidates": ["%s:%d" % c for c in t.candidates],
                 # for leak checks: these return to their idle values once every call has ended
                 "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))}
+        if "gc" in request.query:  # ?gc: collect first, then count the call objects still in memory
+            import gc
+
+            from .session import LIVE_OBJECTS
+
+            gc.collect()
+            body["session_objects"] = len(LIVE_OBJECTS)
         return web.json_response(body, status=503 if t.draining else 200)
 
     async def metrics(request):

@@ -177,15 +177,18 @@ class Transceiver:
     async def _reap(self):
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for s in list(self.sessions.values()):
-                if s.state == "new" and now - s.times["created"] > self.cfg.setup_timeout:
-                    await s.close("setup_timeout")
-            for ice in self.endpoint.mux.expired(now, self.cfg.consent_timeout):
-                await ice.key.close("consent_expired")
-            for key, exp in list(self.client_secrets.items()):
-                if exp < time.time():
-                    del self.client_secrets[key]
+            await self._reap_once(time.monotonic())
+
+    async def _reap_once(self, now: float):
+        """One pass (its own frame: a loop variable left in the long-lived loop would keep a call alive)."""
+        for s in list(self.sessions.values()):
+            if s.state == "new" and now - s.times["created"] > self.cfg.setup_timeout:
+                await s.close("setup_timeout")
+        for ice in self.endpoint.mux.expired(now, self.cfg.consent_timeout):
+            await ice.key.close("consent_expired")
+        for key, exp in list(self.client_secrets.items()):
+            if exp < time.time():
+                del self.client_secrets[key]
 
 
 async def serve(cfg: TransceiverConfig, ready=None) -> int:

@@ -13,6 +13,7 @@ import logging
 import random
 import secrets
 import time
+import weakref
 from typing import AsyncIterator
 
 from aiortc.rtcdtlstransport import RTCDtlsParameters, RTCDtlsTransport
@@ -26,6 +27,8 @@ PHASES = 4  # steps of the shared clock per 20 ms slot (see Transceiver._start_c
 from .sdp import Offer
 
 log = logging.getLogger("voxgate.transceiver")
+
+LIVE_OBJECTS: "weakref.WeakSet[Session]" = weakref.WeakSet()  # for leak checks: empty once every call is gone
 
 
 class MuxIceTransport:
@@ -80,6 +83,7 @@ class Session(CallIO):
         self._hdr_key = None
         self._hdr = b""
         self.times = {"created": time.monotonic()}
+        LIVE_OBJECTS.add(self)
         self._sent_waiters: list[asyncio.Future] = []
         self.phase = 0  # which 5 ms step of the shared clock sends this call's audio (see Transceiver._start_clock)
         self._pending_events: list[dict] = []
