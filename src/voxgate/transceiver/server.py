@@ -128,9 +128,6 @@ class Transceiver:
     def on_connected(self, session: Session):
         self._connected.append(session)
 
-    def on_datachannel(self, session: Session, channel):
-        pass
-
     def on_closed(self, session: Session):
         self.sessions.pop(session.call_id, None)
         if session in self._connected:

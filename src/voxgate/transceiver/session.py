@@ -230,7 +230,6 @@ class Session(CallIO):
         pending, self._pending_events = self._pending_events, []
         for event in pending:  # what the agent said before the channel was there (session.created)
             channel.send(json.dumps(event))
-        self.server.on_datachannel(self, channel)
 
     # ------------------------------------------------------------- CallIO
     async def audio(self) -> AsyncIterator[bytes]:
