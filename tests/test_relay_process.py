@@ -221,3 +221,28 @@ def test_ipv6_client_and_transceiver(secret_file, keyring, fast_path):
         proc.wait(10)
         proc.stdout.close()
         t.close()
+
+
+def test_a_killed_worker_is_replaced_and_its_flows_come_back_from_redis(secret_file, keyring, transceiver,
+                                                                         redis_server):
+    import os
+    import signal as sig
+
+    relay = RelayProcess(free_port(), secret_file, workers=2, redis_url=redis_server.url, metrics_port=free_port())
+    try:
+        clients = [Client(relay.addr) for _ in range(8)]
+        for c in clients:
+            assert c.exchange(binding_request(mint(keyring, transceiver.addr, time.time()))) is not None
+        time.sleep(0.3)  # the flow store writes the flows
+        victim = relay.ready["workers"][0]["pid"]
+        os.kill(victim, sig.SIGKILL)
+        # the supervisor notices, starts a new worker on the same port, and /healthz shows it
+        status, health = wait_for(lambda: (h := relay.health()) and h[1]["restarts"] == 1 and h[0] == 200 and h,
+                                  timeout=10)
+        assert victim not in [w["pid"] for w in health["workers"]]
+        # every client keeps its session without a new STUN check: flows of the dead worker come from Redis
+        for c in clients:
+            assert c.exchange(RTP, timeout=2.0) == RTP
+            c.close()
+    finally:
+        relay.stop()

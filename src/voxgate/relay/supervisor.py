@@ -118,12 +118,13 @@ class Supervisor:
                 if not p.is_alive() and not self.stopping:
                     log.error("worker %d (pid %s) exited with %s; restarting", i, p.pid, p.exitcode)
                     mark_dead(p.pid)
-                    self.restarts += 1
+                    self.info.pop(i, None)
                     self.start_worker(i)
                     try:
                         self.wait_ready(i)
                     except RuntimeError as exc:
                         log.error("%s", exc)
+                    self.restarts += 1
         for p in self.procs.values():
             if p.is_alive():
                 p.terminate()
