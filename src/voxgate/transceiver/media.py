@@ -93,7 +93,16 @@ class OpusIn:
 
 
 class OpusOut:
-    """Queue of agent PCM, turned into one Opus RTP packet per tick of the shared 20 ms clock."""
+    """Queue of agent PCM, sent as Opus RTP on the audio's own clock (sans-IO: the caller passes ``now``).
+
+    A talk spurt starts the moment audio is written to an idle call. Within a spurt each 20 ms frame is due at
+    its media time (at most ``LEAD`` early), so queued speech is paced at real time; a frame written late (an
+    echo or a streamed reply arriving behind its media time) goes at once and keeps its contiguous timestamp,
+    so lateness never turns into a standing queue. Nothing to send for longer than ``GAP`` ends the spurt: the
+    next one starts with the marker bit and a timestamp that reflects the silence."""
+
+    LEAD = 0.02
+    GAP = 0.04
 
     def __init__(self, rate: int, payload_type: int, ssrc: int, bitrate: int = 32000,
                  complexity: int = DEFAULT_COMPLEXITY):
@@ -112,8 +121,10 @@ class OpusOut:
         self._framer = Framer(self.samples * 2)
         self.seq = random.getrandbits(16)
         self.ts_base = random.getrandbits(32)
-        self.talking = False
-        self.last_index = -1  # the clock slot of the last packet sent
+        self.spurt_start: float | None = None  # when the current talk spurt began
+        self.spurt_frames = 0
+        self.spurt_ts = 0  # unwrapped RTP timestamp of the spurt's first frame
+        self.last_ts: int | None = None  # unwrapped timestamp of the last packet
         self.packets = self.bytes = 0
         self.first_packet_at: float | None = None
         self._pts = 0
@@ -136,28 +147,35 @@ class OpusOut:
     def queued_ms(self) -> int:
         return len(self.frames) * FRAME_MS
 
-    def tick(self, tick_index: int) -> bytes | None:
-        """The RTP packet for this slot of the 20 ms clock, or None when there is nothing to say (or this slot
-        was already used: at most one packet per slot)."""
+    def idle(self, now: float) -> bool:
+        """No talk spurt in progress: audio written now would start one (and go out at once)."""
+        return self.spurt_start is None or now - (self.spurt_start + self.spurt_frames * FRAME_MS / 1000) > self.GAP
+
+    def next_packet(self, now: float) -> bytes | None:
+        """The next RTP packet if one is due at ``now``, else None."""
         if not self.frames:
-            self.talking = False
             return None
-        if tick_index <= self.last_index:
-            return None
-        self.last_index = tick_index
+        marker = 0
+        if self.idle(now):
+            wall_ts = int(now * 50) * OPUS_FRAME  # the media clock follows wall time across silences
+            self.spurt_ts = wall_ts if self.last_ts is None else max(wall_ts, self.last_ts + OPUS_FRAME)
+            self.spurt_start, self.spurt_frames, marker = now, 0, 1
+        elif self.spurt_start + self.spurt_frames * FRAME_MS / 1000 > now + self.LEAD:
+            return None  # ahead of real time: wait
         frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
         frame.sample_rate = self.codec_rate
         frame.planes[0].update(self.frames.popleft())
         frame.pts = self._pts
         self._pts += self.samples
         packets = self.encoder.encode(frame)
+        ts = self.spurt_ts + self.spurt_frames * OPUS_FRAME
+        self.spurt_frames += 1
         if not packets:
             return None
         payload = bytes(packets[0])
-        rtp = RtpPacket(payload_type=self.pt, marker=0 if self.talking else 1,
-                        sequence_number=self.seq, timestamp=(self.ts_base + tick_index * OPUS_FRAME) & 0xFFFFFFFF,
-                        ssrc=self.ssrc, payload=payload)
-        self.talking = True
+        self.last_ts = ts
+        rtp = RtpPacket(payload_type=self.pt, marker=marker, sequence_number=self.seq,
+                        timestamp=(self.ts_base + ts) & 0xFFFFFFFF, ssrc=self.ssrc, payload=payload)
         self.seq = (self.seq + 1) & 0xFFFF
         self.packets += 1
         self.bytes += len(payload)
@@ -165,9 +183,10 @@ class OpusOut:
             self.first_packet_at = time.monotonic()
         return rtp.serialize()
 
-    def sender_report(self, tick_index: int) -> bytes:
+    def sender_report(self, now: float) -> bytes:
+        ts = int(now * 50) * OPUS_FRAME if self.last_ts is None else max(self.last_ts, int(now * 50) * OPUS_FRAME)
         ntp = int((time.time() + 2208988800) * (1 << 32))
         sr = RtcpSrPacket(ssrc=self.ssrc, sender_info=RtcpSenderInfo(
-            ntp_timestamp=ntp, rtp_timestamp=(self.ts_base + tick_index * OPUS_FRAME) & 0xFFFFFFFF,
+            ntp_timestamp=ntp, rtp_timestamp=(self.ts_base + ts) & 0xFFFFFFFF,
             packet_count=self.packets, octet_count=self.bytes))
         return bytes(sr)

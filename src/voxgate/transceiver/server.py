@@ -20,8 +20,7 @@ from .session import Session
 
 log = logging.getLogger("voxgate.transceiver")
 
-SUBTICK = 0.005  # the clock's step; a session sends on one step in four (20 ms)
-PHASES = 4
+STEP = 0.005  # the send clock's step: audio waits at most this long past its media time
 
 
 @dataclass
@@ -58,7 +57,6 @@ class Transceiver:
         self.client_secrets: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self._connected: list[Session] = []
-        self.subtick = 0  # the current 5 ms step of the shared clock
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
@@ -139,37 +137,29 @@ class Transceiver:
 
     # ------------------------------------------------------------- clocks
     def _start_clock(self):
-        """One clock for every session's outgoing audio, on absolute deadlines (no drift).
-
-        Each session sends one packet per 20 ms slot, but the clock steps every 5 ms and each session owns one
-        of the four phases: the phase is chosen when a talk spurt starts, so a reply (or an echo) waits at most
-        5 ms for its slot instead of up to 20 ms. RTP timestamps count the session's slots, so they stay
-        consistent with the 20 ms of audio in each packet. The clock is a plain timer callback, not a task:
-        at 200 steps a second the asyncio task machinery would cost more than the work."""
+        """One clock for every call's outgoing audio: every 5 ms it sends what is due (each call's audio is paced
+        by its own media time, see ``OpusOut``), on absolute deadlines (no drift). A plain timer callback, not a
+        task: at 200 steps a second the asyncio task machinery would cost more than the work."""
         loop = asyncio.get_running_loop()
         self._clock_start = loop.time()
-        self._clock = loop.call_at(self._clock_start + SUBTICK, self._step)
+        self._clock_step = 0
+        self._clock = loop.call_at(self._clock_start + STEP, self._step)
 
     def _step(self):
         loop = asyncio.get_running_loop()
-        index = self.subtick + 1
-        late = loop.time() - (self._clock_start + index * SUBTICK)
-        if late > 0.2:  # we fell far behind (CPU starved): skip ahead rather than burst
-            index += int(late / SUBTICK)
-        self.subtick = index
-        phase = index % PHASES
-        slot = (index - phase) // PHASES
+        step = self._clock_step + 1
+        late = loop.time() - (self._clock_start + step * STEP)
+        if late > 0.2:  # we fell far behind (CPU starved): skip ahead rather than run every missed step
+            step += int(late / STEP)
+        self._clock_step = step
+        now = time.monotonic()
         for s in self._connected:
-            if s.phase == phase and (s.out.frames or slot % 250 == 0):
+            if s.out.frames or now >= s._next_report:
                 try:
-                    s.tick(slot)
+                    s.tick(now)
                 except Exception:  # one call's failure must not stop everyone's audio
                     log.exception("sending audio for %s", s.call_id)
-        self._clock = loop.call_at(self._clock_start + (index + 1) * SUBTICK, self._step)
-
-    def slot_for(self, phase: int) -> int:
-        """The slot a session with ``phase`` is in now."""
-        return (self.subtick - phase) // PHASES
+        self._clock = loop.call_at(self._clock_start + (step + 1) * STEP, self._step)
 
     async def _reap(self):
         while True:

@@ -22,8 +22,6 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 from ..agent.base import CallIO
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut
-
-PHASES = 4  # steps of the shared clock per 20 ms slot (see Transceiver._start_clock)
 from .sdp import Offer
 
 log = logging.getLogger("voxgate.transceiver")
@@ -85,7 +83,7 @@ class Session(CallIO):
         self.times = {"created": time.monotonic()}
         LIVE_OBJECTS.add(self)
         self._sent_waiters: list[asyncio.Future] = []
-        self.phase = 0  # which 5 ms step of the shared clock sends this call's audio (see Transceiver._start_clock)
+        self._next_report = 0.0
         self._pending_events: list[dict] = []
         self.dropped_audio_frames = 0
 
@@ -186,15 +184,17 @@ class Session(CallIO):
             self._audio_q.get_nowait()
             self._audio_q.put_nowait(pcm)
 
-    def tick(self, slot: int):
-        """Send this call's packet for ``slot`` of the shared clock, if it has audio queued (synchronous: the
-        pacer calls it for many calls per step, so no coroutine per packet)."""
-        data = self.out.tick(slot)
+    def tick(self, now: float, limit: int = 2):
+        """Send what is due of this call's audio at ``now`` (at most ``limit`` packets: a call that fell behind
+        catches up over a few steps, not in one burst), and a sender report every 5 s. Synchronous: the clock
+        calls it for many calls per step, so no coroutine per packet."""
         srtp = self.dtls._tx_srtp
         if srtp is None or self.state != "connected":
             return
-        if data is not None:
-            now = time.monotonic()
+        for _ in range(limit):
+            data = self.out.next_packet(now)
+            if data is None:
+                break
             if "first_audio_out" not in self.times:
                 self.times["first_audio_out"] = now
             if self._sent_waiters:
@@ -203,8 +203,9 @@ class Session(CallIO):
                         fut.set_result(now)
                 self._sent_waiters.clear()
             self.send(srtp.protect(data))
-        if slot % 250 == 0 and self.out.packets:  # RTCP sender report every 5 s (250 slots)
-            self.send(srtp.protect_rtcp(self.out.sender_report(slot)))
+        if self.out.packets and now >= self._next_report:
+            self._next_report = now + 5.0
+            self.send(srtp.protect_rtcp(self.out.sender_report(now)))
 
     # ------------------------------------------------------------- data channel
     def _on_datachannel(self, channel):
@@ -242,14 +243,11 @@ class Session(CallIO):
     def write_audio(self, pcm: bytes) -> None:
         if self.state == "closed":
             return
-        idle = not self.out.frames
+        now = time.monotonic()
+        starts = not self.out.frames and self.out.idle(now)
         self.out.write(pcm)
-        if idle and self.out.frames and self.out.last_index < self.server.slot_for(self.phase) - 1:
-            # a talk spurt starts (nothing sent in the last slot either): move this session's phase to the step
-            # after next, 5-10 ms from now. Not the very next step: audio that streams in (an echo, a streamed
-            # reply) arriving a millisecond late would then miss its step every time and queue 20 ms for good.
-            # A momentary underflow inside a stream keeps its phase.
-            self.phase = (self.server.subtick + 2) % PHASES
+        if starts and self.out.frames:
+            self.tick(now)  # a talk spurt starts: its first packet goes now, not at the clock's next step
 
     def flush_audio(self) -> None:
         self.out.flush()
