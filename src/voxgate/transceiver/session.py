@@ -243,11 +243,11 @@ class Session(CallIO):
     def write_audio(self, pcm: bytes) -> None:
         if self.state == "closed":
             return
-        now = time.monotonic()
-        starts = not self.out.frames and self.out.idle(now)
         self.out.write(pcm)
-        if starts and self.out.frames:
-            self.tick(now)  # a talk spurt starts: its first packet goes now, not at the clock's next step
+        if self.out.frames:
+            # whatever is due already (a talk spurt's first packet, a frame written behind its media time) goes
+            # now, not at the clock's next step; the rest waits for its media time
+            self.tick(time.monotonic())
 
     def flush_audio(self) -> None:
         self.out.flush()
