@@ -11,8 +11,11 @@ GET  /demo                          the demo page: talk to the agent (static/dem
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hmac
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .sdp import OfferError
+from .session import LIVE_OBJECTS
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -140,18 +144,11 @@ def make_app(t) -> web.Application:
                                   "session": body.get("session") or {"type": "realtime"}})
 
     async def healthz(request):
-        import asyncio
-        import os
-
         body = {"status": "draining" if t.draining else "ok", "sessions": len(t.sessions),
                 "media": "%s:%d" % t.media_address, "candidates": ["%s:%d" % c for c in t.candidates],
                 # for leak checks: these return to their idle values once every call has ended
                 "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))}
         if "gc" in request.query:  # ?gc: collect first, then count the call objects still in memory
-            import gc
-
-            from .session import LIVE_OBJECTS
-
             gc.collect()
             body["session_objects"] = len(LIVE_OBJECTS)
         return web.json_response(body, status=503 if t.draining else 200)
