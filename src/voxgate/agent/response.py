@@ -43,7 +43,6 @@ class Response:
         self.marks: dict[str, float] = {"started": time.monotonic()}
         self.written_ms = 0.0
         self.task: asyncio.Task | None = None
-        self.done = asyncio.Event()
         self._went_live = asyncio.Event()
         if self.live:
             self._went_live.set()
@@ -75,7 +74,6 @@ class Response:
                 pass
         if self.live:
             self._finish_events()
-        self.done.set()
 
     # ------------------------------------------------------------- output
     def _out(self, kind: str, payload):
@@ -139,8 +137,6 @@ class Response:
             self.status = "completed"
         self._out("flush", None)
         self._out("done", None)
-        if self.live:
-            self.done.set()
 
     async def _speak(self, text: str, resample):
         """Synthesize one chunk. Only the first runs ahead while speculative; later ones wait until the response
@@ -172,7 +168,6 @@ class Response:
         self.agent.emit({"type": "conversation.item.done", "previous_item_id": self.agent.last_item_id(),
                          "item": self._item(status)})
         self.agent.on_response_done(self)
-        self.done.set()
 
     # ------------------------------------------------------------- reporting
     def timing_ms(self) -> dict:

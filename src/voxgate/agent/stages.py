@@ -12,7 +12,6 @@ import array
 import math
 import os
 import re
-import time
 from typing import Iterator
 
 ASR_RATE = 16000
@@ -180,6 +179,3 @@ class Chunker:
         piece, self.buf = self.buf.strip(), ""
         return [piece] if piece else []
 
-
-def now_ms() -> float:
-    return time.monotonic() * 1000

@@ -49,14 +49,11 @@ class OpusIn:
         self.resample = Resampler(codec_rate, rate)
         self.last_seq: int | None = None
         self.packets = self.bytes = self.lost = self.late = self.rtcp = 0
-        self.first_packet_at: float | None = None
         self._framer = Framer(frame_bytes(rate))
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.packets += 1
         self.bytes += len(packet.payload)
-        if self.first_packet_at is None:
-            self.first_packet_at = time.monotonic()
         if self.last_seq is not None:
             delta = (packet.sequence_number - self.last_seq) & 0xFFFF
             if delta == 0 or delta > 0x8000:  # duplicate or older than what we played: too late to use
@@ -126,7 +123,6 @@ class OpusOut:
         self.spurt_ts = 0  # unwrapped RTP timestamp of the spurt's first frame
         self.last_ts: int | None = None  # unwrapped timestamp of the last packet
         self.packets = self.bytes = 0
-        self.first_packet_at: float | None = None
         self._pts = 0
 
     def write(self, pcm: bytes) -> None:
@@ -179,8 +175,6 @@ class OpusOut:
         self.seq = (self.seq + 1) & 0xFFFF
         self.packets += 1
         self.bytes += len(payload)
-        if self.first_packet_at is None:
-            self.first_packet_at = time.monotonic()
         return rtp.serialize()
 
     def sender_report(self, now: float) -> bytes:
