@@ -170,3 +170,17 @@ def test_session_given_with_the_offer_shapes_session_created():
     created = asyncio.run(go()).events_of("session.created")[0]["session"]
     assert created["instructions"] == "Be terse."
     assert created["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 300
+
+
+def test_a_deleted_item_leaves_the_conversation_the_model_sees():
+    events = [
+        {"type": "conversation.item.create", "item": {"id": "item_gone", "type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "hello"}]}},
+        {"type": "conversation.item.delete", "item_id": "item_gone"},
+        {"type": "response.create"},
+    ]
+    call = run(drive([SILENCE] * 5, events=events, tail_s=5.0,
+                     until=lambda c: c.events_of("response.output_audio_transcript.done")))
+    assert call.events_of("conversation.item.deleted")[0]["item_id"] == "item_gone"
+    # the scripted responder greets a "hello"; with the item deleted there is nothing to answer
+    assert call.events_of("response.output_audio_transcript.done")[0]["transcript"] == "Sorry, I did not catch that."

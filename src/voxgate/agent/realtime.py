@@ -47,8 +47,7 @@ class RealtimeSession:
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
         self.instructions = stack.instructions
         self.session_id = new_id("sess")
-        self.items: list[dict] = []  # the conversation, as Realtime items
-        self.messages: list[dict] = []  # the same, as chat messages for the responder
+        self.items: list[dict] = []  # the conversation, as Realtime items (the responder's messages derive from it)
         self.live: Response | None = None  # generating
         self.playing: Response | None = None  # done generating, its audio still queued
         self.spec: Response | None = None
@@ -57,7 +56,6 @@ class RealtimeSession:
         self.segments: list[str] = []
         self.partial = ""
         self.user_item: str | None = None
-        self.speech_end_wall = None
         self.event_seq = 0
 
     # ------------------------------------------------------------- plumbing
@@ -72,6 +70,26 @@ class RealtimeSession:
 
     def last_item_id(self):
         return self.items[-1]["id"] if self.items else None
+
+    def messages(self) -> list[dict]:
+        """The conversation as chat messages: each item's text (or transcript, as heard after a truncation)."""
+        out = []
+        for item in self.items:
+            text = " ".join(c.get("text") or c.get("transcript") or "" for c in item.get("content") or []
+                            if isinstance(c, dict)).strip()
+            if text:
+                out.append({"role": item["role"], "content": text})
+        return out
+
+    def transcript(self) -> str:
+        """The user's turn so far: the utterances closed by speculations, and the last one."""
+        return " ".join(s for s in self.segments if s)
+
+    def session_with(self, ignored: list[str]) -> dict:
+        session = self.session_object()
+        if ignored:
+            session["voxgate"]["ignored"] = ignored
+        return session
 
     def session_object(self) -> dict:
         return {
@@ -91,10 +109,7 @@ class RealtimeSession:
         self.asr = await self.stack.acquire_asr()
         initial = getattr(self.call, "session_config", None)  # the `session` part of a multipart offer
         ignored = self._apply_session(initial) if isinstance(initial, dict) else []
-        created = self.session_object()
-        if ignored:
-            created["voxgate"]["ignored"] = ignored
-        self.emit({"type": "session.created", "session": created})
+        self.emit({"type": "session.created", "session": self.session_with(ignored)})
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
         finally:
@@ -163,9 +178,9 @@ class RealtimeSession:
             # close the utterance so far and prepare the reply from it; if speech resumes, a new one opens
             text = await self._asr(self.asr.finish)
             self.segments.append(text)
-            transcript = " ".join(s for s in self.segments if s)
+            transcript = self.transcript()
             if transcript and self.tt.speculating:
-                msgs = self.messages + [{"role": "user", "content": transcript}]
+                msgs = self.messages() + [{"role": "user", "content": transcript}]
                 self.spec = Response(self, msgs, speculative=True, transcript=transcript).start()
                 self.metrics.speculations.labels("started").inc()
         elif t is Resume:
@@ -181,39 +196,35 @@ class RealtimeSession:
 
     async def _end_of_turn(self, action: EndOfTurn):
         now = time.monotonic()
-        self.speech_end_wall = now - (self.t_ms - action.audio_end_ms) / 1000
+        speech_end = now - (self.t_ms - action.audio_end_ms) / 1000
         item_id = self.user_item or new_id("item")
         self.emit({"type": "input_audio_buffer.speech_stopped", "item_id": item_id, "audio_end_ms": action.audio_end_ms})
         if self.asr.active:  # no speculation closed it: decode the turn now (this is what partial inference saves)
             self.segments.append(await self._asr(self.asr.finish))
-        transcript = " ".join(s for s in self.segments if s)
+        transcript = self.transcript()
         t_final = time.monotonic()
         self._commit_user_item(item_id, transcript)
         if not action.create_response or not transcript:
             await self._discard_speculation("no_response")
             return
+        marks = {"turn_end": now, "speech_end": speech_end, "final_transcript": t_final}
         spec, self.spec = self.spec, None
         if spec is not None and transcript_fits(spec.transcript_in, transcript) and spec.status != "failed":
             self.metrics.speculations.labels("committed").inc()
-            spec.marks.update(turn_end=now, speech_end=self.speech_end_wall, final_transcript=t_final)
+            spec.marks.update(marks)
             await self._go_live(spec)
             spec.commit(now)
         else:
             if spec is not None:
                 await spec.cancel("discarded")
                 self.metrics.speculations.labels("mismatch").inc()
-            r = Response(self, list(self.messages), speculative=False)
-            r.marks.update(turn_end=now, speech_end=self.speech_end_wall, final_transcript=t_final)
-            await self._go_live(r)
-            r.start()
+            await self._respond(marks)
 
     def _commit_user_item(self, item_id: str, transcript: str):
         prev = self.last_item_id()
         item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
                 "content": [{"type": "input_audio", "transcript": transcript}]}
         self.items.append(item)
-        if transcript:
-            self.messages.append({"role": "user", "content": transcript})
         self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": prev})
         self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
         self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
@@ -227,6 +238,13 @@ class RealtimeSession:
             await self.live.cancel("superseded")
         self.live = r
         self.tt.set_responding(True)
+
+    async def _respond(self, marks: dict):
+        """A live response to the conversation as it stands."""
+        r = Response(self, self.messages(), speculative=False)
+        r.marks.update(marks)
+        await self._go_live(r)
+        r.start()
 
     async def barge_in(self):
         """The user talks over the agent: silence at once, cancel, and truncate what was not heard."""
@@ -249,10 +267,6 @@ class RealtimeSession:
         for item in self.items:
             if item["id"] == item_id:
                 item["content"][0]["transcript"] = transcript
-        for m in reversed(self.messages):
-            if m["role"] == "assistant":
-                m["content"] = transcript
-                break
         self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
                    "audio_end_ms": audio_end_ms})
 
@@ -261,7 +275,6 @@ class RealtimeSession:
         ticks) for the response's first packet to leave, so its timing field is complete."""
         if r.status in ("completed", "cancelled", "failed"):
             self.items.append(r._item("completed" if r.status == "completed" else "incomplete"))
-            self.messages.append({"role": "assistant", "content": r.text})
         if self.live is r:
             self.live = None
             if r.status == "completed" and self.call.queued_audio_ms > 0:
@@ -346,11 +359,7 @@ class RealtimeSession:
         if etype == "conversation.item.truncate":
             return self._truncate(event.get("item_id"), int(event.get("audio_end_ms", 0)), "")
         if etype == "response.create":
-            r = Response(self, list(self.messages), speculative=False)
-            r.marks["turn_end"] = time.monotonic()
-            await self._go_live(r)
-            r.start()
-            return
+            return await self._respond({"turn_end": time.monotonic()})
         if etype == "response.cancel":
             if self.live is None:
                 return self.error("invalid_request_error", "response_cancel_not_active", "no active response",
@@ -367,11 +376,7 @@ class RealtimeSession:
         if not isinstance(session, dict):
             return self.error("invalid_request_error", "invalid_value", "session.update needs a 'session' object",
                               "session", eid)
-        ignored = self._apply_session(session)
-        out = self.session_object()
-        if ignored:
-            out["voxgate"]["ignored"] = ignored
-        self.emit({"type": "session.updated", "session": out})
+        self.emit({"type": "session.updated", "session": self.session_with(self._apply_session(session))})
 
     def _apply_session(self, session: dict) -> list[str]:
         """Apply a Realtime session object; return what was ignored (named, not failed)."""
@@ -402,15 +407,13 @@ class RealtimeSession:
             return self.error("invalid_request_error", "invalid_value", "only message items are supported",
                               "item", eid)
         role = item.get("role", "user")
-        texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content") or [] if isinstance(c, dict)]
-        text = " ".join(t for t in texts if t)
-        if role not in ("user", "assistant", "system") or not text:
+        content = [c for c in item.get("content") or [] if isinstance(c, dict)]
+        if role not in ("user", "assistant", "system") or not any(c.get("text") or c.get("transcript") for c in content):
             return self.error("invalid_request_error", "invalid_value", "item needs a role and text content",
                               "item.content", eid)
         prev = self.last_item_id()
         new = {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": "message", "role": role,
-               "status": "completed", "content": item.get("content")}
+               "status": "completed", "content": content}
         self.items.append(new)
-        self.messages.append({"role": role, "content": text})
         self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": new})
         self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": new})
