@@ -39,10 +39,25 @@ class IceSession:
     nominated: bool = False
     last_check: float | None = None
     verified: bool = False  # the client proved it receives us (DTLS finished): tell the relay
+    _header: tuple = field(default=(None, b""), repr=False)  # ((route, verified), encapsulation header)
 
     @property
     def connected(self) -> bool:
         return self.route is not None
+
+    def outgoing(self, data: bytes, route: "Route | None" = None) -> "Send | None":
+        """``data`` addressed to the client over ``route`` (default: the selected one), encapsulated when it
+        goes through a relay. The header is built once per route and verified state: media takes this path
+        for every packet."""
+        route = route or self.route
+        if route is None:
+            return None
+        if route.relay is None:
+            return Send(data, route.client)
+        key = (route, self.verified)
+        if key != self._header[0]:
+            self._header = (key, encap.header(route.client, self.verified))
+        return Send(self._header[1] + data, route.relay)
 
 
 @dataclass(frozen=True)
@@ -155,7 +170,8 @@ class IceLiteMux:
 
     @staticmethod
     def send(session: IceSession | None, data: bytes, route: Route) -> Send:
+        if session is not None:
+            return session.outgoing(data, route)
         if route.relay is None:
             return Send(data, route.client)
-        verified = session.verified if session is not None else False
-        return Send(encap.encapsulate(route.client, data, verified), route.relay)
+        return Send(encap.encapsulate(route.client, data), route.relay)  # no session: never VERIFIED

@@ -21,7 +21,6 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParamete
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from ..agent.base import CallIO
-from ..wire.encap import header as encap_header
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut
 from .sdp import Offer
@@ -79,8 +78,6 @@ class Session(CallIO):
         self.tasks: set[asyncio.Task] = set()
         self.state = "new"
         self.close_reason = ""
-        self._hdr_key = None
-        self._hdr = b""
         self.times = {"created": time.monotonic()}
         LIVE_OBJECTS.add(self)
         self._sent_waiters: list[asyncio.Future] = []
@@ -156,16 +153,9 @@ class Session(CallIO):
         self.transport.inbox.put_nowait(data)
 
     def send(self, data: bytes):
-        route = self.ice.route
-        if route is None:
-            return
-        if route.relay is None:
-            self.server.endpoint.sendto(data, route.client)
-            return
-        key = (route, self.ice.verified)
-        if key != self._hdr_key:
-            self._hdr_key, self._hdr = key, encap_header(route.client, self.ice.verified)
-        self.server.endpoint.sendto(self._hdr + data, route.relay)
+        out = self.ice.outgoing(data)
+        if out is not None:
+            self.server.endpoint.sendto(out.data, out.addr)
 
     def on_route(self, route):
         if "ice_connected" not in self.times:
