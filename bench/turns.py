@@ -70,7 +70,7 @@ async def main_async(args):
     print("loading the embedded stack:")
     agent = load_agent("voice", responder=args.responder)
     print(f"responder: {agent.stack.responder.name}")
-    tts = PiperTts()
+    tts = PiperTts(varied=False)
     speeches = [Resampler(tts.rate, 16000)(b"".join(tts.synthesize(u))) for u in UTTERANCES]
     rows = []
     for rnd in range(args.rounds):

@@ -15,7 +15,7 @@ def write_wav(path, pieces):
     """pieces: text (spoken by Piper) or a float (seconds of silence)."""
     from voxgate.agent.stages import PiperTts
 
-    tts = PiperTts()
+    tts = PiperTts(varied=False)
     pcm = b""
     for p in pieces:
         pcm += b"\0\0" * int(p * tts.rate) if isinstance(p, float) else b"".join(tts.synthesize(p))

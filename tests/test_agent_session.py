@@ -14,7 +14,7 @@ SILENCE = b"\0" * 640
 
 @pytest.fixture(scope="module")
 def tts():
-    return PiperTts()
+    return PiperTts(varied=False)
 
 
 def say(tts, text) -> bytes:
@@ -184,3 +184,30 @@ def test_a_deleted_item_leaves_the_conversation_the_model_sees():
     assert call.events_of("conversation.item.deleted")[0]["item_id"] == "item_gone"
     # the scripted responder greets a "hello"; with the item deleted there is nothing to answer
     assert call.events_of("response.output_audio_transcript.done")[0]["transcript"] == "Sorry, I did not catch that."
+
+
+def test_a_pooled_recognizer_forgets_the_previous_caller(tts):
+    """The decoder adapts to a caller's voice; the stack's pool hands the next caller one reset to the model's
+    starting point, so the same audio is heard the same way whoever called before."""
+    from voxgate.agent.stack import Stack
+    from voxgate.agent.stages import PocketSphinxAsr
+
+    question, other = say(tts, "What is the weather like today?"), say(tts, "Tell me a long story about castles.")
+
+    def hear(asr, pcm):
+        asr.start()
+        for f in frames(pcm):
+            asr.feed(f)
+        return asr.finish()
+
+    stack = Stack(responder=None, tts=tts)
+    fresh = PocketSphinxAsr()
+    stack._asr_pool.append(fresh)
+    initial = fresh.decoder.get_cmn(False)
+    first = hear(asyncio.run(stack.acquire_asr()), question)
+    hear(fresh, other)
+    assert fresh.decoder.get_cmn(False) != initial  # the previous caller moved the decoder's mean
+    stack.release_asr(fresh)
+    again = asyncio.run(stack.acquire_asr())
+    assert again is fresh and again.decoder.get_cmn(False) == initial
+    assert hear(again, question) == first

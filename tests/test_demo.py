@@ -22,7 +22,7 @@ DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
 def question_wav(path) -> str:
     from voxgate.agent.stages import PiperTts
 
-    tts = PiperTts()
+    tts = PiperTts(varied=False)
     pcm = b"\0\0" * tts.rate + b"".join(tts.synthesize("What is the weather like today?")) + b"\0\0" * (tts.rate * 6)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(tts.rate)

@@ -70,11 +70,11 @@ class Stack:
         return await asyncio.to_thread(self.asr_factory)
 
     def release_asr(self, asr, keep: int = 8):
-        if getattr(asr, "active", False):
-            try:
-                asr.finish()
-            except Exception:
-                return
+        """Return a call's recognizer to the pool, reset so the next caller starts from the model's defaults."""
+        try:
+            asr.reset()
+        except Exception:
+            return
         if len(self._asr_pool) < keep:
             self._asr_pool.append(asr)
 

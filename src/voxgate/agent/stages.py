@@ -68,7 +68,10 @@ def default_vad():
 
 # ---------------------------------------------------------------- ASR
 class PocketSphinxAsr:
-    """Streaming recognition at 16 kHz; one decoder per call (they are not shared across threads)."""
+    """Streaming recognition at 16 kHz; one decoder per call (they are not shared across threads).
+
+    The decoder adapts its cepstral mean to the voice it hears and keeps it across utterances: good within a
+    call, but a pooled decoder must forget the previous caller, so ``reset`` restores the model's initial mean."""
 
     name = "pocketsphinx"
 
@@ -78,7 +81,13 @@ class PocketSphinxAsr:
         except ImportError:
             raise MissingModel("the PocketSphinx recognizer", "pocketsphinx") from None
         self.decoder = Decoder(loglevel="FATAL")
+        self.initial_cmn = self.decoder.get_cmn(False)
         self.active = False
+
+    def reset(self):
+        """Forget the last call: end any open utterance, restore the initial cepstral mean."""
+        self.finish()
+        self.decoder.set_cmn(self.initial_cmn)
 
     def start(self):
         self.decoder.start_utt()
@@ -112,12 +121,16 @@ def piper_model_path() -> str:
 
 
 class PiperTts:
-    """Piper (ONNX) with the joe-us voice; synthesizes one text chunk at a time, 22.05 kHz."""
+    """Piper (ONNX) with the joe-us voice; synthesizes one text chunk at a time, 22.05 kHz.
+
+    Piper samples noise on every run, so the same text never sounds quite the same twice: natural for
+    replies, but tests and benchmarks that speak *to* the agent pass ``varied=False`` (noise off) so
+    their input audio, and what the recognizer makes of it, is the same on every run."""
 
     name = "piper"
     _voice = None  # loaded once per process: every call shares it (onnxruntime sessions are thread-safe)
 
-    def __init__(self):
+    def __init__(self, varied: bool = True):
         if PiperTts._voice is None:
             try:
                 from piper import PiperVoice
@@ -126,10 +139,15 @@ class PiperTts:
             PiperTts._voice = PiperVoice.load(piper_model_path())
         self.voice = PiperTts._voice
         self.rate = self.voice.config.sample_rate
+        self.config = None
+        if not varied:
+            from piper import SynthesisConfig
+
+            self.config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
     def synthesize(self, text: str) -> Iterator[bytes]:
         """s16 mono PCM at ``self.rate``, chunk by chunk (blocking: run in a thread)."""
-        for chunk in self.voice.synthesize(text):
+        for chunk in self.voice.synthesize(text, syn_config=self.config):
             yield chunk.audio_int16_bytes
 
 
