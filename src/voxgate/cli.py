@@ -136,6 +136,9 @@ def cmd_call(args) -> int:
     return call_main(args)
 
 
+RESPONDER_HELP = "the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .wire.token import DEFAULT_MAX_AGE
 
@@ -157,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="relay + transceiver + embedded agent on localhost, and a page to talk to it")
     d.add_argument("--agent", default="voice", help="voice (the embedded stack) or echo (no models)")
-    d.add_argument("--responder", default="auto", help="auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL")
+    d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
     d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
     d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
@@ -172,8 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--public", type=parse_hostport, help="direct mode: the candidate clients send to (default: --media)")
     x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")
     x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
-    x.add_argument("--responder", default="auto",
-                   help="voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL")
+    x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")

@@ -16,7 +16,6 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.drops: Counter = Counter()
         self.packets_in = self.packets_out = 0
-        self.on_connected_route = None  # callable(session_key, route)
 
     @classmethod
     async def open(cls, host: str, port: int) -> "MediaEndpoint":

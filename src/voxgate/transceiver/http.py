@@ -58,16 +58,16 @@ def _is_api_key(t, token: str | None) -> bool:
     return token is not None and any(hmac.compare_digest(token, k) for k in t.cfg.api_keys)
 
 
-def _authorized(t, request, allow_client_secret: bool) -> bool:
+def _refused(t, request) -> web.Response | None:
+    """The 401 for a call request without a configured API key or a live client secret; None if it may pass."""
     if not t.cfg.auth:
-        return True
+        return None
     token = _bearer(request)
     if _is_api_key(t, token):
-        return True
-    if allow_client_secret and token is not None:
-        exp = t.client_secrets.get(token)
-        return exp is not None and exp > time.time()
-    return False
+        return None
+    if token is not None and t.client_secrets.get(token, 0) > time.time():
+        return None
+    return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
 
 
 async def _read_offer(request) -> tuple[str, dict | None]:
@@ -98,9 +98,8 @@ def make_app(t) -> web.Application:
     async def create_call(request):
         if t.draining:
             return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
-        if not _authorized(t, request, allow_client_secret=True):
-            return error(401, "missing or invalid Authorization: Bearer key", "invalid_request_error",
-                         "invalid_api_key")
+        if (refused := _refused(t, request)) is not None:
+            return refused
         if len(t.sessions) >= t.cfg.max_sessions:
             return error(503, "at capacity", "server_error", "capacity")
         try:
@@ -112,15 +111,15 @@ def make_app(t) -> web.Application:
                             headers={"Location": f"/v1/realtime/calls/{session.call_id}"})
 
     async def hangup(request):
-        if not _authorized(t, request, allow_client_secret=True):
-            return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
+        if (refused := _refused(t, request)) is not None:
+            return refused
         if not await t.hangup(request.match_info["call_id"]):
             return error(404, "no such call", code="call_not_found", param="call_id")
         return web.json_response({}, status=200)
 
     async def get_call(request):
-        if not _authorized(t, request, allow_client_secret=True):
-            return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
+        if (refused := _refused(t, request)) is not None:
+            return refused
         session = t.sessions.get(request.match_info["call_id"])
         if session is None:
             return error(404, "no such call", code="call_not_found", param="call_id")

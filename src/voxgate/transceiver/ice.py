@@ -161,17 +161,13 @@ class IceLiteMux:
             [stun.attr_xor_mapped_address(route.client, msg.transaction_id)],
             integrity_key=session.pwd.encode(),
         )
-        actions.insert(0, self.send(session, reply, route))
+        actions.insert(0, session.outgoing(reply, route))
         return actions
 
-    def _error(self, msg, route: Route, code: int, reason: str) -> Send:
-        reply = stun.build(stun.BINDING_ERROR, msg.transaction_id, [stun.attr_error_code(code, reason)])
-        return self.send(None, reply, route)
-
     @staticmethod
-    def send(session: IceSession | None, data: bytes, route: Route) -> Send:
-        if session is not None:
-            return session.outgoing(data, route)
+    def _error(msg, route: Route, code: int, reason: str) -> Send:
+        """An error response, sent back the way the request came; no session, so never marked VERIFIED."""
+        reply = stun.build(stun.BINDING_ERROR, msg.transaction_id, [stun.attr_error_code(code, reason)])
         if route.relay is None:
-            return Send(data, route.client)
-        return Send(encap.encapsulate(route.client, data), route.relay)  # no session: never VERIFIED
+            return Send(reply, route.client)
+        return Send(encap.encapsulate(route.client, reply), route.relay)

@@ -47,16 +47,14 @@ def parse_offer(text: str) -> Offer:
         raise OfferError("unparseable SDP: an a=fmtp or a=rtcp-fb line names a payload type with no a=rtpmap") from None
     except Exception as exc:  # aiortc raises several types on bad input
         raise OfferError(f"unparseable SDP ({type(exc).__name__}: {exc})") from None
-    mids, audio, app = [], None, None
+    mids, audio, app, audio_mid, app_mid = [], None, None, None, None
     for i, m in enumerate(desc.media):
         mid = m.rtp.muxId or str(i)
         if m.kind == "audio" and audio is None:
-            audio = m
+            audio, audio_mid = m, mid
             mids.append(("audio", mid))
-        elif m.kind == "application" and app is None and m.sctp_port is not None or (
-            m.kind == "application" and app is None and "webrtc-datachannel" in m.fmt
-        ):
-            app = m
+        elif m.kind == "application" and app is None and (m.sctp_port is not None or "webrtc-datachannel" in m.fmt):
+            app, app_mid = m, mid
             mids.append(("application", mid))
         else:
             mids.append((f"rejected:{m.kind}", mid, m.profile, m.fmt))
@@ -78,11 +76,11 @@ def parse_offer(text: str) -> Offer:
     fmtp = ";".join(f"{k}={v}" if v is not None else k for k, v in (opus.parameters or {}).items())
     ssrc = audio.ssrc[0].ssrc if audio.ssrc else None
     return Offer(
-        mids=mids, audio_mid=mids[[k for k, *_ in mids].index("audio")][1], opus_pt=opus.payloadType,
+        mids=mids, audio_mid=audio_mid, opus_pt=opus.payloadType,
         opus_fmtp=fmtp, client_ssrc=ssrc, remote_ufrag=audio.ice.usernameFragment, remote_pwd=audio.ice.password,
         fingerprints=list(audio.dtls.fingerprints), setup=setup,
         sctp_port=(app.sctp_port or 5000) if app is not None else None,
-        app_mid=next((m[1] for m in mids if m[0] == "application"), None),
+        app_mid=app_mid,
         audio_direction=audio.direction or "sendrecv",
     )
 

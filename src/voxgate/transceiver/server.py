@@ -14,6 +14,7 @@ from ..agent import load_agent
 from ..wire.token import Keyring, mint
 from .endpoint import MediaEndpoint
 from .ice import CONSENT_TIMEOUT
+from .media import DEFAULT_COMPLEXITY
 from .metrics import TransceiverMetrics
 from .sdp import build_answer, new_ice_pwd, parse_offer
 from .session import Session
@@ -38,7 +39,7 @@ class TransceiverConfig:
     consent_timeout: float = CONSENT_TIMEOUT
     drain_timeout: float = 30.0
     max_sessions: int = 1000
-    opus_complexity: int = 3
+    opus_complexity: int = DEFAULT_COMPLEXITY
     responder: str = "auto"  # for --agent voice
 
 
