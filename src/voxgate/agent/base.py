@@ -54,6 +54,32 @@ class CallIO(abc.ABC):
         """Send one JSON message on the data channel; False if no channel is open."""
 
 
+async def until_none(queue: asyncio.Queue) -> AsyncIterator:
+    """The items of ``queue`` until a None marks its end: how a call's audio() and events() streams end."""
+    while (item := await queue.get()) is not None:
+        yield item
+
+
+class SentWaiters:
+    """The futures ``CallIO.audio_sent()`` hands out, all resolved when the next audio packet leaves."""
+
+    def __init__(self):
+        self._futures: list[asyncio.Future] = []
+
+    def add(self) -> "asyncio.Future[float]":
+        fut = asyncio.get_running_loop().create_future()
+        self._futures.append(fut)
+        return fut
+
+    def resolve(self, now: float) -> None:
+        if not self._futures:  # the usual case, once per packet sent
+            return
+        futures, self._futures = self._futures, []
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(now)
+
+
 class Agent(abc.ABC):
     sample_rate: int = 24000  # the PCM rate the agent wants, both ways
 

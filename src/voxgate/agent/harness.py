@@ -12,7 +12,7 @@ import collections
 import time
 
 from ..wire.pcm import Framer
-from .base import CallIO
+from .base import CallIO, SentWaiters, until_none
 
 
 class LocalCall(CallIO):
@@ -27,7 +27,7 @@ class LocalCall(CallIO):
         self.sent_log: list[tuple[float, int]] = []  # (time, bytes) per sent frame
         self.events_out: list[dict] = []
         self.event_times: list[float] = []
-        self._waiters: list[asyncio.Future] = []
+        self._sent = SentWaiters()
         self._clock: asyncio.Task | None = None
 
     def start_clock(self):
@@ -44,10 +44,7 @@ class LocalCall(CallIO):
                 self.sent_audio += frame
                 now = time.monotonic()
                 self.sent_log.append((now, len(frame)))
-                for f in self._waiters:
-                    if not f.done():
-                        f.set_result(now)
-                self._waiters.clear()
+                self._sent.resolve(now)
 
     # caller side
     def push_audio(self, pcm: bytes):
@@ -67,9 +64,8 @@ class LocalCall(CallIO):
         return [e for e in self.events_out if e["type"] == etype]
 
     # CallIO
-    async def audio(self):
-        while (f := await self._audio_q.get()) is not None:
-            yield f
+    def audio(self):
+        return until_none(self._audio_q)
 
     def write_audio(self, pcm: bytes) -> None:
         self.out_queue.extend(self._framer.push(pcm))
@@ -88,13 +84,10 @@ class LocalCall(CallIO):
         return len(self.out_queue) * 20
 
     def audio_sent(self):
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        return fut
+        return self._sent.add()
 
-    async def events(self):
-        while (e := await self._event_q.get()) is not None:
-            yield e
+    def events(self):
+        return until_none(self._event_q)
 
     def send_event(self, event: dict) -> bool:
         self.events_out.append(event)

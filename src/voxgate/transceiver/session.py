@@ -20,7 +20,7 @@ from aiortc.rtcdtlstransport import RTCDtlsParameters, RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
-from ..agent.base import CallIO
+from ..agent.base import CallIO, SentWaiters, until_none
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut
 from .sdp import Offer
@@ -80,7 +80,7 @@ class Session(CallIO):
         self.close_reason = ""
         self.times = {"created": time.monotonic()}
         LIVE_OBJECTS.add(self)
-        self._sent_waiters: list[asyncio.Future] = []
+        self._sent = SentWaiters()
         self._next_report = 0.0
         self._pending_events: list[dict] = []
         self.dropped_audio_frames = 0
@@ -130,8 +130,8 @@ class Session(CallIO):
         self.state = "closed"
         self.close_reason = reason
         self.times["closed"] = time.monotonic()
-        self._audio_q.put_nowait(None) if not self._audio_q.full() else None
-        self._event_q.put_nowait(None) if not self._event_q.full() else None
+        _put_newest(self._audio_q, None)  # the end marker lands even when the agent is behind
+        _put_newest(self._event_q, None)
         if self.sctp is not None:
             try:
                 await asyncio.wait_for(self.sctp.stop(), 1.0)
@@ -165,12 +165,8 @@ class Session(CallIO):
     def _on_pcm(self, pcm):
         if pcm is not None and "first_audio_in" not in self.times:
             self.times["first_audio_in"] = time.monotonic()
-        try:
-            self._audio_q.put_nowait(pcm)
-        except asyncio.QueueFull:  # the agent is not keeping up: drop the oldest, keep the newest
+        if not _put_newest(self._audio_q, pcm):  # the agent is not keeping up
             self.dropped_audio_frames += 1
-            self._audio_q.get_nowait()
-            self._audio_q.put_nowait(pcm)
 
     def tick(self, now: float, limit: int = 2):
         """Send what is due of this call's audio at ``now`` (at most ``limit`` packets: a call that fell behind
@@ -185,11 +181,7 @@ class Session(CallIO):
                 break
             if "first_audio_out" not in self.times:
                 self.times["first_audio_out"] = now
-            if self._sent_waiters:
-                for fut in self._sent_waiters:
-                    if not fut.done():
-                        fut.set_result(now)
-                self._sent_waiters.clear()
+            self._sent.resolve(now)
             self.send(srtp.protect(data))
         if self.out.packets and now >= self._next_report:
             self._next_report = now + 5.0
@@ -221,12 +213,8 @@ class Session(CallIO):
             channel.send(json.dumps(event))
 
     # ------------------------------------------------------------- CallIO
-    async def audio(self) -> AsyncIterator[bytes]:
-        while True:
-            pcm = await self._audio_q.get()
-            if pcm is None:
-                return
-            yield pcm
+    def audio(self) -> AsyncIterator[bytes]:
+        return until_none(self._audio_q)
 
     def write_audio(self, pcm: bytes) -> None:
         if self.state == "closed":
@@ -248,16 +236,10 @@ class Session(CallIO):
         return self.out.queued_ms
 
     def audio_sent(self) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        self._sent_waiters.append(fut)
-        return fut
+        return self._sent.add()
 
-    async def events(self) -> AsyncIterator[dict]:
-        while True:
-            event = await self._event_q.get()
-            if event is None:
-                return
-            yield event
+    def events(self) -> AsyncIterator[dict]:
+        return until_none(self._event_q)
 
     def send_event(self, event: dict) -> bool:
         ch = self.channel
@@ -283,6 +265,17 @@ class Session(CallIO):
             "lost": self.inp.lost, "late": self.inp.late, "rtcp_in": self.inp.rtcp,
             "audio_frames_dropped_for_agent": self.dropped_audio_frames, "frame_ms": FRAME_MS,
         }
+
+
+def _put_newest(q: asyncio.Queue, item) -> bool:
+    """Queue ``item``; if the queue is full, drop its oldest entry to make room. False if one was dropped."""
+    try:
+        q.put_nowait(item)
+        return True
+    except asyncio.QueueFull:
+        q.get_nowait()
+        q.put_nowait(item)
+        return False
 
 
 def _route_text(route):
