@@ -220,14 +220,17 @@ class RealtimeSession:
                 self.metrics.speculations.labels("mismatch").inc()
             await self._respond(marks)
 
-    def _commit_user_item(self, item_id: str, transcript: str):
+    def _add_item(self, item: dict):
+        """Append a finished item to the conversation and announce it."""
         prev = self.last_item_id()
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
-                "content": [{"type": "input_audio", "transcript": transcript}]}
         self.items.append(item)
-        self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": prev})
         self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
         self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
+
+    def _commit_user_item(self, item_id: str, transcript: str):
+        self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": self.last_item_id()})
+        self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+                        "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
         self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
                    "content_index": 0, "transcript": transcript,
                    "usage": {"type": "duration", "seconds": 0}})
@@ -274,14 +277,14 @@ class RealtimeSession:
         """Called by the response once its closing events are out. ``response.done`` waits (at most a few
         ticks) for the response's first packet to leave, so its timing field is complete."""
         if r.status in ("completed", "cancelled", "failed"):
-            self.items.append(r._item("completed" if r.status == "completed" else "incomplete"))
+            self.items.append(r._item(r.item_status))
         if self.live is r:
             self.live = None
             if r.status == "completed" and self.call.queued_audio_ms > 0:
                 self.playing = r  # still speaking: barge-in stays armed until playback drains
             else:
                 self.tt.set_responding(False)
-        sent = getattr(r, "_sent", None)
+        sent = r.first_sent
         if sent is not None and not sent.done() and r.status == "completed":
             asyncio.ensure_future(self._done_after_first_packet(r, sent))
         else:
@@ -411,9 +414,5 @@ class RealtimeSession:
         if role not in ("user", "assistant", "system") or not any(c.get("text") or c.get("transcript") for c in content):
             return self.error("invalid_request_error", "invalid_value", "item needs a role and text content",
                               "item.content", eid)
-        prev = self.last_item_id()
-        new = {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": "message", "role": role,
-               "status": "completed", "content": content}
-        self.items.append(new)
-        self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": new})
-        self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": new})
+        self._add_item({"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": "message",
+                        "role": role, "status": "completed", "content": content})

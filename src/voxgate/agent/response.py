@@ -43,6 +43,7 @@ class Response:
         self.marks: dict[str, float] = {"started": time.monotonic()}
         self.written_ms = 0.0
         self.task: asyncio.Task | None = None
+        self.first_sent: asyncio.Future | None = None  # resolves when the first audio packet leaves
         self._went_live = asyncio.Event()
         if self.live:
             self._went_live.set()
@@ -89,8 +90,8 @@ class Response:
             if "first_audio_written" not in self.marks:
                 self.marks["first_audio_written"] = time.monotonic()
                 self.agent.emit({"type": "output_audio_buffer.started", "response_id": self.id})
-                self._sent = self.call.audio_sent()
-                self._sent.add_done_callback(lambda f: self.marks.setdefault("first_audio_sent", f.result())
+                self.first_sent = self.call.audio_sent()
+                self.first_sent.add_done_callback(lambda f: self.marks.setdefault("first_audio_sent", f.result())
                                              if not f.cancelled() else None)
             self.call.write_audio(payload)
             self.written_ms += len(payload) / 2 / self.call.sample_rate * 1000
@@ -101,6 +102,11 @@ class Response:
 
     def _ids(self) -> dict:
         return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+
+    @property
+    def item_status(self) -> str:
+        """The status of the response's item once it has ended."""
+        return "completed" if self.status == "completed" else "incomplete"
 
     def _item(self, status: str) -> dict:
         return {"id": self.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
@@ -162,11 +168,10 @@ class Response:
         self.agent.emit({"type": "response.output_audio_transcript.done", **ids, "transcript": self.text})
         self.agent.emit({"type": "response.content_part.done", **ids,
                          "part": {"type": "audio", "transcript": self.text}})
-        status = "completed" if self.status == "completed" else "incomplete"
         self.agent.emit({"type": "response.output_item.done", "response_id": self.id, "output_index": 0,
-                         "item": self._item(status)})
+                         "item": self._item(self.item_status)})
         self.agent.emit({"type": "conversation.item.done", "previous_item_id": self.agent.last_item_id(),
-                         "item": self._item(status)})
+                         "item": self._item(self.item_status)})
         self.agent.on_response_done(self)
 
     # ------------------------------------------------------------- reporting

@@ -8,7 +8,6 @@ back to the scripted one so the agent still talks.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 
@@ -16,8 +15,6 @@ from prometheus_client import Counter, Histogram
 
 from .responders import DEFAULT_INSTRUCTIONS, LlamaResponder, OpenAIChatResponder, ScriptedResponder
 from .stages import MissingModel, PiperTts, PocketSphinxAsr, default_vad
-
-log = logging.getLogger("voxgate.agent")
 
 TURN_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5)
 

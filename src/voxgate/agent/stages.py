@@ -152,7 +152,6 @@ class PiperTts:
 
 
 # ---------------------------------------------------------------- text chunking for early TTS
-_BREAK = re.compile(r"([.!?;:]\s|,\s)")
 
 
 class Chunker:

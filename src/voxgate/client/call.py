@@ -36,7 +36,7 @@ def _restrict_host_candidates(host: str):
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [addr]
 
 
-async def _record(track, path: str, t0: float, marks: dict):
+async def _record(track, path: str, on_first_frame):
     resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
     with wave.open(path, "wb") as out:
         out.setnchannels(1)
@@ -47,8 +47,9 @@ async def _record(track, path: str, t0: float, marks: dict):
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if "first_audio_ms" not in marks:
-                marks["first_audio_ms"] = round((time.monotonic() - t0) * 1000, 1)
+            if on_first_frame is not None:
+                on_first_frame()
+                on_first_frame = None
             for f in resampler.resample(frame):
                 out.writeframes(bytes(f.planes[0])[: f.samples * 2])
 
@@ -79,7 +80,7 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
     @pc.on("track")
     def on_track(track):
         nonlocal rec_task
-        rec_task = asyncio.ensure_future(_record(track, output_wav, t0, marks))
+        rec_task = asyncio.ensure_future(_record(track, output_wav, lambda: mark("first_audio_ms")))
 
     @pc.on("iceconnectionstatechange")
     def on_ice():
