@@ -312,6 +312,19 @@ static int recv_batch(Forwarder *f, int fd) {
     return n;
 }
 
+/* Count datagram i of a received batch on the given counters; 0 if the buffer cut it short (dropped as
+ * oversized). Both directions start every datagram with this. */
+static inline int counted_whole(Forwarder *f, int i, int pkts, int bytes) {
+    unsigned len = f->in[i].msg_len;
+    f->c[pkts]++;
+    f->c[bytes] += len;
+    if (f->in[i].msg_hdr.msg_flags & MSG_TRUNC || len >= (unsigned)f->bufsize) {
+        f->c[D_OVERSIZED]++;
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *Forwarder_pump_public(Forwarder *f, PyObject *arg) {
     double now = PyFloat_AsDouble(arg);
     if (now == -1.0 && PyErr_Occurred()) return NULL;
@@ -326,14 +339,9 @@ static PyObject *Forwarder_pump_public(Forwarder *f, PyObject *arg) {
         }
         int out = 0;
         for (int i = 0; i < n; i++) {
+            if (!counted_whole(f, i, C_CLIENT_PKTS, C_CLIENT_BYTES)) continue;
             unsigned len = f->in[i].msg_len;
             uint8_t *data = f->in_iov[i].iov_base;
-            f->c[C_CLIENT_PKTS]++;
-            f->c[C_CLIENT_BYTES] += len;
-            if (f->in[i].msg_hdr.msg_flags & MSG_TRUNC || len >= (unsigned)f->bufsize) {
-                f->c[D_OVERSIZED]++;
-                continue;
-            }
             key_t18 k;
             flow_t *flow = NULL;
             if (key_from_sockaddr(&f->addrs[i], &k) == 0) flow = lookup(f, &k);
@@ -378,14 +386,9 @@ static PyObject *Forwarder_pump_internal(Forwarder *f, PyObject *arg) {
         if (n < 0) return NULL;
         int out = 0;
         for (int i = 0; i < n; i++) {
+            if (!counted_whole(f, i, C_T_PKTS, C_T_BYTES)) continue;
             unsigned len = f->in[i].msg_len;
             uint8_t *data = f->in_iov[i].iov_base;
-            f->c[C_T_PKTS]++;
-            f->c[C_T_BYTES] += len;
-            if (f->in[i].msg_hdr.msg_flags & MSG_TRUNC || len >= (unsigned)f->bufsize) {
-                f->c[D_OVERSIZED]++;
-                continue;
-            }
             if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED))) {
                 f->c[D_BAD_ENCAP]++;
                 continue;
