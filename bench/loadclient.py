@@ -25,8 +25,9 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParamete
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from voxgate.wire import stun  # noqa: E402
+import common  # noqa: F401  (first: it puts src/ on the path)
+
+from voxgate.wire import stun
 
 CERT = RTCCertificate.generateCertificate()
 FP = next(f for f in CERT.getFingerprints() if f.algorithm == "sha-256")

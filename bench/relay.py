@@ -19,7 +19,6 @@ to the first CPU and every forwarder to the last (voxgate's worker pins itself w
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import socket
@@ -29,11 +28,10 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
+from common import HERE, cpu_seconds, free_port  # first: it puts src/ on the path
 
-from voxgate.wire import stun  # noqa: E402
-from voxgate.wire.token import Keyring, mint  # noqa: E402
+from voxgate.wire import stun
+from voxgate.wire.token import Keyring, mint, new_secret_line
 
 _CPUS = sorted(os.sched_getaffinity(0))
 LOAD_CPU, FWD_CPU = _CPUS[0], _CPUS[-1]
@@ -62,26 +60,6 @@ def build(out_dir: str) -> dict:
         subprocess.run(["gcc", "-O2", "-Wall", *extra, "-o", exe, os.path.join(HERE, name + ".c")], check=True)
         bins[name] = exe
     return bins
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pids) -> float:
-    """utime+stime of the processes and their live threads, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total / tick
 
 
 class Forwarder:
@@ -155,7 +133,7 @@ def main():
     bins = build(os.path.join(HERE, "out"))
     secret_file = os.path.join(tmp, "secret")
     with open(secret_file, "w") as fh:
-        fh.write("1:" + base64.b64encode(os.urandom(24)).decode() + "\n")
+        fh.write(new_secret_line() + "\n")
     kinds = args.kinds.split(",")
     results: dict[str, dict[str, list]] = {k: {"pps_per_cpu": [], "pps": [], "p50": [], "p99": []} for k in kinds}
     direct = {"p50": [], "p99": []}

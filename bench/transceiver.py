@@ -15,42 +15,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(HERE, "..", "src")
+from common import HERE, SRC, cpu_seconds, free_port  # first: it puts src/ on the path
+from helpers import speech_wav
+
+from voxgate.wire.token import new_secret_line
+
 CPUS = sorted(os.sched_getaffinity(0))
 CLIENT_CPU, SERVER_CPU = CPUS[0], CPUS[-1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        f = fh.read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def speech(path: str) -> str:
-    exe = shutil.which("espeak-ng")
-    if exe:
-        subprocess.run([exe, "-w", path, "-s", "160", "Testing one two three. The transceiver echoes this sentence "
-                        "back to the caller, twenty milliseconds at a time."], check=True, capture_output=True)
-        return path
+    try:
+        return speech_wav(path, "Testing one two three. The transceiver echoes this sentence back to the caller, "
+                                "twenty milliseconds at a time.")
+    except RuntimeError:  # no espeak-ng: a warbling tone will do
+        pass
     import math
     import struct
     import wave
 
-    with wave.open(path, "wb") as w:  # fallback: a warbling tone
+    with wave.open(path, "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(48000)
         w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(k / (8 + 4 * math.sin(k / 9000)))))
                                for k in range(48000 * 4)))
@@ -63,7 +52,7 @@ def start_server(kind: str, tmp: str, complexity: int = 3):
     if kind == "voxgate":
         secret = os.path.join(tmp, "secret")
         with open(secret, "w") as fh:
-            fh.write("1:" + os.urandom(24).hex() + "\n")
+            fh.write(new_secret_line() + "\n")
         cmd = [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "transceiver", "--http", f"127.0.0.1:{http}",
                "--media", f"127.0.0.1:{free_port()}", "--secret-file", secret, "--no-auth", "--agent", "echo", "--drain-timeout", "0",
                "--opus-complexity", str(complexity)]
@@ -85,9 +74,9 @@ def run(kind: str, sessions: int, seconds: float, wav: str, tmp: str, complexity
         for line in client.stdout:
             ev = json.loads(line)
             if ev["event"] == "window_start":
-                c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                c0, t0 = cpu_seconds([proc.pid]), time.monotonic()
             elif ev["event"] == "done":
-                cpu, wall = cpu_seconds(proc.pid) - c0, time.monotonic() - t0
+                cpu, wall = cpu_seconds([proc.pid]) - c0, time.monotonic() - t0
                 result = dict(ev, server=kind, cpu_s=cpu, wall_s=wall, cpu_fraction=cpu / wall,
                               sessions_per_core=sessions / max(cpu / wall, 1e-6))
         client.wait(60)

@@ -13,7 +13,6 @@ That is the part of a turn the transport adds, browser to server and back, with 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import os
@@ -27,18 +26,9 @@ import time
 import wave
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(HERE, "..", "src")
-sys.path.insert(0, SRC)
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from common import HERE, SRC, free_port  # first: it puts src/ on the path
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from voxgate.wire.token import new_secret_line
 
 
 def bursts(path: str, seconds: float):
@@ -73,7 +63,7 @@ def start(kind: str, tmp: str):
     procs = []
     http = free_port()
     if kind == "voxgate":
-        env["VOXGATE_SECRET"] = "1:" + base64.b64encode(os.urandom(24)).decode()
+        env["VOXGATE_SECRET"] = new_secret_line()
         relay = free_port()
         procs.append(subprocess.Popen([sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen",
                                        f"127.0.0.1:{relay}", "--workers", "1"], stdout=subprocess.PIPE, text=True, env=env))

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+import common  # noqa: F401  (first: it puts src/ on the path)
 
-from voxgate.agent import load_agent  # noqa: E402
-from voxgate.agent.harness import LocalCall  # noqa: E402
-from voxgate.agent.stages import PiperTts  # noqa: E402
-from voxgate.wire.pcm import Resampler  # noqa: E402
+from voxgate.agent import load_agent
+from voxgate.agent.harness import LocalCall
+from voxgate.agent.stages import PiperTts
+from voxgate.wire.pcm import Resampler
 
 UTTERANCES = [
     "What is the weather like today?",

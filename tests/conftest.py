@@ -1,16 +1,13 @@
-import base64
-import os
-
 import pytest
 
 from helpers import RedisServer
-from voxgate.wire.token import Keyring
+from voxgate.wire.token import Keyring, new_secret_line
 
 
 @pytest.fixture
 def secret_file(tmp_path):
     path = tmp_path / "secret"
-    path.write_text("3:" + base64.b64encode(os.urandom(24)).decode() + "\n")
+    path.write_text(new_secret_line(3) + "\n")
     return path
 
 

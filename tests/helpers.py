@@ -310,6 +310,22 @@ def speech_wav(path, text="The quick brown fox jumps over the lazy dog.") -> str
     return str(path)
 
 
+def piper_wav(path, pieces) -> tuple[str, float]:
+    """A WAV of ``pieces``: text spoken by the embedded Piper voice, with its noise off so the audio is the same
+    every run (docs/testing.md), or a float, seconds of silence. Returns the path and the length in seconds."""
+    import wave
+
+    from voxgate.agent.stages import PiperTts
+
+    tts = PiperTts(varied=False)
+    pcm = b"".join(b"\0\0" * int(p * tts.rate) if isinstance(p, float) else b"".join(tts.synthesize(p))
+                   for p in pieces)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(tts.rate)
+        w.writeframes(pcm)
+    return str(path), len(pcm) / 2 / tts.rate
+
+
 def wav_rms(path, start=0.0, end=None) -> float:
     import array
     import math

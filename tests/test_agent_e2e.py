@@ -1,38 +1,20 @@
 """The voice agent through the full stack: a real relay, the transceiver with --agent voice, and an aiortc client
 process (`voxgate call`) speaking audio synthesized by the embedded TTS."""
 
-import wave
-
 import pytest
 
-from helpers import RelayProcess, TransceiverProcess, free_port, run_call, wav_rms
+from helpers import RelayProcess, TransceiverProcess, free_port, piper_wav, run_call, wav_rms
+from voxgate.wire.token import new_secret_line
 
 pytest.importorskip("piper")
 pytest.importorskip("pocketsphinx")
 
 
-def write_wav(path, pieces):
-    """pieces: text (spoken by Piper) or a float (seconds of silence)."""
-    from voxgate.agent.stages import PiperTts
-
-    tts = PiperTts(varied=False)
-    pcm = b""
-    for p in pieces:
-        pcm += b"\0\0" * int(p * tts.rate) if isinstance(p, float) else b"".join(tts.synthesize(p))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(tts.rate)
-        w.writeframes(pcm)
-    return str(path), len(pcm) / 2 / tts.rate
-
-
 @pytest.fixture(scope="module")
 def voice_stack(tmp_path_factory):
-    import base64
-    import os
-
     d = tmp_path_factory.mktemp("voice")
     secret = d / "secret"
-    secret.write_text("1:" + base64.b64encode(os.urandom(24)).decode())
+    secret.write_text(new_secret_line())
     relay = RelayProcess(free_port(), secret, metrics_port=free_port())
     tx = TransceiverProcess(secret, relay_port=relay.port, agent="voice", extra=["--responder", "scripted"])
     yield relay, tx
@@ -52,7 +34,7 @@ TURN = [
 
 def test_spoken_question_gets_transcript_reply_and_events(voice_stack, tmp_path):
     relay, tx = voice_stack
-    wav, seconds = write_wav(tmp_path / "q.wav", [0.5, "What is the weather like today?", 1.0])
+    wav, seconds = piper_wav(tmp_path / "q.wav", [0.5, "What is the weather like today?", 1.0])
     out = tmp_path / "reply.wav"
     res = run_call(tx.url, wav, out, "--duration", str(seconds + 6))
     events = res["events"]
@@ -78,7 +60,7 @@ def test_spoken_question_gets_transcript_reply_and_events(voice_stack, tmp_path)
 
 def test_barge_in_silences_the_agent_through_the_stack(voice_stack, tmp_path):
     relay, tx = voice_stack
-    wav, seconds = write_wav(tmp_path / "b.wav",
+    wav, seconds = piper_wav(tmp_path / "b.wav",
                              [0.5, "What is the weather like today?", 1.6, "Stop please.", 1.0])
     res = run_call(tx.url, wav, tmp_path / "b_out.wav", "--duration", str(seconds + 3))
     events = res["events"]

@@ -6,28 +6,16 @@ import re
 import subprocess
 import sys
 import time
-import wave
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, piper_wav
 from test_chromium import CHROMIUM_ARGS, CHROMIUM
 
 pytest.importorskip("piper")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
-
-
-def question_wav(path) -> str:
-    from voxgate.agent.stages import PiperTts
-
-    tts = PiperTts(varied=False)
-    pcm = b"\0\0" * tts.rate + b"".join(tts.synthesize("What is the weather like today?")) + b"\0\0" * (tts.rate * 6)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(tts.rate)
-        w.writeframes(pcm)
-    return str(path)
 
 
 @pytest.fixture
@@ -62,7 +50,7 @@ def test_demo_page_conversation_in_chromium(demo, tmp_path):
     # start-up progress names each stage and its load time
     for stage in ("relay", "vad", "asr", "tts", "responder"):
         assert re.search(rf"^\s+{stage}\s+.*\d+ ms", startup, re.M), startup
-    wav = question_wav(tmp_path / "question.wav")
+    wav, _ = piper_wav(tmp_path / "question.wav", [1.0, "What is the weather like today?", 6.0])
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,

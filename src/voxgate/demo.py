@@ -8,7 +8,6 @@ agent run here, loading the models with progress shown. Everything binds to
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -39,9 +38,9 @@ def start_relay(port: int, secret: str) -> subprocess.Popen:
 
 def run(args) -> int:
     from .transceiver.server import TransceiverConfig, serve
-    from .wire.token import Keyring
+    from .wire.token import Keyring, new_secret_line
 
-    secret = "0:" + base64.b64encode(os.urandom(24)).decode()
+    secret = new_secret_line(0)
     _say("voxgate demo: starting on 127.0.0.1")
     relay = start_relay(args.relay_port, secret)
     try:

@@ -121,6 +121,11 @@ class TokenInfo:
         }
 
 
+def new_secret_line(key_id: int = 1) -> str:
+    """A fresh cluster-secret line, ``KID:SECRET`` (24 random bytes, base64), as secret files hold them."""
+    return f"{key_id}:" + base64.b64encode(os.urandom(24)).decode()
+
+
 def _fmt_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
