@@ -1,7 +1,7 @@
 """A light WebRTC load client for bench/transceiver.py: many calls from one process, little CPU each.
 
 Each call is real on the wire: its own UDP socket, ICE checks with MESSAGE-INTEGRITY (voxgate.wire.stun; it
-also answers a full ICE agent's checks), a DTLS-SRTP handshake (aiortc's RTCDtlsTransport on a small shim), and
+also answers a full ICE agent's checks), a DTLS-SRTP handshake (aiortc's RTCDtlsTransport through voxgate.transceiver.aiortc_glue), and
 SRTP Opus at 50 packets/s. What makes it light: the Opus packets are encoded once from the WAV and replayed,
 and received packets are counted, not decoded. Prints one JSON line.
 
@@ -20,13 +20,14 @@ import time
 
 import aiohttp
 import av
-from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsParameters, RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsParameters
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
 import common  # noqa: F401  (first: it puts src/ on the path)
 
+from voxgate.transceiver import aiortc_glue
 from voxgate.wire import stun
 
 CERT = RTCCertificate.generateCertificate()
@@ -51,13 +52,13 @@ class Counter:
     def __init__(self):
         self.packets = 0
 
-    async def _handle_rtp_packet(self, packet, arrival_time_ms):
+    def on_rtp(self, packet):
         self.packets += 1
 
-    async def _handle_rtcp_packet(self, packet):
+    def on_rtcp(self, packet):
         pass
 
-    def _handle_disconnect(self):
+    def on_end(self):
         pass
 
 
@@ -66,22 +67,11 @@ class Call(asyncio.DatagramProtocol):
         self.index = index
         self.ufrag = secrets.token_hex(4)
         self.pwd = secrets.token_hex(16)
-        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.ice = aiortc_glue.IceTransport(lambda data: self.transport.sendto(data, self.remote), "controlling")
         self.remote = None
         self.ice_ok = asyncio.Event()
         self.counter = Counter()
         self.times = {}
-        self.role = "controlling"
-
-    # --- the shim aiortc's DTLS transport talks to
-    async def _recv(self):
-        data = await self.inbox.get()
-        if data is None:
-            raise ConnectionError
-        return data
-
-    async def _send(self, data):
-        self.transport.sendto(data, self.remote)
 
     # --- socket
     def connection_made(self, transport):
@@ -100,7 +90,7 @@ class Call(asyncio.DatagramProtocol):
                                                  [stun.attr_xor_mapped_address(addr[:2], msg.transaction_id)],
                                                  integrity_key=self.pwd.encode()), addr)
         else:
-            self.inbox.put_nowait(data)
+            self.ice.deliver(data, None)
 
     def offer(self) -> str:
         host, port = self.transport.get_extra_info("sockname")[:2]
@@ -138,13 +128,12 @@ class Call(asyncio.DatagramProtocol):
             except asyncio.TimeoutError:
                 pass
         self.times["ice"] = time.monotonic() - t0
-        self.dtls = RTCDtlsTransport(self, [CERT])
-        self.dtls._set_role("client" if m.dtls.role == "server" else "server")
+        self.dtls = aiortc_glue.dtls_transport(self.ice, CERT, "client" if m.dtls.role == "server" else "server")
         await self.dtls.start(RTCDtlsParameters(fingerprints=m.dtls.fingerprints))
         assert self.dtls.state == "connected", self.dtls.state
         self.times["dtls"] = time.monotonic() - t0
         codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=self.pt)
-        self.dtls._register_rtp_receiver(self.counter, RTCRtpReceiveParameters(codecs=[codec]))
+        aiortc_glue.receive_rtp(self.dtls, self.counter, RTCRtpReceiveParameters(codecs=[codec]))
         self.ssrc, self.seq, self.ts = random.getrandbits(31) + 1, random.getrandbits(16), random.getrandbits(31)
 
     async def send(self, payload: bytes, marker: bool):
@@ -152,7 +141,7 @@ class Call(asyncio.DatagramProtocol):
                         ssrc=self.ssrc, payload=payload)
         self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + 960) & 0xFFFFFFFF
-        await self.dtls._send_rtp(pkt.serialize())
+        await aiortc_glue.send_rtp(self.dtls, pkt.serialize())
 
 
 async def main(url, wav, sessions, seconds):

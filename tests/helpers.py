@@ -212,12 +212,14 @@ class RelayProcess(VoxgateProcess):
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    def kill(self):
-        """SIGKILL the supervisor; its workers die with it (PR_SET_PDEATHSIG)."""
+    def kill(self, wait_workers=True):
+        """SIGKILL the supervisor; its workers die with it (PR_SET_PDEATHSIG). ``wait_workers``: until they are
+        reaped too (which may take a while after they are dead, so a test timing a failover does not wait)."""
         self.proc.kill()
         self.proc.wait(5)
-        for w in self.ready["workers"]:
-            _wait_gone(w["pid"])
+        if wait_workers:
+            for w in self.ready["workers"]:
+                _wait_gone(w["pid"])
 
 
 
@@ -258,15 +260,22 @@ def wait_for(pred, timeout=5.0, interval=0.05):
 
 
 class TransceiverProcess(VoxgateProcess):
-    """`voxgate transceiver` as a real subprocess; waits for its ready line."""
+    """`voxgate transceiver` as a real subprocess; waits for its ready line. With ``redis_url`` it joins the fleet."""
 
-    def __init__(self, secret_file, relay_port=None, agent="echo", extra=(), env=None):
+    def __init__(self, secret_file, relay_port=None, agent="echo", extra=(), env=None, redis_url=None, id=None,
+                 region=None):
         self.http_port, self.media_port = free_port(kind=socket.SOCK_STREAM), free_port()
         cmd = [sys.executable, "-m", "voxgate", "transceiver", "--http", f"127.0.0.1:{self.http_port}",
                "--media", f"127.0.0.1:{self.media_port}", "--secret-file", str(secret_file), "--agent", agent,
                *extra]
         if relay_port:
             cmd += ["--relay", f"127.0.0.1:{relay_port}"]
+        if redis_url:
+            cmd += ["--redis-url", redis_url]
+        if id:
+            cmd += ["--id", id]
+        if region:
+            cmd += ["--region", region]
         if "--api-key" not in extra:
             cmd.append("--no-auth")
         self._start(cmd, env, "transceiver")
@@ -290,6 +299,51 @@ class TransceiverProcess(VoxgateProcess):
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
+
+
+def fleet(redis_url) -> list[dict]:
+    """`voxgate fleet` in its own process: the registry as operators see it."""
+    out = subprocess.run([sys.executable, "-m", "voxgate", "fleet", "--redis-url", redis_url, "--compact"],
+                         capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
+class CallProcess:
+    """`voxgate call` running in the background (so something can be killed mid-call); ``result()`` waits."""
+
+    def __init__(self, url, input_wav, output_wav, *extra):
+        self.proc = subprocess.Popen([sys.executable, "-m", "voxgate", "call", "--url", url, "--input", str(input_wav),
+                                      "--output", str(output_wav), *extra], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+
+    def result(self, timeout=90) -> dict:
+        out, err = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise AssertionError(f"voxgate call failed: {err[-2000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def assert_audio_both_ways(result: dict, max_gap_ms=1000, min_ratio=0.8):
+    """A call that kept its audio in both directions: the longest silence heard by the client and by the server
+    under ``max_gap_ms``, and most of what was sent came back (the echo agent returns every frame)."""
+    assert result["packets_sent"] > 100, result
+    assert result["packets_received"] >= min_ratio * result["packets_sent"], result
+    assert result["max_gap_in_ms"] < max_gap_ms, result  # what the client heard (transceiver -> client)
+    assert result["max_gap_out_ms"] is not None and result["max_gap_out_ms"] < max_gap_ms, result  # client -> it
+
+
+def long_speech_wav(path, seconds: float) -> str:
+    """Real speech (espeak-ng) repeated to ``seconds``: a call that talks the whole time."""
+    import wave
+
+    one = speech_wav(str(path) + ".one.wav", "Testing the fleet. One, two, three, four. The audio keeps flowing.")
+    with wave.open(one, "rb") as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    need = int(seconds * params.framerate) * params.sampwidth
+    with wave.open(str(path), "wb") as w:
+        w.setparams(params)
+        w.writeframes((frames * (need // len(frames) + 1))[:need])
+    return str(path)
 
 
 def run_call(url, input_wav, output_wav, *extra, timeout=60) -> dict:

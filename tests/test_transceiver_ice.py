@@ -31,7 +31,8 @@ def test_direct_check_answers_with_mapped_address_and_connects():
     assert resp.msg_type == stun.BINDING_SUCCESS and resp.check_integrity(PWD.encode())
     assert resp.xor_mapped_address == ("198.51.100.7", 5000)
     assert Connected(s, Route(("198.51.100.7", 5000))) in acts
-    assert mux.datagram(b"\x16\xfe\xfd" + b"x" * 20, ("198.51.100.7", 5000), 1.1) == [Deliver(s, b"\x16\xfe\xfd" + b"x" * 20)]
+    assert mux.datagram(b"\x16\xfe\xfd" + b"x" * 20, ("198.51.100.7", 5000), 1.1) == [
+        Deliver(s, b"\x16\xfe\xfd" + b"x" * 20, (("198.51.100.7", 5000), None))]
 
 
 def test_relayed_check_uses_the_client_address_from_the_header():
@@ -80,3 +81,35 @@ def test_consent_expiry_and_removal():
     assert mux.expired(20.0) == [] and mux.expired(31.5) == [s]
     mux.remove(s)
     assert mux.by_ufrag == {} and mux.by_client == {}
+
+
+def test_replies_follow_the_relay_that_last_delivered_an_authenticated_packet():
+    """A restarted relay, a replaced worker or a sibling carries the same client from a new internal address:
+    the first packet of the session that authenticates through it moves the return path there."""
+    mux, s = setup()
+    client, old, new = ("203.0.113.5", 6000), ("10.0.0.2", 40000), ("10.0.0.3", 41000)
+    mux.datagram(encap.encapsulate(client, check(use=True)), old, 1.0)
+    assert s.route == Route(client, old)
+    srtp = encap.encapsulate(client, b"\x80" + b"s" * 40)
+    (deliver,) = mux.datagram(srtp, new, 2.0)
+    assert deliver == Deliver(s, b"\x80" + b"s" * 40, (client, new))
+    assert s.route == Route(client, old)  # delivered, but nothing moves until the session says it authenticated
+    assert mux.authenticated(s, deliver.via, 2.0) == Connected(s, Route(client, new))
+    assert s.route == Route(client, new) and s.outgoing(b"x").addr == new
+    assert mux.authenticated(s, deliver.via, 2.1) is None  # the common case, per packet: nothing to do
+
+
+def test_a_check_through_another_relay_moves_the_route_but_a_replayed_one_does_not():
+    mux, s = setup()
+    client, old, new, evil = ("203.0.113.5", 6000), ("10.0.0.2", 40000), ("10.0.0.3", 41000), ("10.9.9.9", 666)
+    mux.datagram(encap.encapsulate(client, check(use=True)), old, 1.0)
+    consent = check()  # a consent check without USE-CANDIDATE, as browsers send every few seconds
+    acts = mux.datagram(encap.encapsulate(client, consent), new, 2.0)
+    assert Connected(s, Route(client, new)) in acts and s.route == Route(client, new)
+    # the same transaction again from another sender: answered where it came from, but it moves nothing
+    acts = mux.datagram(encap.encapsulate(client, consent), evil, 2.5)
+    assert acts[0].addr == evil and Dropped("stun_repeated_elsewhere") in acts
+    assert s.route == Route(client, new) and s.last_check == 2.0
+    # a client's own retransmission on the same path is answered as before
+    acts = mux.datagram(encap.encapsulate(client, consent), new, 2.6)
+    assert acts[0].addr == new and not any(isinstance(a, Dropped) for a in acts)

@@ -113,15 +113,40 @@ def cmd_transceiver(args) -> int:
         http=args.http, media=args.media, keyring=_keyring(args), relays=relays, agent=args.agent,
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
-        responder=args.responder,
+        responder=args.responder, redis_url=args.redis_url, region=args.region, id=args.id,
+        signaling_url=args.signaling_url, max_sessions=args.capacity,
     )
 
     def ready(t):
-        print(json.dumps({"event": "transceiver_ready", "http": "http://%s:%d" % args.http,
+        print(json.dumps({"event": "transceiver_ready", "id": t.id, "region": cfg.region, "http": "http://%s:%d" % args.http,
                           "media": "%s:%d" % t.media_address, "token_target": "%s:%d" % t.token_target,
                           "candidates": ["%s:%d" % c for c in t.candidates], "agent": args.agent}), flush=True)
 
     return asyncio.run(serve(cfg, ready))
+
+
+def cmd_fleet(args) -> int:
+    """Print the fleet as JSON: one object per live transceiver."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    from .steering.registry import read_members
+
+    async def read():
+        r = aioredis.from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            return await read_members(r)
+        finally:
+            await r.aclose()
+
+    try:
+        members = asyncio.run(read())
+    except (RedisError, OSError) as exc:
+        sys.exit(f"voxgate: cannot read the fleet from {args.redis_url}: {exc}")
+    print(json.dumps([m.as_dict() for m in members], indent=None if args.compact else 2))
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -182,7 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opus-complexity", type=int, default=3, choices=range(11), metavar="0-10",
                    help="libopus encoder complexity: CPU per session against quality (default 3)")
     x.add_argument("--setup-timeout", type=float, default=20.0, help="seconds a call may take to connect before it is reaped")
+    x.add_argument("--redis-url", help="join the fleet: register in Redis, place calls on the least-loaded transceiver")
+    x.add_argument("--region", default=os.environ.get("VOXGATE_REGION", "default"), help="this transceiver's region")
+    x.add_argument("--capacity", type=int, default=1000, help="live calls at most; a full transceiver takes no new calls")
+    x.add_argument("--id", default=os.environ.get("VOXGATE_ID"), help="fleet id, 1-16 of [a-z0-9] (default: random)")
+    x.add_argument("--signaling-url", default=os.environ.get("VOXGATE_SIGNALING_URL"),
+                   help="how other transceivers reach this one's HTTP, e.g. http://10.1.2.3:8080 (default: --http)")
     x.set_defaults(func=cmd_transceiver)
+
+    f = sub.add_parser("fleet", help="print the transceiver fleet registered in Redis, as JSON")
+    f.add_argument("--redis-url", required=True)
+    f.add_argument("--compact", action="store_true", help="one line")
+    f.set_defaults(func=cmd_fleet)
 
     c = sub.add_parser("call", help="place a WebRTC call from a WAV file and record the reply")
     c.add_argument("--url", required=True, help="transceiver base URL, e.g. http://127.0.0.1:8080")

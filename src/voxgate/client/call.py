@@ -36,7 +36,22 @@ def _restrict_host_candidates(host: str):
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [addr]
 
 
-async def _record(track, path: str, on_first_frame):
+class Gaps:
+    """The longest pause between two received audio frames (after the first), and when it happened: what a
+    relay failover or a drain costs the listener."""
+
+    def __init__(self):
+        self.last: float | None = None
+        self.max = 0.0
+        self.at: float | None = None
+
+    def frame(self, now: float):
+        if self.last is not None and now - self.last > self.max:
+            self.max, self.at = now - self.last, self.last
+        self.last = now
+
+
+async def _record(track, path: str, on_first_frame, gaps: Gaps):
     resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
     with wave.open(path, "wb") as out:
         out.setnchannels(1)
@@ -47,6 +62,7 @@ async def _record(track, path: str, on_first_frame):
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            gaps.frame(time.monotonic())
             if on_first_frame is not None:
                 on_first_frame()
                 on_first_frame = None
@@ -72,6 +88,7 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
     channel.on("open", opened.set)
     channel.on("message", lambda m: received.append(json.loads(m)))
     rec_task = None
+    gaps = Gaps()
     t0 = time.monotonic()
 
     def mark(name):
@@ -80,7 +97,7 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
     @pc.on("track")
     def on_track(track):
         nonlocal rec_task
-        rec_task = asyncio.ensure_future(_record(track, output_wav, lambda: mark("first_audio_ms")))
+        rec_task = asyncio.ensure_future(_record(track, output_wav, lambda: mark("first_audio_ms"), gaps))
 
     @pc.on("iceconnectionstatechange")
     def on_ice():
@@ -111,6 +128,7 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
             raise RuntimeError(f"call refused: {resp.status} {await resp.text()}")
         answer = await resp.text()
         call_id = resp.headers["Location"].rsplit("/", 1)[-1]
+        holder = resp.headers.get("X-Voxgate-Transceiver")
         mark("answer_ms")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         try:
@@ -122,6 +140,8 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
             pass
         await asyncio.sleep(duration if duration is not None else _wav_seconds(input_wav) + 1.0)
         stats = await pc.getStats()
+        async with http.get(f"{base}/v1/realtime/calls/{call_id}", headers=headers) as info:
+            server = await info.json() if info.status == 200 else {"status": info.status}
         hang = await http.post(f"{base}/v1/realtime/calls/{call_id}/hangup", headers=headers)
         hangup_status = hang.status
     sent = recv = lost = 0
@@ -138,8 +158,12 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
             await asyncio.wait_for(rec_task, 2)
         except asyncio.TimeoutError:
             rec_task.cancel()
-    return {"call_id": call_id, "setup": marks, "gather_ms": gather_ms, "packets_sent": sent,
-            "packets_received": recv, "packets_lost": lost, "events": received, "hangup_status": hangup_status}
+    return {"call_id": call_id, "holder": holder, "setup": marks, "gather_ms": gather_ms, "packets_sent": sent,
+            "packets_received": recv, "packets_lost": lost, "events": received, "hangup_status": hangup_status,
+            # the longest silence each way: heard here, and the server's own count of what it heard from us
+            "max_gap_in_ms": round(gaps.max * 1000, 1),
+            "max_gap_in_at_ms": None if gaps.at is None else round((gaps.at - t0) * 1000, 1),
+            "max_gap_out_ms": server.get("max_audio_in_gap_ms"), "server": server}
 
 
 def main(args) -> int:

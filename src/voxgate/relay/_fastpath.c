@@ -154,6 +154,57 @@ static PyObject *tuple_from_key(const key_t18 *k) {
     return Py_BuildValue("(si)", text, (int)ntohs(port));
 }
 
+/* ------------------------------------------------------------------ the two wire formats (twins of voxgate.wire)
+ * Each written once in C, as voxgate.wire.demux and voxgate.wire.encap are once in Python; the module's
+ * packet_classes() and encap_header()/encap_parse() expose them so tests/test_wire_twins.py checks both agree. */
+
+enum { PC_EMPTY = 0, PC_STUN = 1, PC_DTLS = 2, PC_RTP = 3, PC_ENCAP = 4, PC_OTHER = 5 }; /* = wire.demux.PacketClass */
+
+/* RFC 7983 / RFC 9443, by first byte */
+static inline int packet_class(uint8_t b) {
+    if (b <= 3) return PC_STUN;
+    if (b >= 20 && b <= 63) return PC_DTLS;
+    if (b >= 128 && b <= 191) return PC_RTP;
+    if (b == MAGIC) return PC_ENCAP;
+    return PC_OTHER;
+}
+
+/* the relay's fast path: DTLS and SRTP/SRTCP of a known flow */
+static inline int fast_class(uint8_t b) {
+    int c = packet_class(b);
+    return c == PC_DTLS || c == PC_RTP;
+}
+
+/* write the encapsulation header for client key k into hdr (room for 20 bytes); return its length */
+static unsigned encap_write(const key_t18 *k, int verified, uint8_t *hdr) {
+    unsigned hlen = key_is_v4(k) ? 8 : 20;
+    hdr[0] = MAGIC;
+    hdr[1] = (hlen == 20 ? FLAG_IPV6 : 0) | (verified ? FLAG_VERIFIED : 0);
+    memcpy(hdr + 2, k->k + 16, 2);
+    if (hlen == 8)
+        memcpy(hdr + 4, k->k + 12, 4);
+    else
+        memcpy(hdr + 4, k->k, 16);
+    return hlen;
+}
+
+/* read a header: the client key and flags; return the header length, or 0 if malformed */
+static unsigned encap_read(const uint8_t *data, size_t len, key_t18 *k, uint8_t *flags) {
+    if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED))) return 0;
+    unsigned hlen = (data[1] & FLAG_IPV6) ? 20 : 8;
+    if (len < hlen) return 0;
+    if (hlen == 8) {
+        memset(k->k, 0, 10);
+        k->k[10] = k->k[11] = 0xff;
+        memcpy(k->k + 12, data + 4, 4);
+    } else {
+        memcpy(k->k, data + 4, 16);
+    }
+    memcpy(k->k + 16, data + 2, 2);
+    *flags = data[1];
+    return hlen;
+}
+
 /* ------------------------------------------------------------------ hash table */
 
 static inline uint64_t hash_key(const key_t18 *k) {
@@ -345,8 +396,7 @@ static PyObject *Forwarder_pump_public(Forwarder *f, PyObject *arg) {
             key_t18 k;
             flow_t *flow = NULL;
             if (key_from_sockaddr(&f->addrs[i], &k) == 0) flow = lookup(f, &k);
-            uint8_t b = len ? data[0] : 0;
-            int fast = len && ((b >= 20 && b < 64) || (b >= 128 && b < 192));
+            int fast = len && fast_class(data[0]);
             if (!flow || !fast) {
                 f->c[C_SLOW]++;
                 PyObject *item = Py_BuildValue("(y#N)", (const char *)data, (Py_ssize_t)len, tuple_from_key(&k));
@@ -389,24 +439,13 @@ static PyObject *Forwarder_pump_internal(Forwarder *f, PyObject *arg) {
             if (!counted_whole(f, i, C_T_PKTS, C_T_BYTES)) continue;
             unsigned len = f->in[i].msg_len;
             uint8_t *data = f->in_iov[i].iov_base;
-            if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED))) {
-                f->c[D_BAD_ENCAP]++;
-                continue;
-            }
-            unsigned hlen = (data[1] & FLAG_IPV6) ? 20 : 8;
-            if (len < hlen) {
-                f->c[D_BAD_ENCAP]++;
-                continue;
-            }
             key_t18 k;
-            if (hlen == 8) {
-                memset(k.k, 0, 10);
-                k.k[10] = k.k[11] = 0xff;
-                memcpy(k.k + 12, data + 4, 4);
-            } else {
-                memcpy(k.k, data + 4, 16);
+            uint8_t flags;
+            unsigned hlen = encap_read(data, len, &k, &flags);
+            if (!hlen) {
+                f->c[D_BAD_ENCAP]++;
+                continue;
             }
-            memcpy(k.k + 16, data + 2, 2);
             flow_t *flow = lookup(f, &k);
             if (!flow) {
                 f->c[D_NO_FLOW]++;
@@ -418,7 +457,7 @@ static PyObject *Forwarder_pump_internal(Forwarder *f, PyObject *arg) {
                 continue;
             }
             unsigned size = len - hlen;
-            if (data[1] & FLAG_VERIFIED) flow->verified = 1;
+            if (flags & FLAG_VERIFIED) flow->verified = 1;
             if (!flow->verified) {
                 if ((int64_t)size > flow->credit) {
                     f->c[D_AMPLIFICATION]++;
@@ -475,17 +514,7 @@ static PyObject *Forwarder_add(Forwarder *f, PyObject *args, PyObject *kw) {
     tmp.state = USED;
     tmp.verified = (uint8_t)verified;
     tmp.last_seen = now;
-    tmp.hdr[0] = MAGIC;
-    memcpy(tmp.hdr + 2, ck.k + 16, 2);
-    if (key_is_v4(&ck)) {
-        tmp.hdr[1] = 0;
-        memcpy(tmp.hdr + 4, ck.k + 12, 4);
-        tmp.hdrlen = 8;
-    } else {
-        tmp.hdr[1] = FLAG_IPV6;
-        memcpy(tmp.hdr + 4, ck.k, 16);
-        tmp.hdrlen = 20;
-    }
+    tmp.hdrlen = (uint8_t)encap_write(&ck, 0, tmp.hdr);
     *e = tmp;
     Py_RETURN_TRUE;
 }
@@ -585,18 +614,7 @@ static PyObject *Forwarder_send_to_transceiver(Forwarder *f, PyObject *args) {
         return NULL;
     }
     uint8_t hdr[20];
-    size_t hlen;
-    hdr[0] = MAGIC;
-    memcpy(hdr + 2, ck.k + 16, 2);
-    if (key_is_v4(&ck)) {
-        hdr[1] = 0;
-        memcpy(hdr + 4, ck.k + 12, 4);
-        hlen = 8;
-    } else {
-        hdr[1] = FLAG_IPV6;
-        memcpy(hdr + 4, ck.k, 16);
-        hlen = 20;
-    }
+    size_t hlen = encap_write(&ck, 0, hdr);
     flow_t *e = lookup(f, &ck);
     if (e) e->credit += (int64_t)data.len * AMPLIFICATION;
     struct iovec iov[2] = {{hdr, hlen}, {data.buf, (size_t)data.len}};
@@ -667,7 +685,50 @@ static PyTypeObject ForwarderType = {
     .tp_new = PyType_GenericNew,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", "voxgate relay fast path", -1, NULL};
+/* ------------------------------------------------------------------ the wire twins, for tests */
+
+static PyObject *mod_packet_classes(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    uint8_t t[256];
+    for (int b = 0; b < 256; b++) t[b] = (uint8_t)packet_class((uint8_t)b);
+    return PyBytes_FromStringAndSize((const char *)t, 256);
+}
+
+static PyObject *mod_fast_classes(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    uint8_t t[256];
+    for (int b = 0; b < 256; b++) t[b] = (uint8_t)fast_class((uint8_t)b);
+    return PyBytes_FromStringAndSize((const char *)t, 256);
+}
+
+static PyObject *mod_encap_header(PyObject *self, PyObject *args) {
+    PyObject *client;
+    int verified = 0;
+    if (!PyArg_ParseTuple(args, "O|p", &client, &verified)) return NULL;
+    key_t18 k;
+    if (key_from_tuple(client, &k) < 0) return NULL;
+    uint8_t hdr[20];
+    unsigned hlen = encap_write(&k, verified, hdr);
+    return PyBytes_FromStringAndSize((const char *)hdr, hlen);
+}
+
+static PyObject *mod_encap_parse(PyObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
+    key_t18 k;
+    uint8_t flags = 0;
+    unsigned hlen = encap_read(b.buf, (size_t)b.len, &k, &flags);
+    PyBuffer_Release(&b);
+    if (!hlen) Py_RETURN_NONE;
+    return Py_BuildValue("(NOI)", tuple_from_key(&k), (flags & FLAG_VERIFIED) ? Py_True : Py_False, hlen);
+}
+
+static PyMethodDef module_methods[] = {
+    {"packet_classes", mod_packet_classes, METH_NOARGS, "The class of each first byte (wire.demux.PacketClass values)."},
+    {"fast_classes", mod_fast_classes, METH_NOARGS, "1 for each first byte the fast path forwards."},
+    {"encap_header", mod_encap_header, METH_VARARGS, "encap_header((ip, port), verified=False) -> bytes"},
+    {"encap_parse", mod_encap_parse, METH_O, "((ip, port), verified, header length), or None if malformed."},
+    {NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", "voxgate relay fast path", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
     if (PyType_Ready(&ForwarderType) < 0) return NULL;

@@ -23,9 +23,9 @@ import errno
 import ipaddress
 import os
 import socket
-import struct
 
 from ..wire import encap
+from ..wire.demux import FAST as _FAST
 
 COUNTERS = (
     "client_packets", "client_bytes", "to_transceiver_packets", "to_transceiver_bytes",
@@ -38,7 +38,6 @@ COUNTERS = (
 # a DTLS server flight (~1 KB) answers a ~250-byte ClientHello; QUIC uses the same bound (RFC 9000 section 8)
 AMPLIFICATION = 3
 
-_FAST = bytes(1 if 20 <= b < 64 or 128 <= b < 192 else 0 for b in range(256))
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 _TRANSIENT = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
@@ -171,21 +170,16 @@ class PyForwarder:
         return slow
 
     def pump_internal(self, now: float) -> int:
-        c, flows, view = self.c, self.flows, self.view
+        c, flows, view, read_header = self.c, self.flows, self.view, encap.read_header
         send = self.pub.sendto
         sent = 0
         for n, addr in self._receive(self.int, "transceiver_packets", "transceiver_bytes"):
-            if n < 8 or self.buf[0] != encap.MAGIC or self.buf[1] & ~3:
+            parsed = read_header(view, n)
+            if parsed is None:
                 c["drop_bad_encap"] += 1
                 continue
-            flags = self.buf[1]
-            hlen = 20 if flags & encap.FLAG_IPV6 else 8
-            if n < hlen:
-                c["drop_bad_encap"] += 1
-                continue
-            port = struct.unpack_from("!H", self.buf, 2)[0]
-            ip = socket.inet_ntop(socket.AF_INET6 if hlen == 20 else socket.AF_INET, view[4:hlen])
-            flow = flows.get((ip, port))
+            hlen, flags, client = parsed
+            flow = flows.get(client)
             if flow is None:
                 c["drop_no_flow"] += 1
                 continue

@@ -86,10 +86,13 @@ def pin_to_cpu(index: int) -> int | None:
 
 
 def die_with_parent():
-    """PR_SET_PDEATHSIG: a worker must not outlive a supervisor killed with SIGKILL (it would hold the port)."""
+    """PR_SET_PDEATHSIG: a worker must not outlive a supervisor killed with SIGKILL. SIGKILL, not SIGTERM: a worker
+    winding down would keep its share of the port bound (the kernel still hashes clients to it) while it stops,
+    and those clients' packets would be lost instead of reaching a sibling relay at once. It has nothing to save:
+    its flows are in Redis."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -206,8 +209,10 @@ class Worker:
         ep.close()
 
     def close(self):
-        self.fwd.close()
+        """The public socket first: from then on the kernel sends this worker's clients to the other sockets on the
+        port (siblings, or the replacement) rather than queueing them here while the rest winds down."""
         self.pub.close()
+        self.fwd.close()
         self.internal.close()
         if self.store:
             self.store.close()

@@ -51,7 +51,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         for a in actions:
             t = type(a)
             if t is Deliver:
-                a.session.key.deliver(a.data)
+                a.session.key.deliver(a.data, a.via)
             elif t is Send:
                 self.sendto(a.data, a.addr)
             elif t is Connected:

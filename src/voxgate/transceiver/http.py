@@ -4,7 +4,11 @@ POST /v1/realtime/calls            offer (application/sdp, or multipart sdp + se
 POST /v1/realtime/calls/{id}/hangup
 POST /v1/realtime/client_secrets   -> {"value": "ek_...", "expires_at", "session"}
 GET  /v1/realtime/calls/{id}       what the call is doing (route, timings, packets)
-GET  /healthz, /metrics
+GET  /healthz, /readyz, /livez, /metrics
+
+In a fleet (``--redis-url``) any transceiver takes any of these: a new call is placed on the least-loaded ready
+transceiver of the region and its offer proxied there (``placing``), and a call's own URLs are proxied to the
+transceiver named in its id.
 GET  /                              a minimal browser client (static/call.html)
 GET  /demo                          the demo page: talk to the agent (static/demo.html)
 """
@@ -22,22 +26,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import placing
+from .errors import CORS, error
 from .sdp import OfferError
 from .session import LIVE_OBJECTS
-
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "authorization, content-type, x-openai-agents-sdk, openai-beta",
-    "Access-Control-Expose-Headers": "Location",
-}
-
-
-def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-          param: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
-    return web.json_response(body, status=status, headers=CORS)
-
 
 @web.middleware
 async def cors(request, handler):
@@ -58,15 +50,21 @@ def _is_api_key(t, token: str | None) -> bool:
     return token is not None and any(hmac.compare_digest(token, k) for k in t.cfg.api_keys)
 
 
-def _refused(t, request) -> web.Response | None:
-    """The 401 for a call request without a configured API key or a live client secret; None if it may pass."""
+async def _refused(t, request) -> web.Response | None:
+    """The 401 for a call request without a configured API key or a live client secret; None if it may pass.
+    In a fleet a client secret minted by another transceiver is found in the registry (and remembered)."""
     if not t.cfg.auth:
         return None
     token = _bearer(request)
     if _is_api_key(t, token):
         return None
-    if token is not None and t.client_secrets.get(token, 0) > time.time():
-        return None
+    if token is not None and token.startswith("ek_"):
+        if token not in t.client_secrets and t.registry is not None:
+            shared = await t.registry.get_secret(token)
+            if shared is not None:
+                t.client_secrets[token] = shared["expires_at"]
+        if t.client_secrets.get(token, 0) > time.time():
+            return None
     return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
 
 
@@ -96,10 +94,14 @@ def make_app(t) -> web.Application:
     app = web.Application(middlewares=[cors], client_max_size=256 * 1024)
 
     async def create_call(request):
+        if (refused := await _refused(t, request)) is not None:
+            return refused
+        if t.registry is not None and placing.PLACED not in request.headers:
+            placed = await placing.place_call(t, request)
+            if placed is not None:
+                return placed
         if t.draining:
             return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
-        if (refused := _refused(t, request)) is not None:
-            return refused
         if len(t.sessions) >= t.cfg.max_sessions:
             return error(503, "at capacity", "server_error", "capacity")
         try:
@@ -107,19 +109,26 @@ def make_app(t) -> web.Application:
             session, answer = t.create_call(sdp, session_config)
         except OfferError as exc:
             return error(400, str(exc), "invalid_request_error", "invalid_offer", exc.param)
+        if t.registry is not None:
+            await t.registry.publish()  # the next placement, wherever it runs, sees this call
         return web.Response(status=201, text=answer, content_type="application/sdp",
-                            headers={"Location": f"/v1/realtime/calls/{session.call_id}"})
+                            headers={"Location": f"/v1/realtime/calls/{session.call_id}",
+                                     placing.HOLDER: t.id})
 
     async def hangup(request):
-        if (refused := _refused(t, request)) is not None:
+        if (refused := await _refused(t, request)) is not None:
             return refused
+        if (elsewhere := await placing.to_owner(t, request)) is not None:
+            return elsewhere
         if not await t.hangup(request.match_info["call_id"]):
             return error(404, "no such call", code="call_not_found", param="call_id")
         return web.json_response({}, status=200)
 
     async def get_call(request):
-        if (refused := _refused(t, request)) is not None:
+        if (refused := await _refused(t, request)) is not None:
             return refused
+        if (elsewhere := await placing.to_owner(t, request)) is not None:
+            return elsewhere
         session = t.sessions.get(request.match_info["call_id"])
         if session is None:
             return error(404, "no such call", code="call_not_found", param="call_id")
@@ -139,11 +148,15 @@ def make_app(t) -> web.Application:
         value = "ek_" + secrets.token_urlsafe(24)
         expires_at = int(time.time()) + seconds
         t.client_secrets[value] = expires_at
-        return web.json_response({"value": value, "expires_at": expires_at,
-                                  "session": body.get("session") or {"type": "realtime"}})
+        session = body.get("session") or {"type": "realtime"}
+        if t.registry is not None:  # any transceiver of the fleet accepts it
+            await t.registry.put_secret(value, expires_at, session, seconds)
+        return web.json_response({"value": value, "expires_at": expires_at, "session": session})
 
     async def healthz(request):
-        body = {"status": "draining" if t.draining else "ok", "sessions": len(t.sessions),
+        body = {"status": "draining" if t.draining else "ok", "id": t.id, "region": t.cfg.region,
+                "ready": t.ready, "registry": None if t.registry is None else t.registry.up,
+                "sessions": len(t.sessions), "capacity": t.cfg.max_sessions,
                 "media": "%s:%d" % t.media_address, "candidates": ["%s:%d" % c for c in t.candidates],
                 # for leak checks: these return to their idle values once every call has ended
                 "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))}
@@ -151,6 +164,14 @@ def make_app(t) -> web.Application:
             gc.collect()
             body["session_objects"] = len(LIVE_OBJECTS)
         return web.json_response(body, status=503 if t.draining else 200)
+
+    async def readyz(request):
+        """Readiness for a Service: takes new calls (not draining, not full)."""
+        return web.json_response({"ready": t.ready, "sessions": len(t.sessions)}, status=200 if t.ready else 503)
+
+    async def livez(request):
+        """Liveness: the process serves (draining included: live calls must not be killed)."""
+        return web.json_response({"live": True})
 
     async def metrics(request):
         return web.Response(body=t.metrics.render(t.endpoint), content_type="text/plain", charset="utf-8")
@@ -170,6 +191,8 @@ def make_app(t) -> web.Application:
     app.router.add_get("/v1/realtime/calls/{call_id}", get_call)
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)
     return app
 

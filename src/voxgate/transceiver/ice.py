@@ -19,6 +19,7 @@ from ..wire.demux import PacketClass, classify
 
 CONSENT_TIMEOUT = 30.0  # RFC 7675: consent expires 30 s after the last check
 STALE_ROUTE = 6.0  # browsers send consent checks every ~5 s on the selected pair
+MAX_TRANSACTIONS = 64  # check transaction ids remembered per session, to spot a replay from another path
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class IceSession:
     nominated: bool = False
     last_check: float | None = None
     verified: bool = False  # the client proved it receives us (DTLS finished): tell the relay
+    transactions: dict = field(default_factory=dict, repr=False)  # recent check transaction id -> the route it came by
     _header: tuple = field(default=(None, b""), repr=False)  # ((route, verified), encapsulation header)
 
     @property
@@ -70,6 +72,7 @@ class Send:
 class Deliver:
     session: IceSession
     data: bytes
+    via: tuple = (None, None)  # (client, relay) it came by: the session confirms it once it authenticates
 
 
 @dataclass(frozen=True)
@@ -108,23 +111,37 @@ class IceLiteMux:
     def datagram(self, data: bytes, src: tuple, now: float) -> list:
         """One datagram from the socket -> actions."""
         relay = None
-        if data[:1] == b"\xf1":
+        cls = classify(data)
+        if cls is PacketClass.ENCAP:
             try:
                 client, _, data = encap.decapsulate(data)
             except encap.EncapError as exc:
                 return [Dropped("encap_" + exc.reason)]
             relay = src[:2]
+            cls = classify(data)
         else:
             client = src[:2]
-        cls = classify(data)
         if cls is PacketClass.STUN:
             return self._stun(data, Route(client, relay), now)
         if cls in (PacketClass.DTLS, PacketClass.RTP):
             session = self.by_client.get(client)
             if session is None:
                 return [Dropped("unknown_client")]
-            return [Deliver(session, data)]
+            return [Deliver(session, data, (client, relay))]
         return [Dropped("unclassified")]
+
+    def authenticated(self, session: IceSession, via: tuple, now: float) -> "Connected | None":
+        """``session``'s DTLS or SRTP layer authenticated a packet that came ``via`` (client, relay), as given in
+        its ``Deliver``: replies follow it. A restarted relay, a replaced worker or a sibling relay that now
+        carries the client takes over the return path with the first packet it forwards; a packet that does not
+        authenticate (forged, replayed: SRTP rejects replays) never gets here, so it moves nothing."""
+        route = session.route
+        if route is not None and route.client == via[0] and route.relay == via[1]:
+            return None
+        route = Route(*via)
+        session.routes[route] = now
+        session.route = route
+        return Connected(session, route)
 
     def _stun(self, data: bytes, route: Route, now: float) -> list:
         try:
@@ -143,19 +160,15 @@ class IceLiteMux:
         if not msg.check_integrity(session.pwd.encode()):
             return [self._error(msg, route, 401, "Unauthorized"), Dropped("stun_bad_integrity")]
         actions: list = []
-        session.last_check = now
-        session.routes[route] = now
-        self.by_client[route.client] = session
-        current = session.route
-        stale = current is not None and now - session.routes.get(current, now) > STALE_ROUTE
-        if msg.use_candidate:
-            session.nominated = True
-        if msg.use_candidate or current is None or not session.nominated or stale:
-            # a nomination, the first valid pair, or the selected pair went quiet while checks arrive from
-            # elsewhere (NAT rebinding): follow the client
-            if current != route:
-                session.route = route
-                actions.append(Connected(session, route))
+        if session.transactions.setdefault(msg.transaction_id, route) != route:
+            # the same transaction from another path: a client's retransmission after its relay changed, or a
+            # replay (integrity alone cannot tell them apart). Answered, but it moves nothing and refreshes no
+            # consent; a real client's next packet authenticates on the new path anyway (``authenticated``)
+            actions.append(Dropped("stun_repeated_elsewhere"))
+        else:
+            if len(session.transactions) > MAX_TRANSACTIONS:
+                del session.transactions[next(iter(session.transactions))]
+            actions += self._checked(session, msg, route, now)
         reply = stun.build(
             stun.BINDING_SUCCESS, msg.transaction_id,
             [stun.attr_xor_mapped_address(route.client, msg.transaction_id)],
@@ -163,6 +176,25 @@ class IceLiteMux:
         )
         actions.insert(0, session.outgoing(reply, route))
         return actions
+
+    def _checked(self, session: IceSession, msg, route: Route, now: float) -> list:
+        """A valid check, first seen on ``route``: consent, the route table, and which route is selected."""
+        session.last_check = now
+        session.routes[route] = now
+        self.by_client[route.client] = session
+        current = session.route
+        stale = current is not None and now - session.routes.get(current, now) > STALE_ROUTE
+        if msg.use_candidate:
+            session.nominated = True
+        relay_moved = current is not None and current.client == route.client and current.relay != route.relay
+        if msg.use_candidate or current is None or not session.nominated or stale or relay_moved:
+            # a nomination, the first valid pair, the selected pair went quiet while checks arrive from elsewhere
+            # (NAT rebinding), or the same client now comes through another relay (restarted, replaced, sibling):
+            # follow the client
+            if current != route:
+                session.route = route
+                return [Connected(session, route)]
+        return []
 
     @staticmethod
     def _error(msg, route: Route, code: int, reason: str) -> Send:

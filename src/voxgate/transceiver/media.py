@@ -36,7 +36,7 @@ def frame_bytes(rate: int) -> int:
 
 
 class OpusIn:
-    """Registered on an aiortc RTCDtlsTransport's RTP router as the receiver of the client's audio."""
+    """The receiver of the client's audio: ``aiortc_glue.receive_rtp`` hands it each packet as it is decrypted."""
 
     def __init__(self, rate: int, on_pcm):
         self.rate = rate
@@ -49,9 +49,15 @@ class OpusIn:
         self.resample = Resampler(codec_rate, rate)
         self.last_seq: int | None = None
         self.packets = self.bytes = self.lost = self.late = self.rtcp = 0
+        self.last_arrival: float | None = None
+        self.max_gap = 0.0  # the longest silence between two packets, in seconds (what a relay failover costs)
         self._framer = Framer(frame_bytes(rate))
 
-    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+    def on_rtp(self, packet: RtpPacket) -> None:
+        now = time.monotonic()
+        if self.last_arrival is not None and now - self.last_arrival > self.max_gap:
+            self.max_gap = now - self.last_arrival
+        self.last_arrival = now
         self.packets += 1
         self.bytes += len(packet.payload)
         if self.last_seq is not None:
@@ -82,10 +88,10 @@ class OpusIn:
         for frame in self._framer.push(pcm):
             self.on_pcm(frame)
 
-    async def _handle_rtcp_packet(self, packet) -> None:
+    def on_rtcp(self, packet) -> None:
         self.rtcp += 1
 
-    def _handle_disconnect(self) -> None:
+    def on_end(self) -> None:
         self.on_pcm(None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from ..agent import load_agent
+from ..steering.placement import DRAINING, ID_RE, READY, Member, call_id
 from ..wire.token import Keyring, mint
 from .endpoint import MediaEndpoint
 from .ice import CONSENT_TIMEOUT
@@ -38,9 +40,14 @@ class TransceiverConfig:
     setup_timeout: float = 20.0
     consent_timeout: float = CONSENT_TIMEOUT
     drain_timeout: float = 30.0
-    max_sessions: int = 1000
+    max_sessions: int = 1000  # --capacity: more live calls than this get 503 (and placement looks elsewhere)
     opus_complexity: int = DEFAULT_COMPLEXITY
     responder: str = "auto"  # for --agent voice
+    # the fleet (voxgate.steering): with a Redis URL the transceiver registers itself and places calls
+    redis_url: str | None = None
+    region: str = "default"
+    id: str | None = None  # [a-z0-9]{1,16}; default: random
+    signaling_url: str | None = None  # how other transceivers reach our HTTP (default: from --http)
 
 
 class Transceiver:
@@ -58,12 +65,38 @@ class Transceiver:
         self.client_secrets: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self._connected: list[Session] = []
+        self.id = cfg.id or secrets.token_hex(4)
+        if not ID_RE.match(self.id):
+            raise ValueError(f"transceiver id {self.id!r}: use 1-16 lowercase letters and digits")
+        self.registry = None  # steering.registry.Registry in a fleet
+        self.http_client = None  # aiohttp client for proxying to other transceivers (placing.py), made on first use
+        self._idle = asyncio.Event()  # set whenever no call is live (draining waits on it)
+        self._idle.set()
+
+    def member(self) -> Member:
+        """How this transceiver describes itself to the fleet."""
+        host, port = self.cfg.http
+        url = self.cfg.signaling_url or "http://%s:%d" % (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1",
+                                                           port)
+        return Member(id=self.id, region=self.cfg.region, media="%s:%d" % self.token_target, url=url.rstrip("/"),
+                      sessions=len(self.sessions), capacity=self.cfg.max_sessions,
+                      state=DRAINING if self.draining else READY, updated=round(time.time(), 3))
+
+    @property
+    def ready(self) -> bool:
+        """Takes new calls here: not draining, not full."""
+        return not self.draining and len(self.sessions) < self.cfg.max_sessions
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
         self.endpoint = await MediaEndpoint.open(*self.cfg.media)
         self._tasks = [asyncio.ensure_future(self._reap())]
         self._start_clock()
+        if self.cfg.redis_url:
+            from ..steering.registry import Registry
+
+            self.registry = Registry(self.cfg.redis_url, self.member)
+            await self.registry.start()
 
     @property
     def media_address(self) -> tuple[str, int]:
@@ -89,16 +122,24 @@ class Transceiver:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.registry is not None:
+            await self.registry.leave()
+        if self.http_client is not None:
+            await self.http_client.close()
         if self.endpoint:
             self.endpoint.close()
 
     async def drain(self):
-        """SIGTERM: refuse new calls, let live ones run to the deadline, then close them."""
+        """SIGTERM: take no new calls (the fleet sees ``draining`` at once and places elsewhere), let live ones run
+        until they end or the deadline, close what is left, and leave the registry."""
         self.draining = True
-        deadline = time.monotonic() + self.cfg.drain_timeout
+        if self.registry is not None:
+            await self.registry.publish()
         log.warning("draining: %d live calls, deadline in %.0f s", len(self.sessions), self.cfg.drain_timeout)
-        while self.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.cfg.drain_timeout)
+        except asyncio.TimeoutError:
+            log.warning("drain deadline: closing %d calls", len(self.sessions))
         await self.stop()
 
     # ------------------------------------------------------------- calls
@@ -107,14 +148,24 @@ class Transceiver:
         ufrag = mint(self.cfg.keyring, self.token_target, time.time())
         pwd = new_ice_pwd()
         agent = self.agent_factory()
-        session = Session(self, offer, ufrag, pwd, agent, session_config)
+        session = Session(self, offer, ufrag, pwd, agent, session_config,
+                          call_id=call_id(self.id, secrets.token_hex(10)))
         answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint, candidates=self.candidates,
                               ssrc=session.ssrc, session_id=int(time.time() * 1000))
         self.sessions[session.call_id] = session
         self.endpoint.mux.add(session.ice)
-        self.metrics.sessions.set(len(self.sessions))
+        self._sessions_changed()
         session.start()
         return session, answer
+
+    def _sessions_changed(self):
+        self.metrics.sessions.set(len(self.sessions))
+        if self.sessions:
+            self._idle.clear()
+        else:
+            self._idle.set()
+        if self.registry is not None:
+            self.registry.changed()
 
     async def hangup(self, call_id: str) -> bool:
         session = self.sessions.get(call_id)
@@ -132,7 +183,7 @@ class Transceiver:
         if session in self._connected:
             self._connected.remove(session)
         self.endpoint.mux.remove(session.ice)
-        self.metrics.sessions.set(len(self.sessions))
+        self._sessions_changed()
         self.metrics.calls.labels(session.close_reason).inc()
         self.metrics.observe_setup(session.timings_ms())
 

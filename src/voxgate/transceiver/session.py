@@ -1,8 +1,9 @@
 """One call: aiortc's DTLS/SRTP/SCTP transports on the shared socket, the agent on the other side.
 
-The seam is ``MuxIceTransport``: the two methods aiortc's RTCDtlsTransport
-needs from an ICE transport (``_recv``, ``_send``) backed by this session's
-inbox (fed by the endpoint's demultiplexer) and the endpoint's one socket.
+The seam to aiortc lives in ``aiortc_glue``: an ICE transport backed by this
+session's inbox (fed by the endpoint's demultiplexer) and the endpoint's one
+socket, and taps that report each packet that authenticated, so replies follow
+the relay that last delivered one.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import time
 import weakref
 from typing import AsyncIterator
 
-from aiortc.rtcdtlstransport import RTCDtlsParameters, RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from ..agent.base import CallIO, SentWaiters, until_none
+from . import aiortc_glue
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut
 from .sdp import Offer
@@ -30,44 +32,18 @@ log = logging.getLogger("voxgate.transceiver")
 LIVE_OBJECTS: "weakref.WeakSet[Session]" = weakref.WeakSet()  # for leak checks: empty once every call is gone
 
 
-class MuxIceTransport:
-    """Just enough of aiortc's RTCIceTransport for RTCDtlsTransport: an ICE-lite agent is always controlled."""
-
-    role = "controlled"
-
-    def __init__(self, session: "Session"):
-        self.session = session
-        self.inbox: asyncio.Queue = asyncio.Queue()
-        self.state = "new"
-
-    async def _recv(self) -> bytes:
-        data = await self.inbox.get()
-        if data is None:
-            raise ConnectionError("session closed")
-        return data
-
-    async def _send(self, data: bytes) -> None:
-        if self.state == "closed":
-            raise ConnectionError("session closed")
-        self.session.send(data)
-
-    def close(self):
-        self.state = "closed"
-        self.inbox.put_nowait(None)
-
-
 class Session(CallIO):
-    def __init__(self, server, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None):
+    def __init__(self, server, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None,
+                 call_id: str | None = None):
         self.server = server
         self.offer = offer
-        self.call_id = "rtc_" + secrets.token_hex(12)
+        self.call_id = call_id or "rtc_" + secrets.token_hex(12)
         self.session_config = session_config  # the multipart offer's `session` part, for the agent
         self.agent = agent
         self.sample_rate = agent.sample_rate
         self.ice = IceSession(ufrag=ufrag, pwd=pwd, key=self)
-        self.transport = MuxIceTransport(self)
-        self.dtls = RTCDtlsTransport(self.transport, [server.certificate])
-        self.dtls._set_role("server")  # our answer says a=setup:passive
+        self.transport = aiortc_glue.IceTransport(self.send)
+        self.dtls = aiortc_glue.dtls_transport(self.transport, server.certificate)
         self.ssrc = random.getrandbits(32) or 1
         self.out = OpusOut(self.sample_rate, offer.opus_pt, self.ssrc, complexity=server.cfg.opus_complexity)
         self.inp = OpusIn(self.sample_rate, self._on_pcm)
@@ -84,6 +60,7 @@ class Session(CallIO):
         self._next_report = 0.0
         self._pending_events: list[dict] = []
         self.dropped_audio_frames = 0
+        self.route_changes = 0
 
     # ------------------------------------------------------------- lifecycle
     def start(self):
@@ -108,10 +85,12 @@ class Session(CallIO):
         self.state = "connected"
         self.ice.verified = True  # the client finished DTLS with us: it receives what we send
         self.server.on_connected(self)
-        self.dtls._register_rtp_receiver(self.inp, _receive_parameters(self.offer))
+        aiortc_glue.receive_rtp(self.dtls, self.inp, _receive_parameters(self.offer))
         if self.offer.sctp_port is not None:
             self.sctp = RTCSctpTransport(self.dtls)
             self.sctp.on("datachannel", self._on_datachannel)
+        aiortc_glue.tap_authenticated(self.dtls, self._authenticated)
+        if self.sctp is not None:
             await self.sctp.start(RTCSctpCapabilities(maxMessageSize=262144), self.offer.sctp_port)
         self._spawn(self._run_agent(), "agent")
 
@@ -149,8 +128,15 @@ class Session(CallIO):
         self.server.on_closed(self)
 
     # ------------------------------------------------------------- socket side
-    def deliver(self, data: bytes):
-        self.transport.inbox.put_nowait(data)
+    def deliver(self, data: bytes, via: tuple):
+        self.transport.deliver(data, via)
+
+    def _authenticated(self):
+        """The packet aiortc is handling authenticated (SRTP, or a DTLS record): replies follow the path it came
+        by, which moves them to a relay that took over the client (restarted, replaced, sibling)."""
+        moved = self.server.endpoint.mux.authenticated(self.ice, self.transport.current, time.monotonic())
+        if moved is not None:
+            self.on_route(moved.route)
 
     def send(self, data: bytes):
         out = self.ice.outgoing(data)
@@ -160,6 +146,9 @@ class Session(CallIO):
     def on_route(self, route):
         if "ice_connected" not in self.times:
             self.times["ice_connected"] = time.monotonic()
+        else:
+            self.route_changes += 1
+            log.info("%s now reaches its client via %s", self.call_id, _route_text(route))
 
     # ------------------------------------------------------------- media side
     def _on_pcm(self, pcm):
@@ -172,7 +161,7 @@ class Session(CallIO):
         """Send what is due of this call's audio at ``now`` (at most ``limit`` packets: a call that fell behind
         catches up over a few steps, not in one burst), and a sender report every 5 s. Synchronous: the clock
         calls it for many calls per step, so no coroutine per packet."""
-        srtp = self.dtls._tx_srtp
+        srtp = aiortc_glue.tx_srtp(self.dtls)
         if srtp is None or self.state != "connected":
             return
         for _ in range(limit):
@@ -264,6 +253,7 @@ class Session(CallIO):
             "timings_ms": self.timings_ms(), "audio_in_packets": self.inp.packets, "audio_out_packets": self.out.packets,
             "lost": self.inp.lost, "late": self.inp.late, "rtcp_in": self.inp.rtcp,
             "audio_frames_dropped_for_agent": self.dropped_audio_frames, "frame_ms": FRAME_MS,
+            "route_changes": self.route_changes, "max_audio_in_gap_ms": round(self.inp.max_gap * 1000, 1),
         }
 
 

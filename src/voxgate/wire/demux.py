@@ -32,6 +32,13 @@ def _table() -> tuple:
 
 
 _CLASS_OF_FIRST_BYTE = _table()
+# 1 for the first bytes a relay forwards on its fast path: DTLS and SRTP/SRTCP of a known flow
+FAST = bytes(1 if c in (PacketClass.DTLS, PacketClass.RTP) else 0 for c in _CLASS_OF_FIRST_BYTE)
+
+
+def class_table() -> bytes:
+    """The class of each first byte, as 256 bytes of ``PacketClass`` values (the C fast path has the twin)."""
+    return bytes(_CLASS_OF_FIRST_BYTE)
 
 
 def classify(data: bytes) -> PacketClass:

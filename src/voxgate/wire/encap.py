@@ -22,6 +22,7 @@ Header, big-endian::
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 
 MAGIC = 0xF1
@@ -51,17 +52,36 @@ def encapsulate(client: tuple[str, int], payload: bytes, verified: bool = False)
     return header(client, verified) + payload
 
 
+def read_header(data, size: int | None = None) -> tuple[int, int, tuple[str, int]] | None:
+    """``(header length, flags, client)`` of the header at the start of ``data`` (bytes, or a buffer holding
+    ``size`` bytes), or None if it is malformed. The one header reader: ``decapsulate`` and the relay's pure-Python
+    fast path both use it."""
+    n = len(data) if size is None else size
+    if n < V4_HEADER_LEN or data[0] != MAGIC or data[1] & ~_KNOWN_FLAGS:
+        return None
+    flags = data[1]
+    hlen = V6_HEADER_LEN if flags & FLAG_IPV6 else V4_HEADER_LEN
+    if n < hlen:
+        return None
+    ip = socket.inet_ntop(socket.AF_INET6 if hlen == V6_HEADER_LEN else socket.AF_INET, bytes(data[4:hlen]))
+    return hlen, flags, (ip, (data[2] << 8) | data[3])
+
+
 def decapsulate(data: bytes) -> tuple[tuple[str, int], bool, bytes]:
-    """Return ``(client, verified, payload)``; raise ``EncapError`` on anything malformed."""
+    """Return ``(client, verified, payload)``; raise ``EncapError`` naming what is malformed."""
+    parsed = read_header(data)
+    if parsed is None:
+        _raise_malformed(data)
+    hlen, flags, client = parsed
+    return client, bool(flags & FLAG_VERIFIED), bytes(data[hlen:])
+
+
+def _raise_malformed(data: bytes):
+    """Say why ``read_header`` refused ``data``."""
     if len(data) < V4_HEADER_LEN:
         raise EncapError("truncated", f"{len(data)} bytes")
-    magic, flags, port = struct.unpack_from("!BBH", data)
-    if magic != MAGIC:
-        raise EncapError("bad_magic", f"0x{magic:02x}")
-    if flags & ~_KNOWN_FLAGS:
-        raise EncapError("bad_flags", f"0x{flags:02x}")
-    hlen = V6_HEADER_LEN if flags & FLAG_IPV6 else V4_HEADER_LEN
-    if len(data) < hlen:
-        raise EncapError("truncated", f"{len(data)} bytes, header needs {hlen}")
-    ip = ipaddress.ip_address(bytes(data[4:hlen]))
-    return (str(ip), port), bool(flags & FLAG_VERIFIED), bytes(data[hlen:])
+    if data[0] != MAGIC:
+        raise EncapError("bad_magic", f"0x{data[0]:02x}")
+    if data[1] & ~_KNOWN_FLAGS:
+        raise EncapError("bad_flags", f"0x{data[1]:02x}")
+    raise EncapError("truncated", f"{len(data)} bytes, header needs {V6_HEADER_LEN}")

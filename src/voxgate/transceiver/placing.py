@@ -1,0 +1,85 @@
+"""A fleet's signaling: any transceiver takes any request, and passes it to the transceiver it belongs on.
+
+Why proxy and not redirect: a browser follows a 307 on a cross-origin POST only after a fresh CORS preflight to
+the new origin, and the official SDKs read the answer and ``Location`` from the response they got; a proxy keeps
+one URL for the client whatever transceiver holds its call. The cost is one HTTP hop inside the cluster
+(``bench/fleet.py`` measures it).
+
+- A new call (``POST /v1/realtime/calls``) goes to the first of ``steering.placement.place``'s order that accepts
+  it: answered here when this transceiver is that one, proxied otherwise, with ``X-Voxgate-Placed`` so the
+  target answers for itself. A target that is gone, draining or full is skipped for the next.
+- A call's own URLs (``…/calls/{id}``, ``…/hangup``) are proxied to the transceiver its id names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from ..steering.placement import owner_of, place
+from .errors import error
+
+log = logging.getLogger("voxgate.transceiver")
+
+PLACED = "X-Voxgate-Placed"  # on a proxied offer: the id of the transceiver that placed it
+HOLDER = "X-Voxgate-Transceiver"  # on an answer: the id of the transceiver holding the call
+_FORWARD = ("Content-Type", "Authorization", "OpenAI-Beta", "X-OpenAI-Agents-SDK")
+_KEEP = ("Content-Type", "Location", HOLDER)
+_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=2)
+
+
+def _client(t) -> aiohttp.ClientSession:
+    if getattr(t, "http_client", None) is None or t.http_client.closed:
+        t.http_client = aiohttp.ClientSession(timeout=_TIMEOUT)
+    return t.http_client
+
+
+async def _proxy(t, request, base_url: str, body: bytes, extra: dict | None = None) -> web.Response:
+    headers = {k: request.headers[k] for k in _FORWARD if k in request.headers}
+    headers.update(extra or {})
+    async with _client(t).request(request.method, base_url + request.path_qs, data=body, headers=headers) as resp:
+        payload = await resp.read()
+        return web.Response(status=resp.status, body=payload,
+                            headers={k: resp.headers[k] for k in _KEEP if k in resp.headers})
+
+
+async def place_call(t, request) -> web.Response | None:
+    """The response of the transceiver this call was placed on, or None to answer here (this transceiver is the
+    least loaded, or the registry cannot be read, or nobody else could take it)."""
+    members = await t.registry.members()
+    if members is None:
+        return None
+    body = None
+    for m in place(members, t.cfg.region, prefer=t.id):
+        if m.id == t.id:
+            return None
+        if body is None:
+            body = await request.read()
+        try:
+            resp = await _proxy(t, request, m.url, body, {PLACED: t.id})
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("placing a call on %s (%s) failed: %r; trying the next", m.id, m.url, exc)
+            continue
+        if resp.status == 503:  # it began draining or filled up since its last heartbeat
+            continue
+        return resp
+    return None
+
+
+async def to_owner(t, request) -> web.Response | None:
+    """For a call held by another transceiver of the fleet: its response, proxied. None when the call is ours, or
+    there is no fleet (then the caller answers, 404 if the call is unknown)."""
+    owner = owner_of(request.match_info["call_id"])
+    if t.registry is None or owner is None or owner == t.id:
+        return None
+    m = await t.registry.member(owner)
+    if m is None:
+        return error(404, "no such call (its transceiver is gone)", code="call_not_found", param="call_id")
+    try:
+        return await _proxy(t, request, m.url, await request.read())
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return error(502, f"the transceiver holding this call did not answer: {exc!r}", "server_error",
+                     "holder_unreachable")
