@@ -64,18 +64,23 @@ class Registry:
         self.up = False
         self._beat: asyncio.Task | None = None
         self._dirty: asyncio.Event = asyncio.Event()
+        self._leaving = False
 
     async def start(self):
         await self.publish()
         self._beat = asyncio.ensure_future(self._heartbeat())
 
     async def _heartbeat(self):
-        """Publish every ``interval``, and at once when ``changed()`` says the record moved."""
-        while True:
+        """Publish every ``interval``, and at once when ``changed()`` says the record moved. Ends when ``leave()``
+        says so (a flag, not a cancel: on Python 3.11 ``wait_for`` can swallow a cancel that races the event)."""
+        while not self._leaving:
             try:
-                await asyncio.wait_for(self._dirty.wait(), self.interval)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.interval):
+                    await self._dirty.wait()
+            except TimeoutError:
                 pass
+            if self._leaving:
+                return
             self._dirty.clear()
             await self.publish()
 
@@ -119,8 +124,9 @@ class Registry:
 
     async def leave(self):
         """Done draining: out of the registry at once (not at the record's expiry)."""
+        self._leaving = True
+        self._dirty.set()
         if self._beat is not None:
-            self._beat.cancel()
             await asyncio.gather(self._beat, return_exceptions=True)
         m = self.describe()
         try:
