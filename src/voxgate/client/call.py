@@ -76,7 +76,8 @@ def _wav_seconds(path: str) -> float:
 
 
 async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str | None = None,
-                     events: list | None = None, duration: float | None = None, session: dict | None = None) -> dict:
+                     events: list | None = None, duration: float | None = None, session: dict | None = None,
+                     headers: dict | None = None) -> dict:
     _restrict_host_candidates(urllib.parse.urlparse(url).hostname or "")
     pc = RTCPeerConnection()
     marks: dict = {}
@@ -111,7 +112,7 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
 
     await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here: no trickle
     offer_ready = time.monotonic()
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = {**({"Authorization": f"Bearer {api_key}"} if api_key else {}), **(headers or {})}
     base = url.rstrip("/")
     async with aiohttp.ClientSession() as http:
         t0 = time.monotonic()  # setup is timed from the POST, as a browser would see it
