@@ -103,13 +103,17 @@ def test_a_check_through_another_relay_moves_the_route_but_a_replayed_one_does_n
     mux, s = setup()
     client, old, new, evil = ("203.0.113.5", 6000), ("10.0.0.2", 40000), ("10.0.0.3", 41000), ("10.9.9.9", 666)
     mux.datagram(encap.encapsulate(client, check(use=True)), old, 1.0)
+    # a backup pair's check (another region's relay) while media still flows on the selected one: no move
+    mux.authenticated(s, (client, old), 1.8)
+    mux.datagram(encap.encapsulate(client, check()), evil, 2.0)
+    assert s.route == Route(client, old)
     consent = check()  # a consent check without USE-CANDIDATE, as browsers send every few seconds
-    acts = mux.datagram(encap.encapsulate(client, consent), new, 2.0)
+    acts = mux.datagram(encap.encapsulate(client, consent), new, 2.5)
     assert Connected(s, Route(client, new)) in acts and s.route == Route(client, new)
     # the same transaction again from another sender: answered where it came from, but it moves nothing
-    acts = mux.datagram(encap.encapsulate(client, consent), evil, 2.5)
+    acts = mux.datagram(encap.encapsulate(client, consent), evil, 3.5)
     assert acts[0].addr == evil and Dropped("stun_repeated_elsewhere") in acts
-    assert s.route == Route(client, new) and s.last_check == 2.0
+    assert s.route == Route(client, new) and s.last_check == 2.5
     # a client's own retransmission on the same path is answered as before
-    acts = mux.datagram(encap.encapsulate(client, consent), new, 2.6)
+    acts = mux.datagram(encap.encapsulate(client, consent), new, 3.6)
     assert acts[0].addr == new and not any(isinstance(a, Dropped) for a in acts)

@@ -114,7 +114,7 @@ def cmd_transceiver(args) -> int:
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, redis_url=args.redis_url, region=args.region, id=args.id,
-        signaling_url=args.signaling_url, max_sessions=args.capacity,
+        signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
     )
 
     def ready(t):
@@ -147,6 +147,12 @@ def cmd_fleet(args) -> int:
         sys.exit(f"voxgate: cannot read the fleet from {args.redis_url}: {exc}")
     print(json.dumps([m.as_dict() for m in members], indent=None if args.compact else 2))
     return 0
+
+
+def cmd_lab_geo(args) -> int:
+    from .lab.geo import main as geo_main
+
+    return geo_main(args)
 
 
 def cmd_demo(args) -> int:
@@ -213,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--id", default=os.environ.get("VOXGATE_ID"), help="fleet id, 1-16 of [a-z0-9] (default: random)")
     x.add_argument("--signaling-url", default=os.environ.get("VOXGATE_SIGNALING_URL"),
                    help="how other transceivers reach this one's HTTP, e.g. http://10.1.2.3:8080 (default: --http)")
+    x.add_argument("--region-map", default=os.environ.get("VOXGATE_REGION_MAP"),
+                   help="regions, their relays and how clients are placed: a JSON/YAML file, or 'redis' (docs/architecture.md)")
     x.set_defaults(func=cmd_transceiver)
 
     f = sub.add_parser("fleet", help="print the transceiver fleet registered in Redis, as JSON")
@@ -228,7 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--event", action="append", help="JSON event to send on oai-events once it opens (repeatable)")
     c.add_argument("--session", help="session JSON: send the offer as multipart with a session part")
     c.add_argument("--duration", type=float, help="seconds to stay in the call (default: the WAV's length + 1)")
+    c.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra HTTP header on the offer")
+    c.add_argument("--ping", type=int, default=0, metavar="N",
+                   help="send N pings on the data channel (echo agent) and report their round trip (rtt_ms)")
+    c.add_argument("--primary-only", action="store_true",
+                   help="drop the answer's backup candidates (another region's relay) before connecting")
     c.set_defaults(func=cmd_call)
+
+    lab = sub.add_parser("lab", help="measure steering in a world of network namespaces on this machine (root)")
+    lsub = lab.add_subparsers(dest="lab_command", required=True)
+    g = lsub.add_parser("geo", help="two regions, clients near and far, a relay killed mid-call")
+    g.add_argument("--near-ms", type=float, default=5.0, help="client <-> its region's relay, one way")
+    g.add_argument("--far-ms", type=float, default=70.0, help="client <-> the other region, one way")
+    g.add_argument("--backbone-ms", type=float, default=30.0, help="region <-> region, one way")
+    g.add_argument("--jitter-ms", type=float, default=0.0, help="uniform jitter on the delayed links")
+    g.add_argument("--loss", type=float, default=0.0, help="packet loss on the delayed links, 0..1")
+    g.add_argument("--rounds", type=int, default=2, help="steered / forced-far call pairs")
+    g.add_argument("--no-failover", action="store_true", help="skip the Chromium failover")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    g.set_defaults(func=cmd_lab_geo)
 
     t = sub.add_parser("token", help="mint or inspect routing tokens (server ufrags)")
     tsub = t.add_subparsers(dest="token_command", required=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import statistics
 import time
 import urllib.parse
 import wave
@@ -70,6 +71,16 @@ async def _record(track, path: str, on_first_frame, gaps: Gaps):
                 out.writeframes(bytes(f.planes[0])[: f.samples * 2])
 
 
+def _primary_candidates(sdp: str) -> str:
+    """The answer without its backup candidates (those of a lower type preference, e.g. another region's relay):
+    aiortc nominates the first pair that answers, not the best, so a backup that is closer would win."""
+    lines = sdp.splitlines()
+    prefs = [int(line.split()[3]) >> 24 for line in lines if line.startswith("a=candidate:")]
+    top = max(prefs, default=0)
+    keep = [line for line in lines if not line.startswith("a=candidate:") or int(line.split()[3]) >> 24 == top]
+    return "\r\n".join(keep) + "\r\n"
+
+
 def _wav_seconds(path: str) -> float:
     with wave.open(path, "rb") as w:
         return w.getnframes() / w.getframerate()
@@ -77,7 +88,7 @@ def _wav_seconds(path: str) -> float:
 
 async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str | None = None,
                      events: list | None = None, duration: float | None = None, session: dict | None = None,
-                     headers: dict | None = None) -> dict:
+                     headers: dict | None = None, pings: int = 0, primary_only: bool = False) -> dict:
     _restrict_host_candidates(urllib.parse.urlparse(url).hostname or "")
     pc = RTCPeerConnection()
     marks: dict = {}
@@ -87,7 +98,18 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
     channel = pc.createDataChannel("oai-events")
     opened = asyncio.Event()
     channel.on("open", opened.set)
-    channel.on("message", lambda m: received.append(json.loads(m)))
+    ping_sent: dict = {}
+    rtts: list = []
+
+    def on_message(message):
+        event = json.loads(message)
+        inner = event.get("event") if isinstance(event, dict) else None
+        if isinstance(inner, dict) and inner.get("type") == "voxgate.ping" and inner.get("n") in ping_sent:
+            rtts.append((time.monotonic() - ping_sent.pop(inner["n"])) * 1000)  # the echo agent sent it back
+            return
+        received.append(event)
+
+    channel.on("message", on_message)
     rec_task = None
     gaps = Gaps()
     t0 = time.monotonic()
@@ -128,18 +150,28 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
         if resp.status != 201:
             raise RuntimeError(f"call refused: {resp.status} {await resp.text()}")
         answer = await resp.text()
+        if primary_only:
+            answer = _primary_candidates(answer)
         call_id = resp.headers["Location"].rsplit("/", 1)[-1]
         holder = resp.headers.get("X-Voxgate-Transceiver")
+        region = resp.headers.get("X-Voxgate-Region")
         mark("answer_ms")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        stay = asyncio.ensure_future(asyncio.sleep(duration if duration is not None else _wav_seconds(input_wav) + 1.0))
         try:
             await asyncio.wait_for(opened.wait(), 10)
             mark("datachannel_open_ms")
             for e in events or []:
                 channel.send(json.dumps(e))
+            for n in range(pings):  # the media path's round trip: same 5-tuple, relay and transceiver as the audio
+                if stay.done():
+                    break
+                ping_sent[n] = time.monotonic()
+                channel.send(json.dumps({"type": "voxgate.ping", "n": n}))
+                await asyncio.sleep(0.2)
         except asyncio.TimeoutError:
             pass
-        await asyncio.sleep(duration if duration is not None else _wav_seconds(input_wav) + 1.0)
+        await stay
         stats = await pc.getStats()
         async with http.get(f"{base}/v1/realtime/calls/{call_id}", headers=headers) as info:
             server = await info.json() if info.status == 200 else {"status": info.status}
@@ -164,13 +196,22 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
             # the longest silence each way: heard here, and the server's own count of what it heard from us
             "max_gap_in_ms": round(gaps.max * 1000, 1),
             "max_gap_in_at_ms": None if gaps.at is None else round((gaps.at - t0) * 1000, 1),
-            "max_gap_out_ms": server.get("max_audio_in_gap_ms"), "server": server}
+            "max_gap_out_ms": server.get("max_audio_in_gap_ms"), "server": server,
+            "region": region, "rtt_ms": round(statistics.median(rtts), 1) if rtts else None,
+            "rtts_ms": [round(r, 1) for r in rtts]}
 
 
 def main(args) -> int:
     events = [json.loads(e) for e in (args.event or [])]
     session = json.loads(args.session) if args.session else None
+    headers = {}
+    for item in args.header or []:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise SystemExit(f"voxgate call: --header {item!r}: expected NAME:VALUE")
+        headers[name.strip()] = value.strip()
     result = asyncio.run(place_call(args.url, args.input, args.output, api_key=args.api_key, events=events,
-                                    duration=args.duration, session=session))
+                                    duration=args.duration, session=session, headers=headers, pings=args.ping,
+                                    primary_only=args.primary_only))
     print(json.dumps(result), flush=True)
     return 0

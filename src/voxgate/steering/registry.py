@@ -136,6 +136,18 @@ class Registry:
             log.warning("registry: could not leave (%s); the record expires in %.0f s", exc, self.ttl)
         await self.redis.aclose()
 
+    async def region_map(self) -> dict:
+        """The region map kept in Redis (``steering.regions.REDIS_KEY``), as JSON."""
+        from .regions import REDIS_KEY, RegionMapError
+
+        raw = await self.redis.get(REDIS_KEY)
+        if raw is None:
+            raise RegionMapError(f"no region map in Redis under {REDIS_KEY}")
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise RegionMapError(f"the region map in Redis is not JSON: {exc}") from None
+
     # ------------------------------------------------------------- client secrets, shared by the fleet
     async def put_secret(self, value: str, expires_at: int, session: dict, ttl: int) -> bool:
         try:

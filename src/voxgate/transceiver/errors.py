@@ -8,7 +8,7 @@ CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "authorization, content-type, x-openai-agents-sdk, openai-beta",
-    "Access-Control-Expose-Headers": "Location, X-Voxgate-Transceiver",
+    "Access-Control-Expose-Headers": "Location, X-Voxgate-Transceiver, X-Voxgate-Region",
 }
 
 

@@ -96,8 +96,9 @@ def make_app(t) -> web.Application:
     async def create_call(request):
         if (refused := await _refused(t, request)) is not None:
             return refused
+        region = placing.client_region(t, request)
         if t.registry is not None and placing.PLACED not in request.headers:
-            placed = await placing.place_call(t, request)
+            placed = await placing.place_call(t, request, region)
             if placed is not None:
                 return placed
         if t.draining:
@@ -106,14 +107,14 @@ def make_app(t) -> web.Application:
             return error(503, "at capacity", "server_error", "capacity")
         try:
             sdp, session_config = await _read_offer(request)
-            session, answer = t.create_call(sdp, session_config)
+            session, answer = t.create_call(sdp, session_config, region)
         except OfferError as exc:
             return error(400, str(exc), "invalid_request_error", "invalid_offer", exc.param)
         if t.registry is not None:
             await t.registry.publish()  # the next placement, wherever it runs, sees this call
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": f"/v1/realtime/calls/{session.call_id}",
-                                     placing.HOLDER: t.id})
+                                     placing.HOLDER: t.id, placing.REGION: region or t.cfg.region})
 
     async def hangup(request):
         if (refused := await _refused(t, request)) is not None:

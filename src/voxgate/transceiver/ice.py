@@ -20,6 +20,7 @@ from ..wire.demux import PacketClass, classify
 CONSENT_TIMEOUT = 30.0  # RFC 7675: consent expires 30 s after the last check
 STALE_ROUTE = 6.0  # browsers send consent checks every ~5 s on the selected pair
 MAX_TRANSACTIONS = 64  # check transaction ids remembered per session, to spot a replay from another path
+QUIET = 0.5  # a check through another relay takes the return path only after the current one was quiet this long
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class IceSession:
     last_check: float | None = None
     verified: bool = False  # the client proved it receives us (DTLS finished): tell the relay
     transactions: dict = field(default_factory=dict, repr=False)  # recent check transaction id -> the route it came by
+    route_seen: float = 0.0  # when something authenticated last came by the selected route
     _header: tuple = field(default=(None, b""), repr=False)  # ((route, verified), encapsulation header)
 
     @property
@@ -137,10 +139,11 @@ class IceLiteMux:
         authenticate (forged, replayed: SRTP rejects replays) never gets here, so it moves nothing."""
         route = session.route
         if route is not None and route.client == via[0] and route.relay == via[1]:
+            session.route_seen = now
             return None
         route = Route(*via)
         session.routes[route] = now
-        session.route = route
+        session.route, session.route_seen = route, now
         return Connected(session, route)
 
     def _stun(self, data: bytes, route: Route, now: float) -> list:
@@ -186,14 +189,18 @@ class IceLiteMux:
         stale = current is not None and now - session.routes.get(current, now) > STALE_ROUTE
         if msg.use_candidate:
             session.nominated = True
-        relay_moved = current is not None and current.client == route.client and current.relay != route.relay
+        if route == current:
+            session.route_seen = now
+            return []
+        # the same client through another relay (restarted, replaced, a sibling) while nothing came by the current
+        # one for a moment; not a backup pair's periodic check while media still flows on the selected one
+        relay_moved = (current is not None and current.client == route.client and current.relay != route.relay
+                       and now - session.route_seen > QUIET)
         if msg.use_candidate or current is None or not session.nominated or stale or relay_moved:
             # a nomination, the first valid pair, the selected pair went quiet while checks arrive from elsewhere
-            # (NAT rebinding), or the same client now comes through another relay (restarted, replaced, sibling):
-            # follow the client
-            if current != route:
-                session.route = route
-                return [Connected(session, route)]
+            # (NAT rebinding), or the client moved relays: follow the client
+            session.route, session.route_seen = route, now
+            return [Connected(session, route)]
         return []
 
     @staticmethod

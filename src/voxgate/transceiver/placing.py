@@ -25,9 +25,11 @@ from .errors import error
 log = logging.getLogger("voxgate.transceiver")
 
 PLACED = "X-Voxgate-Placed"  # on a proxied offer: the id of the transceiver that placed it
+CLIENT_REGION = "X-Voxgate-Client-Region"  # on a proxied offer: the client's region, as the placer located it
 HOLDER = "X-Voxgate-Transceiver"  # on an answer: the id of the transceiver holding the call
+REGION = "X-Voxgate-Region"  # on an answer: the client's region (whose relay the answer lists first)
 _FORWARD = ("Content-Type", "Authorization", "OpenAI-Beta", "X-OpenAI-Agents-SDK")
-_KEEP = ("Content-Type", "Location", HOLDER)
+_KEEP = ("Content-Type", "Location", HOLDER, REGION)
 _TIMEOUT = aiohttp.ClientTimeout(total=10, connect=2)
 
 
@@ -46,20 +48,34 @@ async def _proxy(t, request, base_url: str, body: bytes, extra: dict | None = No
                             headers={k: resp.headers[k] for k in _KEEP if k in resp.headers})
 
 
-async def place_call(t, request) -> web.Response | None:
+def client_region(t, request) -> str | None:
+    """The client's region: with a region map, as the placer located it (a proxied offer) or located here."""
+    if t.regions is None:
+        return None
+    if PLACED in request.headers:
+        named = request.headers.get(CLIENT_REGION)
+        return named if named in t.regions.relays else None
+    return t.regions.locate(request.remote, request.headers).region
+
+
+async def place_call(t, request, region: str | None) -> web.Response | None:
     """The response of the transceiver this call was placed on, or None to answer here (this transceiver is the
-    least loaded, or the registry cannot be read, or nobody else could take it)."""
+    least loaded of the first region that has a ready one, or the registry cannot be read, or nobody else could take
+    it). ``region``: the client's; its nearest regions are tried after it (none without a region map)."""
     members = await t.registry.members()
     if members is None:
         return None
+    regions = t.regions.order(region) if t.regions is not None and region else [t.cfg.region]
+    order = [m for r in regions for m in place(members, r, prefer=t.id)]
+    extra = {PLACED: t.id, **({CLIENT_REGION: region} if region else {})}
     body = None
-    for m in place(members, t.cfg.region, prefer=t.id):
+    for m in order:
         if m.id == t.id:
             return None
         if body is None:
             body = await request.read()
         try:
-            resp = await _proxy(t, request, m.url, body, {PLACED: t.id})
+            resp = await _proxy(t, request, m.url, body, extra)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("placing a call on %s (%s) failed: %r; trying the next", m.id, m.url, exc)
             continue

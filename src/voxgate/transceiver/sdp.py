@@ -93,13 +93,15 @@ _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly":
 
 
 def build_answer(offer: Offer, *, ufrag: str, pwd: str, fingerprint: RTCDtlsFingerprint,
-                 candidates: list[tuple[str, int]], ssrc: int, session_id: int) -> str:
+                 candidates: list[tuple], ssrc: int, session_id: int) -> str:
+    """``candidates``: (host, port) or (host, port, backup); earlier ones rank higher, and a backup (a relay of
+    another region, for failover without a new offer) ranks below every other by its type preference."""
     cand_lines = []
-    for i, (host, port) in enumerate(candidates):
-        prio = (126 << 24) | ((65535 - i) << 8) | 255
+    for i, (host, port, *backup) in enumerate(candidates):
+        prio = ((100 if backup and backup[0] else 126) << 24) | ((65535 - i) << 8) | 255
         cand_lines.append(f"a=candidate:{i + 1} 1 udp {prio} {host} {port} typ host")
     cand_lines.append("a=end-of-candidates")
-    first_host, first_port = candidates[0]
+    first_host, first_port = candidates[0][:2]
     ip_kind = "IP6" if ":" in first_host else "IP4"
     bundle = " ".join(m[1] for m in offer.mids if not m[0].startswith("rejected:"))
     lines = [

@@ -48,6 +48,7 @@ class TransceiverConfig:
     region: str = "default"
     id: str | None = None  # [a-z0-9]{1,16}; default: random
     signaling_url: str | None = None  # how other transceivers reach our HTTP (default: from --http)
+    region_map: str | None = None  # JSON/YAML file, or "redis" (the map in Redis): regions, their relays, steering
 
 
 class Transceiver:
@@ -69,6 +70,7 @@ class Transceiver:
         if not ID_RE.match(self.id):
             raise ValueError(f"transceiver id {self.id!r}: use 1-16 lowercase letters and digits")
         self.registry = None  # steering.registry.Registry in a fleet
+        self.regions = None  # steering.regions.RegionMap with --region-map
         self.http_client = None  # aiohttp client for proxying to other transceivers (placing.py), made on first use
         self._idle = asyncio.Event()  # set whenever no call is live (draining waits on it)
         self._idle.set()
@@ -97,6 +99,17 @@ class Transceiver:
 
             self.registry = Registry(self.cfg.redis_url, self.member)
             await self.registry.start()
+        if self.cfg.region_map:
+            from ..steering.regions import RegionMap
+
+            if self.cfg.region_map == "redis":
+                if self.registry is None:
+                    raise ValueError("--region-map redis needs --redis-url")
+                self.regions = RegionMap.parse(await self.registry.region_map())
+            else:
+                self.regions = RegionMap.load(self.cfg.region_map)
+            if self.cfg.region not in self.regions.relays:
+                raise ValueError(f"--region {self.cfg.region!r} is not in the region map")
 
     @property
     def media_address(self) -> tuple[str, int]:
@@ -143,14 +156,23 @@ class Transceiver:
         await self.stop()
 
     # ------------------------------------------------------------- calls
-    def create_call(self, offer_sdp: str, session_config: dict | None = None) -> tuple[Session, str]:
+    def candidates_for(self, client_region: str | None) -> list[tuple]:
+        """The answer's candidates: with a region map, the relays of the client's region first and a relay of a second
+        region as a backup; else ``--relay`` (or the media socket itself in direct mode)."""
+        if self.regions is None:
+            return self.candidates
+        return self.regions.candidates(client_region or self.cfg.region, self.cfg.region)
+
+    def create_call(self, offer_sdp: str, session_config: dict | None = None,
+                    client_region: str | None = None) -> tuple[Session, str]:
         offer = parse_offer(offer_sdp)
         ufrag = mint(self.cfg.keyring, self.token_target, time.time())
         pwd = new_ice_pwd()
         agent = self.agent_factory()
         session = Session(self, offer, ufrag, pwd, agent, session_config,
                           call_id=call_id(self.id, secrets.token_hex(10)))
-        answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint, candidates=self.candidates,
+        answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint,
+                              candidates=self.candidates_for(client_region),
                               ssrc=session.ssrc, session_id=int(time.time() * 1000))
         self.sessions[session.call_id] = session
         self.endpoint.mux.add(session.ice)
