@@ -109,12 +109,14 @@ def test_calls_are_placed_in_the_clients_region_or_the_nearest_with_room(secret_
             r.stop()
 
 
-def test_answer_lists_the_clients_relay_first_and_a_backup(secret_file, tmp_path):
-    path = tmp_path / "regions.json"
-    path.write_text(json.dumps({"regions": {"a": {"relays": ["198.51.100.1:3478"]},
-                                            "b": {"relays": ["203.0.113.1:3478"]}},
-                                "header": {"name": "X-Voxgate-Region", "trusted_proxies": ["127.0.0.1/32"]}}))
-    tx = TransceiverProcess(secret_file, region="a", extra=("--region-map", str(path)))
+def test_answer_lists_the_clients_relay_first_and_a_backup(secret_file, redis_server):
+    """The map kept in Redis (`--region-map redis`), as a fleet shares it."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).set("voxgate:regions", json.dumps(
+        {"regions": {"a": {"relays": ["198.51.100.1:3478"]}, "b": {"relays": ["203.0.113.1:3478"]}},
+         "header": {"name": "X-Voxgate-Region", "trusted_proxies": ["127.0.0.1/32"]}}))
+    tx = TransceiverProcess(secret_file, region="a", redis_url=redis_server.url, extra=("--region-map", "redis"))
     try:
         status, headers, body = tx.post("/v1/realtime/calls", _aiortc_offer().encode(),
                                         {"Content-Type": "application/sdp", "X-Voxgate-Region": "b"})
@@ -167,3 +169,10 @@ def test_lab_geo_steering_and_failover():
     assert 0 < f["gap_ms"] < 10000, f
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "vxlab" not in leftovers  # the lab removed its namespaces
+
+
+def test_lab_says_in_one_line_what_it_misses():
+    out = subprocess.run([sys.executable, "-m", "voxgate", "lab", "geo"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PATH": "/nonexistent"})  # no `ip` to be found
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().count("\n") == 0 and "voxgate lab geo: the lab needs" in out.stderr, out.stderr

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .delay import DelayLine, TunLink, open_tun
-from .netns import LabUnavailable, Namespaces, check_available, entered
+from .netns import LabUnavailable, Namespaces, check_available, entered, remove_orphans
 
 ADDR = {"core": "192.0.2.254", "cli-a": "192.0.2.1", "cli-b": "192.0.2.2", "reg-a": "198.51.100.1",
         "reg-b": "203.0.113.1"}
@@ -105,7 +105,7 @@ class GeoLab:
         self.cfg = cfg
         self.log = log
         self.tmp = Path(tempfile.mkdtemp(prefix="voxgate-lab-"))
-        self.ns = Namespaces(f"vxlab{os.getpid() % 100000}")
+        self.ns = Namespaces(f"vxlab{os.getpid()}")
         self.links = None
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -305,6 +305,7 @@ class GeoLab:
 
 def run(cfg: GeoConfig, log=print) -> dict:
     check_available()
+    remove_orphans()
     lab = GeoLab(cfg, log)
 
     def interrupted(*_):

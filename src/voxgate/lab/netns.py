@@ -89,6 +89,13 @@ class Namespaces:
         self.names.clear()
 
 
-def leftovers(prefix: str = "vxlab") -> list[str]:
+def remove_orphans(prefix: str = "vxlab") -> list[str]:
+    """Remove the namespaces of labs whose process is gone (killed with SIGKILL, so it could not clean up)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
+    removed = []
+    for name in (line.split()[0] for line in out.splitlines() if line.startswith(prefix)):
+        owner = name[len(prefix):].split("-", 1)[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            removed.append(name)
+    return removed
