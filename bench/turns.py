@@ -7,7 +7,7 @@ silence; both modes run on the same utterance back to back. Latencies are taken 
 ``voxgate_timing_ms``: from the end of the turn (``speech_stopped``, emitted silence_duration_ms after the
 user's last speech frame) to the final transcript, first token, first TTS audio and first audio packet sent.
 
-    python bench/turns.py [--responder auto|scripted|smollm2] [--rounds 1] [--json out.json]
+    python bench/turns.py [--responder auto|scripted|smollm2] [--asr pocketsphinx|moonshine] [--rounds 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def one_turn(agent, speech: bytes, partial: bool) -> dict:
 
 async def main_async(args):
     print("loading the embedded stack:")
-    agent = load_agent("voice", responder=args.responder)
+    agent = load_agent("voice", responder=args.responder, asr=args.asr)
     print(f"responder: {agent.stack.responder.name}")
     tts = PiperTts(varied=False)
     speeches = [Resampler(tts.rate, 16000)(b"".join(tts.synthesize(u))) for u in UTTERANCES]
@@ -107,6 +107,7 @@ async def main_async(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--responder", default="auto")
+    ap.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "auto"))
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json")
     asyncio.run(main_async(ap.parse_args()))

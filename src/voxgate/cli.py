@@ -113,7 +113,7 @@ def cmd_transceiver(args) -> int:
         http=args.http, media=args.media, keyring=_keyring(args), relays=relays, agent=args.agent,
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
-        responder=args.responder, redis_url=args.redis_url, region=args.region, id=args.id,
+        responder=args.responder, asr=args.asr, redis_url=args.redis_url, region=args.region, id=args.id,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
     )
 
@@ -168,6 +168,8 @@ def cmd_call(args) -> int:
 
 
 RESPONDER_HELP = "the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL"
+ASR_HELP = ("the voice agent's recognizer: pocketsphinx (streams partial transcripts), moonshine (Moonshine base-en: "
+            "far fewer word errors on unseen voices, see bench/asr.py), auto (moonshine if installed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="relay + transceiver + embedded agent on localhost, and a page to talk to it")
     d.add_argument("--agent", default="voice", help="voice (the embedded stack) or echo (no models)")
     d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
+    d.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "auto"), help=ASR_HELP)
     d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
     d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
     d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")
     x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
+    x.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "auto"), help=ASR_HELP)
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")

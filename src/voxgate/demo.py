@@ -51,7 +51,7 @@ def run(args) -> int:
             _say("  loading the embedded voice stack:")
             t0 = time.monotonic()
             try:
-                load_agent("voice", responder=args.responder, progress=_say)
+                load_agent("voice", responder=args.responder, asr=args.asr, progress=_say)
             except MissingModel as exc:
                 _say(f"voxgate demo: {exc}")
                 _say("  (or run `voxgate demo --agent echo` for a check without models)")
@@ -59,7 +59,7 @@ def run(args) -> int:
             _say(f"  models ready in {(time.monotonic() - t0) * 1000:.0f} ms")
         cfg = TransceiverConfig(
             http=("127.0.0.1", args.port), media=("127.0.0.1", args.media_port), keyring=Keyring.parse(secret),
-            relays=[("127.0.0.1", args.relay_port)], agent=args.agent, auth=False, responder=args.responder,
+            relays=[("127.0.0.1", args.relay_port)], agent=args.agent, auth=False, responder=args.responder, asr=args.asr,
             drain_timeout=1.0)
         url = f"http://127.0.0.1:{args.port}/demo"
 

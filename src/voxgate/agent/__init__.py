@@ -11,7 +11,8 @@ _STACKS: dict = {}
 
 
 def load_agent(name: str, **options) -> Agent:
-    """``echo``; ``voice`` (the embedded stack; ``responder=auto|scripted|smollm2|openai:URL#MODEL``); or
+    """``echo``; ``voice`` (the embedded stack; ``responder=auto|scripted|smollm2|openai:URL#MODEL``,
+    ``asr=pocketsphinx|moonshine|auto``); or
     ``module:Class``. A voice stack is loaded once per process and shared by its calls."""
     if name == "echo":
         from .echo import EchoAgent
@@ -21,9 +22,9 @@ def load_agent(name: str, **options) -> Agent:
         from .realtime import VoiceAgent
         from .stack import Stack
 
-        key = options.get("responder", "auto")
+        key = (options.get("responder", "auto"), options.get("asr", "pocketsphinx"))
         if key not in _STACKS:
-            _STACKS[key] = Stack.embedded(key, progress=options.get("progress", print))
+            _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1])
         return VoiceAgent(_STACKS[key])
     if ":" in name:  # module:attribute, for agents that live outside voxgate
         import importlib

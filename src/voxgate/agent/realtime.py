@@ -57,6 +57,7 @@ class RealtimeSession:
         self.partial = ""
         self.user_item: str | None = None
         self.event_seq = 0
+        self.closing: asyncio.Task | None = None  # the decode a speculation started (off the frame loop)
 
     # ------------------------------------------------------------- plumbing
     def emit(self, event: dict):
@@ -113,6 +114,9 @@ class RealtimeSession:
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
         finally:
+            if self.closing is not None:
+                self.closing.cancel()
+                await asyncio.gather(self.closing, return_exceptions=True)
             for r in (self.spec, self.live):
                 if r is not None:
                     await r.cancel("call_ended")
@@ -149,9 +153,14 @@ class RealtimeSession:
         fut.add_done_callback(self._on_partial)
 
     def _on_partial(self, fut):
-        if fut.cancelled() or fut.exception() is not None or self.user_item is None:
+        if fut.cancelled() or fut.exception() is not None:
             return
-        text = fut.result()
+        self._on_text(fut.result())
+
+    def _on_text(self, text: str):
+        """A partial (or, from a recognizer without partials, the whole) transcript: the new part as a delta."""
+        if self.user_item is None:
+            return
         if text and text != self.partial:
             prev, self.partial = self.partial, text
             if text.startswith(prev):
@@ -164,6 +173,7 @@ class RealtimeSession:
     async def _act(self, action):
         t = type(action)
         if t is SpeechStarted:
+            await self._closed()  # a decode still running belongs to the turn before
             self.user_item = new_id("item")
             self.segments, self.partial = [], ""
             self.emit({"type": "input_audio_buffer.speech_started", "item_id": self.user_item,
@@ -175,18 +185,36 @@ class RealtimeSession:
         elif t is Interrupt:
             await self.barge_in()
         elif t is Speculate:
-            # close the utterance so far and prepare the reply from it; if speech resumes, a new one opens
-            text = await self._asr(self.asr.finish)
-            self.segments.append(text)
-            transcript = self.transcript()
-            if transcript and self.tt.speculating:
-                msgs = self.messages() + [{"role": "user", "content": transcript}]
-                self.spec = Response(self, msgs, speculative=True, transcript=transcript).start()
-                self.metrics.speculations.labels("started").inc()
+            # close the utterance so far and prepare the reply from it; if speech resumes, a new one opens. The
+            # decode runs off the frame loop: a recognizer that decodes whole utterances takes hundreds of ms, and
+            # turn-taking (the end of the turn, a resumption, a barge-in) must not wait for it
+            self.closing = asyncio.ensure_future(self._speculate(self.closing))
         elif t is Resume:
             await self._discard_speculation("resumed")
         elif t is EndOfTurn:
             await self._end_of_turn(action)
+
+    async def _speculate(self, before: asyncio.Task | None):
+        if before is not None:  # segments keep their order
+            await before
+        text = await self._asr(self.asr.finish)
+        self._add_segment(text)
+        transcript = self.transcript()
+        if transcript and self.tt.speculating and self.spec is None:
+            msgs = self.messages() + [{"role": "user", "content": transcript}]
+            self.spec = Response(self, msgs, speculative=True, transcript=transcript).start()
+            self.metrics.speculations.labels("started").inc()
+
+    def _add_segment(self, text: str):
+        self.segments.append(text)
+        if not getattr(self.asr, "partials", True):  # no partial hypotheses: each decoded segment as a delta
+            self._on_text(self.transcript())
+
+    async def _closed(self):
+        """Wait for the decode a speculation started, if any (its text belongs before what follows)."""
+        if self.closing is not None:
+            closing, self.closing = self.closing, None
+            await closing
 
     async def _discard_speculation(self, why: str):
         if self.spec is not None:
@@ -199,8 +227,9 @@ class RealtimeSession:
         speech_end = now - (self.t_ms - action.audio_end_ms) / 1000
         item_id = self.user_item or new_id("item")
         self.emit({"type": "input_audio_buffer.speech_stopped", "item_id": item_id, "audio_end_ms": action.audio_end_ms})
+        await self._closed()
         if self.asr.active:  # no speculation closed it: decode the turn now (this is what partial inference saves)
-            self.segments.append(await self._asr(self.asr.finish))
+            self._add_segment(await self._asr(self.asr.finish))
         transcript = self.transcript()
         t_final = time.monotonic()
         self._commit_user_item(item_id, transcript)
@@ -338,6 +367,7 @@ class RealtimeSession:
             return await self._end_of_turn(EndOfTurn(end, self.turn_cfg.create_response or not self.turn_cfg.enabled))
         if etype == "input_audio_buffer.clear":
             self.tt.reset()
+            await self._closed()
             await self._discard_speculation("cleared")
             if self.asr.active:
                 await self._asr(self.asr.finish)

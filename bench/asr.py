@@ -1,0 +1,184 @@
+"""Recognizers side by side on voices the agent never uses: word error rate, real-time factor, memory, load time.
+
+The spoken set: 32 everyday utterances (questions, requests, numbers, names) spoken by espeak-ng in several voices
+and accents (none of them the agent's Piper voice), at two speeds, then with noise (white noise at 15 dB SNR) and
+over a telephone band (8 kHz, 300–3400 Hz). Each recognizer hears every clip the way the agent feeds it: 16 kHz
+PCM in 20 ms frames, then ``finish()``. PocketSphinx (the old default) is the baseline.
+
+Word error rate: (substitutions + deletions + insertions) / reference words, after lowercasing, dropping
+punctuation and spelling small numbers out (so "20" and "twenty" match). Real-time factor: the recognizer's CPU
+time (this thread) / audio length, one call on one core. Memory: the process's RSS growth when the model loads.
+
+    python bench/asr.py [--recognizers pocketsphinx,moonshine] [--limit N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common  # noqa: F401  (first: it puts src/ on the path)
+
+from voxgate.agent.wer import word_errors
+
+UTTERANCES = [
+    "What is the capital of France?", "Set a timer for twenty minutes, please.", "What's the weather like tomorrow?",
+    "Call my mother on her mobile.", "How many ounces are in a pound?", "Play some relaxing music.",
+    "Remind me to buy milk on the way home.", "What time does the pharmacy close today?",
+    "Turn off the lights in the kitchen.", "How far is it from London to Paris?", "Who wrote Pride and Prejudice?",
+    "Add eggs and bread to my shopping list.", "What is twelve times fourteen?", "Book a table for four at seven.",
+    "How do I get to the train station?", "Can you tell me a joke?", "What is the population of Canada?",
+    "Cancel my meeting with Sarah.", "Translate good morning into Spanish.", "How long should I boil an egg?",
+    "What's on my calendar this afternoon?", "Send a message to David saying I'm running late.",
+    "Is it going to rain this weekend?", "Convert one hundred dollars to euros.", "Where is the nearest gas station?",
+    "Wake me up at six thirty tomorrow.", "What is the tallest mountain in the world?",
+    "Open the garage door.", "How many days until Christmas?", "Read me the latest news.",
+    "What's a good recipe for pancakes?", "Turn the volume down a little.",
+]
+VOICES = [("en-us", 165), ("en-gb", 165), ("en-gb-scotland", 165), ("en-us+f2", 165), ("en-029", 165),
+          ("en-us+m3", 210)]  # accents, a female variant, and a fast speaker
+def speak(text: str, voice: str, speed: int, path: Path) -> np.ndarray:
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
+                   capture_output=True)
+    return resample(read_wav(path), 22050, 16000)
+
+
+def read_wav(path: Path) -> np.ndarray:
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1
+        rate = w.getframerate()
+        data = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    return data if rate == 22050 else resample(data, rate, 22050)
+
+
+def resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+    import av
+
+    frame = av.AudioFrame.from_ndarray((x * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
+    frame.sample_rate = src
+    r = av.AudioResampler(format="s16", layout="mono", rate=dst)
+    out = [f.to_ndarray().reshape(-1) for f in r.resample(frame)] + [f.to_ndarray().reshape(-1) for f in r.resample(None)]
+    return np.concatenate(out).astype(np.float32) / 32768
+
+
+def noisy(x: np.ndarray, snr_db: float, rng) -> np.ndarray:
+    power = float(np.mean(x ** 2)) or 1e-9
+    return np.clip(x + rng.normal(0, np.sqrt(power / 10 ** (snr_db / 10)), x.size).astype(np.float32), -1, 1)
+
+
+def telephone(x: np.ndarray) -> np.ndarray:
+    """8 kHz and 300–3400 Hz, as a phone line carries it (FFT band-pass, then back to 16 kHz)."""
+    y = resample(x, 16000, 8000)
+    spec = np.fft.rfft(y)
+    freqs = np.fft.rfftfreq(y.size, 1 / 8000)
+    spec[(freqs < 300) | (freqs > 3400)] = 0
+    return resample(np.fft.irfft(spec, y.size).astype(np.float32), 8000, 16000)
+
+
+def clips(limit: int | None, tmp: Path):
+    rng = np.random.default_rng(7)
+    texts = UTTERANCES[:limit] if limit else UTTERANCES
+    for i, text in enumerate(texts):
+        voice, speed = VOICES[i % len(VOICES)]
+        clean = speak(text, voice, speed, tmp / "c.wav")
+        yield text, f"{voice}@{speed}", "clean", clean
+        voice2, speed2 = VOICES[(i + 3) % len(VOICES)]
+        other = speak(text, voice2, speed2, tmp / "c.wav")
+        yield text, f"{voice2}@{speed2}", "clean", other
+        yield text, f"{voice}@{speed}", "noise 15 dB", noisy(clean, 15, rng)
+        yield text, f"{voice2}@{speed2}", "telephone", telephone(other)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def make(name: str):
+    from voxgate.agent.stages import PocketSphinxAsr
+
+    if name == "pocketsphinx":
+        return PocketSphinxAsr()
+    if name == "moonshine":
+        from voxgate.agent.moonshine import MoonshineAsr
+
+        return MoonshineAsr()
+    raise SystemExit(f"unknown recognizer {name!r}")
+
+
+def hear(asr, audio: np.ndarray) -> tuple[str, float]:
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
+    cpu0 = time.thread_time()
+    asr.start()
+    for k in range(0, len(pcm), 640):
+        asr.feed(pcm[k:k + 640].ljust(640, b"\0"))
+    text = asr.finish()
+    return text, time.thread_time() - cpu0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recognizers", default="pocketsphinx,moonshine")
+    ap.add_argument("--limit", type=int, help="first N utterances only")
+    ap.add_argument("--json")
+    ap.add_argument("--show", action="store_true", help="print every hypothesis")
+    args = ap.parse_args()
+    if not shutil.which("espeak-ng"):
+        raise SystemExit("bench/asr.py needs espeak-ng (apt-get install espeak-ng)")
+    tmp = Path(tempfile.mkdtemp(prefix="voxgate-asr-"))
+    data = list(clips(args.limit, tmp))
+    audio_s = sum(c[3].size for c in data) / 16000
+    print(f"{len(data)} clips, {audio_s:.0f} s of speech, voices: {', '.join(f'{v}@{s}' for v, s in VOICES)}")
+    results = {}
+    for name in args.recognizers.split(","):
+        rss0, t0 = rss_mb(), time.monotonic()
+        asr = make(name)
+        load_ms, rss = (time.monotonic() - t0) * 1000, rss_mb() - rss0
+        hear(asr, data[0][3])  # the first run pays one-time costs
+        errors, words, cpu = {}, {}, 0.0
+        for text, voice, variant, audio in data:
+            hyp, spent = hear(asr, audio)
+            cpu += spent
+            e, n = word_errors(text, hyp)
+            for key in ("all", variant):
+                errors[key] = errors.get(key, 0) + e
+                words[key] = words.get(key, 0) + n
+            if args.show:
+                print(f"  {name:12s} {variant:11s} {voice:18s} {text!r:50s} -> {hyp!r}")
+        results[name] = {"wer": {k: round(errors[k] / words[k], 3) for k in errors}, "rtf": round(cpu / audio_s, 3),
+                         "load_ms": round(load_ms), "rss_mb": round(rss, 1),
+                         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    variants = ["all", "clean", "noise 15 dB", "telephone"]
+    print(f"{'recognizer':14s}" + "".join(f"{'WER ' + v:>17s}" for v in variants) + f"{'RTF':>8s}{'load':>9s}{'memory':>9s}")
+    for name, r in results.items():
+        print(f"{name:14s}" + "".join(f"{r['wer'].get(v, float('nan')) * 100:16.1f}%" for v in variants)
+              + f"{r['rtf']:8.3f}{r['load_ms']:7d}ms{r['rss_mb']:7.0f}MB")
+    if "pocketsphinx" in results:
+        base = results["pocketsphinx"]
+        for name, r in results.items():
+            if name != "pocketsphinx":
+                print(f"{name} vs pocketsphinx: word errors x{r['wer']['all'] / max(base['wer']['all'], 1e-9):.2f}, "
+                      f"CPU per second of speech x{r['rtf'] / max(base['rtf'], 1e-9):.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"clips": len(data), "audio_s": round(audio_s, 1), "results": results},
+                                              indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

