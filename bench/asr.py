@@ -18,7 +18,6 @@ import argparse
 import json
 import resource
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time

@@ -81,14 +81,13 @@ def start(kind: str, tmp: str):
 
 def measure(kind: str, wav: str, page_port: int, seconds: float, tmp: str) -> list[float]:
     from playwright.sync_api import sync_playwright
-    from test_chromium import CHROMIUM, CHROMIUM_ARGS
+
+    from voxgate.lab.chromium import launch
 
     procs, url = start(kind, tmp)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, ignore_default_args=["--mute-audio"],
-                                        args=[*CHROMIUM_ARGS[:-1], f"--use-file-for-fake-audio-capture={wav}",
-                                              CHROMIUM_ARGS[-1]])
+            browser = launch(p, wav)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{page_port}/transport.html")
             page.evaluate(f"run({url!r})")

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from helpers import RedisServer
@@ -21,3 +23,15 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright's sync API driving Debian's Chromium (its own browser download is unreachable here)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from voxgate.lab.chromium import CHROMIUM
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        yield p

@@ -346,6 +346,12 @@ def long_speech_wav(path, seconds: float) -> str:
     return str(path)
 
 
+def launch_chromium(playwright, wav):
+    from voxgate.lab.chromium import launch
+
+    return launch(playwright, str(wav))
+
+
 def run_call(url, input_wav, output_wav, *extra, timeout=60) -> dict:
     """`voxgate call` in its own process; returns its JSON line."""
     out = subprocess.run([sys.executable, "-m", "voxgate", "call", "--url", url, "--input", str(input_wav),

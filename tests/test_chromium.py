@@ -1,46 +1,15 @@
 """Headless Chromium (Debian's package, driven by Playwright) calls the transceiver through a real relay."""
 
-import shutil
 import time
 
-import pytest
 
-from helpers import RelayProcess, TransceiverProcess, free_port, speech_wav
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-# What makes Chromium a WebRTC client on loopback (see docs/testing.md):
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",  # offer 127.0.0.1 host candidates
-    "--disable-features=WebRtcHideLocalIpsWithMdns",  # plain addresses, not mDNS names; must be the last one
-]
-
-
-def launch(playwright, wav):
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS[:-1], f"--use-file-for-fake-audio-capture={wav}", CHROMIUM_ARGS[-1]],
-        ignore_default_args=["--mute-audio"],  # inbound audioLevel stays 0 when muted
-    )
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which("chromium") and not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        yield p
-
+from helpers import RelayProcess, TransceiverProcess, free_port, launch_chromium, speech_wav
 
 def test_chromium_connects_through_relay_and_hears_the_echo(playwright, secret_file, tmp_path):
     wav = speech_wav(tmp_path / "speech.wav", "Hello from the browser. This is a test of voice over the relay.")
     relay = RelayProcess(free_port(), secret_file, metrics_port=free_port())
     tx = TransceiverProcess(secret_file, relay_port=relay.port)
-    browser = launch(playwright, wav)
+    browser = launch_chromium(playwright, wav)
     try:
         page = browser.new_page()
         page.goto(tx.url + "/")

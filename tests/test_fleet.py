@@ -7,8 +7,7 @@ import time
 import pytest
 
 from helpers import (CallProcess, RelayProcess, TransceiverProcess, assert_audio_both_ways, fleet, free_port,
-                     long_speech_wav, wait_for)
-from test_chromium import launch, playwright  # noqa: F401  (the fixture)
+                     launch_chromium, long_speech_wav, wait_for)
 from voxgate.steering.placement import DRAINING, READY, Member, MemberError, call_id, owner_of, place
 
 
@@ -54,7 +53,7 @@ def test_fleet_spreads_calls_survives_a_relay_kill_and_drains(playwright, secret
         for i in range(5):
             calls.append(CallProcess(entry.url, wav, tmp_path / f"heard{i}.wav"))
             wait_for(lambda: sum(m["sessions"] for m in fleet(redis_server.url)) >= i + 1, timeout=20)
-        browser = launch(playwright, wav)
+        browser = launch_chromium(playwright, wav)
         page = browser.new_page()
         page.goto(entry.url + "/")
         page.evaluate("start({})")

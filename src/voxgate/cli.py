@@ -122,7 +122,10 @@ def cmd_transceiver(args) -> int:
                           "media": "%s:%d" % t.media_address, "token_target": "%s:%d" % t.token_target,
                           "candidates": ["%s:%d" % c for c in t.candidates], "agent": args.agent}), flush=True)
 
-    return asyncio.run(serve(cfg, ready))
+    try:
+        return asyncio.run(serve(cfg, ready))
+    except ValueError as exc:  # a bad --id, --region-map or --region: say it in one line
+        sys.exit(f"voxgate transceiver: {exc}")
 
 
 def cmd_fleet(args) -> int:

@@ -223,24 +223,20 @@ class GeoLab:
             from playwright.sync_api import sync_playwright
         except ImportError:
             return {"skipped": "playwright is not installed (pip install playwright)"}
-        chromium = shutil.which("chromium") or "/usr/bin/chromium"
-        if not os.path.exists(chromium):
+        from .chromium import CHROMIUM, launch
+
+        if not os.path.exists(CHROMIUM):
             return {"skipped": "Debian's chromium is not installed (apt-get install chromium)"}
-        wrapper = self.tmp / "chromium-in-cli-a"
-        wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli-a'))} {chromium} \"$@\"\n")
+        wrapper = self.tmp / "chromium-in-cli-a"  # Chromium runs in the client's namespace
+        wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli-a'))} {CHROMIUM} \"$@\"\n")
         wrapper.chmod(0o755)
         wav = self.tmp / "say.wav"
         if not wav.exists():
             _tone_wav(wav, 6.0)
         origin = f"http://{ADDR['reg-a']}:{HTTP}"
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
-                f"--unsafely-treat-insecure-origin-as-secure={origin}", "--allow-loopback-in-peer-connection",
-                "--disable-features=WebRtcHideLocalIpsWithMdns"]
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(wrapper), args=args, ignore_default_args=["--mute-audio"])
+            browser = launch(p, str(wav), f"--unsafely-treat-insecure-origin-as-secure={origin}",
+                             executable=str(wrapper))
             try:
                 page = browser.new_page()
                 page.goto(origin + "/")
