@@ -97,3 +97,34 @@ def test_a_call_through_the_transceiver_with_moonshine(tmp_path):
     finally:
         tx.stop()
         relay.stop()
+
+
+def test_push_to_talk_recognizes_commits_and_clears(tmp_path):
+    """turn_detection null: the app clears the buffer when its button goes down and commits (+ response.create) when
+    it comes up; the audio in between is recognized, what was cleared is not, and a commit alone makes no response."""
+    import asyncio
+
+    from test_agent_session import SILENCE, drive, frames
+
+    wanted, dropped = espeak_16k(tmp_path, "en-gb", "What is the capital of France?"), \
+        espeak_16k(tmp_path, "en-us+f2", "Turn off the lights in the kitchen.")
+
+    def send(*events):
+        return lambda call: [call.push_event(e) for e in events]
+
+    script = ([send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})]
+              + [SILENCE] * 5 + frames(dropped) + [send({"type": "input_audio_buffer.clear"})]
+              + [SILENCE] * 3 + frames(wanted) + [SILENCE] * 5
+              + [send({"type": "input_audio_buffer.commit"})] + [SILENCE] * 25
+              + [send({"type": "response.create"})] + [SILENCE] * 10)
+    call = asyncio.run(drive(script, tail_s=10, asr="moonshine",
+                             until=lambda c: c.events_of("response.done")))
+    types = [e["type"] for e in call.events_out]
+    assert "input_audio_buffer.speech_started" not in types  # no VAD events with turn detection off
+    assert "input_audio_buffer.cleared" in types and "input_audio_buffer.committed" in types
+    (done,) = call.events_of("conversation.item.input_audio_transcription.completed")
+    assert word_errors("What is the capital of France?", done["transcript"])[0] <= 1, done
+    assert "lights" not in done["transcript"].lower()
+    # the commit alone made no response: the first response was created after the client's response.create
+    assert types.index("response.created") > types.index("conversation.item.input_audio_transcription.completed")
+    assert len(call.events_of("response.created")) == 1 and call.events_of("response.done")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from helpers import free_port, piper_wav
-from test_chromium import CHROMIUM_ARGS, CHROMIUM
+from voxgate.lab.chromium import launch
 
 pytest.importorskip("piper")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -52,10 +52,7 @@ def test_demo_page_conversation_in_chromium(demo, tmp_path):
         assert re.search(rf"^\s+{stage}\s+.*\d+ ms", startup, re.M), startup
     wav, _ = piper_wav(tmp_path / "question.wav", [1.0, "What is the weather like today?", 6.0])
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS[:-1], f"--use-file-for-fake-audio-capture={wav}%noloop", CHROMIUM_ARGS[-1]],
-            ignore_default_args=["--mute-audio"])
+        browser = launch(p, f"{wav}%noloop")  # the file plays once
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 760})
             page.goto(url + "?raw")

@@ -22,6 +22,7 @@ from .stages import ASR_RATE, MissingModel
 
 BOS, EOS = 1, 2
 TOKENS_PER_SECOND = 6.5  # a ceiling on the decode: speech runs at ~3–4 tokens a second
+MAX_SECONDS = 30  # an utterance keeps at most its last 30 s (push-to-talk without a commit must not grow forever)
 
 
 def model_dir() -> str:
@@ -114,7 +115,8 @@ class MoonshineModel:
 
 
 class MoonshineAsr:
-    """One call's recognizer: the ``PocketSphinxAsr`` interface (start, feed, finish, reset) on the shared model."""
+    """One call's recognizer: the ``PocketSphinxAsr`` interface (start, feed, finish, cancel, reset) on the shared
+    model."""
 
     name = "moonshine"
     partials = False  # whole utterances only: the agent sends each decoded segment as one transcription delta
@@ -128,6 +130,8 @@ class MoonshineAsr:
         self.chunks.clear()
         self.active = False
 
+    cancel = reset  # the input buffer was cleared: nothing to decode
+
     def start(self):
         self.chunks.clear()
         self.active = True
@@ -137,6 +141,8 @@ class MoonshineAsr:
         if not self.active:
             self.start()
         self.chunks.append(pcm16k)
+        if len(self.chunks) > MAX_SECONDS * 50:  # 20 ms chunks
+            del self.chunks[0]
         return ""
 
     def finish(self) -> str:

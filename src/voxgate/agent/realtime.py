@@ -127,10 +127,18 @@ class RealtimeSession:
     async def _audio_loop(self):
         """VAD every frame; ASR for every frame of a turn until a speculation closes the utterance (then only
         if speech resumes). Frames outside a turn go to a short ring, fed to ASR when speech starts, so word
-        onsets the VAD was late on are kept."""
+        onsets the VAD was late on are kept. With turn detection off (push-to-talk) every frame goes to the input
+        buffer, recognized as it comes, until the client commits or clears it."""
         pad_frames = max(1, self.turn_cfg.prefix_padding_ms // 20)
         async for frame in self.call.audio():
             self.t_ms += 20
+            if not self.turn_cfg.enabled:
+                if self.user_item is None:  # the buffer was committed or cleared: a new one starts
+                    self.user_item = new_id("item")
+                    self.segments, self.partial = [], ""
+                    await self._asr(self.asr.start)
+                self._feed(frame)
+                continue
             self.ring.append(frame)
             while len(self.ring) > pad_frames:
                 self.ring.popleft()
@@ -364,14 +372,19 @@ class RealtimeSession:
                                   "the input audio buffer is empty", None, eid)
             end = self.t_ms
             self.tt.reset()
-            return await self._end_of_turn(EndOfTurn(end, self.turn_cfg.create_response or not self.turn_cfg.enabled))
+            # with turn detection off the client asks for the response itself (response.create), as the API defines
+            return await self._end_of_turn(EndOfTurn(end, self.turn_cfg.enabled and self.turn_cfg.create_response))
         if etype == "input_audio_buffer.clear":
             self.tt.reset()
-            await self._closed()
+            # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
+            # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
+            dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)
+            self.user_item, self.segments, self.partial = None, [], ""
+            if self.closing is not None:  # a decode a speculation started: its text is cleared too
+                self.closing.cancel()
+                self.closing = None
             await self._discard_speculation("cleared")
-            if self.asr.active:
-                await self._asr(self.asr.finish)
-            self.user_item, self.segments = None, []
+            await dropped
             return self.emit({"type": "input_audio_buffer.cleared"})
         if etype == "input_audio_buffer.append":
             return self.error("invalid_request_error", "not_supported",

@@ -90,6 +90,9 @@ class PocketSphinxAsr:
         self.decoder.set_cmn(self.initial_cmn)
 
     def start(self):
+        """Begin an utterance (one still open is dropped: feed() may have opened it already)."""
+        if self.active:
+            self.decoder.end_utt()
         self.decoder.start_utt()
         self.active = True
 
@@ -100,6 +103,12 @@ class PocketSphinxAsr:
         self.decoder.process_raw(pcm16k, False, False)
         hyp = self.decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
+
+    def cancel(self):
+        """End the utterance and forget it (the input buffer was cleared)."""
+        if self.active:
+            self.decoder.end_utt()
+            self.active = False
 
     def finish(self) -> str:
         """End the utterance (blocking, tens of ms: call it off the event loop); return the final text."""
