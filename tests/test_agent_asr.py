@@ -128,3 +128,57 @@ def test_push_to_talk_recognizes_commits_and_clears(tmp_path):
     # the commit alone made no response: the first response was created after the client's response.create
     assert types.index("response.created") > types.index("conversation.item.input_audio_transcription.completed")
     assert len(call.events_of("response.created")) == 1 and call.events_of("response.done")
+
+
+def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
+    """The recognizer raises on the first turn: that turn gets conversation.item.input_audio_transcription.failed and
+    no response; the next turn is recognized and answered on the same call."""
+    import asyncio
+
+    from test_agent_session import SILENCE, frames
+    from voxgate.agent.harness import LocalCall
+    from voxgate.agent.realtime import VoiceAgent
+    from voxgate.agent.responders import ScriptedResponder
+    from voxgate.agent.stack import Stack
+    from voxgate.agent.stages import PiperTts
+
+    class FailsOnce(moonshine.MoonshineAsr):
+        failures = 1
+
+        def finish(self):
+            if FailsOnce.failures:
+                FailsOnce.failures -= 1
+                super().finish()
+                raise RuntimeError("model exploded")
+            return super().finish()
+
+    stack = Stack(responder=ScriptedResponder(), tts=PiperTts(varied=False), asr_factory=FailsOnce,
+                  asr_name="moonshine")
+    first = espeak_16k(tmp_path, "en-us", "Turn off the lights in the kitchen.")
+    second = espeak_16k(tmp_path, "en-gb", "What is the capital of France?")
+
+    async def go():
+        call = LocalCall(16000)
+        call.start_clock()
+        task = asyncio.ensure_future(VoiceAgent(stack).run(call))
+        loop = asyncio.get_running_loop()
+        script = [SILENCE] * 10 + frames(first) + [SILENCE] * 60 + frames(second) + [SILENCE] * 60
+        t0 = loop.time()
+        for i, f in enumerate(script):
+            call.push_audio(f)
+            await asyncio.sleep(max(0, t0 + (i + 1) * 0.02 - loop.time()))
+        for _ in range(100):
+            if call.events_of("response.done"):
+                break
+            await asyncio.sleep(0.1)
+        call.end()
+        await asyncio.wait_for(task, 10)
+        return call
+
+    call = asyncio.run(go())
+    (failed,) = call.events_of("conversation.item.input_audio_transcription.failed")
+    assert "model exploded" in failed["error"]["message"]
+    (done,) = call.events_of("conversation.item.input_audio_transcription.completed")
+    assert word_errors("What is the capital of France?", done["transcript"])[0] <= 1, done
+    assert len(call.events_of("response.created")) == 1  # only the turn that was understood got an answer
+    assert call.events_of("response.done")[0]["response"]["status"] == "completed"

@@ -58,6 +58,7 @@ class RealtimeSession:
         self.user_item: str | None = None
         self.event_seq = 0
         self.closing: asyncio.Task | None = None  # the decode a speculation started (off the frame loop)
+        self.asr_error: str | None = None  # the recognizer failed during this turn: the transcription failed
 
     # ------------------------------------------------------------- plumbing
     def emit(self, event: dict):
@@ -161,7 +162,10 @@ class RealtimeSession:
         fut.add_done_callback(self._on_partial)
 
     def _on_partial(self, fut):
-        if fut.cancelled() or fut.exception() is not None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            self._asr_failed(fut.exception())
             return
         self._on_text(fut.result())
 
@@ -176,7 +180,18 @@ class RealtimeSession:
                            "content_index": 0, "delta": text[len(prev):]})
 
     async def _asr(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.asr_pool, fn, *args)
+        """A recognizer operation on the call's ASR thread. If it fails, the turn's transcription fails (the client is
+        told when the turn is committed) and the call goes on: the result is then ''."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.asr_pool, fn, *args)
+        except Exception as exc:  # a recognizer's bug or a broken model must not end the call
+            self._asr_failed(exc)
+            return ""
+
+    def _asr_failed(self, exc: BaseException):
+        if self.asr_error is None:
+            log.warning("recognizer failed on %s: %r", self.session_id, exc)
+        self.asr_error = f"{type(exc).__name__}: {exc}"
 
     async def _act(self, action):
         t = type(action)
@@ -268,9 +283,16 @@ class RealtimeSession:
         self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": self.last_item_id()})
         self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
                         "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
-        self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                   "content_index": 0, "transcript": transcript,
-                   "usage": {"type": "duration", "seconds": 0}})
+        if self.asr_error is not None:
+            self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
+                       "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
+                                                     "message": f"the recognizer failed: {self.asr_error}",
+                                                     "param": None}})
+            self.asr_error = None
+        else:
+            self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                       "content_index": 0, "transcript": transcript,
+                       "usage": {"type": "duration", "seconds": 0}})
         self.user_item, self.partial = None, ""
 
     async def _go_live(self, r: Response):

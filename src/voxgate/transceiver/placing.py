@@ -34,7 +34,7 @@ _TIMEOUT = aiohttp.ClientTimeout(total=10, connect=2)
 
 
 def _client(t) -> aiohttp.ClientSession:
-    if getattr(t, "http_client", None) is None or t.http_client.closed:
+    if t.http_client is None or t.http_client.closed:
         t.http_client = aiohttp.ClientSession(timeout=_TIMEOUT)
     return t.http_client
 
