@@ -31,11 +31,14 @@ def test_a_restarted_relay_carries_the_call_both_ways(secret_file, redis_server,
         call = CallProcess(tx.url, wav, tmp_path / "heard.wav")
         assert _connected(tx)
         time.sleep(2.0)
+        killed = time.monotonic()
         relay.kill(wait_workers=False)  # SIGKILL: the supervisor and its workers are gone at once
         time.sleep(0.5)
         relay = RelayProcess(port, secret_file, redis_url=redis_server.url, metrics_port=free_port(), env=fast_path)
+        outage_ms = (time.monotonic() - killed) * 1000  # no relay on the port: nothing can flow, either way
         result = call.result()
-        assert_audio_both_ways(result)
+        # both directions come back with the new relay: the gap is the outage, plus at most half a second
+        assert_audio_both_ways(result, max_gap_ms=outage_ms + 500)
         assert result["server"]["route_changes"] >= 1, result["server"]  # replies moved to the new relay
         text = relay.metrics()
         assert metric_value(text, "voxgate_relay_flows_learned_total", source="store") >= 1

@@ -40,7 +40,7 @@ def _by_id(redis_url):
 
 
 def test_fleet_spreads_calls_survives_a_relay_kill_and_drains(playwright, secret_file, redis_server, tmp_path):
-    wav = long_speech_wav(tmp_path / "talk.wav", 12.0)
+    wav = long_speech_wav(tmp_path / "talk.wav", 16.0)  # long enough to outlast a slow start
     port = free_port()
     relays = [RelayProcess(port, secret_file, redis_url=redis_server.url, metrics_port=free_port()) for _ in range(2)]
     txs = [TransceiverProcess(secret_file, relay_port=port, redis_url=redis_server.url, id=f"tx{i}")
