@@ -211,3 +211,15 @@ def test_a_pooled_recognizer_forgets_the_previous_caller(tts):
     again = asyncio.run(stack.acquire_asr())
     assert again is fresh and again.decoder.get_cmn(False) == initial
     assert hear(again, question) == first
+
+
+def test_idle_timeout_prompts_a_silent_user():
+    events = [{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+        "type": "server_vad", "idle_timeout_ms": 1000}}}}}]
+    call = run(drive([SILENCE] * 70, events=events, tail_s=6,
+                     until=lambda c: c.events_of("response.done")))
+    assert call.events_of("session.updated")[0]["session"]["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 1000
+    (timeout,) = call.events_of("input_audio_buffer.timeout_triggered")
+    assert 900 <= timeout["audio_end_ms"] - timeout["audio_start_ms"] <= 1100
+    assert call.events_of("input_audio_buffer.committed")[0]["item_id"] == timeout["item_id"]
+    assert call.events_of("response.output_audio_transcript.done")[0]["transcript"] == "Are you still there?"

@@ -1,7 +1,7 @@
 """The turn-taking state machine alone."""
 
-from voxgate.agent.turns import (EndOfTurn, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig, TurnTaker,
-                                 transcript_fits)
+from voxgate.agent.turns import (EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig,
+                                 TurnTaker, transcript_fits)
 
 
 def feed(tt, pattern, t0=0):
@@ -72,3 +72,25 @@ def test_session_update_semantics():
 def test_transcript_fits():
     assert transcript_fits("what's the weather", "What's the weather?")
     assert not transcript_fits("what's the weather", "what's the weather in paris")
+
+
+def test_idle_timeout_after_the_agent_finished_once_per_silence():
+    cfg = TurnConfig()
+    assert cfg.update({"type": "server_vad", "idle_timeout_ms": 1000}) == []
+    assert cfg.as_dict()["idle_timeout_ms"] == 1000
+    tt = TurnTaker(cfg)
+    tt.set_responding(True)
+    assert feed(tt, "." * 100) == []  # the agent is talking: the user's silence does not count
+    tt.set_responding(False)
+    events = feed(tt, "." * 49, t0=2000) + feed(tt, "." * 60, t0=2980)
+    assert events == [(3000, IdleTimeout(2000, 3000))]  # once, 1 s after the agent finished
+    tt.set_responding(True)  # the agent prompts the user
+    tt.set_responding(False)
+    assert [a for _, a in feed(tt, "." * 50, t0=5000)] == [IdleTimeout(5000, 6000)]  # re-armed by that response
+    # speech before the timeout: a turn, no timeout
+    tt = TurnTaker(cfg)
+    assert [type(a).__name__ for _, a in feed(tt, "." * 40 + "S" * 5 + "." * 30)] == ["SpeechStarted", "Speculate",
+                                                                                        "EndOfTurn"]
+    assert not [a for _, a in feed(tt, "." * 20) if isinstance(a, IdleTimeout)]
+    cfg.update({"type": "server_vad", "idle_timeout_ms": None})
+    assert cfg.idle_timeout_ms is None

@@ -15,7 +15,8 @@ import time
 
 from .base import Agent, CallIO
 from .response import Response, new_id
-from .turns import EndOfTurn, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig, TurnTaker, transcript_fits
+from .turns import (EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig, TurnTaker,
+                    transcript_fits)
 
 log = logging.getLogger("voxgate.agent")
 
@@ -216,6 +217,25 @@ class RealtimeSession:
             await self._discard_speculation("resumed")
         elif t is EndOfTurn:
             await self._end_of_turn(action)
+        elif t is IdleTimeout:
+            await self._idle_timeout(action)
+
+    async def _idle_timeout(self, action: IdleTimeout):
+        """The user said nothing for idle_timeout_ms: the silent audio becomes an (empty) user item, and the agent
+        checks whether they are still there, as the API's server VAD does."""
+        item_id = new_id("item")
+        self.emit({"type": "input_audio_buffer.timeout_triggered", "item_id": item_id,
+                   "audio_start_ms": action.audio_start_ms, "audio_end_ms": action.audio_end_ms})
+        self.user_item = item_id
+        self._commit_user_item(item_id, "")
+        if self.turn_cfg.create_response and self.live is None:
+            seconds = round(self.turn_cfg.idle_timeout_ms / 1000)
+            nudge = {"role": "system", "content": f"The user has said nothing for {seconds} seconds. Briefly and "
+                                                  "kindly check whether they are still there."}
+            r = Response(self, self.messages() + [nudge], speculative=False)
+            r.marks.update({"turn_end": time.monotonic()})
+            await self._go_live(r)
+            r.start()
 
     async def _speculate(self, before: asyncio.Task | None):
         if before is not None:  # segments keep their order

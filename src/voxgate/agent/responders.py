@@ -45,7 +45,8 @@ class ScriptedResponder(Responder):
 
     async def stream(self, messages, instructions):
         last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        for i, word in enumerate(self.reply(last).split(" ")):
+        text = "Are you still there?" if messages and messages[-1]["role"] == "system" else self.reply(last)
+        for i, word in enumerate(text.split(" ")):
             yield (" " if i else "") + word
             await asyncio.sleep(0)
 

@@ -35,6 +35,7 @@ class TurnConfig:
     pause_ms: int = 160  # partial inference starts after this much silence
     partial_inference: bool = True
     enabled: bool = True  # turn_detection null = the client commits turns itself
+    idle_timeout_ms: int | None = None  # no speech this long after the agent finished: prompt the user (the API's)
 
     def update(self, td: dict | None) -> list[str]:
         """Apply a Realtime ``turn_detection`` object; return the names of what we ignored."""
@@ -50,6 +51,9 @@ class TurnConfig:
                          ("create_response", bool), ("interrupt_response", bool)):
             if key in td and td[key] is not None:
                 setattr(self, key, typ(td[key]))
+        if "idle_timeout_ms" in td:
+            value = td["idle_timeout_ms"]
+            self.idle_timeout_ms = int(value) if value else None
         for key in td:
             if key not in ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response",
                            "interrupt_response", "idle_timeout_ms", "eagerness"):
@@ -62,7 +66,7 @@ class TurnConfig:
             return None
         return {"type": "server_vad", "threshold": self.threshold, "prefix_padding_ms": self.prefix_padding_ms,
                 "silence_duration_ms": self.silence_duration_ms, "create_response": self.create_response,
-                "interrupt_response": self.interrupt_response}
+                "interrupt_response": self.interrupt_response, "idle_timeout_ms": self.idle_timeout_ms}
 
 
 # ---------------------------------------------------------------- actions
@@ -94,6 +98,14 @@ class EndOfTurn:
     create_response: bool
 
 
+@dataclass(frozen=True)
+class IdleTimeout:
+    """No speech for ``idle_timeout_ms`` since the agent last finished (or the session began): the silent stretch."""
+
+    audio_start_ms: int
+    audio_end_ms: int
+
+
 class TurnTaker:
     IDLE, SPEAKING, PAUSED = "idle", "speaking", "paused"
 
@@ -105,8 +117,12 @@ class TurnTaker:
         self._run = 0  # consecutive speech frames while idle
         self._silence_ms = 0
         self._speech_end_ms = 0
+        self._idle_ms = 0  # silence while idle and not responding, toward idle_timeout_ms
+        self._idle_armed = True  # fires once per silent stretch: re-armed by a finished response or by speech
 
     def set_responding(self, responding: bool):
+        if self.responding and not responding:
+            self._idle_ms, self._idle_armed = 0, True  # the agent finished: the user's silence counts from here
         self.responding = responding
 
     def reset(self):
@@ -120,6 +136,14 @@ class TurnTaker:
         speech = speech_prob >= cfg.threshold
         actions: list = []
         if self.state == self.IDLE:
+            if speech or self.responding:
+                self._idle_ms = 0
+                self._idle_armed = self._idle_armed or speech
+            elif cfg.idle_timeout_ms and self._idle_armed:
+                self._idle_ms += FRAME_MS
+                if self._idle_ms >= cfg.idle_timeout_ms:
+                    actions.append(IdleTimeout(t_ms - self._idle_ms, t_ms))
+                    self._idle_ms, self._idle_armed = 0, False
             self._run = self._run + 1 if speech else 0
             if self._run >= START_FRAMES:
                 self.state = self.SPEAKING
