@@ -138,8 +138,7 @@ def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
     no response; the next turn is recognized and answered on the same call."""
     import asyncio
 
-    from test_agent_session import SILENCE, frames
-    from voxgate.agent.harness import LocalCall
+    from test_agent_session import SILENCE, drive, frames
     from voxgate.agent.realtime import VoiceAgent
     from voxgate.agent.responders import ScriptedResponder
     from voxgate.agent.stack import Stack
@@ -160,25 +159,8 @@ def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
     first = espeak_16k(tmp_path, "en-us", "Turn off the lights in the kitchen.")
     second = espeak_16k(tmp_path, "en-gb", "What is the capital of France?")
 
-    async def go():
-        call = LocalCall(16000)
-        call.start_clock()
-        task = asyncio.ensure_future(VoiceAgent(stack).run(call))
-        loop = asyncio.get_running_loop()
-        script = [SILENCE] * 10 + frames(first) + [SILENCE] * 60 + frames(second) + [SILENCE] * 60
-        t0 = loop.time()
-        for i, f in enumerate(script):
-            call.push_audio(f)
-            await asyncio.sleep(max(0, t0 + (i + 1) * 0.02 - loop.time()))
-        for _ in range(100):
-            if call.events_of("response.done"):
-                break
-            await asyncio.sleep(0.1)
-        call.end()
-        await asyncio.wait_for(task, 10)
-        return call
-
-    call = asyncio.run(go())
+    script = [SILENCE] * 10 + frames(first) + [SILENCE] * 60 + frames(second) + [SILENCE] * 60
+    call = asyncio.run(drive(script, tail_s=10, agent=VoiceAgent(stack), until=lambda c: c.events_of("response.done")))
     (failed,) = call.events_of("conversation.item.input_audio_transcription.failed")
     assert "model exploded" in failed["error"]["message"]
     (done,) = call.events_of("conversation.item.input_audio_transcription.completed")

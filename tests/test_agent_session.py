@@ -25,10 +25,10 @@ def frames(pcm: bytes):
     return [pcm[i:i + 640] for i in range(0, len(pcm) - 639, 640)]
 
 
-async def drive(script, events=(), tail_s=1.0, until=None, asr="pocketsphinx"):
-    """Run the agent on a list of 20 ms frames, paced in real time, then up to ``tail_s`` more (less once
-    ``until(call)`` holds); returns the LocalCall."""
-    agent = load_agent("voice", responder="scripted", progress=lambda *_: None, asr=asr)
+async def drive(script, events=(), tail_s=1.0, until=None, asr="pocketsphinx", agent=None):
+    """Run the agent (default: the embedded stack with the scripted responder) on a list of 20 ms frames, paced in
+    real time, then up to ``tail_s`` more (less once ``until(call)`` holds); returns the LocalCall."""
+    agent = agent or load_agent("voice", responder="scripted", progress=lambda *_: None, asr=asr)
     call = LocalCall(16000)
     call.start_clock()
     task = asyncio.ensure_future(agent.run(call))

@@ -101,9 +101,8 @@ def _tone_wav(path: Path, seconds: float):
 
 
 class GeoLab:
-    def __init__(self, cfg: GeoConfig, log=print):
+    def __init__(self, cfg: GeoConfig):
         self.cfg = cfg
-        self.log = log
         self.tmp = Path(tempfile.mkdtemp(prefix="voxgate-lab-"))
         self.ns = Namespaces(f"vxlab{os.getpid()}")
         self.links = None
@@ -302,7 +301,7 @@ class GeoLab:
 def run(cfg: GeoConfig, log=print) -> dict:
     check_available()
     remove_orphans()
-    lab = GeoLab(cfg, log)
+    lab = GeoLab(cfg)
 
     def interrupted(*_):
         raise KeyboardInterrupt

@@ -74,7 +74,7 @@ class Send:
 class Deliver:
     session: IceSession
     data: bytes
-    via: tuple = (None, None)  # (client, relay) it came by: the session confirms it once it authenticates
+    via: tuple  # (client, relay) it came by: the session confirms it once it authenticates
 
 
 @dataclass(frozen=True)
