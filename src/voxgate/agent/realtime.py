@@ -136,8 +136,7 @@ class RealtimeSession:
             self.t_ms += 20
             if not self.turn_cfg.enabled:
                 if self.user_item is None:  # the buffer was committed or cleared: a new one starts
-                    self.user_item = new_id("item")
-                    self.segments, self.partial = [], ""
+                    self._new_buffer()
                     await self._asr(self.asr.start)
                 self._feed(frame)
                 continue
@@ -157,6 +156,12 @@ class RealtimeSession:
                         self._feed(f)
             if state == TurnTaker.SPEAKING:
                 self.ring.clear()
+
+    def _new_buffer(self) -> str:
+        """A new input buffer (the user item it will become): nothing recognized in it yet."""
+        self.user_item = new_id("item")
+        self.segments, self.partial = [], ""
+        return self.user_item
 
     def _feed(self, frame: bytes):
         fut = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.feed, frame)
@@ -198,9 +203,7 @@ class RealtimeSession:
         t = type(action)
         if t is SpeechStarted:
             await self._closed()  # a decode still running belongs to the turn before
-            self.user_item = new_id("item")
-            self.segments, self.partial = [], ""
-            self.emit({"type": "input_audio_buffer.speech_started", "item_id": self.user_item,
+            self.emit({"type": "input_audio_buffer.speech_started", "item_id": self._new_buffer(),
                        "audio_start_ms": action.audio_start_ms})
             await self._asr(self.asr.start)
             for f in list(self.ring):  # the prefix padding: the start of the word VAD was slow to call speech
@@ -232,10 +235,7 @@ class RealtimeSession:
             seconds = round(self.turn_cfg.idle_timeout_ms / 1000)
             nudge = {"role": "system", "content": f"The user has said nothing for {seconds} seconds. Briefly and "
                                                   "kindly check whether they are still there."}
-            r = Response(self, self.messages() + [nudge], speculative=False)
-            r.marks.update({"turn_end": time.monotonic()})
-            await self._go_live(r)
-            r.start()
+            await self._respond({"turn_end": time.monotonic()}, [nudge])
 
     async def _speculate(self, before: asyncio.Task | None):
         if before is not None:  # segments keep their order
@@ -321,9 +321,9 @@ class RealtimeSession:
         self.live = r
         self.tt.set_responding(True)
 
-    async def _respond(self, marks: dict):
-        """A live response to the conversation as it stands."""
-        r = Response(self, self.messages(), speculative=False)
+    async def _respond(self, marks: dict, extra: list | None = None):
+        """A live response to the conversation as it stands (and ``extra`` messages after it)."""
+        r = Response(self, self.messages() + (extra or []), speculative=False)
         r.marks.update(marks)
         await self._go_live(r)
         r.start()
