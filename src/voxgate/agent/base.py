@@ -19,14 +19,19 @@ class CallIO(abc.ABC):
     call_id: str
     sample_rate: int
     session_config: dict | None = None  # a Realtime session object given with the offer, if any
+    # True: the transport plays the audio on its own clock (WebRTC), so the agent knows what was heard and owns the
+    # output buffer (output_audio_buffer.* events, truncation on barge-in). False (WebSocket): the client plays
+    # what it gets and truncates itself
+    paced: bool = True
 
     @abc.abstractmethod
     def audio(self) -> AsyncIterator[bytes]:
         """20 ms PCM frames from the caller; ends when the call ends."""
 
     @abc.abstractmethod
-    def write_audio(self, pcm: bytes) -> None:
-        """Queue PCM (any length) for the caller; sent paced, one 20 ms frame per tick."""
+    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
+        """Queue PCM (any length) for the caller; sent paced, one 20 ms frame per tick. ``ids``: the response,
+        item, output and content index it belongs to (a WebSocket sends them with the audio)."""
 
     @abc.abstractmethod
     def flush_audio(self) -> None:

@@ -67,7 +67,7 @@ class LocalCall(CallIO):
     def audio(self):
         return until_none(self._audio_q)
 
-    def write_audio(self, pcm: bytes) -> None:
+    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
         self.out_queue.extend(self._framer.push(pcm))
 
     def flush_audio(self) -> None:

