@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--compact", action="store_true", help="one line")
     f.set_defaults(func=cmd_fleet)
 
-    c = sub.add_parser("call", help="place a WebRTC call from a WAV file and record the reply")
+    c = sub.add_parser("call", help="place a WebRTC call (or a WebSocket session) from a WAV file and record the reply")
     c.add_argument("--url", required=True, help="transceiver base URL, e.g. http://127.0.0.1:8080")
     c.add_argument("--input", required=True, help="WAV to send as the microphone")
     c.add_argument("--output", required=True, help="WAV to write what comes back to")
@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra HTTP header on the offer")
     c.add_argument("--ping", type=int, default=0, metavar="N",
                    help="send N pings on the data channel (echo agent) and report their round trip (rtt_ms)")
+    c.add_argument("--transport", choices=("webrtc", "websocket"), default="webrtc",
+                   help="webrtc (a call, Opus over the relay) or websocket (GET /v1/realtime, PCM in JSON events)")
     c.add_argument("--primary-only", action="store_true",
                    help="drop the answer's backup candidates (another region's relay) before connecting")
     c.set_defaults(func=cmd_call)

@@ -33,9 +33,16 @@ class VoiceAgent(Agent):
 
     def __init__(self, stack):
         self.stack = stack
+        self.session: RealtimeSession | None = None  # the running session (a sideband attaches to it)
+        self.started = asyncio.Event()  # set once it runs
 
     async def run(self, call: CallIO) -> None:
-        await RealtimeSession(call, self.stack).run()
+        self.session = RealtimeSession(call, self.stack)
+        self.started.set()
+        try:
+            await self.session.run()
+        finally:
+            self.session = None
 
 
 class RealtimeSession:

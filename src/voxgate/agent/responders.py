@@ -112,7 +112,8 @@ class ScriptedResponder(Responder):
         string, the first number for a number, the utterance for any other string."""
         props = ((tool.get("parameters") or {}).get("properties") or {})
         args = {}
-        place = re.search(r"\bin ([A-Za-z][\w .'-]*)", text)
+        # a place: the capitalized words after "in" ("in New York today" -> New York), else the one word after it
+        place = re.search(r"\bin ((?:[A-Z][\w'-]*\s?)+)", text) or re.search(r"\bin ([\w'-]+)", text)
         number = re.search(r"-?\d+(?:\.\d+)?", text)
         for name, schema in props.items():
             kind = (schema or {}).get("type")

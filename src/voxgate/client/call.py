@@ -1,4 +1,5 @@
-"""`voxgate call`: place one WebRTC call like an OpenAI Realtime client would, from a WAV file.
+"""`voxgate call`: place one WebRTC call like an OpenAI Realtime client would, from a WAV file (``--transport
+websocket``: a WebSocket session instead, ``client/ws.py``).
 
 POSTs an offer to ``{url}/v1/realtime/calls``, sends the WAV as the microphone,
 records what comes back to a WAV, opens the ``oai-events`` data channel (sends
@@ -86,6 +87,20 @@ def _wav_seconds(path: str) -> float:
         return w.getnframes() / w.getframerate()
 
 
+def _padded(path: str, seconds: float) -> str:
+    """A copy of the WAV with silence after it, to ``seconds`` long (a temporary file)."""
+    import tempfile
+
+    with wave.open(path, "rb") as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    need = int(seconds * params.framerate) * params.sampwidth * params.nchannels
+    fd, out = tempfile.mkstemp(suffix=".wav", prefix="voxgate-call-")
+    with open(fd, "wb") as f, wave.open(f, "wb") as w:
+        w.setparams(params)
+        w.writeframes(frames + b"\0" * max(0, need - len(frames)))
+    return out
+
+
 async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str | None = None,
                      events: list | None = None, duration: float | None = None, session: dict | None = None,
                      headers: dict | None = None, pings: int = 0, primary_only: bool = False) -> dict:
@@ -93,6 +108,9 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
     pc = RTCPeerConnection()
     marks: dict = {}
     received: list = []
+    padded = None
+    if duration is not None and duration > _wav_seconds(input_wav):
+        padded = input_wav = _padded(input_wav, duration)  # a microphone goes on after the words: silence, not nothing
     player = MediaPlayer(input_wav)
     pc.addTrack(player.audio)
     channel = pc.createDataChannel("oai-events")
@@ -186,6 +204,10 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
             lost += s.packetsLost
     await pc.close()
     player.audio.stop()
+    if padded is not None:
+        import os
+
+        os.unlink(padded)
     if rec_task:
         try:
             await asyncio.wait_for(rec_task, 2)
@@ -210,8 +232,14 @@ def main(args) -> int:
         if not sep or not name.strip():
             raise SystemExit(f"voxgate call: --header {item!r}: expected NAME:VALUE")
         headers[name.strip()] = value.strip()
-    result = asyncio.run(place_call(args.url, args.input, args.output, api_key=args.api_key, events=events,
-                                    duration=args.duration, session=session, headers=headers, pings=args.ping,
-                                    primary_only=args.primary_only))
+    if getattr(args, "transport", "webrtc") == "websocket":
+        from .ws import ws_session
+
+        result = asyncio.run(ws_session(args.url, args.input, args.output, api_key=args.api_key, events=events,
+                                        duration=args.duration, session=session, pings=args.ping))
+    else:
+        result = asyncio.run(place_call(args.url, args.input, args.output, api_key=args.api_key, events=events,
+                                        duration=args.duration, session=session, headers=headers, pings=args.ping,
+                                        primary_only=args.primary_only))
     print(json.dumps(result), flush=True)
     return 0

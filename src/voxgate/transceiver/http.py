@@ -4,6 +4,8 @@ POST /v1/realtime/calls            offer (application/sdp, or multipart sdp + se
 POST /v1/realtime/calls/{id}/hangup
 POST /v1/realtime/client_secrets   -> {"value": "ek_...", "expires_at", "session"}
 GET  /v1/realtime/calls/{id}       what the call is doing (route, timings, packets)
+GET  /v1/realtime?model=…          a WebSocket session (``websocket``)
+GET  /v1/realtime?call_id=rtc_…    the sideband of a live WebRTC call, over a WebSocket
 GET  /healthz, /readyz, /livez, /metrics
 
 In a fleet (``--redis-url``) any transceiver takes any of these: a new call is placed on the least-loaded ready
@@ -26,7 +28,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import placing
+from ..agent import schema
+from . import placing, websocket
 from .errors import CORS, error
 from .sdp import OfferError
 from .session import LIVE_OBJECTS
@@ -41,9 +44,7 @@ async def cors(request, handler):
     return resp
 
 
-def _bearer(request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+_bearer = websocket.token_of  # Authorization: Bearer, or a browser WebSocket's key subprotocol
 
 
 def _is_api_key(t, token: str | None) -> bool:
@@ -63,9 +64,21 @@ async def _refused(t, request) -> web.Response | None:
             shared = await t.registry.get_secret(token)
             if shared is not None:
                 t.client_secrets[token] = shared["expires_at"]
+                t.secret_sessions[token] = shared.get("session")
         if t.client_secrets.get(token, 0) > time.time():
             return None
     return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
+
+
+def _session_for(t, token: str | None, given: dict | None) -> dict | None:
+    """The session a call starts with: the one its client secret was minted with, and over it the one given with
+    the offer (a multipart ``session`` part)."""
+    minted = t.secret_sessions.get(token) if token else None
+    if not minted:
+        return given
+    if not given:
+        return minted
+    return {**minted, **given}
 
 
 async def _read_offer(request) -> tuple[str, dict | None]:
@@ -103,13 +116,18 @@ def make_app(t) -> web.Application:
                 return placed
         if t.draining:
             return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
-        if len(t.sessions) >= t.cfg.max_sessions:
+        if t.load >= t.cfg.max_sessions:
             return error(503, "at capacity", "server_error", "capacity")
         try:
             sdp, session_config = await _read_offer(request)
-            session, answer = t.create_call(sdp, session_config, region)
+            if session_config is not None:
+                schema.check_session(session_config)
+            token = _bearer(request)
+            session, answer = t.create_call(sdp, _session_for(t, token, session_config), region, owner=token)
         except OfferError as exc:
             return error(400, str(exc), "invalid_request_error", "invalid_offer", exc.param)
+        except schema.Invalid as exc:
+            return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
         if t.registry is not None:
             await t.registry.publish()  # the next placement, wherever it runs, sees this call
         return web.Response(status=201, text=answer, content_type="application/sdp",
@@ -143,6 +161,8 @@ def make_app(t) -> web.Application:
         except ValueError:
             return error(400, "body is not JSON")
         body = body or {}
+        if not isinstance(body, dict):
+            return error(400, "body must be a JSON object")
         seconds = (body.get("expires_after") or {}).get("seconds", 600)
         if not isinstance(seconds, int) or not 10 <= seconds <= 7200:
             return error(400, "expires_after.seconds must be an integer in 10..7200", param="expires_after.seconds")
@@ -150,17 +170,57 @@ def make_app(t) -> web.Application:
         expires_at = int(time.time()) + seconds
         t.client_secrets[value] = expires_at
         session = body.get("session") or {"type": "realtime"}
+        try:
+            schema.check_session(session)
+        except schema.Invalid as exc:
+            return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        t.secret_sessions[value] = session
         if t.registry is not None:  # any transceiver of the fleet accepts it
             await t.registry.put_secret(value, expires_at, session, seconds)
         return web.json_response({"value": value, "expires_at": expires_at, "session": session})
 
+    async def realtime_ws(request):
+        """A WebSocket session, or (``call_id``) the sideband of a live call, wherever it lives in the fleet."""
+        if (refused := await _refused(t, request)) is not None:
+            return refused
+        token = _bearer(request)
+        call_id = request.query.get("call_id")
+        if call_id is not None:
+            if (elsewhere := await placing.ws_to_owner(t, request, call_id, token)) is not None:
+                return elsewhere
+            session = t.sessions.get(call_id)
+            if session is None:
+                return error(404, "no such call", code="call_not_found", param="call_id")
+            if t.cfg.auth and not _is_api_key(t, token) and token != session.owner:
+                return error(403, "a call's sideband is for the key that made the call, or a server key",
+                             code="forbidden", param="call_id")
+            agent = session.agent
+            if not hasattr(agent, "started"):
+                return error(409, "this call's agent takes no Realtime events", code="no_sideband", param="call_id")
+            if agent.session is None:  # the call is still connecting: a server opens its sideband right after the offer
+                waits = [asyncio.ensure_future(agent.started.wait()), asyncio.ensure_future(session.ended.wait())]
+                await asyncio.wait(waits, timeout=t.cfg.setup_timeout, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+                if agent.session is None:
+                    return error(409, "the call ended or never connected", code="call_not_connected",
+                                 param="call_id")
+            return await websocket.serve_sideband(session, request)
+        if t.draining:
+            return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
+        if t.load >= t.cfg.max_sessions:
+            return error(503, "at capacity", "server_error", "capacity")
+        return await websocket.serve_session(t, request, _session_for(t, token, None))
+
     async def healthz(request):
         body = {"status": "draining" if t.draining else "ok", "id": t.id, "region": t.cfg.region,
                 "ready": t.ready, "registry": None if t.registry is None else t.registry.up,
-                "sessions": len(t.sessions), "capacity": t.cfg.max_sessions,
+                "sessions": len(t.sessions), "websocket_sessions": len(t.ws_calls), "capacity": t.cfg.max_sessions,
                 "media": "%s:%d" % t.media_address, "candidates": ["%s:%d" % c for c in t.candidates],
                 # for leak checks: these return to their idle values once every call has ended
                 "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))}
+        if "calls" in request.query:  # ?calls: the ids of the live calls (operators, and tests placing a sideband)
+            body["calls"] = sorted(t.sessions)
         if "gc" in request.query:  # ?gc: collect first, then count the call objects still in memory
             gc.collect()
             body["session_objects"] = len(LIVE_OBJECTS)
@@ -187,6 +247,7 @@ def make_app(t) -> web.Application:
 
     app.router.add_get("/", call_page)
     app.router.add_get("/demo", demo_page)
+    app.router.add_get("/v1/realtime", realtime_ws)
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_get("/v1/realtime/calls/{call_id}", get_call)

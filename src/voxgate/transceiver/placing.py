@@ -8,7 +8,8 @@ one URL for the client whatever transceiver holds its call. The cost is one HTTP
 - A new call (``POST /v1/realtime/calls``) goes to the first of ``steering.placement.place``'s order that accepts
   it: answered here when this transceiver is that one, proxied otherwise, with ``X-Voxgate-Placed`` so the
   target answers for itself. A target that is gone, draining or full is skipped for the next.
-- A call's own URLs (``…/calls/{id}``, ``…/hangup``) are proxied to the transceiver its id names.
+- A call's own URLs (``…/calls/{id}``, ``…/hangup``) are proxied to the transceiver its id names, and so is its
+  sideband WebSocket (``/v1/realtime?call_id=…``), frame by frame.
 """
 
 from __future__ import annotations
@@ -99,3 +100,49 @@ async def to_owner(t, request) -> web.Response | None:
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return error(502, f"the transceiver holding this call did not answer: {exc!r}", "server_error",
                      "holder_unreachable")
+
+
+async def ws_to_owner(t, request, call_id: str, token: str | None) -> web.StreamResponse | None:
+    """The sideband of a call held by another transceiver: a WebSocket to it, relayed both ways frame by frame.
+    None when the call is ours or there is no fleet."""
+    owner = owner_of(call_id)
+    if t.registry is None or owner is None or owner == t.id:
+        return None
+    m = await t.registry.member(owner)
+    if m is None:
+        return error(404, "no such call (its transceiver is gone)", code="call_not_found", param="call_id")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # a session of its own: the shared client's total timeout would cut a long-lived socket
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=2))
+    try:
+        upstream = await http.ws_connect(m.url + request.path_qs, headers=headers, max_msg_size=0, heartbeat=30)
+    except aiohttp.WSServerHandshakeError as exc:
+        await http.close()
+        return error(exc.status, f"the transceiver holding this call refused: {exc.message}", code="sideband_refused",
+                     param="call_id")
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        await http.close()
+        return error(502, f"the transceiver holding this call did not answer: {exc!r}", "server_error",
+                     "holder_unreachable")
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=0, heartbeat=30)
+    await ws.prepare(request)
+
+    async def pump(src, dst):
+        async for msg in src:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+
+    tasks = [asyncio.ensure_future(pump(ws, upstream)), asyncio.ensure_future(pump(upstream, ws))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        code = upstream.close_code or 1000
+        await upstream.close()
+        await ws.close(code=code)
+        await http.close()
+    return ws

@@ -65,6 +65,8 @@ class Transceiver:
         self.agent_factory()  # load models and fail at start-up, not on the first call
         self.draining = False
         self.client_secrets: dict[str, float] = {}
+        self.secret_sessions: dict[str, dict] = {}  # the session each client secret was minted with
+        self.ws_calls: dict = {}  # WebSocket sessions (transceiver.websocket.WsCall), by id
         self._tasks: list[asyncio.Task] = []
         self._connected: list[Session] = []
         self.id = cfg.id or secrets.token_hex(4)
@@ -82,13 +84,18 @@ class Transceiver:
         url = self.cfg.signaling_url or "http://%s:%d" % (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1",
                                                            port)
         return Member(id=self.id, region=self.cfg.region, media="%s:%d" % self.token_target, url=url.rstrip("/"),
-                      sessions=len(self.sessions), capacity=self.cfg.max_sessions,
+                      sessions=self.load, capacity=self.cfg.max_sessions,
                       state=DRAINING if self.draining else READY, updated=round(time.time(), 3))
+
+    @property
+    def load(self) -> int:
+        """Live sessions: WebRTC calls and WebSocket sessions (both run an agent)."""
+        return len(self.sessions) + len(self.ws_calls)
 
     @property
     def ready(self) -> bool:
         """Takes new calls here: not draining, not full."""
-        return not self.draining and len(self.sessions) < self.cfg.max_sessions
+        return not self.draining and self.load < self.cfg.max_sessions
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
@@ -132,6 +139,9 @@ class Transceiver:
     async def stop(self):
         for s in list(self.sessions.values()):
             await s.close("shutdown")
+        for call in list(self.ws_calls.values()):  # 1001 going away: the client reconnects elsewhere
+            call.end()
+            await call.ws.close(code=1001, message=b"transceiver shutting down")
         self._clock.cancel()
         for t in self._tasks:
             t.cancel()
@@ -149,11 +159,11 @@ class Transceiver:
         self.draining = True
         if self.registry is not None:
             await self.registry.publish()
-        log.warning("draining: %d live calls, deadline in %.0f s", len(self.sessions), self.cfg.drain_timeout)
+        log.warning("draining: %d live calls, deadline in %.0f s", self.load, self.cfg.drain_timeout)
         try:
             await asyncio.wait_for(self._idle.wait(), self.cfg.drain_timeout)
         except asyncio.TimeoutError:
-            log.warning("drain deadline: closing %d calls", len(self.sessions))
+            log.warning("drain deadline: closing %d calls", self.load)
         await self.stop()
 
     # ------------------------------------------------------------- calls
@@ -165,13 +175,14 @@ class Transceiver:
         return self.regions.candidates(client_region or self.cfg.region, self.cfg.region)
 
     def create_call(self, offer_sdp: str, session_config: dict | None = None,
-                    client_region: str | None = None) -> tuple[Session, str]:
+                    client_region: str | None = None, owner: str | None = None) -> tuple[Session, str]:
         offer = parse_offer(offer_sdp)
         ufrag = mint(self.cfg.keyring, self.token_target, time.time())
         pwd = new_ice_pwd()
         agent = self.agent_factory()
         session = Session(self, offer, ufrag, pwd, agent, session_config,
                           call_id=call_id(self.id, secrets.token_hex(10)))
+        session.owner = owner  # the key that made the call: its sideband is open to it (and to server keys)
         answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint,
                               candidates=self.candidates_for(client_region),
                               ssrc=session.ssrc, session_id=int(time.time() * 1000))
@@ -181,9 +192,18 @@ class Transceiver:
         session.start()
         return session, answer
 
+    def add_ws_call(self, call):
+        self.ws_calls[call.call_id] = call
+        self._sessions_changed()
+
+    def remove_ws_call(self, call):
+        if self.ws_calls.pop(call.call_id, None) is not None:
+            self._sessions_changed()
+            self.metrics.calls.labels("websocket_closed").inc()
+
     def _sessions_changed(self):
-        self.metrics.sessions.set(len(self.sessions))
-        if self.sessions:
+        self.metrics.sessions.set(self.load)
+        if self.load:
             self._idle.clear()
         else:
             self._idle.set()
@@ -251,6 +271,7 @@ class Transceiver:
         for key, exp in list(self.client_secrets.items()):
             if exp < time.time():
                 del self.client_secrets[key]
+                self.secret_sessions.pop(key, None)
 
 
 async def serve(cfg: TransceiverConfig, ready=None) -> int:

@@ -53,6 +53,8 @@ class Session(CallIO):
         self.channel = None
         self.tasks: set[asyncio.Task] = set()
         self.state = "new"
+        self.owner: str | None = None  # the key that made the call
+        self.ended = asyncio.Event()  # set when the call closes (its sideband ends with it)
         self.close_reason = ""
         self.times = {"created": time.monotonic()}
         LIVE_OBJECTS.add(self)
@@ -107,6 +109,7 @@ class Session(CallIO):
         if self.state == "closed":
             return
         self.state = "closed"
+        self.ended.set()
         self.close_reason = reason
         self.times["closed"] = time.monotonic()
         _put_newest(self._audio_q, None)  # the end marker lands even when the agent is behind

@@ -42,3 +42,34 @@ class Framer:
 
     def clear(self):
         self.partial = b""
+
+
+class G711:
+    """G.711 μ-law (``audio/pcmu``) or A-law (``audio/pcma``) at 8 kHz <-> s16 mono PCM, through libavcodec."""
+
+    RATE = 8000
+    CODECS = {"audio/pcmu": "pcm_mulaw", "audio/pcma": "pcm_alaw"}
+
+    def __init__(self, kind: str):
+        name = self.CODECS[kind]
+        self.dec = self._codec(name, "r")
+        self.enc = self._codec(name, "w")
+
+    @staticmethod
+    def _codec(name: str, mode: str):
+        c = av.CodecContext.create(name, mode)
+        c.sample_rate, c.layout, c.format = G711.RATE, "mono", "s16"
+        return c
+
+    def decode(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in self.dec.decode(av.Packet(data)))
+
+    def encode(self, pcm: bytes) -> bytes:
+        if len(pcm) < 2:
+            return b""
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame.sample_rate = self.RATE
+        frame.planes[0].update(pcm[: len(pcm) // 2 * 2])
+        return b"".join(bytes(p) for p in self.enc.encode(frame))

@@ -1,0 +1,313 @@
+"""The Realtime API over a WebSocket: sessions of their own, and the sideband of a WebRTC call.
+
+``GET /v1/realtime?model=…`` upgraded to a WebSocket is a session like a WebRTC call, served by the same agent and
+events: audio comes up as ``input_audio_buffer.append`` (base64 PCM16 mono 24 kHz, or G.711 as
+``audio.input.format`` says) and goes down as ``response.output_audio.delta``. Nothing is paced: the client plays
+what it gets, so on a barge-in the server cancels what it is still generating and the client truncates what it had
+not played (``conversation.item.truncate``), as the API defines for WebSockets.
+
+``GET /v1/realtime?call_id=rtc_…`` is the sideband of a live WebRTC call: it receives every server event of the call
+and sends client events into the same conversation, in order with the browser's.
+
+Order: a client event that follows appended audio is handled only after the agent has heard that audio (a commit
+right after the last append commits all of it).
+
+Back-pressure, both ways:
+- up: appended audio waits in a queue of ``AUDIO_QUEUE`` frames; when the agent is behind, the reader stops reading
+  the socket and TCP slows the client down. An append over the API's 15 MiB is answered with an error and dropped;
+  a message over ``MAX_MESSAGE`` (32 MiB) closes the socket (1009, message too big).
+- down: server events wait in an outbox of at most ``OUTBOX_LIMIT`` bytes. A client that stops reading for so long
+  that the outbox fills is closed with 1008 and its session ends: the server's memory never grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import json
+import logging
+import secrets
+
+from aiohttp import WSMsgType, web
+
+from ..agent.base import CallIO, SentWaiters, until_none
+from ..wire.pcm import G711, Framer, Resampler
+
+log = logging.getLogger("voxgate.transceiver")
+
+MAX_MESSAGE = 32 * 1024 * 1024  # bytes of one WebSocket message: past this aiohttp drops the connection (1009)
+MAX_APPEND = 15 * 1024 * 1024  # base64 characters of one input_audio_buffer.append
+AUDIO_QUEUE = 50  # 20 ms frames the agent may be behind before the reader stops reading
+OUTBOX_LIMIT = 8 * 1024 * 1024  # bytes of server events queued for a client that does not read
+PCM_RATE = 24000
+SUBPROTOCOL_KEY = "openai-insecure-api-key."
+
+
+def token_of(request) -> str | None:
+    """The caller's key: ``Authorization: Bearer``, or (browsers cannot set headers on a WebSocket) the
+    ``openai-insecure-api-key.<key>`` subprotocol."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith(SUBPROTOCOL_KEY):
+            return proto[len(SUBPROTOCOL_KEY):]
+    return None
+
+
+def error_event(code: str, message: str, param=None, event_id=None, type_="invalid_request_error") -> dict:
+    return {"type": "error", "event_id": "event_" + secrets.token_hex(8),
+            "error": {"type": type_, "code": code, "message": message, "param": param, "event_id": event_id}}
+
+
+class Outbox:
+    """Server events for one WebSocket, sent in order by one writer task; at most ``limit`` bytes queued."""
+
+    def __init__(self, ws: web.WebSocketResponse, limit: int = OUTBOX_LIMIT):
+        self.ws, self.limit = ws, limit
+        self.queue: collections.deque = collections.deque()
+        self.bytes = 0
+        self.closed = False
+        self.overflowed = False
+        self._ready = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    def put(self, text: str, on_sent=None) -> bool:
+        if self.closed:
+            return False
+        if self.bytes + len(text) > self.limit:
+            self.overflowed = True
+            self.closed = True
+            log.warning("a WebSocket client stopped reading (%d bytes queued): closing it", self.bytes)
+            asyncio.ensure_future(self.ws.close(code=1008, message=b"client not reading: outbox full"))
+            return False
+        self.queue.append((text, on_sent))
+        self.bytes += len(text)
+        self._ready.set()
+        return True
+
+    async def _run(self):
+        try:
+            while True:
+                await self._ready.wait()
+                while self.queue:
+                    text, on_sent = self.queue.popleft()
+                    self.bytes -= len(text)
+                    await self.ws.send_str(text)  # waits while the socket's buffer is full
+                    if on_sent is not None:
+                        on_sent()
+                self._ready.clear()
+        except (ConnectionError, RuntimeError):  # the client went away
+            self.closed = True
+
+    async def close(self):
+        self.closed = True
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+class WsCall(CallIO):
+    """A WebSocket session as the agent's ``CallIO``."""
+
+    paced = False
+
+    def __init__(self, ws: web.WebSocketResponse, sample_rate: int, session_config: dict | None = None):
+        self.call_id = "ws_" + secrets.token_hex(12)
+        self.sample_rate = sample_rate
+        self.session_config = session_config
+        self.ws = ws
+        self.outbox = Outbox(ws)
+        self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=AUDIO_QUEUE)
+        self._event_q: asyncio.Queue = asyncio.Queue()
+        self._framer = Framer(sample_rate // 50 * 2)
+        self._sent = SentWaiters()
+        self._seq = 0
+        self.ended = False
+        self.appended_ms = 0.0
+        self.configure_audio({"type": "audio/pcm", "rate": PCM_RATE}, {"type": "audio/pcm", "rate": PCM_RATE})
+
+    def configure_audio(self, input_format: dict | None, output_format: dict | None) -> None:
+        """The session's audio formats (``schema.check_session`` checked them): PCM16 24 kHz, or G.711 at 8 kHz."""
+        if input_format:
+            kind = input_format.get("type", "audio/pcm")
+            self._g711_in = G711(kind) if kind in G711.CODECS else None
+            self._in = Resampler(G711.RATE if self._g711_in else PCM_RATE, self.sample_rate)
+        if output_format:
+            kind = output_format.get("type", "audio/pcm")
+            self._g711_out = G711(kind) if kind in G711.CODECS else None
+            self._out = Resampler(self.sample_rate, G711.RATE if self._g711_out else PCM_RATE)
+
+    # ------------------------------------------------------------- from the client
+    async def take(self, text: str) -> None:
+        """One text message from the client."""
+        try:
+            event = json.loads(text)
+            if not isinstance(event, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            self.send_event(error_event("invalid_json", f"message is not a JSON object: {exc}"))
+            return
+        if event.get("type") == "input_audio_buffer.append":
+            await self._append(event)
+            return
+        await self._audio_q.join()  # the agent has heard every frame appended before this event
+        self._event_q.put_nowait(event)
+
+    async def _append(self, event: dict):
+        audio, eid = event.get("audio"), event.get("event_id")
+        if not isinstance(audio, str):
+            self.send_event(error_event("invalid_value", "input_audio_buffer.append needs 'audio' (base64)", "audio",
+                                        eid))
+            return
+        if len(audio) > MAX_APPEND:
+            self.send_event(error_event("audio_too_large", f"one append takes at most {MAX_APPEND} base64 characters",
+                                        "audio", eid))
+            return
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            self.send_event(error_event("invalid_value", "'audio' is not base64", "audio", eid))
+            return
+        if self._g711_in is not None:
+            data = self._g711_in.decode(data)
+        elif len(data) % 2:
+            self.send_event(error_event("invalid_value", "PCM16 audio must be a whole number of 2-byte samples",
+                                        "audio", eid))
+            return
+        self.appended_ms += len(data) / 2 / (G711.RATE if self._g711_in else PCM_RATE) * 1000
+        for frame in self._framer.push(self._in(data)):
+            if self.ended:
+                return
+            await self._audio_q.put(frame)
+
+    def end(self):
+        """The socket closed (or the agent ended): the agent's streams end, and a reader waiting on the queue goes on."""
+        if self.ended:
+            return
+        self.ended = True
+        while not self._audio_q.empty():
+            self._audio_q.get_nowait()
+            self._audio_q.task_done()
+        self._audio_q.put_nowait(None)
+        self._event_q.put_nowait(None)
+
+    # ------------------------------------------------------------- CallIO
+    async def audio(self):
+        while (frame := await self._audio_q.get()) is not None:
+            yield frame
+            self._audio_q.task_done()  # the agent came back for the next frame: it has heard this one
+
+    def events(self):
+        return until_none(self._event_q)
+
+    def send_event(self, event: dict) -> bool:
+        return self.outbox.put(json.dumps(event))
+
+    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
+        data = self._out(pcm)
+        if self._g711_out is not None:
+            data = self._g711_out.encode(data)
+        if not data:
+            return
+        self._seq += 1
+        event = {"type": "response.output_audio.delta", "event_id": f"event_{self.call_id[3:15]}a{self._seq:06d}",
+                 **(ids or {}), "delta": base64.b64encode(data).decode()}
+        self.outbox.put(json.dumps(event), on_sent=self._on_audio_sent)
+
+    def _on_audio_sent(self):
+        import time
+
+        self._sent.resolve(time.monotonic())
+
+    def flush_audio(self) -> None:
+        pass
+
+    def clear_audio(self) -> int:
+        return 0  # nothing is queued here: the client holds what it has not played
+
+    @property
+    def queued_audio_ms(self) -> int:
+        return 0
+
+    def audio_sent(self) -> asyncio.Future:
+        return self._sent.add()
+
+
+async def serve_session(t, request, session_config: dict | None) -> web.WebSocketResponse:
+    """A WebSocket session: the agent runs on it until either side ends."""
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
+    await ws.prepare(request)
+    agent = t.agent_factory()
+    call = WsCall(ws, agent.sample_rate, session_config)
+    t.add_ws_call(call)
+    task = asyncio.ensure_future(agent.run(call))
+    task.add_done_callback(lambda _: (call.end(), asyncio.ensure_future(ws.close())))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await call.take(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                call.send_event(error_event("invalid_message", "binary messages are not events: send JSON text"))
+            if task.done():
+                break
+    finally:
+        call.end()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        except asyncio.TimeoutError:
+            task.cancel()
+        except Exception:
+            log.exception("agent failed on %s", call.call_id)
+        await call.outbox.close()
+        if not ws.closed:
+            await ws.close(code=1008 if call.outbox.overflowed else 1000)
+        t.remove_ws_call(call)
+    return ws
+
+
+async def serve_sideband(session, request) -> web.WebSocketResponse:
+    """The sideband of a live call: its server events out, client events into its conversation."""
+    rs = session.agent.session
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
+    await ws.prepare(request)
+    outbox = Outbox(ws)
+
+    def sink(event: dict):
+        outbox.put(json.dumps(event))
+
+    rs.attach(sink)
+
+    async def read():
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                outbox.put(json.dumps(error_event("invalid_message", "binary messages are not events: send JSON")))
+                continue
+            try:
+                event = json.loads(msg.data)
+                if not isinstance(event, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                outbox.put(json.dumps(error_event("invalid_json", f"message is not a JSON object: {exc}")))
+                continue
+            if event.get("type") == "input_audio_buffer.append":
+                outbox.put(json.dumps(error_event("not_supported", "a sideband sends no audio: the call's audio is "
+                                                  "its WebRTC track", "type", event.get("event_id"))))
+                continue
+            rs.submit(event)
+
+    reader = asyncio.ensure_future(read())
+    ended = asyncio.ensure_future(session.ended.wait())
+    try:
+        await asyncio.wait([reader, ended], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        rs.detach(sink)
+        for task in (reader, ended):
+            task.cancel()
+        await asyncio.gather(reader, ended, return_exceptions=True)
+        await outbox.close()
+        if not ws.closed:
+            await ws.close(code=1000, message=b"call ended" if session.ended.is_set() else b"")
+    return ws
