@@ -1,4 +1,5 @@
-"""The transport's share of a turn: microphone -> server -> speaker in headless Chromium, voxgate vs plain aiortc.
+"""The transport's share of a turn: microphone -> server -> speaker in headless Chromium, voxgate vs plain aiortc, and
+voxgate's Realtime WebSocket beside them.
 
 Both servers run an echo: voxgate (`voxgate transceiver --agent echo`, behind `voxgate relay`) and plain aiortc
 (bench/aiortc_server.py, the incoming track sent back). Chromium (Debian's package, via Playwright) plays a WAV of
@@ -6,6 +7,11 @@ short 1 kHz bursts as its microphone; bench/transport.html taps the microphone t
 AudioWorklets and records the onset of every burst on each. The round trip per burst is remote onset - mic onset:
 capture, encode, network, the server's receive path and echo, its send path, the browser's jitter buffer and decode.
 That is the part of a turn the transport adds, browser to server and back, with no model in it.
+
+The WebSocket run (``websocket``) is the same page and taps over ``GET /v1/realtime`` of the same transceiver: the
+microphone's samples go up as 20 ms ``input_audio_buffer.append`` messages (PCM16 24 kHz, base64 JSON), the echo
+comes back as ``response.output_audio.delta`` and is played the moment it arrives: TCP and no jitter buffer, so
+what it adds is capture, JSON and base64 both ways, and the echo's resampling.
 
     python bench/transport.py [--seconds 12]
 """
@@ -84,13 +90,13 @@ def measure(kind: str, wav: str, page_port: int, seconds: float, tmp: str) -> li
 
     from voxgate.lab.chromium import launch
 
-    procs, url = start(kind, tmp)
+    procs, url = start("voxgate" if kind == "websocket" else kind, tmp)
     try:
         with sync_playwright() as p:
             browser = launch(p, wav)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{page_port}/transport.html")
-            page.evaluate(f"run({url!r})")
+            page.evaluate(f"runWs({url!r})" if kind == "websocket" else f"run({url!r})")
             time.sleep(seconds)
             mic, remote = page.evaluate("[window.result.mic, window.result.remote]")
             browser.close()
@@ -115,19 +121,20 @@ def main():
     wav = os.path.join(tmp, "bursts.wav")
     bursts(wav, 60)
     server, page_port = serve_page()
-    results = {"voxgate": [], "aiortc": []}
+    kinds = ("voxgate", "aiortc", "websocket")
+    results = {k: [] for k in kinds}
     for rnd in range(args.rounds):
-        for kind in (("voxgate", "aiortc") if rnd % 2 == 0 else ("aiortc", "voxgate")):
+        for kind in (kinds if rnd % 2 == 0 else kinds[::-1]):
             d = measure(kind, wav, page_port, args.seconds, tmp)
             results[kind] += d[2:]  # the first bursts land while the jitter buffers settle
-            print(f"round {rnd + 1} {kind:8s}: {len(d)} bursts, round trip median {statistics.median(d[2:]) if len(d) > 2 else float('nan'):.1f} ms",
+            print(f"round {rnd + 1} {kind:9s}: {len(d)} bursts, round trip median {statistics.median(d[2:]) if len(d) > 2 else float('nan'):.1f} ms",
                   flush=True)
     server.shutdown()
     print()
     for kind, d in results.items():
         if d:
             d.sort()
-            print(f"{kind:8s} microphone -> server echo -> speaker: median {statistics.median(d):.1f} ms, "
+            print(f"{kind:9s} microphone -> server echo -> speaker: median {statistics.median(d):.1f} ms, "
                   f"p90 {d[int(0.9 * (len(d) - 1))]:.1f} ms over {len(d)} bursts")
 
 

@@ -335,3 +335,52 @@ def test_sideband_runs_a_tool_for_a_webrtc_call(tx, tmp_path):
 
 def _live_calls(tx) -> list[str]:
     return json.loads(tx.get("/healthz?calls")[1])["calls"]
+
+
+def test_sideband_reaches_the_call_through_any_transceiver_of_the_fleet(redis_server, secret_file, tmp_path):
+    """Two transceivers in a fleet: the sideband opened on the one that does not hold the call is relayed to the
+    one that does; it hears the call's events and its out-of-band response runs there."""
+    wav = speech_wav(tmp_path / "hi.wav", "Hello there, can you hear me?")
+    extra = ("--responder", "scripted", "--asr", "pocketsphinx", "--api-key", KEY)
+    a = TransceiverProcess(secret_file, agent="voice", extra=extra, redis_url=redis_server.url, id="txa")
+    b = TransceiverProcess(secret_file, agent="voice", extra=extra, redis_url=redis_server.url, id="txb")
+    try:
+        assert wait_for(lambda: _members(redis_server) == 2, 10)
+        call = CallProcess(a.url, wav, tmp_path / "out.wav", "--api-key", KEY, "--duration", "8")
+        holder, call_id = None, None
+        deadline = time.monotonic() + 15
+        while call_id is None and time.monotonic() < deadline:
+            for t in (a, b):
+                ids = _live_calls(t)
+                if ids:
+                    holder, call_id = t, ids[0]
+            time.sleep(0.05)
+        assert call_id, "the call did not start"
+        other = b if holder is a else a
+
+        async def go():
+            async with aiohttp.ClientSession() as http:
+                side = Client(await http.ws_connect(ws_url(other, f"call_id={call_id}"),
+                                                    headers={"Authorization": f"Bearer {KEY}"}))
+                await side.wait(lambda c: c.of("conversation.item.done"), timeout=20)  # the call's events reach it
+                await side.send({"type": "response.create", "response": {
+                    "conversation": "none", "output_modalities": ["text"], "metadata": {"topic": "greeting"},
+                    "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}})
+                await side.wait(lambda c: any(e["response"]["metadata"] == {"topic": "greeting"}
+                                              for e in c.of("response.done")), timeout=15)
+                await side.ws.close()
+
+        asyncio.run(go())
+        result = call.result()
+        oob = [e for e in result["events"] if e["type"] == "response.done"
+               and e["response"].get("metadata") == {"topic": "greeting"}]
+        assert oob and oob[0]["response"]["conversation_id"] is None  # the caller saw it too, out of band
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _members(redis_server) -> int:
+    from helpers import fleet
+
+    return len(fleet(redis_server.url))
