@@ -1,11 +1,9 @@
 """`voxgate demo` in a real browser: Playwright drives Debian's Chromium, a spoken question is the microphone."""
 
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,33 +14,6 @@ pytest.importorskip("piper")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
-
-
-@pytest.fixture
-def demo():
-    port, media, relay = free_port(), free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "demo", "--port", str(port), "--media-port", str(media),
-                             "--relay-port", str(relay)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 180
-    url = None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith('{"event": "demo_ready"'):
-            url = json.loads(line)["url"]
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail("demo did not start:\n" + "".join(lines) + proc.stderr.read())
-    yield url, "".join(lines)
-    proc.send_signal(2)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def test_demo_page_conversation_in_chromium(demo, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TransceiverProcess, speech_wav
+from helpers import TransceiverProcess
 from voxgate.client.ws import read_wav_24k
 
 SDK = Path(__file__).with_name("sdk")
@@ -67,3 +67,20 @@ def test_node_sdk_websocket_conversation_with_a_tool_and_a_barge_in(sdk, voice_t
     assert len(out["user_transcripts"]) >= 2, out
     kinds = [(i["type"], i.get("role") or i.get("name")) for i in out["history"]]
     assert ("function_call", "get_weather") in kinds and ("message", "user") in kinds, kinds
+
+
+def test_node_sdk_talks_to_voxgate_demo_over_websocket(sdk, demo, tmp_path):
+    """`voxgate demo` as it ships (its default recognizer and language model), the Node SDK's WebSocket transport
+    with only the URL changed: a transcript, a spoken reply, and a barge-in the SDK truncates."""
+    url, _ = demo
+    q = pcm_file(tmp_path / "q.pcm", "Hello. Can you tell me something about the weather?", "en-us+f3")
+    b = pcm_file(tmp_path / "b.pcm", "Stop please. Thank you very much.", "en+m4")
+    ws = url.split("?")[0].rstrip("/").replace("http://", "ws://").rsplit("/demo", 1)[0] + "/v1/realtime?model=demo"
+    run = subprocess.run(["node", "ws_conversation.mjs", ws, "unused-key", q, b, "plain"], cwd=sdk,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not out["errors"], out["errors"]
+    assert out["user_transcripts"] and out["user_transcripts"][0].strip(), out
+    assert out["answer_started"] and out["audio_bytes"] > 24000 * 2 * 0.3, out
+    assert out["interrupted"] >= 1 and out["truncated"], out

@@ -4,6 +4,7 @@ G.711, bad input, back-pressure, and the sideband of a WebRTC call, alone and ac
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import time
 
@@ -30,7 +31,7 @@ def tx(tmp_path_factory):
 
     secret = tmp_path_factory.mktemp("ws") / "secret"
     secret.write_text(new_secret_line(3) + "\n")
-    t = TransceiverProcess(secret, agent="voice", extra=("--responder", "scripted", "--asr", _asr(), "--api-key", KEY))
+    t = TransceiverProcess(secret, agent="voice", extra=("--responder", "scripted", "--asr", _asr(), "--api-key", KEY, "--drain-timeout", "1"))
     yield t
     t.stop()
 
@@ -384,3 +385,57 @@ def _members(redis_server) -> int:
     from helpers import fleet
 
     return len(fleet(redis_server.url))
+
+
+def test_sideband_answers_a_tool_call_for_a_call_placed_by_chromium(playwright, tx, tmp_path):
+    """Headless Chromium places the call (its microphone: an espeak question, then silence); a server-side sideband
+    declares the tool, runs it when the agent calls it, and the browser hears the answer."""
+    import wave
+
+    from helpers import launch_chromium
+
+    q = speech_wav(tmp_path / "q.wav", "What is the weather like in Paris today?")
+    with wave.open(q, "rb") as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    mic = str(tmp_path / "mic.wav")
+    with wave.open(mic, "wb") as w:  # Chromium loops its fake microphone: one question, then a long silence
+        w.setparams(params)
+        w.writeframes(b"\0" * params.framerate * 2 + frames + b"\0" * params.framerate * 2 * 40)
+    browser = launch_chromium(playwright, mic)
+    try:
+        page = browser.new_page()
+        page.goto(tx.url + "/")
+        page.evaluate(f"start({{apiKey: {KEY!r}}})")
+        page.wait_for_function("window.voxgate.callId !== null", timeout=15000)
+        call_id = page.evaluate("window.voxgate.callId")
+
+        async def sideband():
+            async with aiohttp.ClientSession() as http:
+                side = Client(await http.ws_connect(ws_url(tx, f"call_id={call_id}"),
+                                                    headers={"Authorization": f"Bearer {KEY}"}))
+                await side.send({"type": "session.update", "session": {"tools": [WEATHER]}})
+                await side.wait(lambda c: c.of("response.function_call_arguments.done"), timeout=30)
+                fc = side.of("response.function_call_arguments.done")[0]
+                assert json.loads(fc["arguments"]) == {"location": "Paris"}
+                await side.send({"type": "conversation.item.create", "item": {
+                    "type": "function_call_output", "call_id": fc["call_id"],
+                    "output": json.dumps({"forecast": "warm and sunny"})}})
+                await side.send({"type": "response.create"})
+                await side.wait(lambda c: len(c.of("response.done")) >= 2 and c.of("output_audio_buffer.stopped"),
+                                timeout=20)
+                await side.ws.close()
+                return side
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
+            side = pool.submit(asyncio.run, sideband()).result()
+        assert side.of("response.output_audio_transcript.done"), json.dumps([e["type"] for e in side.events])
+        spoken = side.of("response.output_audio_transcript.done")[-1]["transcript"]
+        assert "warm and sunny" in spoken
+        heard = page.evaluate("inboundAudio().then(s => ({packets: s.packetsReceived, energy: s.totalAudioEnergy}))")
+        assert heard["packets"] > 50 and heard["energy"] > 0, heard  # the only speech it got was the answer
+        browser_events = page.evaluate("window.voxgate.events.map(e => e.type)")
+        assert "response.function_call_arguments.done" in browser_events and "output_audio_buffer.stopped" in \
+            browser_events  # one conversation: the browser saw the tool call and the answer too
+        page.evaluate("hangup()")
+    finally:
+        browser.close()

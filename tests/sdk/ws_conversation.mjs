@@ -1,13 +1,13 @@
 // A spoken conversation with voxgate through the official Agents SDK in Node, over its WebSocket transport
 // (OpenAIRealtimeWebSocket): only the URL is changed. Usage:
-//   node ws_conversation.mjs WS_URL API_KEY QUESTION.pcm BARGE_IN.pcm
+//   node ws_conversation.mjs WS_URL API_KEY QUESTION.pcm BARGE_IN.pcm [tool|plain]
 // The .pcm files are PCM16 mono 24 kHz (voices the agent does not use). The script plays the role of a
-// microphone (40 ms chunks in real time, silence between utterances), asks a question that needs the agent's
-// weather tool, lets the SDK run the tool, and talks over the spoken answer. Prints one JSON line.
+// microphone (40 ms chunks in real time, silence between utterances), asks a question (mode "tool": one that needs
+// the agent's weather tool, which the SDK runs), and talks over the spoken answer. Prints one JSON line.
 import fs from 'node:fs';
 import { RealtimeAgent, RealtimeSession, tool } from '@openai/agents-realtime';
 
-const [url, apiKey, questionPath, bargePath] = process.argv.slice(2);
+const [url, apiKey, questionPath, bargePath, mode = 'tool'] = process.argv.slice(2);
 const question = fs.readFileSync(questionPath);
 const bargeIn = fs.readFileSync(bargePath);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -28,13 +28,15 @@ const getWeather = tool({
     return JSON.stringify({ forecast: 'clear skies', temperature: '18 degrees' });
   },
 });
-const agent = new RealtimeAgent({ name: 'Assistant', instructions: 'Answer briefly.', tools: [getWeather] });
+const agent = new RealtimeAgent({
+  name: 'Assistant', instructions: 'Answer briefly.', tools: mode === 'tool' ? [getWeather] : [],
+});
 const session = new RealtimeSession(agent, { transport: 'websocket', model: 'voxgate' });
 
 let answerAudioAt = null;
 session.on('audio', (e) => {
   out.audio_bytes += e.data.byteLength;
-  if (out.tool_calls.length) {
+  if (out.tool_calls.length || mode !== 'tool') {
     out.answer_audio_bytes += e.data.byteLength;
     answerAudioAt ??= Date.now();
   }

@@ -462,7 +462,7 @@ class RealtimeSession:
     def _emit_done(self, r: Response):
         self.emit({"type": "response.done", "response": r.describe()})
         self.metrics.observe(r)
-        if r.status == "completed":
+        if r.status == "completed" and r.written_ms > 0:  # a response that spoke: say when its audio has played
             asyncio.ensure_future(self._announce_drained(r))
 
     async def _announce_drained(self, r: Response):
