@@ -1,7 +1,8 @@
 """The official OpenAI Agents SDK (`@openai/agents-realtime`, from npm) against voxgate, with only the URL changed.
 
-Node over the WebSocket transport here; the npm packages are pinned in tests/sdk/package.json (CI installs them with
-`npm ci`)."""
+In Node over its WebSocket transport, and in headless Chromium over WebRTC (its default; tests/sdk/browser.js,
+bundled with esbuild, served from another origin as a real app would be). The npm packages are pinned in
+tests/sdk/package.json (CI installs them with `npm ci`). The speech is espeak-ng's voices, not the agent's."""
 
 import json
 import shutil
@@ -35,7 +36,7 @@ def voice_tx(tmp_path_factory):
     secret = tmp_path_factory.mktemp("sdk") / "secret"
     secret.write_text(new_secret_line(3) + "\n")
     asr = "moonshine" if importlib.util.find_spec("moonshine_cpp") else "pocketsphinx"
-    t = TransceiverProcess(secret, agent="voice", extra=("--responder", "scripted", "--asr", asr, "--api-key", KEY))
+    t = TransceiverProcess(secret, agent="voice", extra=("--responder", "scripted", "--asr", asr, "--api-key", KEY, "--drain-timeout", "1"))
     yield t
     t.stop()
 
@@ -84,3 +85,108 @@ def test_node_sdk_talks_to_voxgate_demo_over_websocket(sdk, demo, tmp_path):
     assert out["user_transcripts"] and out["user_transcripts"][0].strip(), out
     assert out["answer_started"] and out["audio_bytes"] > 24000 * 2 * 0.3, out
     assert out["interrupted"] >= 1 and out["truncated"], out
+
+
+@pytest.fixture(scope="module")
+def sdk_page(sdk):
+    """tests/sdk bundled for the browser and served on a port of its own (another origin than the transceiver)."""
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    subprocess.run([str(sdk / "node_modules" / ".bin" / "esbuild"), "browser.js", "--bundle", "--format=esm",
+                    "--platform=browser", "--outfile=dist/browser.js", "--log-level=warning"],
+                   cwd=sdk, check=True, timeout=120)
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(sdk), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/browser.html"
+    server.shutdown()
+
+
+def mic_wav(path, text, voice, lead_s=1.0, tail_s=20.0) -> tuple[str, float]:
+    """A microphone for Chromium (played once): silence, the words in an espeak-ng voice, silence."""
+    import wave
+
+    raw = str(path) + ".raw.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", raw, text], check=True, capture_output=True)
+    with wave.open(raw, "rb") as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    rate = params.framerate
+    with wave.open(str(path), "wb") as w:
+        w.setparams(params)
+        w.writeframes(b"\0\0" * int(lead_s * rate) + frames + b"\0\0" * int(tail_s * rate))
+    return f"{path}%noloop", len(frames) / 2 / rate
+
+
+def browser_scenario(playwright, page_url, voice_tx, mic, scenario, **opts):
+    from helpers import launch_chromium
+
+    status, _, body = voice_tx.post("/v1/realtime/client_secrets", b"{}", {"Authorization": f"Bearer {KEY}",
+                                                                          "Content-Type": "application/json"})
+    assert status == 200, body
+    key = json.loads(body)["value"]
+    browser = launch_chromium(playwright, mic)
+    try:
+        page = browser.new_page()
+        page.goto(page_url)
+        page.wait_for_function(f"typeof window.{scenario} === 'function'", timeout=10000)
+        return page.evaluate(f"{scenario}(Object.assign({{key: {key!r}, base: {voice_tx.url!r}}}, {json.dumps(opts)}))")
+    finally:
+        browser.close()
+
+
+def test_browser_sdk_calls_a_tool_it_was_asked_for_by_voice(playwright, sdk_page, voice_tx, tmp_path):
+    mic, _ = mic_wav(tmp_path / "q.wav", "What is the weather like in Paris today?", "en-us+f3")
+    seen = browser_scenario(playwright, sdk_page, voice_tx, mic, "toolScenario")
+    assert not seen["errors"], seen["errors"]
+    # one call, with the city as the agent heard it (through Opus, the recognizer may mishear the name)
+    assert len(seen["toolCalls"]) == 1 and seen["toolCalls"][0], seen
+    assert any("dry and windy" in t for t in seen["agentTranscripts"]), seen["agentTranscripts"]
+    assert seen["heard"]["packets"] > 50 and seen["heard"]["energy"] > 0, seen["heard"]
+    tool_only, answer = seen["responses"][0], seen["responses"][-1]
+    assert [o["type"] for o in tool_only["output"]] == ["function_call"] and tool_only["status"] == "completed"
+    assert answer["output"][0]["type"] == "message" and answer["status"] == "completed"
+    assert ("function_call", "get_weather") in [(i["type"], i.get("name")) for i in seen["history"]]
+
+
+def test_browser_sdk_hands_off_to_another_agent(playwright, sdk_page, voice_tx, tmp_path):
+    mic, _ = mic_wav(tmp_path / "h.wav", "Transfer me to the Spanish agent. Spanish, please.", "en-us+m3")
+    seen = browser_scenario(playwright, sdk_page, voice_tx, mic, "handoffScenario")
+    assert not seen["errors"], seen["errors"]
+    assert seen["handoffs"] == [["Assistant", "Spanish Agent"]] and seen["agent"] == "Spanish Agent", seen
+    calls = [o for r in seen["responses"] for o in r["output"] if o["type"] == "function_call"]
+    assert calls and calls[0]["name"].lower() == "transfer_to_spanish_agent"
+    assert seen["responses"][-1]["status"] == "completed" and seen["agentTranscripts"], seen
+
+
+def test_browser_sdk_push_to_talk(playwright, sdk_page, voice_tx, tmp_path):
+    said = "Hello, I would like to book a table for two."
+    mic, seconds = mic_wav(tmp_path / "p.wav", said, "en-us+m2", lead_s=3.0)
+    seen = browser_scenario(playwright, sdk_page, voice_tx, mic, "pushToTalkScenario", holdMs=int(seconds * 1000) + 3500)
+    assert not seen["errors"], seen["errors"]
+    assert "input_audio_buffer.speech_started" not in seen["events"]  # no VAD: the button made the turn
+    from voxgate.agent.wer import word_errors
+
+    # the whole buffer between the button's down and up was heard (a recognizer's word errors aside)
+    assert seen["userTranscripts"], seen
+    errors, words = word_errors(said, seen["userTranscripts"][0])
+    assert errors <= 0.4 * words, seen["userTranscripts"]
+    assert seen["responses"][0]["status"] == "completed" and seen["agentTranscripts"], seen
+    assert seen["heard"]["energy"] > 0, seen["heard"]
+
+
+def test_browser_sdk_out_of_band_text_response(playwright, sdk_page, voice_tx, tmp_path):
+    mic, _ = mic_wav(tmp_path / "s.wav", "Hello.", "en-us+f2", tail_s=5.0)
+    seen = browser_scenario(playwright, sdk_page, voice_tx, mic, "outOfBandScenario")
+    assert not seen["errors"], seen["errors"]
+    [r] = seen["responses"]
+    assert r["metadata"] == {"job": "classify"} and r["conversation_id"] is None and r["output_modalities"] == ["text"]
+    assert "response.output_text.done" in seen["events"] and "output_audio_buffer.started" not in seen["events"]
+    assert "conversation.item.added" not in seen["events"]  # nothing entered the server's conversation

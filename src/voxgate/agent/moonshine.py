@@ -152,4 +152,20 @@ class MoonshineAsr:
         self.active = False
         pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
         self.chunks.clear()
-        return self.model.transcribe(pcm)
+        return self.model.transcribe(trim_silence(pcm))
+
+
+def trim_silence(audio: np.ndarray, pad_s: float = 0.3) -> np.ndarray:
+    """The audio from a little before the first loud 20 ms frame to a little after the last. Moonshine, given seconds
+    of silence around a few words (a push-to-talk buffer held long), often decodes nothing at all."""
+    frame = ASR_RATE // 50
+    n = audio.size // frame
+    if n == 0:
+        return audio
+    rms = np.sqrt((audio[: n * frame].reshape(n, frame) ** 2).mean(axis=1))
+    loud = np.flatnonzero(rms > max(0.01, 0.1 * rms.max()))
+    if loud.size == 0:
+        return audio[:0]
+    pad = int(pad_s * 50)
+    start, end = max(0, loud[0] - pad), min(n, loud[-1] + 1 + pad)
+    return audio[start * frame:end * frame]
