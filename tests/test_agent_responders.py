@@ -61,3 +61,86 @@ def test_smollm2_answers():
 
     text = asyncio.run(collect(LlamaResponder(max_tokens=20), "What color is the sky?"))
     assert len(text.split()) >= 3
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+           "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
+
+
+async def parts(responder, messages, **kw):
+    return [p async for p in responder.stream(messages, "Be brief.", **kw)]
+
+
+def test_scripted_calls_a_tool_whose_name_the_user_says_and_answers_from_its_result():
+    from voxgate.agent.responders import ToolCall
+
+    r = ScriptedResponder()
+    ask = [{"role": "user", "content": "what is the weather in New York today"}]
+    [call] = asyncio.run(parts(r, ask, tools=[WEATHER]))
+    assert isinstance(call, ToolCall) and call.name == "get_weather" and json.loads(call.arguments) == {"location": "New York"}
+    assert all(isinstance(p, str) for p in asyncio.run(parts(r, ask, tools=[WEATHER], tool_choice="none")))
+    forced = asyncio.run(parts(r, [{"role": "user", "content": "hello"}], tools=[WEATHER],
+                               tool_choice={"type": "function", "name": "get_weather"}))
+    assert isinstance(forced[0], ToolCall)
+    answered = ask + [{"role": "assistant", "content": None, "tool_calls": [{"id": call.call_id, "type": "function",
+                       "function": {"name": "get_weather", "arguments": call.arguments}}]},
+                      {"role": "tool", "tool_call_id": call.call_id, "content": '{"forecast": "fog"}'}]
+    assert "forecast fog" in "".join(asyncio.run(parts(r, answered, tools=[WEATHER])))
+
+
+def test_openai_compatible_endpoint_gets_tools_and_its_streamed_tool_calls_are_reassembled():
+    from voxgate.agent.responders import ToolCall
+
+    seen = {}
+
+    async def completions(request):
+        seen["body"] = await request.json()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        pieces = [{"index": 0, "id": "call_abc", "function": {"name": "get_weather", "arguments": ""}},
+                  {"index": 0, "function": {"arguments": '{"locat'}}, {"index": 0, "function": {"arguments": 'ion": "Oslo"}'}}]
+        for p in pieces:
+            await resp.write(f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'tool_calls': [p]}}]})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def run():
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", completions)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            r = OpenAIChatResponder(f"http://127.0.0.1:{port}/v1", "m", api_key="sk-x")
+            return await parts(r, [{"role": "user", "content": "weather in Oslo?"}], tools=[WEATHER],
+                               tool_choice="required")
+        finally:
+            await runner.cleanup()
+
+    [call] = asyncio.run(run())
+    assert isinstance(call, ToolCall) and call.call_id == "call_abc" and json.loads(call.arguments) == {"location": "Oslo"}
+    assert seen["body"]["tools"] == [{"type": "function", "function": {k: WEATHER[k] for k in ("name", "description",
+                                                                                                  "parameters")}}]
+    assert seen["body"]["tool_choice"] == "required"
+
+
+def test_grounding_keeps_calls_that_rest_on_what_the_user_said():
+    from voxgate.agent.responders import grounded
+
+    said = [{"role": "user", "content": "Is it raining in San Francisco?"}]
+    assert grounded(said, WEATHER, {"location": "San Francisco"})
+    assert not grounded(said, WEATHER, {"location": "New York"})
+    assert not grounded([{"role": "user", "content": "tell me a joke"}], WEATHER, {})
+    assert grounded([{"role": "user", "content": "how is the weather"}], WEATHER, {})
+
+
+def test_smollm2_makes_valid_grounded_tool_calls():
+    pytest.importorskip("llama_cpp")
+    from voxgate.agent.responders import LlamaResponder
+
+    r = LlamaResponder()
+    call = r.decide_tool([{"role": "user", "content": "What is the weather like in Berlin?"}], [WEATHER], "auto")
+    assert call is not None and json.loads(call.arguments) == {"location": "Berlin"}
+    assert r.decide_tool([{"role": "user", "content": "Tell me a joke."}], [WEATHER], "auto") is None

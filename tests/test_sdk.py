@@ -190,3 +190,23 @@ def test_browser_sdk_out_of_band_text_response(playwright, sdk_page, voice_tx, t
     assert r["metadata"] == {"job": "classify"} and r["conversation_id"] is None and r["output_modalities"] == ["text"]
     assert "response.output_text.done" in seen["events"] and "output_audio_buffer.started" not in seen["events"]
     assert "conversation.item.added" not in seen["events"]  # nothing entered the server's conversation
+
+
+def test_node_sdk_tool_call_with_the_demos_own_language_model(sdk, demo, tmp_path):
+    """`voxgate demo` as it ships (SmolLM2 deciding tool calls under a grammar, bench/tools.py): asked by voice about
+    the weather, it calls the SDK's tool with the city and answers from the result."""
+    url, startup = demo
+    if "smollm2" not in startup:
+        pytest.skip("the demo runs without its language model here (voxgate[llm] not installed)")
+    q = pcm_file(tmp_path / "q.pcm", "What is the weather like in Paris today?", "en-us+f3")
+    b = pcm_file(tmp_path / "b.pcm", "Thanks.", "en+m4")
+    ws = url.split("?")[0].rstrip("/").rsplit("/demo", 1)[0].replace("http://", "ws://") + "/v1/realtime?model=demo"
+    run = subprocess.run(["node", "ws_conversation.mjs", ws, "unused-key", q, b, "tool"], cwd=sdk,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not out["errors"], out["errors"]
+    assert out["tool_calls"] == ["Paris"], out
+    assert out["answer_started"] and out["assistant_transcripts"], out
+    answer = out["assistant_transcripts"][0].lower()
+    assert "18" in answer or "clear" in answer, out  # spoken from the tool's result (18 degrees, clear skies)

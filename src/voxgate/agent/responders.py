@@ -177,6 +177,7 @@ class LlamaResponder(Responder):
             LlamaResponder._llm = Llama(model_path=smollm2_path(), n_ctx=2048, n_threads=2, verbose=False)
         self.llm = LlamaResponder._llm
         self.max_tokens = max_tokens
+        self._grammars: dict = {}
 
     def prime(self, instructions: str = DEFAULT_INSTRUCTIONS):
         """Evaluate the system prompt once, so calls that share it start from llama.cpp's prefix cache
@@ -185,10 +186,56 @@ class LlamaResponder(Responder):
             self.llm.create_chat_completion([{"role": "system", "content": instructions},
                                              {"role": "user", "content": "hi"}], max_tokens=1)
 
+    def decide_tool(self, messages: list[dict], tools: list, tool_choice, check: bool = True) -> ToolCall | None:
+        """Whether to call a tool, and with what: generation constrained by a grammar built from the tools' JSON
+        schemas, so the call is always well formed (``{"tool": name, "arguments": {...}}`` or ``{"tool": "none"}``).
+        A 135M model calls tools too eagerly (bench/tools.py), so under ``auto`` a call is kept only if it is
+        grounded: its string arguments are words the user said, or (a tool without any) its name is. Blocking."""
+        from llama_cpp import LlamaGrammar
+
+        forced = forced_tool(tools, tool_choice)
+        usable = [forced] if forced is not None else tools
+        options = [{"type": "object", "required": ["tool", "arguments"],
+                    "properties": {"tool": {"const": t["name"]},
+                                   "arguments": t.get("parameters") or {"type": "object", "properties": {}}}}
+                   for t in usable]
+        if tool_choice == "auto":
+            options.append({"type": "object", "required": ["tool"], "properties": {"tool": {"const": "none"}}})
+        key = json.dumps(options, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            grammar = self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps({"anyOf": options}),
+                                                                         verbose=False)
+        listing = "\n".join(f"- {t['name']}({', '.join((t.get('parameters') or {}).get('properties', {}))}): "
+                             f"{t.get('description', '')}" for t in usable)
+        system = (f"You decide whether to call a tool. Tools:\n{listing}\nReply with JSON: "
+                  f"{{\"tool\": \"{usable[0]['name']}\", \"arguments\": {{...}}}} when the user asks for what a "
+                  "tool gives, else {\"tool\": \"none\"}.")
+        chat = [{"role": "system", "content": system}] + as_plain_chat(messages)[-4:]
+        with LlamaResponder._lock:
+            out = self.llm.create_chat_completion(chat, grammar=grammar, max_tokens=96, temperature=0)
+        try:
+            choice = json.loads(out["choices"][0]["message"]["content"])
+        except ValueError:  # cut off by max_tokens
+            return None
+        name = choice.get("tool")
+        tool = next((t for t in usable if t["name"] == name), None)
+        if tool is None:
+            return None
+        args = choice.get("arguments") or {}
+        if check and tool_choice == "auto" and not grounded(messages, tool, args):
+            return None
+        return ToolCall(name, json.dumps(args))
+
     async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
         """Tokens from a thread, with back-pressure: the thread may run at most ``AHEAD`` tokens ahead of the
         consumer. While the first TTS chunk is synthesized nobody consumes, so the model pauses and leaves the
         CPU to the TTS instead of racing it to the end of the reply (on 2 cores that race cost ~0.8 s)."""
+        if tools and tool_choice != "none" and messages and messages[-1]["role"] == "user":
+            call = await asyncio.to_thread(self.decide_tool, messages, tools, tool_choice)
+            if call is not None:
+                yield call
+                return
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         credit = threading.Semaphore(self.AHEAD)
@@ -226,15 +273,27 @@ class LlamaResponder(Responder):
             cancelled.set()
 
 
+def grounded(messages: list[dict], tool: dict, args: dict) -> bool:
+    """A tool call that rests on what the user said: each string argument's words were said (a city named, a
+    topic), or, for a tool that takes no strings, one of its name's distinctive words was."""
+    said = set(_words(" ".join(m.get("content") or "" for m in messages if m["role"] == "user")))
+    strings = [v for v in args.values() if isinstance(v, str) and v.strip()]
+    if strings:
+        return all(set(_words(v)) <= said for v in strings)
+    return bool((set(_words(tool.get("name", "").replace("_", " "))) - _GENERIC) & said)
+
+
 def as_plain_chat(messages: list[dict]) -> list[dict]:
-    """Tool calls and results as plain turns, for a chat template that knows no tools (SmolLM2's)."""
-    out = []
+    """Tool calls and results for a chat template that knows no tools (SmolLM2's): a result becomes an instruction
+    to answer from it (a small model imitates anything shaped like a turn, so the call itself is left out)."""
+    out, names = [], {}
     for m in messages:
         if m.get("tool_calls"):
-            calls = "; ".join(f"{c['function']['name']}({c['function']['arguments']})" for c in m["tool_calls"])
-            out.append({"role": "assistant", "content": f"(I called {calls}.)"})
+            names.update({c["id"]: c["function"]["name"] for c in m["tool_calls"]})
         elif m["role"] == "tool":
-            out.append({"role": "user", "content": f"(The tool answered: {_spoken(m.get('content'))}.)"})
+            name = names.get(m.get("tool_call_id"), "the tool").replace("_", " ")
+            out.append({"role": "user", "content": f"The {name} tool says: {_spoken(m.get('content'))}. "
+                                                   "Tell me that in one short sentence."})
         elif m.get("content"):
             out.append({"role": m["role"], "content": m["content"]})
     return out
