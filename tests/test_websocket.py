@@ -439,3 +439,29 @@ def test_sideband_answers_a_tool_call_for_a_call_placed_by_chromium(playwright, 
         page.evaluate("hangup()")
     finally:
         browser.close()
+
+
+def test_hanging_up_while_the_reply_is_queued_leaves_nothing_behind(tx, tmp_path):
+    """A WebRTC call hung up while the agent's spoken reply is still queued (and one more over the WebSocket, closed
+    mid-reply): no task, no call object, no agent session is left once they are gone."""
+    before = tx.health()
+    wav = speech_wav(tmp_path / "hi.wav", "Hello there. Tell me a long story please.")
+    # the reply starts ~0.5 s after the words end and speaks for seconds: hang up 1.5 s into it
+    result = CallProcess(tx.url, wav, tmp_path / "out.wav", "--api-key", KEY, "--duration", "4.5").result()
+    types = [e["type"] for e in result["events"]]
+    assert "output_audio_buffer.started" in types and "output_audio_buffer.stopped" not in types, types
+
+    async def ws_mid_reply():
+        async with aiohttp.ClientSession() as http:
+            c = await connect(http, tx)
+            await c.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}})
+            await c.send({"type": "response.create"})
+            await c.wait(lambda c: c.of("response.created"))
+            await c.ws.close()
+
+    asyncio.run(ws_mid_reply())
+    assert wait_for(lambda: tx.health()["sessions"] == 0 and tx.health()["websocket_sessions"] == 0, 10)
+    assert wait_for(lambda: tx.health()["tasks"] <= before["tasks"], 10), (before, tx.health())
+    gc = json.loads(tx.get("/healthz?gc")[1])
+    assert gc["session_objects"] == 0 and gc["agent_sessions"] == 0, gc

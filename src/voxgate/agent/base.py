@@ -46,6 +46,31 @@ class CallIO(abc.ABC):
     def queued_audio_ms(self) -> int:
         """Output queued but not yet sent."""
 
+    def queue_below(self, ms: int) -> "asyncio.Future[None]":
+        """A future resolved once at most ``ms`` of output is queued (at once if that holds now). A transport that
+        queues output calls ``_queue_changed()`` whenever its queue shrinks (a frame sent, the queue cleared)."""
+        fut = asyncio.get_running_loop().create_future()
+        if self.queued_audio_ms <= ms:
+            fut.set_result(None)
+        else:
+            self.__dict__.setdefault("_queue_waiters", []).append((ms, fut))
+        return fut
+
+    def _queue_changed(self) -> None:
+        waiters = self.__dict__.get("_queue_waiters")
+        if not waiters:  # the usual case, once per frame sent
+            return
+        queued = self.queued_audio_ms
+        keep = []
+        for ms, fut in waiters:
+            if fut.done():
+                continue
+            if queued <= ms:
+                fut.set_result(None)
+            else:
+                keep.append((ms, fut))
+        self.__dict__["_queue_waiters"] = keep
+
     @abc.abstractmethod
     def audio_sent(self) -> "asyncio.Future[float]":
         """A future that resolves (with ``time.monotonic()``) when the next audio packet leaves for the caller."""

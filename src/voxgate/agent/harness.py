@@ -45,6 +45,7 @@ class LocalCall(CallIO):
                 now = time.monotonic()
                 self.sent_log.append((now, len(frame)))
                 self._sent.resolve(now)
+                self._queue_changed()
 
     # caller side
     def push_audio(self, pcm: bytes):
@@ -77,6 +78,7 @@ class LocalCall(CallIO):
         dropped = len(self.out_queue) * 20
         self.out_queue.clear()
         self._framer.clear()
+        self._queue_changed()
         return dropped
 
     @property

@@ -1,8 +1,10 @@
-"""The voice agent: OpenAI Realtime events on the data channel, server VAD, barge-in, partial inference.
+"""The voice agent's asyncio shell: audio in, Realtime events both ways, the models in threads.
 
-``RealtimeSession`` runs one call: an audio loop (VAD -> ``TurnTaker`` -> ASR,
-speculative and live ``Response``s) and an event loop (client events). All
-state changes happen on the event loop; blocking model calls run in threads.
+``RealtimeSession`` runs one call around two sans-IO cores: ``turns.TurnTaker`` (VAD decisions -> turn actions) and
+``conversation.Conversation`` (client events and what happened -> actions on items and responses). It feeds them,
+and carries out what they return: events out, recognizer operations, ``Response`` runners started, committed and
+cancelled. All state changes happen on the event loop; blocking model calls run in threads; every task a call
+starts is tracked and ends with the call.
 """
 
 from __future__ import annotations
@@ -12,20 +14,19 @@ import collections
 import concurrent.futures
 import logging
 import time
+import weakref
 
-from . import schema
 from .base import Agent, CallIO
-from .response import Response, ResponseConfig, new_id
-from .turns import (EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig, TurnTaker,
-                    transcript_fits)
+from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Conversation, Emit, EndInput,
+                           SetResponding, StartResponse, CancelResponse, chat_messages, new_id)
+from .response import Response
+from .turns import EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnTaker, transcript_fits
 
 log = logging.getLogger("voxgate.agent")
 
-CLIENT_EVENTS = {
-    "session.update", "input_audio_buffer.commit", "input_audio_buffer.clear", "input_audio_buffer.append",
-    "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
-    "conversation.item.truncate", "response.create", "response.cancel", "output_audio_buffer.clear",
-}
+LIVE_SESSIONS: "weakref.WeakSet[RealtimeSession]" = weakref.WeakSet()  # for leak checks: empty once calls are gone
+
+__all__ = ["VoiceAgent", "RealtimeSession", "chat_messages"]
 
 
 class VoiceAgent(Agent):
@@ -49,27 +50,14 @@ class RealtimeSession:
     def __init__(self, call: CallIO, stack):
         self.call, self.stack = call, stack
         self.metrics = stack.metrics
-        self.turn_cfg = TurnConfig()
-        self.tt = TurnTaker(self.turn_cfg)
         self.vad = stack.new_vad()
+        self.core = Conversation(instructions=stack.instructions, model=stack.model_name, asr=stack.asr_name,
+                                 voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name)
+        self.turn_cfg = self.core.turn_cfg
+        self.tt = TurnTaker(self.turn_cfg)
         self.asr = None  # taken from the stack's pool when the call starts
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
-        self.instructions = stack.instructions
-        self.tools: list[dict] = []
-        self.tool_choice = "auto"
-        self.modalities = ("audio",)
-        self.max_output_tokens: int | None = None
-        self.session_type = "realtime"  # "transcription": recognize turns, never respond
-        self.session_id = new_id("sess")
-        self.conversation_id = new_id("conv")
-        self.audio_ms: dict[str, int] = {}  # assistant item -> milliseconds of audio it spoke
-        self.oob: set[Response] = set()  # out-of-band responses in progress
-        self.sinks: list = []  # sideband connections: callables that take each server event too
-        self.inbox: asyncio.Queue = asyncio.Queue()  # client events from the call and its sidebands, in order
-        self.items: list[dict] = []  # the conversation, as Realtime items (the responder's messages derive from it)
-        self.live: Response | None = None  # generating
-        self.playing: Response | None = None  # done generating, its audio still queued
-        self.spec: Response | None = None
+        self.responses: dict[str, Response] = {}  # the runners of the responses in progress, by id
         self.t_ms = 0
         self.ring: collections.deque = collections.deque()
         self.segments: list[str] = []
@@ -78,6 +66,18 @@ class RealtimeSession:
         self.event_seq = 0
         self.closing: asyncio.Task | None = None  # the decode a speculation started (off the frame loop)
         self.asr_error: str | None = None  # the recognizer failed during this turn: the transcription failed
+        self.sinks: list = []  # sideband connections: callables that take each server event too
+        self.inbox: asyncio.Queue = asyncio.Queue()  # client events from the call and its sidebands, in order
+        self.tasks: set[asyncio.Future] = set()  # everything this call started: cancelled when it ends
+        LIVE_SESSIONS.add(self)
+
+    @property
+    def session_id(self) -> str:
+        return self.core.session_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.core.conversation_id
 
     # ------------------------------------------------------------- plumbing
     def emit(self, event: dict):
@@ -86,6 +86,16 @@ class RealtimeSession:
         self.call.send_event(event)
         for sink in list(self.sinks):
             sink(event)
+
+    def error(self, type_: str, code: str, message: str, param=None, event_id=None):
+        self.emit({"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
+                                              "event_id": event_id}})
+
+    def spawn(self, coro) -> asyncio.Future:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     # the sideband (a WebSocket beside a WebRTC call): it sees every server event and sends client events
     def attach(self, sink) -> None:
@@ -99,73 +109,69 @@ class RealtimeSession:
         """A client event from a sideband: handled in order with the call's own."""
         self.inbox.put_nowait(event)
 
-    def response_config(self, **override) -> ResponseConfig:
-        """What a response is asked for: the session's settings, with ``response.create``'s overrides."""
-        base = dict(instructions=self.instructions, tools=self.tools, tool_choice=self.tool_choice,
-                    modalities=self.modalities, max_output_tokens=self.max_output_tokens)
-        base.update(override)
-        return ResponseConfig(**base)
+    def do_now(self, actions: list) -> None:
+        """Carry out the actions that need no waiting (events, flags, the output buffer)."""
+        for a in actions:
+            t = type(a)
+            if t is Emit:
+                self.emit(a.event)
+            elif t is SetResponding:
+                self.tt.set_responding(a.on)
+            elif t is ClearOutput:
+                self.call.clear_audio()
+            elif t is ConfigureAudio:
+                configure = getattr(self.call, "configure_audio", None)
+                if configure is not None:  # a WebSocket call encodes its audio as the session says
+                    configure(a.input_format, a.output_format)
+            elif t is StartResponse:
+                r = Response(self, a.rid, a.config, a.messages, speculative=a.speculative, transcript=a.transcript)
+                r.marks.update(a.marks)
+                self.responses[a.rid] = r
+                r.start()
+                if a.speculative:
+                    self.metrics.speculations.labels("started").inc()
+            elif t is CommitResponse:
+                r = self.responses[a.rid]
+                r.marks.update(a.marks)
+                r.commit(a.turn_end)
+            else:
+                raise TypeError(f"{a!r} needs do()")
 
-    def error(self, type_: str, code: str, message: str, param=None, event_id=None):
-        self.emit({"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
-                                              "event_id": event_id}})
-
-    def last_item_id(self):
-        return self.items[-1]["id"] if self.items else None
-
-    def messages(self, items: list[dict] | None = None) -> list[dict]:
-        """The conversation (or ``items``) as chat messages."""
-        return chat_messages(self.items if items is None else items)
-
-    def transcript(self) -> str:
-        """The user's turn so far: the utterances closed by speculations, and the last one."""
-        return " ".join(s for s in self.segments if s)
-
-    def session_with(self, ignored: list[str]) -> dict:
-        session = self.session_object()
-        if ignored:
-            session["voxgate"]["ignored"] = ignored
-        return session
-
-    def session_object(self) -> dict:
-        return {
-            "type": self.session_type, "object": "realtime.session", "id": self.session_id,
-            "model": self.stack.model_name, "instructions": self.instructions,
-            "output_modalities": list(self.modalities), "tools": self.tools, "tool_choice": self.tool_choice,
-            "max_output_tokens": self.max_output_tokens or "inf",
-            "audio": {
-                "input": {"format": {"type": "audio/pcm", "rate": 24000},
-                          "transcription": {"model": self.stack.asr_name},
-                          "turn_detection": self.turn_cfg.as_dict()},
-                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.stack.voice_name},
-            },
-            "voxgate": {"partial_inference": self.turn_cfg.partial_inference, "pause_ms": self.turn_cfg.pause_ms,
-                        "vad": self.vad.name, "responder": self.stack.responder.name},
-        }
+    async def do(self, actions: list) -> None:
+        """Carry out the core's actions, in order."""
+        for a in actions:
+            t = type(a)
+            if t is CancelResponse:
+                r = self.responses.get(a.rid)
+                if r is not None:
+                    await r.cancel(a.reason)
+                    if not r.live:  # a held speculation ends without events
+                        self.responses.pop(a.rid, None)
+            elif t is EndInput:
+                end = self.t_ms
+                self.tt.reset()
+                await self._end_of_turn(EndOfTurn(end, a.create_response))
+            elif t is ClearInput:
+                await self._clear_input()
+            else:
+                self.do_now([a])
 
     async def run(self):
         self.asr = await self.stack.acquire_asr()
-        initial = getattr(self.call, "session_config", None)  # a client secret's session, or a multipart offer's
-        ignored = []
-        if isinstance(initial, dict):
-            try:
-                ignored = schema.check_session(initial) + self._apply_session(initial)
-            except schema.Invalid as exc:  # checked when given; a secret minted before a change is told here
-                self.error("invalid_request_error", exc.code, str(exc), exc.param)
-        self.emit({"type": "session.created", "session": self.session_with(ignored)})
-        pump = asyncio.ensure_future(self._pump_events())
+        self.do_now(self.core.start(getattr(self.call, "session_config", None)))
+        pump = self.spawn(self._pump_events())
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
         finally:
             pump.cancel()
-            for r in list(self.oob):
-                await r.cancel("call_ended")
             if self.closing is not None:
                 self.closing.cancel()
-                await asyncio.gather(self.closing, return_exceptions=True)
-            for r in (self.spec, self.live):
-                if r is not None:
-                    await r.cancel("call_ended")
+            for r in list(self.responses.values()):
+                await r.cancel("call_ended")
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            self.responses.clear()
             self.asr_pool.shutdown(wait=True, cancel_futures=True)
             self.stack.release_asr(self.asr)
 
@@ -273,29 +279,30 @@ class RealtimeSession:
         item_id = new_id("item")
         self.emit({"type": "input_audio_buffer.timeout_triggered", "item_id": item_id,
                    "audio_start_ms": action.audio_start_ms, "audio_end_ms": action.audio_end_ms})
-        self.user_item = item_id
-        self._commit_user_item(item_id, "")
-        if self.turn_cfg.create_response and self.live is None:
+        self.do_now(self.core.commit_user_item(item_id, ""))
+        self.user_item, self.partial = None, ""
+        if self.turn_cfg.create_response and self.core.live is None and self.core.responds:
             seconds = round(self.turn_cfg.idle_timeout_ms / 1000)
             nudge = {"role": "system", "content": f"The user has said nothing for {seconds} seconds. Briefly and "
                                                   "kindly check whether they are still there."}
-            await self._respond({"turn_end": time.monotonic()}, [nudge])
+            await self.do(self.core.respond({"turn_end": time.monotonic()}, [nudge]))
 
     async def _speculate(self, before: asyncio.Task | None):
         if before is not None:  # segments keep their order
             await before
         text = await self._asr(self.asr.finish)
         self._add_segment(text)
-        transcript = self.transcript()
-        if transcript and self.tt.speculating and self.spec is None and self.session_type == "realtime":
-            msgs = self.messages() + [{"role": "user", "content": transcript}]
-            self.spec = Response(self, msgs, speculative=True, transcript=transcript).start()
-            self.metrics.speculations.labels("started").inc()
+        if self.tt.speculating:
+            self.do_now(self.core.speculate(self.transcript()))
 
     def _add_segment(self, text: str):
         self.segments.append(text)
         if not getattr(self.asr, "partials", True):  # no partial hypotheses: each decoded segment as a delta
             self._on_text(self.transcript())
+
+    def transcript(self) -> str:
+        """The user's turn so far: the utterances closed by speculations, and the last one."""
+        return " ".join(s for s in self.segments if s)
 
     async def _closed(self):
         """Wait for the decode a speculation started, if any (its text belongs before what follows)."""
@@ -304,9 +311,8 @@ class RealtimeSession:
             await closing
 
     async def _discard_speculation(self, why: str):
-        if self.spec is not None:
-            spec, self.spec = self.spec, None
-            await spec.cancel("discarded")
+        if self.core.spec is not None:
+            await self.do(self.core.discard_speculation())
             self.metrics.speculations.labels(why).inc()
 
     async def _end_of_turn(self, action: EndOfTurn):
@@ -319,136 +325,67 @@ class RealtimeSession:
             self._add_segment(await self._asr(self.asr.finish))
         transcript = self.transcript()
         t_final = time.monotonic()
-        self._commit_user_item(item_id, transcript)
-        if not action.create_response or not transcript or self.session_type == "transcription":
-            await self._discard_speculation("no_response")
-            return
-        marks = {"turn_end": now, "speech_end": speech_end, "final_transcript": t_final}
-        spec, self.spec = self.spec, None
-        if spec is not None and transcript_fits(spec.transcript_in, transcript) and spec.status != "failed":
-            self.metrics.speculations.labels("committed").inc()
-            spec.marks.update(marks)
-            await self._go_live(spec)
-            spec.commit(now)
-        else:
-            if spec is not None:
-                await spec.cancel("discarded")
-                self.metrics.speculations.labels("mismatch").inc()
-            await self._respond(marks)
-
-    def _add_item(self, item: dict, after: str | None = None):
-        """Add a finished item to the conversation (at the end, or after the item ``after`` names; "root": first)
-        and announce it."""
-        if after is None or (self.items and after == self.items[-1]["id"]):
-            at = len(self.items)
-        else:
-            at = 0 if after == "root" else next(i for i, x in enumerate(self.items) if x["id"] == after) + 1
-        prev = self.items[at - 1]["id"] if at else None
-        self.items.insert(at, item)
-        self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
-        self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
-
-    def _commit_user_item(self, item_id: str, transcript: str):
-        self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": self.last_item_id()})
-        self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
-                        "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
-        if self.asr_error is not None:
-            self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
-                       "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
-                                                     "message": f"the recognizer failed: {self.asr_error}",
-                                                     "param": None}})
-            self.asr_error = None
-        else:
-            self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                       "content_index": 0, "transcript": transcript,
-                       "usage": {"type": "duration", "seconds": 0}})
+        self.do_now(self.core.commit_user_item(item_id, transcript, self.asr_error))
+        self.asr_error = None
         self.user_item, self.partial = None, ""
+        marks = {"turn_end": now, "speech_end": speech_end, "final_transcript": t_final}
+        spec = self.responses.get(self.core.spec) if self.core.spec else None
+        failed = {spec.id} if spec is not None and spec.status == "failed" else set()
+        actions = self.core.end_of_turn(transcript, action.create_response, marks, transcript_fits, failed)
+        if spec is not None:
+            committed = any(type(a) is CommitResponse for a in actions)
+            self.metrics.speculations.labels("committed" if committed else
+                                             "mismatch" if action.create_response and transcript else
+                                             "no_response").inc()
+        await self.do(actions)
 
-    async def _go_live(self, r: Response):
-        if self.live is not None:
-            await self.live.cancel("superseded")
-        self.live = r
-        self.tt.set_responding(True)
-
-    async def _respond(self, marks: dict, extra: list | None = None, config: ResponseConfig | None = None,
-                       items: list[dict] | None = None) -> Response:
-        """A response to the conversation as it stands (or to ``items``), and ``extra`` messages after it. In the
-        conversation it goes live (superseding the live one); out of band it runs beside it."""
-        r = Response(self, self.messages(items) + (extra or []), speculative=False, config=config)
-        r.marks.update(marks)
-        if r.config.in_conversation:
-            await self._go_live(r)
-        else:
-            self.oob.add(r)
-        r.start()
-        return r
+    async def _clear_input(self):
+        self.tt.reset()
+        # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
+        # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
+        dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)
+        self.user_item, self.segments, self.partial = None, [], ""
+        self.core.input_open = False
+        if self.closing is not None:  # a decode a speculation started: its text is cleared too
+            self.closing.cancel()
+            self.closing = None
+        await dropped
 
     async def barge_in(self):
         """The user talks over the agent: silence at once, cancel, and truncate what was not heard."""
-        r = self.live or self.playing
-        if r is None:
+        rid, actions = self.core.barge_in()
+        r = self.responses.get(rid) if rid else None
+        if rid is None:
             return
         dropped_ms = self.call.clear_audio()
-        heard_ms = max(0, int(r.written_ms - dropped_ms))
-        self.playing = None
-        self.tt.set_responding(False)
-        if r is self.live:
-            await r.cancel("turn_detected")
-        if self.call.paced:
+        if r is not None:
+            r.barged = True
+        await self.do(actions)
+        if self.call.paced and r is not None:
             # WebRTC: the server knows what was played, so it clears and truncates itself. Over a WebSocket the
             # client plays the audio: it truncates (conversation.item.truncate) to what it played, as the API says
-            self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id})
+            heard_ms = max(0, int(r.written_ms - dropped_ms))
+            self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
             if r.written_ms > 0 and r.item_id is not None:
                 keep = max(0, round(len(r.text.split()) * heard_ms / r.written_ms))
-                self._truncate(r.item_id, heard_ms, " ".join(r.text.split()[:keep]))
+                self.do_now(self.core.truncate(r.item_id, heard_ms, " ".join(r.text.split()[:keep])))
         self.metrics.barge_ins.inc()
 
-    def _truncate(self, item_id: str, audio_end_ms: int, transcript: str):
-        for item in self.items:
-            if item["id"] == item_id:
-                item["content"][0]["transcript"] = transcript
-        self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
-                   "audio_end_ms": audio_end_ms})
+    # ------------------------------------------------------------- what responses report
+    def response_item_added(self, r: Response, item: dict):
+        self.do_now(self.core.item_added(r.config, item))
 
-    def _client_truncate(self, event: dict, eid):
-        """``conversation.item.truncate`` as the API defines it: an assistant audio item, ``audio_end_ms`` within
-        the audio it has, the transcript cut to the words heard by then (in proportion to the audio)."""
-        item = next((i for i in self.items if i["id"] == event.get("item_id")), None)
-        if item is None:
-            return self.error("invalid_request_error", "item_not_found", "no such item", "item_id", eid)
-        if item.get("type") != "message" or item.get("role") != "assistant":
-            return self.error("invalid_request_error", "invalid_value", "only assistant messages can be truncated",
-                              "item_id", eid)
-        if event.get("content_index", 0) != 0:
-            return self.error("invalid_request_error", "invalid_value", "content_index must be 0", "content_index",
-                              eid)
-        end = event.get("audio_end_ms")
-        total = self.audio_ms.get(item["id"])
-        if not isinstance(end, int) or isinstance(end, bool) or end < 0:
-            return self.error("invalid_request_error", "invalid_value", "audio_end_ms must be a non-negative integer",
-                              "audio_end_ms", eid)
-        if total is not None and end > total + 20:
-            return self.error("invalid_request_error", "invalid_value",
-                              f"audio_end_ms {end} is past the item's audio ({total} ms)", "audio_end_ms", eid)
-        words = (item["content"][0].get("transcript") or "").split()
-        keep = len(words) if not total else max(0, round(len(words) * min(1.0, end / total)))
-        self._truncate(item["id"], end, " ".join(words[:keep]))
+    def response_item_done(self, r: Response, item: dict):
+        self.do_now(self.core.item_done(r.config, item, r.written_ms))
 
     def on_response_done(self, r: Response):
         """Called by the response once its closing events are out. ``response.done`` waits (at most a few
         ticks) for the response's first packet to leave, so its timing field is complete."""
-        self.oob.discard(r)
-        if r.message is not None and r.config.in_conversation:
-            self.audio_ms[r.item_id] = round(r.written_ms)  # what truncate checks audio_end_ms against
-        if self.live is r:
-            self.live = None
-            if r.status == "completed" and self.call.queued_audio_ms > 0:
-                self.playing = r  # still speaking: barge-in stays armed until playback drains
-            else:
-                self.tt.set_responding(False)
+        self.responses.pop(r.id, None)
+        self.do_now(self.core.response_done(r.id, r.status, self.call.queued_audio_ms))
         sent = r.first_sent
         if sent is not None and not sent.done() and r.status == "completed":
-            asyncio.ensure_future(self._done_after_first_packet(r, sent))
+            self.spawn(self._done_after_first_packet(r, sent))
         else:
             self._emit_done(r)
 
@@ -462,17 +399,13 @@ class RealtimeSession:
     def _emit_done(self, r: Response):
         self.emit({"type": "response.done", "response": r.describe()})
         self.metrics.observe(r)
-        if r.status == "completed" and r.written_ms > 0:  # a response that spoke: say when its audio has played
-            asyncio.ensure_future(self._announce_drained(r))
+        if r.status == "completed" and r.written_ms > 0 and self.call.paced:  # say when its audio has played
+            self.spawn(self._announce_drained(r))
 
     async def _announce_drained(self, r: Response):
-        while self.call.queued_audio_ms > 0 and self.live is None and self.playing is r:
-            await asyncio.sleep(0.02)
-        if self.playing is r:
-            self.playing = None
-            self.tt.set_responding(False)
-        if self.live is None and self.call.queued_audio_ms == 0 and self.call.paced:
-            self.emit({"type": "output_audio_buffer.stopped", "response_id": r.id})
+        await self.call.queue_below(0)  # resolved by the transport when its queue empties (or is cleared)
+        if self.core.playing == r.id or (self.core.playing is None and not r.barged):
+            self.do_now(self.core.drained(r.id))
 
     # ------------------------------------------------------------- client events
     async def _pump_events(self):
@@ -483,204 +416,8 @@ class RealtimeSession:
     async def _event_loop(self):
         while (event := await self.inbox.get()) is not None:
             try:
-                await self.handle(event)
+                self.core.input_open = self.user_item is not None or self.tt.state != TurnTaker.IDLE
+                await self.do(self.core.client_event(event, time.monotonic()))
             except Exception as exc:  # one bad event never ends the session
                 log.exception("client event failed")
                 self.error("server_error", "event_failed", f"{event.get('type')}: {exc}", event_id=event.get("event_id"))
-
-    async def handle(self, event: dict):
-        etype, eid = event.get("type"), event.get("event_id")
-        if not isinstance(etype, str):
-            return self.error("invalid_request_error", "missing_type", "event has no 'type'", "type", eid)
-        if etype not in CLIENT_EVENTS:
-            return self.error("invalid_request_error", "unknown_event", f"unknown event type {etype!r}", "type", eid)
-        if etype == "session.update":
-            return self._session_update(event, eid)
-        if etype == "input_audio_buffer.commit":
-            if self.tt.state == TurnTaker.IDLE and self.user_item is None:
-                return self.error("invalid_request_error", "input_audio_buffer_commit_empty",
-                                  "the input audio buffer is empty", None, eid)
-            end = self.t_ms
-            self.tt.reset()
-            # with turn detection off the client asks for the response itself (response.create), as the API defines
-            return await self._end_of_turn(EndOfTurn(end, self.turn_cfg.enabled and self.turn_cfg.create_response))
-        if etype == "input_audio_buffer.clear":
-            self.tt.reset()
-            # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
-            # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
-            dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)
-            self.user_item, self.segments, self.partial = None, [], ""
-            if self.closing is not None:  # a decode a speculation started: its text is cleared too
-                self.closing.cancel()
-                self.closing = None
-            await self._discard_speculation("cleared")
-            await dropped
-            return self.emit({"type": "input_audio_buffer.cleared"})
-        if etype == "input_audio_buffer.append":  # a WebSocket call takes these itself, as audio
-            return self.error("invalid_request_error", "not_supported",
-                              "over WebRTC the input audio is the microphone track; append is not used", None, eid)
-        if etype == "conversation.item.create":
-            return self._item_create(event, eid)
-        if etype == "conversation.item.retrieve":
-            item = next((i for i in self.items if i["id"] == event.get("item_id")), None)
-            if item is None:
-                return self.error("invalid_request_error", "item_not_found", "no such item", "item_id", eid)
-            return self.emit({"type": "conversation.item.retrieved", "item": item})
-        if etype == "conversation.item.delete":
-            before = len(self.items)
-            self.items = [i for i in self.items if i["id"] != event.get("item_id")]
-            if len(self.items) == before:
-                return self.error("invalid_request_error", "item_not_found", "no such item", "item_id", eid)
-            return self.emit({"type": "conversation.item.deleted", "item_id": event.get("item_id")})
-        if etype == "conversation.item.truncate":
-            return self._client_truncate(event, eid)
-        if etype == "response.create":
-            return await self._response_create(event, eid)
-        if etype == "response.cancel":
-            return await self._response_cancel(event, eid)
-        if etype == "output_audio_buffer.clear":
-            self.call.clear_audio()
-            rid = self.live.id if self.live else None
-            return self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
-
-    async def _response_create(self, event: dict, eid):
-        spec = event.get("response") or {}
-        try:
-            schema.check_response(spec, self.tools)
-        except schema.Invalid as exc:
-            return self.error("invalid_request_error", exc.code, str(exc), exc.param, eid)
-        if self.session_type == "transcription":
-            return self.error("invalid_request_error", "invalid_value", "a transcription session makes no responses",
-                              "type", eid)
-        override = {}
-        for key, name in (("instructions", "instructions"), ("tools", "tools"), ("tool_choice", "tool_choice"),
-                          ("conversation", "conversation"), ("metadata", "metadata")):
-            if key in spec:
-                override[name] = spec[key]
-        if "output_modalities" in spec:
-            override["modalities"] = tuple(spec["output_modalities"])
-        if "max_output_tokens" in spec:
-            override["max_output_tokens"] = None if spec["max_output_tokens"] == "inf" else spec["max_output_tokens"]
-        items = None
-        if "input" in spec:  # its own context instead of the conversation's
-            try:
-                items = [self._resolve(i) for i in spec["input"]]
-            except KeyError as exc:
-                return self.error("invalid_request_error", "item_not_found", f"no such item {exc.args[0]!r}",
-                                  "response.input", eid)
-        await self._respond({"turn_end": time.monotonic()}, config=self.response_config(**override), items=items)
-
-    def _resolve(self, item: dict) -> dict:
-        if item.get("type") == "item_reference":
-            found = next((i for i in self.items if i["id"] == item["id"]), None)
-            if found is None:
-                raise KeyError(item["id"])
-            return found
-        return _normalized(item)
-
-    async def _response_cancel(self, event: dict, eid):
-        rid = event.get("response_id")
-        targets = [r for r in [self.live, *self.oob] if r is not None and (rid is None or r.id == rid)]
-        if rid is None:
-            targets = targets[:1]
-        if not targets:
-            return self.error("invalid_request_error", "response_cancel_not_active",
-                              "no active response" + (f" with id {rid!r}" if rid else ""), "response_id", eid)
-        for r in targets:
-            await r.cancel("client_cancelled")
-
-    def _session_update(self, event: dict, eid):
-        session = event.get("session")
-        try:
-            ignored = schema.check_session(session, tools_now=self.tools)
-        except schema.Invalid as exc:
-            return self.error("invalid_request_error", exc.code, str(exc), exc.param, eid)
-        ignored += self._apply_session(session)
-        self.emit({"type": "session.updated", "session": self.session_with(ignored)})
-
-    def _apply_session(self, session: dict) -> list[str]:
-        """Apply a session object ``schema.check_session`` accepted; return what else was not acted on."""
-        ignored = []
-        if "type" in session:
-            self.session_type = session["type"]
-        if "instructions" in session:
-            self.instructions = session["instructions"]
-        if "tools" in session:
-            self.tools = [t for t in session["tools"] if t.get("type", "function") == "function"]
-        if "tool_choice" in session:
-            self.tool_choice = session["tool_choice"]
-        if "output_modalities" in session:
-            self.modalities = tuple(session["output_modalities"])
-        if "max_output_tokens" in session:
-            v = session["max_output_tokens"]
-            self.max_output_tokens = None if v == "inf" else v
-        audio = session.get("audio") or {}
-        inp = audio.get("input") or {}
-        if "turn_detection" in inp or "turn_detection" in session:
-            td = inp.get("turn_detection", session.get("turn_detection"))
-            ignored += self.turn_cfg.update(td)
-        if "format" in inp or "format" in (audio.get("output") or {}):
-            configure = getattr(self.call, "configure_audio", None)
-            if configure is not None:  # a WebSocket call encodes its audio as the session says
-                configure(inp.get("format"), (audio.get("output") or {}).get("format"))
-        vx = session.get("voxgate") or {}
-        if "partial_inference" in vx:
-            self.turn_cfg.partial_inference = vx["partial_inference"]
-        if session.get("model"):
-            ignored.append(f"model (served by {self.stack.model_name})")
-        return ignored
-
-    def _item_create(self, event: dict, eid):
-        item = event.get("item")
-        try:
-            schema.check_item(item)
-        except schema.Invalid as exc:
-            return self.error("invalid_request_error", exc.code, str(exc), exc.param, eid)
-        item = _normalized(item)
-        if any(i["id"] == item["id"] for i in self.items):
-            return self.error("invalid_request_error", "duplicate_item_id", f"item {item['id']!r} already exists",
-                              "item.id", eid)
-        prev = event.get("previous_item_id")
-        if prev is not None and prev != "root" and not any(i["id"] == prev for i in self.items):
-            return self.error("invalid_request_error", "item_not_found", "no such previous item",
-                              "previous_item_id", eid)
-        self._add_item(item, after=prev)
-
-
-def _normalized(item: dict) -> dict:
-    """A client's item as the conversation holds it: an id, object and status, and the fields of its type."""
-    out = {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": item.get("type", "message"),
-           "status": "completed"}
-    if out["type"] == "message":
-        out["role"] = item["role"]
-        out["content"] = [dict(c) for c in item["content"]]
-    elif out["type"] == "function_call":
-        out.update(name=item["name"], call_id=item["call_id"], arguments=item["arguments"])
-    else:
-        out.update(call_id=item["call_id"], output=item["output"])
-    return out
-
-
-def chat_messages(items: list[dict]) -> list[dict]:
-    """Realtime items as chat-completions messages: a message's text (or its transcript, as heard after a
-    truncation), consecutive function calls as one assistant message with ``tool_calls``, their outputs as ``tool``
-    messages."""
-    out: list[dict] = []
-    for item in items:
-        kind = item.get("type", "message")
-        if kind == "function_call":
-            call = {"id": item["call_id"], "type": "function",
-                    "function": {"name": item["name"], "arguments": item["arguments"]}}
-            if out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls") is not None \
-                    and not out[-1].get("content"):
-                out[-1]["tool_calls"].append(call)
-            else:
-                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
-            out.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
-        else:
-            text = " ".join(c.get("text") or c.get("transcript") or "" for c in item.get("content") or []
-                            if isinstance(c, dict)).strip()
-            if text:
-                out.append({"role": item["role"], "content": text})
-    return out

@@ -57,12 +57,15 @@ class ResponseConfig:
 
 
 class Response:
-    def __init__(self, agent, messages: list[dict], *, speculative: bool, transcript: str = "",
-                 config: ResponseConfig | None = None):
+    """The runner of one response (the I/O: the responder, TTS, the call); ``conversation.Conversation`` decides
+    when it starts, goes live and ends, and ``realtime.RealtimeSession`` (``agent``) carries that out."""
+
+    def __init__(self, agent, rid: str, config: ResponseConfig, messages: list[dict], *, speculative: bool,
+                 transcript: str = ""):
         self.agent = agent  # RealtimeSession
         self.call = agent.call
-        self.config = config or agent.response_config()
-        self.id = new_id("resp")
+        self.config = config
+        self.id = rid
         self.messages = messages
         self.speculative = speculative
         self.live = not speculative
@@ -82,6 +85,7 @@ class Response:
             self._went_live.set()
         self._chunks = 0
         self._tokens = 0
+        self.barged = False  # the user talked over it (its audio was cleared, not played out)
 
     @property
     def item_id(self) -> str | None:
@@ -127,13 +131,9 @@ class Response:
         if kind == "event":
             a.emit(payload)
         elif kind == "item_added":  # previous_item_id is read when the event goes out: a held item's comes later
-            if self.config.in_conversation:
-                a.emit({"type": "conversation.item.added", "previous_item_id": a.last_item_id(), "item": payload})
+            a.response_item_added(self, payload)
         elif kind == "item_done":
-            if self.config.in_conversation:
-                prev = a.last_item_id()
-                a.items.append(payload)
-                a.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": payload})
+            a.response_item_done(self, payload)
         elif kind == "audio":
             if "first_audio_written" not in self.marks:
                 self.marks["first_audio_written"] = time.monotonic()
@@ -250,8 +250,7 @@ class Response:
         self._chunks += 1
         if self._chunks > 1:
             await self._went_live.wait()
-            while self.call.queued_audio_ms > AHEAD_MS:
-                await asyncio.sleep(0.02)
+            await self.call.queue_below(AHEAD_MS)  # the transport resolves it as its queue drains
         pcm = await asyncio.to_thread(lambda: b"".join(tts.synthesize(text)))
         if "first_tts_audio" not in self.marks:
             self.marks["first_tts_audio"] = time.monotonic()

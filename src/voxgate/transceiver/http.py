@@ -224,6 +224,9 @@ def make_app(t) -> web.Application:
         if "gc" in request.query:  # ?gc: collect first, then count the call objects still in memory
             gc.collect()
             body["session_objects"] = len(LIVE_OBJECTS)
+            from ..agent.realtime import LIVE_SESSIONS
+
+            body["agent_sessions"] = len(LIVE_SESSIONS)
         return web.json_response(body, status=503 if t.draining else 200)
 
     async def readyz(request):

@@ -175,6 +175,7 @@ class Session(CallIO):
                 self.times["first_audio_out"] = now
             self._sent.resolve(now)
             self.send(srtp.protect(data))
+            self._queue_changed()
         if self.out.packets and now >= self._next_report:
             self._next_report = now + 5.0
             self.send(srtp.protect_rtcp(self.out.sender_report(now)))
@@ -221,7 +222,9 @@ class Session(CallIO):
         self.out.flush()
 
     def clear_audio(self) -> int:
-        return self.out.clear()
+        dropped = self.out.clear()
+        self._queue_changed()
+        return dropped
 
     @property
     def queued_audio_ms(self) -> int:

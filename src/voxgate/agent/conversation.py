@@ -1,0 +1,504 @@
+"""The Realtime conversation and response lifecycle, sans-IO (in the style of ``turns.py`` and h11).
+
+``Conversation`` holds what one Realtime session is: its settings, its items, and where each response stands
+(speculating, live, playing, out of band). It takes client events and what the shell reports (a user turn
+committed, a response's item done, a response finished, playback drained, a barge-in) and returns typed actions for
+the shell (``realtime.RealtimeSession``) to carry out: events to emit, responses to start, commit or cancel, the
+input or output buffer to clear. It owns no audio, no clock and no tasks, so its rules are tested alone
+(``tests/test_agent_conversation.py``).
+
+Response states::
+
+    speculating ──commit──▶ live ──done, audio queued──▶ playing ──drained──▶ (idle)
+         │                   │  └──done, nothing queued──────────────────────▶ (idle)
+         └──discard/cancel   └──superseded / cancelled / barge-in
+    out of band: runs beside the others; never live, never in the conversation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import schema
+from .response import ResponseConfig, new_id
+from .turns import TurnConfig
+
+
+# ---------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class Emit:
+    event: dict
+
+
+@dataclass(frozen=True)
+class StartResponse:
+    rid: str
+    config: ResponseConfig
+    messages: list
+    speculative: bool = False
+    transcript: str = ""  # what a speculation was made from
+    marks: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommitResponse:
+    rid: str
+    turn_end: float
+    marks: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CancelResponse:
+    rid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EndInput:
+    """input_audio_buffer.commit: end the user's turn now (and respond if ``create_response``)."""
+
+    create_response: bool
+
+
+@dataclass(frozen=True)
+class ClearInput:
+    """input_audio_buffer.clear: drop what was heard of the current buffer."""
+
+
+@dataclass(frozen=True)
+class ClearOutput:
+    """Drop the audio queued for the caller."""
+
+
+@dataclass(frozen=True)
+class SetResponding:
+    """Tell the turn taker whether the agent is responding (speech then is a barge-in)."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class ConfigureAudio:
+    input_format: dict | None
+    output_format: dict | None
+
+
+CLIENT_EVENTS = {
+    "session.update", "input_audio_buffer.commit", "input_audio_buffer.clear", "input_audio_buffer.append",
+    "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
+    "conversation.item.truncate", "response.create", "response.cancel", "output_audio_buffer.clear",
+}
+
+
+@dataclass
+class ResponseState:
+    rid: str
+    config: ResponseConfig
+    state: str  # speculating | live | playing | oob | done
+    transcript: str = ""
+
+
+class Conversation:
+    def __init__(self, *, instructions: str, model: str, asr: str, voice: str, vad: str, responder: str,
+                 turn_cfg: TurnConfig | None = None):
+        self.turn_cfg = turn_cfg or TurnConfig()
+        self.instructions = instructions
+        self.tools: list[dict] = []
+        self.tool_choice = "auto"
+        self.modalities = ("audio",)
+        self.max_output_tokens: int | None = None
+        self.session_type = "realtime"  # "transcription": recognize turns, never respond
+        self.names = {"model": model, "asr": asr, "voice": voice, "vad": vad, "responder": responder}
+        self.session_id = new_id("sess")
+        self.conversation_id = new_id("conv")
+        self.items: list[dict] = []
+        self.audio_ms: dict[str, int] = {}  # assistant item -> milliseconds of audio it spoke
+        self.responses: dict[str, ResponseState] = {}
+        self.live: str | None = None
+        self.playing: str | None = None
+        self.spec: str | None = None
+        self.input_open = False  # an input buffer holds audio (push-to-talk) or a turn is in progress
+
+    # ------------------------------------------------------------- session
+    def session_object(self, ignored: list[str] | None = None) -> dict:
+        out = {
+            "type": self.session_type, "object": "realtime.session", "id": self.session_id,
+            "model": self.names["model"], "instructions": self.instructions,
+            "output_modalities": list(self.modalities), "tools": self.tools, "tool_choice": self.tool_choice,
+            "max_output_tokens": self.max_output_tokens or "inf",
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 24000},
+                          "transcription": {"model": self.names["asr"]},
+                          "turn_detection": self.turn_cfg.as_dict()},
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.names["voice"]},
+            },
+            "voxgate": {"partial_inference": self.turn_cfg.partial_inference, "pause_ms": self.turn_cfg.pause_ms,
+                        "vad": self.names["vad"], "responder": self.names["responder"]},
+        }
+        if ignored:
+            out["voxgate"]["ignored"] = ignored
+        return out
+
+    def start(self, initial: dict | None) -> list:
+        """The session begins: ``initial`` is a client secret's or an offer's session, if any."""
+        out, ignored = [], []
+        if isinstance(initial, dict):
+            try:
+                ignored = schema.check_session(initial)
+                ignored += self._apply(initial, out)
+            except schema.Invalid as exc:  # a secret minted before a change is told here
+                out.append(self._error(exc.code, str(exc), exc.param))
+        return out + [Emit({"type": "session.created", "session": self.session_object(ignored)})]
+
+    def response_config(self, **override) -> ResponseConfig:
+        base = dict(instructions=self.instructions, tools=self.tools, tool_choice=self.tool_choice,
+                    modalities=self.modalities, max_output_tokens=self.max_output_tokens)
+        base.update(override)
+        return ResponseConfig(**base)
+
+    def _apply(self, session: dict, out: list) -> list[str]:
+        """Apply a session object ``schema.check_session`` accepted; return what else was not acted on."""
+        ignored = []
+        if "type" in session:
+            self.session_type = session["type"]
+        if "instructions" in session:
+            self.instructions = session["instructions"]
+        if "tools" in session:
+            self.tools = [t for t in session["tools"] if t.get("type", "function") == "function"]
+        if "tool_choice" in session:
+            self.tool_choice = session["tool_choice"]
+        if "output_modalities" in session:
+            self.modalities = tuple(session["output_modalities"])
+        if "max_output_tokens" in session:
+            v = session["max_output_tokens"]
+            self.max_output_tokens = None if v == "inf" else v
+        audio = session.get("audio") or {}
+        inp, outp = audio.get("input") or {}, audio.get("output") or {}
+        if "turn_detection" in inp or "turn_detection" in session:
+            ignored += self.turn_cfg.update(inp.get("turn_detection", session.get("turn_detection")))
+        if "format" in inp or "format" in outp:
+            out.append(ConfigureAudio(inp.get("format"), outp.get("format")))
+        vx = session.get("voxgate") or {}
+        if "partial_inference" in vx:
+            self.turn_cfg.partial_inference = vx["partial_inference"]
+        if session.get("model"):
+            ignored.append(f"model (served by {self.names['model']})")
+        return ignored
+
+    # ------------------------------------------------------------- items
+    def last_item_id(self) -> str | None:
+        return self.items[-1]["id"] if self.items else None
+
+    def find(self, item_id) -> dict | None:
+        return next((i for i in self.items if i["id"] == item_id), None)
+
+    def messages(self, items: list[dict] | None = None) -> list[dict]:
+        return chat_messages(self.items if items is None else items)
+
+    def _add_item(self, item: dict, after: str | None = None) -> list:
+        """Add a finished item (at the end, or after the item ``after`` names; "root": first) and announce it."""
+        if after is None or (self.items and after == self.items[-1]["id"]):
+            at = len(self.items)
+        else:
+            at = 0 if after == "root" else next(i for i, x in enumerate(self.items) if x["id"] == after) + 1
+        prev = self.items[at - 1]["id"] if at else None
+        self.items.insert(at, item)
+        return [Emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item}),
+                Emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})]
+
+    def commit_user_item(self, item_id: str, transcript: str, asr_error: str | None = None) -> list:
+        """The user's turn is committed: the buffer, the item, and its transcription (or its failure)."""
+        out = [Emit({"type": "input_audio_buffer.committed", "item_id": item_id,
+                     "previous_item_id": self.last_item_id()})]
+        out += self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+                               "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
+        if asr_error is not None:
+            out.append(Emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
+                             "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
+                                                           "message": f"the recognizer failed: {asr_error}",
+                                                           "param": None}}))
+        else:
+            out.append(Emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                             "content_index": 0, "transcript": transcript,
+                             "usage": {"type": "duration", "seconds": 0}}))
+        return out
+
+    def truncate(self, item_id: str, audio_end_ms: int, transcript: str) -> list:
+        item = self.find(item_id)
+        if item is not None:
+            item["content"][0]["transcript"] = transcript
+        return [Emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
+                      "audio_end_ms": audio_end_ms})]
+
+    # ------------------------------------------------------------- responses
+    @property
+    def responds(self) -> bool:
+        return self.session_type == "realtime"
+
+    def respond(self, marks: dict, extra: list | None = None, config: ResponseConfig | None = None,
+                items: list[dict] | None = None) -> list:
+        """A response to the conversation (or to ``items``), with ``extra`` messages after it. In the conversation
+        it goes live, superseding the live one; out of band it runs beside it."""
+        config = config or self.response_config()
+        rid = new_id("resp")
+        out = []
+        if config.in_conversation:
+            out += self._go_live(rid)
+            self.responses[rid] = ResponseState(rid, config, "live")
+        else:
+            self.responses[rid] = ResponseState(rid, config, "oob")
+        return out + [StartResponse(rid, config, self.messages(items) + (extra or []), marks=marks)]
+
+    def speculate(self, transcript: str) -> list:
+        """Partial inference: a held response from the transcript so far (if none is held already)."""
+        if not transcript or self.spec is not None or not self.responds:
+            return []
+        rid = new_id("resp")
+        config = self.response_config()
+        self.spec = rid
+        self.responses[rid] = ResponseState(rid, config, "speculating", transcript)
+        return [StartResponse(rid, config, self.messages() + [{"role": "user", "content": transcript}],
+                              speculative=True, transcript=transcript)]
+
+    def discard_speculation(self) -> list:
+        if self.spec is None:
+            return []
+        rid, self.spec = self.spec, None
+        self.responses.pop(rid, None)
+        return [CancelResponse(rid, "discarded")]
+
+    def end_of_turn(self, transcript: str, create_response: bool, marks: dict, fits, failed=()) -> list:
+        """The user's turn is committed: commit the speculation if it was made from this transcript (``fits``),
+        else respond anew; or nothing, when no response is wanted."""
+        if not create_response or not transcript or not self.responds:
+            return self.discard_speculation()
+        spec = self.responses.get(self.spec) if self.spec else None
+        if spec is not None and fits(spec.transcript, transcript) and spec.rid not in failed:
+            self.spec = None
+            out = self._go_live(spec.rid)
+            spec.state = "live"
+            return out + [CommitResponse(spec.rid, marks.get("turn_end", 0.0), marks)]
+        return self.discard_speculation() + self.respond(marks)
+
+    def _go_live(self, rid: str) -> list:
+        out = []
+        if self.live is not None:
+            out.append(CancelResponse(self.live, "superseded"))
+        self.live = rid
+        return out + [SetResponding(True)]
+
+    def item_added(self, config: ResponseConfig, item: dict) -> list:
+        """A response's output item began (in the conversation: announced after the item before it)."""
+        if not config.in_conversation:
+            return []
+        return [Emit({"type": "conversation.item.added", "previous_item_id": self.last_item_id(), "item": item})]
+
+    def item_done(self, config: ResponseConfig, item: dict, audio_ms: float = 0.0) -> list:
+        if not config.in_conversation:
+            return []
+        prev = self.last_item_id()
+        self.items.append(item)
+        if item.get("type") == "message" and item.get("role") == "assistant":
+            self.audio_ms[item["id"]] = round(audio_ms)  # what truncate checks audio_end_ms against
+        return [Emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})]
+
+    def response_done(self, rid: str, status: str, queued_ms: int) -> list:
+        """A response finished (its closing events are out). A completed one with audio still queued plays on:
+        barge-in stays armed until its playback drains."""
+        state = self.responses.pop(rid, None)
+        if state is None or self.live != rid:
+            return []
+        self.live = None
+        if status == "completed" and queued_ms > 0:
+            self.playing = rid
+            return []
+        return [SetResponding(False)]
+
+    def drained(self, rid: str) -> list:
+        """Playback of a completed response's audio ended (or the call's queue is empty)."""
+        out = []
+        if self.playing == rid:
+            self.playing = None
+            out.append(SetResponding(False))
+        if self.live is None:
+            out.append(Emit({"type": "output_audio_buffer.stopped", "response_id": rid}))
+        return out
+
+    def barge_in(self) -> tuple[str | None, list]:
+        """The user talks over the agent: which response was speaking, and what to do (cancel it if still live).
+        The shell clears the output and, on a paced transport, truncates to what was heard."""
+        rid = self.live or self.playing
+        if rid is None:
+            return None, []
+        self.playing = None
+        out: list = [SetResponding(False)]
+        if rid == self.live:
+            out.append(CancelResponse(rid, "turn_detected"))
+        return rid, out
+
+    def cancel_targets(self, rid: str | None) -> list[str]:
+        live_and_oob = [r for r in [self.live, *(k for k, v in self.responses.items() if v.state == "oob")] if r]
+        if rid is None:
+            return live_and_oob[:1]
+        return [r for r in live_and_oob if r == rid]
+
+    # ------------------------------------------------------------- client events
+    def client_event(self, event: dict, now: float) -> list:
+        etype, eid = event.get("type"), event.get("event_id")
+        if not isinstance(etype, str):
+            return [self._error("missing_type", "event has no 'type'", "type", eid)]
+        if etype not in CLIENT_EVENTS:
+            return [self._error("unknown_event", f"unknown event type {etype!r}", "type", eid)]
+        handler = getattr(self, "_on_" + etype.replace(".", "_"))
+        return handler(event, eid, now)
+
+    def _error(self, code, message, param=None, event_id=None, type_="invalid_request_error") -> Emit:
+        return Emit({"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
+                                                "event_id": event_id}})
+
+    def _on_session_update(self, event, eid, now):
+        session = event.get("session")
+        try:
+            ignored = schema.check_session(session, tools_now=self.tools)
+        except schema.Invalid as exc:
+            return [self._error(exc.code, str(exc), exc.param, eid)]
+        out: list = []
+        ignored += self._apply(session, out)
+        return out + [Emit({"type": "session.updated", "session": self.session_object(ignored)})]
+
+    def _on_input_audio_buffer_commit(self, event, eid, now):
+        if not self.input_open:
+            return [self._error("input_audio_buffer_commit_empty", "the input audio buffer is empty", None, eid)]
+        # with turn detection off the client asks for the response itself (response.create), as the API defines
+        return [EndInput(self.turn_cfg.enabled and self.turn_cfg.create_response)]
+
+    def _on_input_audio_buffer_clear(self, event, eid, now):
+        return [ClearInput()] + self.discard_speculation() + [Emit({"type": "input_audio_buffer.cleared"})]
+
+    def _on_input_audio_buffer_append(self, event, eid, now):  # a WebSocket call takes these itself, as audio
+        return [self._error("not_supported", "over WebRTC the input audio is the microphone track; append is not "
+                                             "used", None, eid)]
+
+    def _on_conversation_item_create(self, event, eid, now):
+        item = event.get("item")
+        try:
+            schema.check_item(item)
+        except schema.Invalid as exc:
+            return [self._error(exc.code, str(exc), exc.param, eid)]
+        item = normalized(item)
+        if self.find(item["id"]) is not None:
+            return [self._error("duplicate_item_id", f"item {item['id']!r} already exists", "item.id", eid)]
+        prev = event.get("previous_item_id")
+        if prev is not None and prev != "root" and self.find(prev) is None:
+            return [self._error("item_not_found", "no such previous item", "previous_item_id", eid)]
+        return self._add_item(item, after=prev)
+
+    def _on_conversation_item_retrieve(self, event, eid, now):
+        item = self.find(event.get("item_id"))
+        if item is None:
+            return [self._error("item_not_found", "no such item", "item_id", eid)]
+        return [Emit({"type": "conversation.item.retrieved", "item": item})]
+
+    def _on_conversation_item_delete(self, event, eid, now):
+        if self.find(event.get("item_id")) is None:
+            return [self._error("item_not_found", "no such item", "item_id", eid)]
+        self.items = [i for i in self.items if i["id"] != event.get("item_id")]
+        return [Emit({"type": "conversation.item.deleted", "item_id": event.get("item_id")})]
+
+    def _on_conversation_item_truncate(self, event, eid, now):
+        """As the API defines it: an assistant audio item, ``audio_end_ms`` within the audio it has, the transcript
+        cut to the words heard by then (in proportion to the audio)."""
+        item = self.find(event.get("item_id"))
+        if item is None:
+            return [self._error("item_not_found", "no such item", "item_id", eid)]
+        if item.get("type") != "message" or item.get("role") != "assistant":
+            return [self._error("invalid_value", "only assistant messages can be truncated", "item_id", eid)]
+        if event.get("content_index", 0) != 0:
+            return [self._error("invalid_value", "content_index must be 0", "content_index", eid)]
+        end = event.get("audio_end_ms")
+        if not isinstance(end, int) or isinstance(end, bool) or end < 0:
+            return [self._error("invalid_value", "audio_end_ms must be a non-negative integer", "audio_end_ms", eid)]
+        total = self.audio_ms.get(item["id"])
+        if total is not None and end > total + 20:
+            return [self._error("invalid_value", f"audio_end_ms {end} is past the item's audio ({total} ms)",
+                                "audio_end_ms", eid)]
+        words = (item["content"][0].get("transcript") or "").split()
+        keep = len(words) if not total else max(0, round(len(words) * min(1.0, end / total)))
+        return self.truncate(item["id"], end, " ".join(words[:keep]))
+
+    def _on_response_create(self, event, eid, now):
+        spec = event.get("response") or {}
+        try:
+            schema.check_response(spec, self.tools)
+        except schema.Invalid as exc:
+            return [self._error(exc.code, str(exc), exc.param, eid)]
+        if not self.responds:
+            return [self._error("invalid_value", "a transcription session makes no responses", "type", eid)]
+        override = {k: spec[k] for k in ("instructions", "tools", "tool_choice", "conversation", "metadata")
+                    if k in spec}
+        if "output_modalities" in spec:
+            override["modalities"] = tuple(spec["output_modalities"])
+        if "max_output_tokens" in spec:
+            override["max_output_tokens"] = None if spec["max_output_tokens"] == "inf" else spec["max_output_tokens"]
+        items = None
+        if "input" in spec:  # its own context instead of the conversation's
+            items = []
+            for ref in spec["input"]:
+                if ref.get("type") == "item_reference":
+                    found = self.find(ref["id"])
+                    if found is None:
+                        return [self._error("item_not_found", f"no such item {ref['id']!r}", "response.input", eid)]
+                    items.append(found)
+                else:
+                    items.append(normalized(ref))
+        return self.respond({"turn_end": now}, config=self.response_config(**override), items=items)
+
+    def _on_response_cancel(self, event, eid, now):
+        rid = event.get("response_id")
+        targets = self.cancel_targets(rid)
+        if not targets:
+            return [self._error("response_cancel_not_active",
+                                "no active response" + (f" with id {rid!r}" if rid else ""), "response_id", eid)]
+        return [CancelResponse(r, "client_cancelled") for r in targets]
+
+    def _on_output_audio_buffer_clear(self, event, eid, now):
+        return [ClearOutput(), Emit({"type": "output_audio_buffer.cleared", "response_id": self.live})]
+
+
+def normalized(item: dict) -> dict:
+    """A client's item as the conversation holds it: an id, object and status, and the fields of its type."""
+    out = {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": item.get("type", "message"),
+           "status": "completed"}
+    if out["type"] == "message":
+        out["role"] = item["role"]
+        out["content"] = [dict(c) for c in item["content"]]
+    elif out["type"] == "function_call":
+        out.update(name=item["name"], call_id=item["call_id"], arguments=item["arguments"])
+    else:
+        out.update(call_id=item["call_id"], output=item["output"])
+    return out
+
+
+def chat_messages(items: list[dict]) -> list[dict]:
+    """Realtime items as chat-completions messages: a message's text (or its transcript, as heard after a
+    truncation), consecutive function calls as one assistant message with ``tool_calls``, their outputs as ``tool``
+    messages."""
+    out: list[dict] = []
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            if out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls") is not None \
+                    and not out[-1].get("content"):
+                out[-1]["tool_calls"].append(call)
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            out.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        else:
+            text = " ".join(c.get("text") or c.get("transcript") or "" for c in item.get("content") or []
+                            if isinstance(c, dict)).strip()
+            if text:
+                out.append({"role": item["role"], "content": text})
+    return out

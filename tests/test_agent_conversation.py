@@ -1,0 +1,163 @@
+"""The conversation core alone (sans-IO): events and reports in, typed actions out; no audio, no clock, no tasks."""
+
+from voxgate.agent.conversation import (CancelResponse, ClearInput, CommitResponse, ConfigureAudio, Conversation,
+                                        Emit, EndInput, SetResponding, StartResponse)
+from voxgate.agent.turns import transcript_fits
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather.",
+           "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
+
+
+def conv() -> Conversation:
+    c = Conversation(instructions="Be brief.", model="m", asr="a", voice="v", vad="webrtcvad", responder="r")
+    c.start(None)
+    return c
+
+
+def events(actions, etype=None):
+    return [a.event for a in actions if type(a) is Emit and (etype is None or a.event["type"] == etype)]
+
+
+def of(actions, kind):
+    return [a for a in actions if type(a) is kind]
+
+
+def test_a_bad_session_update_is_refused_with_the_field_and_changes_nothing():
+    c = conv()
+    out = c.client_event({"type": "session.update", "event_id": "e1", "session": {
+        "instructions": "Talk like a pirate.", "tools": [WEATHER],
+        "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 3}}}}}, 0.0)
+    [err] = events(out, "error")
+    assert err["error"]["param"] == "session.audio.input.turn_detection.threshold" and err["error"]["event_id"] == "e1"
+    assert c.instructions == "Be brief." and c.tools == [] and c.turn_cfg.threshold == 0.5
+    for bad, param in [({"tools": [{"type": "function", "name": "has space"}]}, "session.tools[0].name"),
+                       ({"tool_choice": {"type": "function", "name": "nope"}}, "session.tool_choice.name"),
+                       ({"output_modalities": ["audio", "text"]}, "session.output_modalities"),
+                       ({"max_output_tokens": 0}, "session.max_output_tokens"),
+                       ({"bogus": 1}, "session.bogus")]:
+        [err] = events(c.client_event({"type": "session.update", "session": bad}, 0.0), "error")
+        assert err["error"]["param"] == param, (bad, err)
+    out = c.client_event({"type": "session.update", "session": {
+        "tools": [WEATHER], "tool_choice": "required", "output_modalities": ["text"], "model": "gpt-realtime",
+        "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "semantic_vad"}},
+                  "output": {"voice": "marin"}}}}, 0.0)
+    [updated] = events(out, "session.updated")
+    s = updated["session"]
+    assert s["tools"] == [WEATHER] and s["tool_choice"] == "required" and s["output_modalities"] == ["text"]
+    assert any("model" in i for i in s["voxgate"]["ignored"]) and any("semantic_vad" in i for i in s["voxgate"]["ignored"])
+    assert of(out, ConfigureAudio)[0].input_format == {"type": "audio/pcmu"}
+
+
+def test_live_responses_supersede_each_other_out_of_band_ones_do_not():
+    c = conv()
+    first = c.respond({"turn_end": 0.0})
+    assert of(first, SetResponding) == [SetResponding(True)]
+    [start1] = of(first, StartResponse)
+    second = c.respond({"turn_end": 1.0})
+    assert CancelResponse(start1.rid, "superseded") in second
+    oob = c.client_event({"type": "response.create", "response": {
+        "conversation": "none", "output_modalities": ["text"], "metadata": {"k": "v"},
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}}, 2.0)
+    [start] = of(oob, StartResponse)
+    assert not of(oob, CancelResponse) and not of(oob, SetResponding)
+    assert start.config.conversation == "none" and start.config.metadata == {"k": "v"}
+    assert start.messages == [{"role": "user", "content": "hi"}]
+    assert c.live != start.rid
+    # an out-of-band item never enters the conversation
+    assert c.item_done(start.config, {"id": "x", "type": "message", "role": "assistant", "content": []}) == []
+    assert c.find("x") is None
+    # response.cancel names one; an unknown id is an error
+    assert c.client_event({"type": "response.cancel", "response_id": start.rid}, 3.0) == \
+        [CancelResponse(start.rid, "client_cancelled")]
+    [err] = events(c.client_event({"type": "response.cancel", "response_id": "resp_nope"}, 3.0), "error")
+    assert err["error"]["code"] == "response_cancel_not_active"
+
+
+def test_partial_inference_commits_a_fitting_speculation_and_redoes_a_stale_one():
+    c = conv()
+    [spec] = c.speculate("what is the weather")
+    assert spec.speculative and c.spec == spec.rid and c.speculate("more") == []
+    out = c.end_of_turn("what is the weather", True, {"turn_end": 5.0}, transcript_fits)
+    assert of(out, CommitResponse)[0].rid == spec.rid and c.live == spec.rid and SetResponding(True) in out
+    c.response_done(spec.rid, "completed", queued_ms=0)
+    [spec2] = c.speculate("what is the")
+    out = c.end_of_turn("what is the time in Oslo", True, {"turn_end": 6.0}, transcript_fits)
+    assert CancelResponse(spec2.rid, "discarded") in out and of(out, StartResponse) and not of(out, CommitResponse)
+    # a turn that wants no response throws the speculation away
+    [spec3] = c.speculate("hello")
+    assert c.end_of_turn("hello", False, {}, transcript_fits) == [CancelResponse(spec3.rid, "discarded")]
+
+
+def test_tool_calls_and_their_results_become_the_next_responses_context():
+    c = conv()
+    [start] = of(c.respond({}), StartResponse)
+    call = {"id": "item_fc", "object": "realtime.item", "type": "function_call", "status": "completed",
+            "name": "get_weather", "call_id": "call_1", "arguments": '{"location": "Oslo"}'}
+    assert events(c.item_added(start.config, call), "conversation.item.added")
+    assert events(c.item_done(start.config, call), "conversation.item.done")
+    assert c.response_done(start.rid, "completed", queued_ms=0) == [SetResponding(False)]
+    out = c.client_event({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": "call_1", "output": '{"sky": "clear"}'}}, 0.0)
+    assert [e["type"] for e in events(out)] == ["conversation.item.added", "conversation.item.done"]
+    [nxt] = of(c.client_event({"type": "response.create"}, 1.0), StartResponse)
+    assert nxt.messages == [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"sky": "clear"}'}]
+    [err] = events(c.client_event({"type": "conversation.item.create", "item": {"type": "function_call_output"}}, 0.0))
+    assert err["error"]["param"] == "item.call_id"
+
+
+def test_truncate_follows_the_api():
+    c = conv()
+    [start] = of(c.respond({}), StartResponse)
+    item = {"id": "item_a", "object": "realtime.item", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_audio", "transcript": "one two three four"}]}
+    c.item_done(start.config, item, audio_ms=2000)
+    c.client_event({"type": "conversation.item.create", "item": {
+        "id": "item_u", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}, 0.0)
+    for bad, code_param in [({"item_id": "item_u", "audio_end_ms": 10}, "item_id"),
+                            ({"item_id": "item_a", "audio_end_ms": 5000}, "audio_end_ms"),
+                            ({"item_id": "item_a", "audio_end_ms": -1}, "audio_end_ms"),
+                            ({"item_id": "item_zz", "audio_end_ms": 1}, "item_id")]:
+        [err] = events(c.client_event({"type": "conversation.item.truncate", **bad}, 0.0))
+        assert err["type"] == "error" and err["error"]["param"] == code_param, bad
+    [ev] = events(c.client_event({"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
+                                  "audio_end_ms": 1000}, 0.0))
+    assert ev["type"] == "conversation.item.truncated" and ev["audio_end_ms"] == 1000
+    assert c.find("item_a")["content"][0]["transcript"] == "one two"
+
+
+def test_barge_in_playback_and_the_input_buffer():
+    c = conv()
+    [start] = of(c.respond({}), StartResponse)
+    rid, out = c.barge_in()
+    assert rid == start.rid and CancelResponse(rid, "turn_detected") in out and SetResponding(False) in out
+    c.response_done(rid, "cancelled", queued_ms=0)
+    [start2] = of(c.respond({}), StartResponse)
+    assert c.response_done(start2.rid, "completed", queued_ms=800) == []  # still speaking: barge-in stays armed
+    assert c.playing == start2.rid
+    rid, out = c.barge_in()  # over playback: nothing to cancel, the shell clears the output
+    assert rid == start2.rid and not of(out, CancelResponse) and c.playing is None
+    [start3] = of(c.respond({}), StartResponse)
+    c.response_done(start3.rid, "completed", queued_ms=500)
+    out = c.drained(start3.rid)
+    assert SetResponding(False) in out and events(out)[0] == {"type": "output_audio_buffer.stopped",
+                                                              "response_id": start3.rid}
+    # the input buffer: commit needs audio; clear drops it (and any speculation)
+    [err] = events(c.client_event({"type": "input_audio_buffer.commit"}, 0.0))
+    assert err["error"]["code"] == "input_audio_buffer_commit_empty"
+    c.input_open = True
+    assert c.client_event({"type": "input_audio_buffer.commit"}, 0.0) == [EndInput(True)]
+    [spec] = c.speculate("hi")
+    out = c.client_event({"type": "input_audio_buffer.clear"}, 0.0)
+    assert of(out, ClearInput) and CancelResponse(spec.rid, "discarded") in out
+
+
+def test_a_transcription_session_never_responds():
+    c = conv()
+    c.client_event({"type": "session.update", "session": {"type": "transcription"}}, 0.0)
+    assert c.speculate("hello") == []
+    assert c.end_of_turn("hello", True, {}, transcript_fits) == []
+    [err] = events(c.client_event({"type": "response.create"}, 0.0))
+    assert err["type"] == "error"
