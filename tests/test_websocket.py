@@ -465,3 +465,27 @@ def test_hanging_up_while_the_reply_is_queued_leaves_nothing_behind(tx, tmp_path
     assert wait_for(lambda: tx.health()["tasks"] <= before["tasks"], 10), (before, tx.health())
     gc = json.loads(tx.get("/healthz?gc")[1])
     assert gc["session_objects"] == 0 and gc["agent_sessions"] == 0, gc
+
+
+def test_a_client_secrets_session_applies_to_what_is_made_with_it(tx):
+    """POST /v1/realtime/client_secrets with a session: a WebSocket (or call) made with that key starts with it;
+    an invalid session is refused when minted, naming the field."""
+    status, _, body = tx.post("/v1/realtime/client_secrets", json.dumps({"session": {
+        "type": "realtime", "instructions": "Speak like a pirate.", "tools": [WEATHER]}}).encode(),
+        {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert status == 200, body
+    secret = json.loads(body)["value"]
+    status, _, body = tx.post("/v1/realtime/client_secrets", json.dumps({"session": {"tool_choice": 3}}).encode(),
+                              {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert status == 400 and json.loads(body)["error"]["param"] == "session.tool_choice"
+
+    async def go():
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(ws_url(tx), protocols=("realtime", f"openai-insecure-api-key.{secret}"))
+            c = Client(ws)
+            await c.wait(lambda c: c.of("session.created"))
+            session = c.of("session.created")[0]["session"]
+            assert session["instructions"] == "Speak like a pirate." and session["tools"] == [WEATHER]
+            await ws.close()
+
+    asyncio.run(go())

@@ -171,6 +171,8 @@ def cmd_call(args) -> int:
 
 
 RESPONDER_HELP = "the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL"
+RESPONDER_KEY_HELP = ("the key for --responder openai:… (default: $VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY); "
+                      "prefer the environment: a flag shows in the process list")
 ASR_HELP = ("the voice agent's recognizer: pocketsphinx (streams partial transcripts), moonshine (Moonshine base-en: "
             "far fewer word errors on unseen voices, see bench/asr.py), auto (moonshine if installed)")
 
@@ -197,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="relay + transceiver + embedded agent on localhost, and a page to talk to it")
     d.add_argument("--agent", default="voice", help="voice (the embedded stack) or echo (no models)")
     d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
+    d.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
     # the demo is where people judge whether it understands them: Moonshine when installed (3 x fewer word errors
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
     d.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "auto"),
@@ -216,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")
     x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
+    x.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
     x.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "auto"), help=ASR_HELP)
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
@@ -287,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("aioice", "aiortc"):  # per-check and per-state INFO lines; voxgate's own log says what matters
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if getattr(args, "responder_api_key", None):  # where OpenAIChatResponder looks for it
+        os.environ["VOXGATE_RESPONDER_API_KEY"] = args.responder_api_key
     return args.func(args)
 
 
