@@ -102,7 +102,10 @@ async def connect(http, tx, key=KEY, **kw):
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """Run a coroutine on a loop of its own, in a thread: Playwright's sync API (module-scoped, for the Chromium
+    test) keeps a loop running on this thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def test_spoken_tool_call_over_websocket(tx, weather_pcm):
@@ -371,7 +374,7 @@ def test_sideband_reaches_the_call_through_any_transceiver_of_the_fleet(redis_se
                                               for e in c.of("response.done")), timeout=15)
                 await side.ws.close()
 
-        asyncio.run(go())
+        run(go())
         result = call.result()
         oob = [e for e in result["events"] if e["type"] == "response.done"
                and e["response"].get("metadata") == {"topic": "greeting"}]
@@ -426,8 +429,7 @@ def test_sideband_answers_a_tool_call_for_a_call_placed_by_chromium(playwright, 
                 await side.ws.close()
                 return side
 
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
-            side = pool.submit(asyncio.run, sideband()).result()
+        side = run(sideband())
         assert side.of("response.output_audio_transcript.done"), json.dumps([e["type"] for e in side.events])
         spoken = side.of("response.output_audio_transcript.done")[-1]["transcript"]
         assert "warm and sunny" in spoken
@@ -444,6 +446,7 @@ def test_sideband_answers_a_tool_call_for_a_call_placed_by_chromium(playwright, 
 def test_hanging_up_while_the_reply_is_queued_leaves_nothing_behind(tx, tmp_path):
     """A WebRTC call hung up while the agent's spoken reply is still queued (and one more over the WebSocket, closed
     mid-reply): no task, no call object, no agent session is left once they are gone."""
+    assert wait_for(lambda: tx.health()["sessions"] == 0 and tx.health()["websocket_sessions"] == 0, 10)
     before = tx.health()
     wav = speech_wav(tmp_path / "hi.wav", "Hello there. Tell me a long story please.")
     # the reply starts ~0.5 s after the words end and speaks for seconds: hang up 1.5 s into it
@@ -460,7 +463,7 @@ def test_hanging_up_while_the_reply_is_queued_leaves_nothing_behind(tx, tmp_path
             await c.wait(lambda c: c.of("response.created"))
             await c.ws.close()
 
-    asyncio.run(ws_mid_reply())
+    run(ws_mid_reply())
     assert wait_for(lambda: tx.health()["sessions"] == 0 and tx.health()["websocket_sessions"] == 0, 10)
     assert wait_for(lambda: tx.health()["tasks"] <= before["tasks"], 10), (before, tx.health())
     gc = json.loads(tx.get("/healthz?gc")[1])
@@ -488,4 +491,4 @@ def test_a_client_secrets_session_applies_to_what_is_made_with_it(tx):
             assert session["instructions"] == "Speak like a pirate." and session["tools"] == [WEATHER]
             await ws.close()
 
-    asyncio.run(go())
+    run(go())
