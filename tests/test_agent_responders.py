@@ -2,12 +2,28 @@
 streaming format), and the embedded SmolLM2 when llama-cpp-python is installed."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
 from aiohttp import web
 
 from voxgate.agent.responders import OpenAIChatResponder, ScriptedResponder
+
+
+@contextlib.asynccontextmanager
+async def chat_server(completions):
+    """A local server speaking the chat-completions streaming format; yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        await runner.cleanup()
 
 
 async def collect(responder, text):
@@ -36,18 +52,8 @@ def test_openai_compatible_endpoint_streams(unused_port=None):
         return resp
 
     async def run():
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", completions)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            r = OpenAIChatResponder(f"http://127.0.0.1:{port}/v1", "test-model", api_key="sk-x")
-            return await collect(r, "weather?")
-        finally:
-            await runner.cleanup()
+        async with chat_server(completions) as url:
+            return await collect(OpenAIChatResponder(url, "test-model", api_key="sk-x"), "weather?")
 
     assert asyncio.run(run()) == "It is sunny today."
     assert seen["body"]["stream"] is True and seen["body"]["model"] == "test-model"
@@ -105,19 +111,10 @@ def test_openai_compatible_endpoint_gets_tools_and_its_streamed_tool_calls_are_r
         return resp
 
     async def run():
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", completions)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            r = OpenAIChatResponder(f"http://127.0.0.1:{port}/v1", "m", api_key="sk-x")
-            return await parts(r, [{"role": "user", "content": "weather in Oslo?"}], tools=[WEATHER],
+        async with chat_server(completions) as url:
+            return await parts(OpenAIChatResponder(url, "m", api_key="sk-x"),
+                               [{"role": "user", "content": "weather in Oslo?"}], tools=[WEATHER],
                                tool_choice="required")
-        finally:
-            await runner.cleanup()
 
     [call] = asyncio.run(run())
     assert isinstance(call, ToolCall) and call.call_id == "call_abc" and json.loads(call.arguments) == {"location": "Oslo"}
