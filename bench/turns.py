@@ -8,6 +8,14 @@ silence; both modes run on the same utterance back to back. Latencies are taken 
 user's last speech frame) to the final transcript, first token, first TTS audio and first audio packet sent.
 
     python bench/turns.py [--responder auto|scripted|smollm2] [--asr pocketsphinx|moonshine] [--rounds 1] [--json out.json]
+
+``--compare vad``: the end of the turn, ``server_vad`` (500 ms of silence) against ``semantic_vad`` (eagerness
+auto), side by side on the same audio, in voices the agent does not use (espeak-ng, three voices). Measured from
+the last speech frame of the input (known from the audio, not from the VAD) to the first reply packet sent, over
+complete questions; and over sentences with a 0.7 s pause in the middle ("Set a timer for … twenty minutes,
+please."), whether the agent cut in (committed a turn before the sentence was finished).
+
+    python bench/turns.py --compare vad [--asr moonshine] [--responder auto]
 """
 
 from __future__ import annotations
@@ -104,13 +112,109 @@ async def main_async(args):
             json.dump({"rows": rows, "summary": summary}, fh, indent=1)
 
 
+COMPLETE = ["What is the capital of France?", "Can you tell me a fun fact about cats?", "How far away is the moon?",
+            "What time does the store close tonight?", "Please recommend a good book to read.",
+            "Is it going to rain tomorrow?"]
+PAUSED = [("Set a timer for", "twenty minutes, please."), ("I would like to book a table for", "two people at eight."),
+          ("Remind me to call", "my mother tomorrow."), ("What is the weather like in", "Paris today?"),
+          ("Play some music by", "the Beatles."), ("Can you tell me how to get to", "the train station?"),
+          ("Add milk and eggs to", "my shopping list."), ("Turn off the lights in", "the kitchen."),
+          ("Send a message to", "John saying I am late."), ("How many calories are in", "a banana?")]
+VOICES = ["en-us+f3", "en+m3", "en-us+m2"]
+MODES = {"server_vad": {"type": "server_vad"}, "semantic_vad": {"type": "semantic_vad", "eagerness": "auto"}}
+
+
+def espeak(text: str, voice: str) -> bytes:
+    import subprocess
+    import tempfile
+    import wave
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", f.name, text], check=True, capture_output=True)
+        with wave.open(f.name, "rb") as w:
+            rate, pcm = w.getframerate(), w.readframes(w.getnframes())
+    return Resampler(rate, 16000)(pcm)
+
+
+async def vad_turn(agent, parts: list, td: dict) -> dict:
+    """Play ``parts`` (PCM, or seconds of silence) then silence; the first reply packet after the last speech frame,
+    and whether a turn was committed before it."""
+    prime = getattr(agent.stack.responder, "prime", None)
+    if prime:
+        await asyncio.to_thread(prime, agent.stack.instructions)
+    call = LocalCall(16000)
+    call.start_clock()
+    task = asyncio.ensure_future(agent.run(call))
+    call.push_event({"type": "session.update", "session": {"audio": {"input": {"turn_detection": td}}}})
+    silence = b"\0" * 640
+    frames = [silence] * 15
+    for p in parts:
+        frames += [silence] * int(p * 50) if isinstance(p, float) else [p[i:i + 640] for i in range(0, len(p) - 639, 640)]
+    last_speech = len(frames) - 1
+    frames += [silence] * 250  # 5 s: longer than any wait but semantic_vad low's
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    t_last, cut = None, False
+    for i, f in enumerate(frames):
+        call.push_audio(f)
+        await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
+        if i == last_speech:
+            t_last = loop.time()
+            cut = bool(call.events_of("input_audio_buffer.committed"))
+        if i > last_speech and call.sent_log and call.sent_log[-1][0] > t_last + 0.1:
+            break
+    call.end()
+    await asyncio.wait_for(task, 10)
+    sent = [t for t, _ in call.sent_log if t > t_last]
+    transcripts = [e["transcript"] for e in call.events_of("conversation.item.input_audio_transcription.completed")]
+    return {"cut": cut, "latency_ms": round((sent[0] - t_last) * 1000, 1) if sent else None,
+            "transcripts": transcripts}
+
+
+async def compare_vad(args):
+    print("loading the embedded stack:")
+    agent = load_agent("voice", responder=args.responder, asr=args.asr)
+    print(f"responder: {agent.stack.responder.name}, recognizer: {agent.stack.asr_name}")
+    rows = []
+    for rnd in range(args.rounds):
+        for k, voice in enumerate(VOICES):
+            for q in COMPLETE:
+                speech = espeak(q, voice)
+                for mode in (MODES if (rnd + k) % 2 == 0 else dict(reversed(list(MODES.items())))):
+                    r = await vad_turn(agent, [speech], MODES[mode])
+                    rows.append({"kind": "complete", "mode": mode, "voice": voice, "text": q, **r})
+                    print(f"{mode:13s} {voice:9s} {q[:40]:40s} first reply packet {r['latency_ms']} ms "
+                          f"{r['transcripts']}", flush=True)
+        for k, (a, b) in enumerate(PAUSED):
+            voice = VOICES[k % len(VOICES)]
+            parts = [espeak(a, voice), 0.7, espeak(b, voice)]
+            for mode in MODES:
+                r = await vad_turn(agent, parts, MODES[mode])
+                rows.append({"kind": "paused", "mode": mode, "voice": voice, "text": f"{a} … {b}", **r})
+                print(f"{mode:13s} {voice:9s} {a + ' … ' + b:48s} {'CUT IN' if r['cut'] else 'waited'} "
+                      f"{r['transcripts']}", flush=True)
+    print()
+    for mode in MODES:
+        lat = [r["latency_ms"] for r in rows if r["mode"] == mode and r["kind"] == "complete" and r["latency_ms"]]
+        paused = [r for r in rows if r["mode"] == mode and r["kind"] == "paused"]
+        print(f"{mode:13s}: last speech frame -> first reply packet, complete questions: median "
+              f"{statistics.median(lat):.0f} ms (p90 {sorted(lat)[int(0.9 * (len(lat) - 1))]:.0f}, n={len(lat)}); "
+              f"0.7 s pauses not cut: {sum(not r['cut'] for r in paused)}/{len(paused)}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--responder", default="auto")
     ap.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "auto"))
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json")
-    asyncio.run(main_async(ap.parse_args()))
+    ap.add_argument("--compare", choices=("partial", "vad"), default="partial",
+                    help="partial: partial inference on/off (server_vad); vad: server_vad vs semantic_vad")
+    args = ap.parse_args()
+    asyncio.run(compare_vad(args) if args.compare == "vad" else main_async(args))
 
 
 if __name__ == "__main__":

@@ -60,11 +60,14 @@ def test_no_speculation_when_disabled_or_no_auto_response():
 
 def test_session_update_semantics():
     cfg = TurnConfig()
-    ignored = cfg.update({"type": "semantic_vad", "eagerness": "high", "silence_duration_ms": 300, "threshold": 0.7,
+    ignored = cfg.update({"type": "server_vad", "silence_duration_ms": 300, "threshold": 0.7,
                           "create_response": False, "bogus": 1})
     assert cfg.silence_duration_ms == 300 and cfg.threshold == 0.7 and not cfg.create_response
     assert cfg.pause_ms < 300
-    assert any("semantic_vad" in i for i in ignored) and "turn_detection.bogus" in ignored
+    assert "turn_detection.bogus" in ignored and not cfg.semantic
+    assert cfg.update({"type": "semantic_vad", "eagerness": "high"}) == [] and cfg.semantic
+    assert cfg.as_dict() == {"type": "semantic_vad", "eagerness": "high", "create_response": False,
+                             "interrupt_response": True}
     cfg.update(None)
     assert not cfg.enabled and feed(TurnTaker(cfg), "S" * 20) == []
 
@@ -94,3 +97,44 @@ def test_idle_timeout_after_the_agent_finished_once_per_silence():
     assert not [a for _, a in feed(tt, "." * 20) if isinstance(a, IdleTimeout)]
     cfg.update({"type": "server_vad", "idle_timeout_ms": None})
     assert cfg.idle_timeout_ms is None
+
+
+def _run_semantic(eagerness, pause_frames, verdict, tail_frames=300):
+    """Speech, a pause of ``pause_frames`` (judged ``verdict`` at the Speculate), more speech, then silence."""
+    from voxgate.agent.turns import EndOfTurn, Speculate, TurnConfig, TurnTaker
+
+    cfg = TurnConfig()
+    cfg.update({"type": "semantic_vad", "eagerness": eagerness})
+    tt = TurnTaker(cfg)
+    t, log = 0, []
+    script = [1.0] * 30 + [0.0] * pause_frames + [1.0] * 20 + [0.0] * tail_frames
+    for p in script:
+        t += 20
+        for a in tt.frame(p, t):
+            log.append((t, a))
+            if isinstance(a, Speculate):
+                tt.judge(verdict.pop(0) if verdict else True)
+    return [(t, a) for t, a in log if isinstance(a, EndOfTurn)]
+
+
+def test_semantic_vad_waits_through_a_pause_in_an_unfinished_sentence():
+    # "Set a timer for ... twenty minutes, please": judged unfinished at the pause, the 0.7 s pause does not end it
+    ends = _run_semantic("auto", 35, [False, True])
+    assert len(ends) == 1 and ends[0][0] == (30 + 35 + 20) * 20 + 300  # after the second part, 300 ms on
+    # the same pause under server_vad (500 ms) cuts the turn in two
+    from voxgate.agent.turns import EndOfTurn, TurnTaker
+
+    tt = TurnTaker()
+    cuts = [a for i, p in enumerate([1.0] * 30 + [0.0] * 35 + [1.0] * 20 + [0.0] * 40)
+            for a in tt.frame(p, (i + 1) * 20) if isinstance(a, EndOfTurn)]
+    assert len(cuts) == 2
+
+
+def test_semantic_vad_ends_a_finished_turn_early_and_bounds_the_wait_by_eagerness():
+    from voxgate.agent.turns import EAGERNESS
+
+    ends = _run_semantic("high", 0, [True])
+    assert ends and ends[0][0] - 50 * 20 == EAGERNESS["high"][0] + 20
+    for eagerness in ("high", "medium", "low"):  # never judged complete: the longest wait, then the turn ends
+        ends = _run_semantic(eagerness, 0, [False], tail_frames=500)
+        assert ends and ends[0][0] - 50 * 20 == EAGERNESS[eagerness][1], (eagerness, ends)

@@ -16,6 +16,7 @@ import logging
 import time
 import weakref
 
+from . import eou
 from .base import Agent, CallIO
 from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Conversation, Emit, EndInput,
                            SetResponding, StartResponse, CancelResponse, chat_messages, new_id)
@@ -292,7 +293,11 @@ class RealtimeSession:
             await before
         text = await self._asr(self.asr.finish)
         self._add_segment(text)
-        if self.tt.speculating:
+        if not self.tt.speculating:
+            return
+        if self.turn_cfg.semantic:  # the turn ends on what was said: judge it now, at the pause
+            self.tt.judge(eou.complete(self.transcript()))
+        if self.turn_cfg.partial_inference and self.turn_cfg.create_response:
             self.do_now(self.core.speculate(self.transcript()))
 
     def _add_segment(self, text: str):

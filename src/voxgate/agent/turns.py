@@ -14,6 +14,11 @@ Timeline of one user turn::
 If speech resumes after ``Speculate`` and before ``EndOfTurn``, ``Resume`` says
 to throw the speculation away. Speech that starts while the agent responds
 yields ``Interrupt`` when ``interrupt_response`` is set (barge-in).
+
+``semantic_vad``: the end of the turn follows what was said, not a fixed silence. At the pause that starts partial
+inference the shell decodes the utterance and tells the turn taker whether it sounds complete (``judge``); a
+complete one ends the turn after ``min_ms`` of silence (as soon as the verdict is in, if later), anything else
+waits for more speech up to ``max_ms`` (the API's 8 / 4 / 2 s for eagerness low / medium / high; auto is medium).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dataclasses import dataclass
 
 FRAME_MS = 20
 START_FRAMES = 2  # consecutive speech frames before speech "starts": one noisy frame is not a turn
+# semantic_vad: (silence before a complete-sounding turn ends, longest wait for an incomplete one), by eagerness
+EAGERNESS = {"high": (160, 2000), "medium": (300, 4000), "auto": (300, 4000), "low": (600, 8000)}
 
 
 @dataclass
@@ -36,6 +43,8 @@ class TurnConfig:
     partial_inference: bool = True
     enabled: bool = True  # turn_detection null = the client commits turns itself
     idle_timeout_ms: int | None = None  # no speech this long after the agent finished: prompt the user (the API's)
+    semantic: bool = False  # semantic_vad: the end of the turn follows what was said (``judge``)
+    eagerness: str = "auto"
 
     def update(self, td: dict | None) -> list[str]:
         """Apply a Realtime ``turn_detection`` object; return the names of what we ignored."""
@@ -45,8 +54,9 @@ class TurnConfig:
             return ignored
         self.enabled = True
         kind = td.get("type", "server_vad")
-        if kind != "server_vad":
-            ignored.append(f"turn_detection.type={kind} (served as server_vad)")
+        self.semantic = kind == "semantic_vad"
+        if self.semantic:
+            self.eagerness = td.get("eagerness") or "auto"
         for key, typ in (("threshold", float), ("prefix_padding_ms", int), ("silence_duration_ms", int),
                          ("create_response", bool), ("interrupt_response", bool)):
             if key in td and td[key] is not None:
@@ -61,9 +71,16 @@ class TurnConfig:
         self.pause_ms = min(self.pause_ms, max(FRAME_MS, self.silence_duration_ms - FRAME_MS))
         return ignored
 
+    @property
+    def semantic_wait(self) -> tuple[int, int]:
+        return EAGERNESS.get(self.eagerness, EAGERNESS["auto"])
+
     def as_dict(self) -> dict:
         if not self.enabled:
             return None
+        if self.semantic:
+            return {"type": "semantic_vad", "eagerness": self.eagerness, "create_response": self.create_response,
+                    "interrupt_response": self.interrupt_response}
         return {"type": "server_vad", "threshold": self.threshold, "prefix_padding_ms": self.prefix_padding_ms,
                 "silence_duration_ms": self.silence_duration_ms, "create_response": self.create_response,
                 "interrupt_response": self.interrupt_response, "idle_timeout_ms": self.idle_timeout_ms}
@@ -119,6 +136,7 @@ class TurnTaker:
         self._speech_end_ms = 0
         self._idle_ms = 0  # silence while idle and not responding, toward idle_timeout_ms
         self._idle_armed = True  # fires once per silent stretch: re-armed by a finished response or by speech
+        self.verdict: bool | None = None  # semantic_vad: does what was said so far sound complete (None: not judged)
 
     def set_responding(self, responding: bool):
         if self.responding and not responding:
@@ -127,6 +145,12 @@ class TurnTaker:
 
     def reset(self):
         self.state, self._run, self._silence_ms, self.speculating = self.IDLE, 0, 0, False
+        self.verdict = None
+
+    def judge(self, complete: bool) -> None:
+        """semantic_vad: the verdict on the utterance closed at the last pause (the next frame acts on it)."""
+        if self.state == self.PAUSED:
+            self.verdict = complete
 
     def frame(self, speech_prob: float, t_ms: int) -> list:
         """One 20 ms input frame ending at stream time ``t_ms``."""
@@ -156,6 +180,7 @@ class TurnTaker:
         if speech:
             if self.state == self.PAUSED:
                 self.state = self.SPEAKING
+                self.verdict = None
                 if self.speculating:
                     self.speculating = False
                     actions.append(Resume())
@@ -167,16 +192,30 @@ class TurnTaker:
             self._speech_end_ms = t_ms - FRAME_MS
             self._silence_ms = 0
         self._silence_ms += FRAME_MS
-        if (cfg.partial_inference and not self.speculating and cfg.create_response
-                and self._silence_ms >= cfg.pause_ms and self._silence_ms < cfg.silence_duration_ms):
+        if cfg.semantic:
+            end_at = self._semantic_end()
+            # the utterance is decoded at the pause whatever partial_inference says: the verdict needs it
+            wants = True
+        else:
+            end_at = cfg.silence_duration_ms
+            wants = cfg.partial_inference and cfg.create_response
+        if wants and not self.speculating and self._silence_ms >= cfg.pause_ms and self._silence_ms < end_at:
             self.speculating = True
             actions.append(Speculate(self._speech_end_ms))
-        if self._silence_ms >= cfg.silence_duration_ms:
+        if self._silence_ms >= end_at:
             self.state = self.IDLE
             self.speculating = False
             self._silence_ms = 0
+            self.verdict = None
             actions.append(EndOfTurn(self._speech_end_ms, cfg.create_response))
         return actions
+
+    def _semantic_end(self) -> int:
+        """The silence (ms) at which a semantic_vad turn ends, given the verdict so far."""
+        min_ms, max_ms = self.config.semantic_wait
+        if self.verdict:
+            return min_ms
+        return max_ms
 
 
 _PUNCT = re.compile(r"[^\w\s']+")
