@@ -223,3 +223,35 @@ def test_idle_timeout_prompts_a_silent_user():
     assert 900 <= timeout["audio_end_ms"] - timeout["audio_start_ms"] <= 1100
     assert call.events_of("input_audio_buffer.committed")[0]["item_id"] == timeout["item_id"]
     assert call.events_of("response.output_audio_transcript.done")[0]["transcript"] == "Are you still there?"
+
+
+def _espeak16k(text, voice):
+    import subprocess
+    import tempfile
+    import wave
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", f.name, text], check=True, capture_output=True)
+        with wave.open(f.name, "rb") as w:
+            return Resampler(w.getframerate(), 16000)(w.readframes(w.getnframes()))
+
+
+def test_semantic_vad_does_not_cut_in_on_a_mid_sentence_pause():
+    """An espeak-ng voice says "Set a timer for", pauses 0.7 s, and finishes: server_vad (500 ms) cuts the turn in
+    two, semantic_vad waits and answers the whole sentence once. (With Moonshine: the verdict reads the words, and
+    PocketSphinx hears "you are you're far" in that voice.)"""
+    import importlib.util
+
+    if importlib.util.find_spec("moonshine_cpp") is None:
+        pytest.skip("moonshine-cpp ships for x86-64 Linux only")
+    asr = "moonshine"
+    first, second = _espeak16k("Set a timer for", "en-us+m3"), _espeak16k("twenty minutes, please.", "en-us+m3")
+    script = [SILENCE] * 10 + frames(first) + [SILENCE] * 35 + frames(second) + [SILENCE] * 60
+    turns = {}
+    for mode in ("server_vad", "semantic_vad"):
+        call = run(drive(script, events=[{"type": "session.update", "session": {"audio": {"input": {
+            "turn_detection": {"type": mode}}}}}], tail_s=4, asr=asr,
+            until=lambda c: len(c.events_of("response.done")) >= 1 and c.time_of("response.done") > 0))
+        turns[mode] = [e["transcript"] for e in call.events_of("conversation.item.input_audio_transcription.completed")]
+    assert len(turns["server_vad"]) == 2, turns
+    assert len(turns["semantic_vad"]) == 1, turns
