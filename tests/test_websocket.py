@@ -196,6 +196,8 @@ def test_push_to_talk_and_g711(tx, weather_pcm):
                 "input": {"format": {"type": "audio/pcmu"}, "turn_detection": None},
                 "output": {"format": {"type": "audio/pcmu"}}}}})
             await c.wait(lambda c: c.of("session.updated"))
+            audio = c.of("session.updated")[0]["session"]["audio"]
+            assert audio["input"]["format"] == audio["output"]["format"] == {"type": "audio/pcmu"}
             for i in range(0, len(ulaw), 8000):  # as fast as the socket takes it: order still holds
                 await c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(ulaw[i:i + 8000]).decode()})
             await c.send({"type": "input_audio_buffer.commit"})

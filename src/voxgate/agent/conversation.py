@@ -108,6 +108,7 @@ class Conversation:
         self.modalities = ("audio",)
         self.max_output_tokens: int | None = None
         self.session_type = "realtime"  # "transcription": recognize turns, never respond
+        self.formats = {"input": {"type": "audio/pcm", "rate": 24000}, "output": {"type": "audio/pcm", "rate": 24000}}
         self.names = {"model": model, "asr": asr, "voice": voice, "vad": vad, "responder": responder}
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
@@ -127,10 +128,10 @@ class Conversation:
             "output_modalities": list(self.modalities), "tools": self.tools, "tool_choice": self.tool_choice,
             "max_output_tokens": self.max_output_tokens or "inf",
             "audio": {
-                "input": {"format": {"type": "audio/pcm", "rate": 24000},
+                "input": {"format": self.formats["input"],
                           "transcription": {"model": self.names["asr"]},
                           "turn_detection": self.turn_cfg.as_dict()},
-                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.names["voice"]},
+                "output": {"format": self.formats["output"], "voice": self.names["voice"]},
             },
             "voxgate": {"partial_inference": self.turn_cfg.partial_inference, "pause_ms": self.turn_cfg.pause_ms,
                         "vad": self.names["vad"], "responder": self.names["responder"]},
@@ -177,6 +178,10 @@ class Conversation:
         if "turn_detection" in inp or "turn_detection" in session:
             ignored += self.turn_cfg.update(inp.get("turn_detection", session.get("turn_detection")))
         if "format" in inp or "format" in outp:
+            for key, fmt in (("input", inp.get("format")), ("output", outp.get("format"))):
+                if fmt:
+                    self.formats[key] = {"type": fmt.get("type", "audio/pcm"),
+                                         **({"rate": 24000} if fmt.get("type", "audio/pcm") == "audio/pcm" else {})}
             out.append(ConfigureAudio(inp.get("format"), outp.get("format")))
         vx = session.get("voxgate") or {}
         if "partial_inference" in vx:
