@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
     # the demo is where people judge whether it understands them: Moonshine when installed (3 x fewer word errors
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
-    d.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "auto"),
+    d.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"),
                    help=ASR_HELP + " (default here: auto)")
     d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
     d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     x.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
-    x.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "auto"), help=ASR_HELP)
+    x.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "whisper", "auto"), help=ASR_HELP)
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")

