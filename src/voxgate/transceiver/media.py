@@ -138,11 +138,18 @@ class OpusOut:
         """Pad and queue a trailing partial frame (end of an utterance)."""
         self.frames.extend(self._framer.flush())
 
+    CLOSE_FRAMES = 3  # silence sent after a cut: the decoder plays silence, not its loss concealment
+
     def clear(self) -> int:
-        """Drop everything queued at once (barge-in); returns the milliseconds dropped."""
+        """Drop everything queued at once (barge-in); returns the milliseconds dropped. A talk spurt cut short ends
+        with ``CLOSE_FRAMES`` of silence: when packets simply stop, the browser's jitter buffer conceals the "loss"
+        by stretching the last speech for ~150 ms (bench/bargein.py measured the agent audible ~225 ms after the
+        user's onset that way)."""
         dropped = len(self.frames) * FRAME_MS
         self.frames.clear()
         self._framer.clear()
+        if dropped and self.spurt_start is not None:
+            self.frames.extend([b"\0" * (self.samples * 2)] * self.CLOSE_FRAMES)
         return dropped
 
     @property
