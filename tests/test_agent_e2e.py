@@ -16,7 +16,8 @@ def voice_stack(tmp_path_factory):
     secret = d / "secret"
     secret.write_text(new_secret_line())
     relay = RelayProcess(free_port(), secret, metrics_port=free_port())
-    tx = TransceiverProcess(secret, relay_port=relay.port, agent="voice", extra=["--responder", "scripted"])
+    tx = TransceiverProcess(secret, relay_port=relay.port, agent="voice",
+                            extra=["--responder", "scripted", "--asr", "pocketsphinx"])
     yield relay, tx
     tx.stop()
     relay.stop()

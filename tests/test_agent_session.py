@@ -143,8 +143,8 @@ def test_client_events_and_errors():
     call = run(drive([SILENCE] * 5, events=events, tail_s=2.0))
     updated = call.events_of("session.updated")[0]["session"]
     assert updated["instructions"] == "Be brief."
-    assert updated["audio"]["input"]["turn_detection"]["type"] == "server_vad"
-    assert any("semantic_vad" in i for i in updated["voxgate"]["ignored"])
+    assert updated["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"  # served, not mapped
+    assert any("model" in i for i in updated["voxgate"]["ignored"])
     errors = {e["error"]["code"]: e["error"] for e in call.events_of("error")}
     assert errors["unknown_event"]["event_id"] == "e1" and errors["missing_type"]
     assert "input_audio_buffer_commit_empty" in errors

@@ -220,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     x.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
-    x.add_argument("--asr", default="pocketsphinx", choices=("pocketsphinx", "moonshine", "whisper", "auto"), help=ASR_HELP)
+    # auto: Moonshine when installed. The SDKs ask for semantic_vad, whose verdict reads the words: PocketSphinx's
+    # on unseen voices would make it wait for sentences nobody is finishing
+    x.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"),
+                   help=ASR_HELP + " (default: auto)")
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")

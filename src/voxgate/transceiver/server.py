@@ -43,7 +43,7 @@ class TransceiverConfig:
     max_sessions: int = 1000  # --capacity: more live calls than this get 503 (and placement looks elsewhere)
     opus_complexity: int = DEFAULT_COMPLEXITY
     responder: str = "auto"  # for --agent voice
-    asr: str = "pocketsphinx"  # for --agent voice: pocketsphinx | moonshine | auto
+    asr: str = "auto"  # for --agent voice: pocketsphinx | moonshine | whisper | auto (moonshine if installed)
     # the fleet (voxgate.steering): with a Redis URL the transceiver registers itself and places calls
     redis_url: str | None = None
     region: str = "default"
