@@ -210,3 +210,44 @@ def test_node_sdk_tool_call_with_the_demos_own_language_model(sdk, demo, tmp_pat
     assert out["answer_started"] and out["assistant_transcripts"], out
     answer = out["assistant_transcripts"][0].lower()
     assert "18" in answer or "clear" in answer, out  # spoken from the tool's result (18 degrees, clear skies)
+
+
+def test_python_sdk_over_websocket_push_to_talk_and_text(voice_tx, tmp_path):
+    """The official `openai` Python SDK's realtime client (base URL changed only): push-to-talk with espeak speech
+    appended as PCM16 24 kHz, a spoken reply; then an out-of-band text response parsed by its own event models."""
+    import asyncio
+    import base64
+
+    from openai import AsyncOpenAI
+
+    pcm = Path(pcm_file(tmp_path / "q.pcm", "Hello, can you hear me?", "en-us+f3")).read_bytes()
+    base = voice_tx.url + "/v1"
+
+    async def go():
+        client = AsyncOpenAI(api_key=KEY, base_url=base, websocket_base_url=base.replace("http://", "ws://"))
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+            for i in range(0, len(pcm), 9600):
+                await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 9600]).decode())
+            await conn.input_audio_buffer.commit()
+            await conn.response.create()
+            seen, audio = {}, 0
+            async for event in conn:
+                if event.type == "response.output_audio.delta":
+                    audio += len(base64.b64decode(event.delta))
+                seen.setdefault(event.type, event)
+                if event.type == "response.done" and "spoken" not in seen:
+                    seen["spoken"] = event
+                    await conn.response.create(response={"conversation": "none", "output_modalities": ["text"],
+                                                         "metadata": {"job": "summary"}})
+                elif event.type == "response.done":
+                    seen["text"] = event
+                    break
+            return seen, audio
+
+    seen, audio = asyncio.run(asyncio.wait_for(go(), 60))
+    assert seen["conversation.item.input_audio_transcription.completed"].transcript.strip()
+    assert seen["spoken"].response.status == "completed" and audio > 24000 * 2 * 0.5
+    text = seen["text"].response
+    assert text.metadata == {"job": "summary"} and text.output[0].content[0].text
+    assert "error" not in seen
