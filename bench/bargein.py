@@ -23,12 +23,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import wave
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-from common import HERE, SRC, free_port  # first: it puts src/ on the path
+from common import SRC, free_port, serve_dir  # first: it puts src/ on the path
 
 from voxgate.wire.token import new_secret_line
 
@@ -53,21 +51,6 @@ def mic_wav(path: str, voice: str) -> float:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
         w.writeframes(audio)
     return (len(gap(1.0) + q + gap(1.8)) / 2) / rate
-
-
-def serve_page() -> tuple[ThreadingHTTPServer, int]:
-    port = free_port()
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=HERE, **kw)
-
-        def log_message(self, *a):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, port
 
 
 def start_servers():
@@ -120,7 +103,7 @@ def main():
     from voxgate.lab.chromium import launch
 
     tmp = tempfile.mkdtemp(prefix="voxgate-bargein-")
-    server, page_port = serve_page()
+    server, page_port = serve_dir()
     procs, url = start_servers()
     rows = []
     try:

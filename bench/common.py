@@ -30,3 +30,20 @@ def cpu_seconds(pids) -> float:
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total / tick
+
+
+def serve_dir(directory: str = HERE):
+    """A static HTTP server for ``directory`` on a free port, in a thread: (server, port). ``server.shutdown()``."""
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=directory, **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]

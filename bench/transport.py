@@ -27,12 +27,10 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import wave
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-from common import HERE, SRC, free_port  # first: it puts src/ on the path
+from common import HERE, SRC, free_port, serve_dir  # first: it puts src/ on the path
 
 from voxgate.wire.token import new_secret_line
 
@@ -47,21 +45,6 @@ def bursts(path: str, seconds: float):
     with wave.open(path, "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
         w.writeframes(bytes(frames))
-
-
-def serve_page() -> tuple[ThreadingHTTPServer, int]:
-    port = free_port()
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=HERE, **kw)
-
-        def log_message(self, *a):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, port
 
 
 def start(kind: str, tmp: str):
@@ -120,7 +103,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="voxgate-transport-")
     wav = os.path.join(tmp, "bursts.wav")
     bursts(wav, 60)
-    server, page_port = serve_page()
+    server, page_port = serve_dir()
     kinds = ("voxgate", "aiortc", "websocket")
     results = {k: [] for k in kinds}
     for rnd in range(args.rounds):

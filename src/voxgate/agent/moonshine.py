@@ -114,15 +114,16 @@ class MoonshineModel:
         return raw.decode("utf-8", "replace").replace("\u2581", " ").strip()
 
 
-class MoonshineAsr:
-    """One call's recognizer: the ``PocketSphinxAsr`` interface (start, feed, finish, cancel, reset) on the shared
-    model."""
+class UtteranceAsr:
+    """A recognizer that decodes whole utterances, with the ``PocketSphinxAsr`` interface (start, feed, finish,
+    cancel, reset) on a shared ``model`` (anything with ``transcribe(float32 16 kHz) -> str``): ``feed`` keeps the
+    audio, ``finish`` decodes its voiced part. Moonshine's and Whisper's."""
 
-    name = "moonshine"
+    name = "utterance"
     partials = False  # whole utterances only: the agent sends each decoded segment as one transcription delta
 
-    def __init__(self, model: MoonshineModel | None = None):
-        self.model = model or MoonshineModel.shared()
+    def __init__(self, model):
+        self.model = model
         self.chunks: list[bytes] = []
         self.active = False
 
@@ -137,7 +138,7 @@ class MoonshineAsr:
         self.active = True
 
     def feed(self, pcm16k: bytes) -> str:
-        """Keep the audio; no partial hypothesis (Moonshine decodes whole utterances)."""
+        """Keep the audio; no partial hypothesis."""
         if not self.active:
             self.start()
         self.chunks.append(pcm16k)
@@ -153,6 +154,15 @@ class MoonshineAsr:
         pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
         self.chunks.clear()
         return self.model.transcribe(trim_silence(pcm))
+
+
+class MoonshineAsr(UtteranceAsr):
+    """One call's Moonshine recognizer on the process's shared model."""
+
+    name = "moonshine"
+
+    def __init__(self, model: MoonshineModel | None = None):
+        super().__init__(model or MoonshineModel.shared())
 
 
 def trim_silence(audio: np.ndarray, pad_s: float = 0.3) -> np.ndarray:

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from .moonshine import MAX_SECONDS, trim_silence
+from .moonshine import UtteranceAsr
 from .stages import MissingModel
 
 
@@ -56,39 +56,10 @@ class WhisperModel:
         return " ".join(s.text.strip() for s in segments).strip()
 
 
-class WhisperAsr:
-    """One call's recognizer on the shared model (the interface of ``PocketSphinxAsr``)."""
+class WhisperAsr(UtteranceAsr):
+    """One call's Whisper recognizer on the process's shared model."""
 
     name = "whisper-tiny.en"
-    partials = False
 
     def __init__(self, model: WhisperModel | None = None):
-        self.model = model or WhisperModel.shared()
-        self.chunks: list[bytes] = []
-        self.active = False
-
-    def reset(self):
-        self.chunks.clear()
-        self.active = False
-
-    cancel = reset
-
-    def start(self):
-        self.chunks.clear()
-        self.active = True
-
-    def feed(self, pcm16k: bytes) -> str:
-        if not self.active:
-            self.start()
-        self.chunks.append(pcm16k)
-        if len(self.chunks) > MAX_SECONDS * 50:
-            del self.chunks[0]
-        return ""
-
-    def finish(self) -> str:
-        if not self.active:
-            return ""
-        self.active = False
-        pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
-        self.chunks.clear()
-        return self.model.transcribe(trim_silence(pcm))
+        super().__init__(model or WhisperModel.shared())
