@@ -407,3 +407,13 @@ def wav_seconds(path) -> float:
 
     with wave.open(str(path), "rb") as w:
         return w.getnframes() / w.getframerate()
+
+
+def run_async(coro):
+    """Run a coroutine on a loop of its own, in a thread: Playwright's sync API (a module-scoped fixture) keeps a
+    loop running on the test's thread, where asyncio.run() refuses to start."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TransceiverProcess
+from helpers import TransceiverProcess, run_async
 from voxgate.client.ws import read_wav_24k
 
 SDK = Path(__file__).with_name("sdk")
@@ -245,7 +245,7 @@ def test_python_sdk_over_websocket_push_to_talk_and_text(voice_tx, tmp_path):
                     break
             return seen, audio
 
-    seen, audio = asyncio.run(asyncio.wait_for(go(), 60))
+    seen, audio = run_async(asyncio.wait_for(go(), 60))
     assert seen["conversation.item.input_audio_transcription.completed"].transcript.strip()
     assert seen["spoken"].response.status == "completed" and audio > 24000 * 2 * 0.5
     text = seen["text"].response

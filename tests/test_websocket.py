@@ -4,14 +4,13 @@ G.711, bad input, back-pressure, and the sideband of a WebRTC call, alone and ac
 
 import asyncio
 import base64
-import concurrent.futures
 import json
 import time
 
 import aiohttp
 import pytest
 
-from helpers import CallProcess, TransceiverProcess, speech_wav, wait_for
+from helpers import CallProcess, TransceiverProcess, run_async, speech_wav, wait_for
 from voxgate.client.ws import read_wav_24k
 
 KEY = "sk-test"
@@ -101,11 +100,7 @@ async def connect(http, tx, key=KEY, **kw):
     return c
 
 
-def run(coro):
-    """Run a coroutine on a loop of its own, in a thread: Playwright's sync API (module-scoped, for the Chromium
-    test) keeps a loop running on this thread."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+run = run_async
 
 
 def test_spoken_tool_call_over_websocket(tx, weather_pcm):
