@@ -167,3 +167,26 @@ def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
     assert word_errors("What is the capital of France?", done["transcript"])[0] <= 1, done
     assert len(call.events_of("response.created")) == 1  # only the turn that was understood got an answer
     assert call.events_of("response.done")[0]["response"]["status"] == "completed"
+
+
+def test_the_dequantized_decoder_hears_what_the_shipped_one_hears(tmp_path):
+    """agent/ort_dequant.py rebuilds Moonshine's decoder with its weights dequantized once (onnxruntime's ORT-format
+    reader, the one place it is used): the same words come out as from the file as shipped, on voices it never heard.
+    Fails if an onnxruntime upgrade moves the reader or changes the format."""
+    import os
+
+    import onnxruntime as ort
+
+    from voxgate.agent.ort_dequant import dequantized
+
+    path = os.path.join(moonshine.model_dir(), "decoder_model_merged.ort")
+    fast = moonshine.MoonshineModel()
+    shipped = moonshine.MoonshineModel.__new__(moonshine.MoonshineModel)
+    shipped.__dict__.update(fast.__dict__)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    shipped.decoder = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    assert len(dequantized(path)) > 100_000_000  # float weights: the int8 file is ~40 MB
+    for voice, text in SPOKEN[:4]:
+        audio = np.frombuffer(espeak_16k(tmp_path, voice, text), np.int16).astype(np.float32) / 32768
+        assert fast.transcribe(audio) == shipped.transcribe(audio), text
