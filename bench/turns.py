@@ -150,7 +150,9 @@ async def vad_turn(agent, parts: list, td: dict) -> dict:
     frames = [silence] * 15
     for p in parts:
         frames += [silence] * int(p * 50) if isinstance(p, float) else [p[i:i + 640] for i in range(0, len(p) - 639, 640)]
-    last_speech = len(frames) - 1
+    # the last frame with speech in it (espeak-ng ends its files with silence of its own)
+    levels = [max(abs(v) for v in memoryview(f).cast("h")) for f in frames]
+    last_speech = max(i for i, v in enumerate(levels) if v > 0.02 * max(levels))
     frames += [silence] * 250  # 5 s: longer than any wait but semantic_vad low's
     loop = asyncio.get_running_loop()
     t0 = loop.time()
