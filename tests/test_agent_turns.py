@@ -117,10 +117,13 @@ def _run_semantic(eagerness, pause_frames, verdict, tail_frames=300):
     return [(t, a) for t, a in log if isinstance(a, EndOfTurn)]
 
 
+EAGERNESS_AUTO = 500
+
+
 def test_semantic_vad_waits_through_a_pause_in_an_unfinished_sentence():
     # "Set a timer for ... twenty minutes, please": judged unfinished at the pause, the 0.7 s pause does not end it
     ends = _run_semantic("auto", 35, [False, True])
-    assert len(ends) == 1 and ends[0][0] == (30 + 35 + 20) * 20 + 300  # after the second part, 300 ms on
+    assert len(ends) == 1 and ends[0][0] == (30 + 35 + 20) * 20 + EAGERNESS_AUTO  # after the second part
     # the same pause under server_vad (500 ms) cuts the turn in two
     from voxgate.agent.turns import EndOfTurn, TurnTaker
 
@@ -134,7 +137,7 @@ def test_semantic_vad_ends_a_finished_turn_early_and_bounds_the_wait_by_eagernes
     from voxgate.agent.turns import EAGERNESS
 
     ends = _run_semantic("high", 0, [True])
-    assert ends and ends[0][0] - 50 * 20 == EAGERNESS["high"][0] + 20
+    assert ends and 0 <= ends[0][0] - 50 * 20 - EAGERNESS["high"][0] < 20  # the first frame at or past it
     for eagerness in ("high", "medium", "low"):  # never judged complete: the longest wait, then the turn ends
         ends = _run_semantic(eagerness, 0, [False], tail_frames=500)
         assert ends and ends[0][0] - 50 * 20 == EAGERNESS[eagerness][1], (eagerness, ends)

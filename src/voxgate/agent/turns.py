@@ -29,7 +29,8 @@ from dataclasses import dataclass
 FRAME_MS = 20
 START_FRAMES = 2  # consecutive speech frames before speech "starts": one noisy frame is not a turn
 # semantic_vad: (silence before a complete-sounding turn ends, longest wait for an incomplete one), by eagerness
-EAGERNESS = {"high": (160, 2000), "medium": (300, 4000), "auto": (300, 4000), "low": (600, 8000)}
+# (medium at 500 ms: people pause ~300-400 ms between two sentences of one turn, and 300 ms cut them off there)
+EAGERNESS = {"high": (250, 2000), "medium": (500, 4000), "auto": (500, 4000), "low": (800, 8000)}
 
 
 @dataclass
