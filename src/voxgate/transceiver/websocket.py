@@ -29,6 +29,7 @@ import collections
 import json
 import logging
 import secrets
+import time
 
 from aiohttp import WSMsgType, web
 
@@ -218,8 +219,6 @@ class WsCall(CallIO):
         self.outbox.put(json.dumps(event), on_sent=self._on_audio_sent)
 
     def _on_audio_sent(self):
-        import time
-
         self._sent.resolve(time.monotonic())
 
     def flush_audio(self) -> None:
