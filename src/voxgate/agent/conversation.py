@@ -94,7 +94,7 @@ CLIENT_EVENTS = {
 class ResponseState:
     rid: str
     config: ResponseConfig
-    state: str  # speculating | live | playing | oob | done
+    state: str  # speculating | live | oob (playing is Conversation.playing: the response has ended by then)
     transcript: str = ""
 
 

@@ -19,15 +19,13 @@ import weakref
 from . import eou
 from .base import Agent, CallIO
 from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Conversation, Emit, EndInput,
-                           SetResponding, StartResponse, CancelResponse, chat_messages, new_id)
+                           SetResponding, StartResponse, CancelResponse, new_id)
 from .response import Response
 from .turns import EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnTaker, transcript_fits
 
 log = logging.getLogger("voxgate.agent")
 
 LIVE_SESSIONS: "weakref.WeakSet[RealtimeSession]" = weakref.WeakSet()  # for leak checks: empty once calls are gone
-
-__all__ = ["VoiceAgent", "RealtimeSession", "chat_messages"]
 
 
 class VoiceAgent(Agent):

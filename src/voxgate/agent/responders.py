@@ -3,7 +3,7 @@
 ``stream(messages, instructions, tools=..., tool_choice=..., max_tokens=...)`` yields ``str`` pieces of the reply
 and ``ToolCall``s. ``messages`` are chat-completions messages: ``{"role", "content"}``, an assistant message with
 ``tool_calls`` for the function calls the model made, and ``{"role": "tool", "tool_call_id", "content"}`` for their
-results (``realtime.chat_messages`` derives them from the Realtime conversation). ``tools`` are Realtime function
+results (``conversation.chat_messages`` derives them from the Realtime conversation). ``tools`` are Realtime function
 tools (``{"type": "function", "name", "description", "parameters"}``); ``tool_choice`` is ``auto``, ``none``,
 ``required`` or ``{"type": "function", "name"}``.
 
