@@ -43,11 +43,22 @@ UTTERANCES = [
     "Open the garage door.", "How many days until Christmas?", "Read me the latest news.",
     "What's a good recipe for pancakes?", "Turn the volume down a little.",
 ]
-VOICES = [("en-us", 165), ("en-gb", 165), ("en-gb-scotland", 165), ("en-us+f2", 165), ("en-029", 165),
-          ("en-us+m3", 210)]  # accents, a female variant, and a fast speaker
-def speak(text: str, voice: str, speed: int, path: Path) -> np.ndarray:
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
-                   capture_output=True)
+# (engine, voice, words a minute, family): two synthesizers the agent never uses. espeak-ng's formant voices in
+# several accents (its Scottish and Caribbean ones are hard even for people), a female variant and a fast speaker;
+# flite's (Debian's `flite`) diphone and clustergen voices, closer to a human recording.
+VOICES = [("espeak-ng", "en-us", 165, "espeak"), ("flite", "slt", 0, "flite"),
+          ("espeak-ng", "en-gb", 165, "espeak"), ("flite", "awb", 0, "flite"),
+          ("espeak-ng", "en-gb-scotland", 165, "espeak accents"), ("flite", "rms", 0, "flite"),
+          ("espeak-ng", "en-us+f2", 165, "espeak"), ("flite", "kal16", 0, "flite"),
+          ("espeak-ng", "en-029", 165, "espeak accents"), ("espeak-ng", "en-us+m3", 210, "espeak fast")]
+
+
+def speak(text: str, engine: str, voice: str, speed: int, path: Path) -> np.ndarray:
+    if engine == "flite":
+        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True, capture_output=True)
+    else:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
+                       capture_output=True)
     return resample(read_wav(path), 22050, 16000)
 
 
@@ -88,15 +99,19 @@ def telephone(x: np.ndarray) -> np.ndarray:
 def clips(limit: int | None, tmp: Path):
     rng = np.random.default_rng(7)
     texts = UTTERANCES[:limit] if limit else UTTERANCES
-    for i, text in enumerate(texts):
-        voice, speed = VOICES[i % len(VOICES)]
-        clean = speak(text, voice, speed, tmp / "c.wav")
-        yield text, f"{voice}@{speed}", "clean", clean
-        voice2, speed2 = VOICES[(i + 3) % len(VOICES)]
-        other = speak(text, voice2, speed2, tmp / "c.wav")
-        yield text, f"{voice2}@{speed2}", "clean", other
-        yield text, f"{voice}@{speed}", "noise 15 dB", noisy(clean, 15, rng)
-        yield text, f"{voice2}@{speed2}", "telephone", telephone(other)
+    for i, text in enumerate(texts):  # each utterance in three voices, then two of them with noise / over a phone
+        said = []
+        for k in (i, i + 3, i + 7):
+            engine, voice, speed, family = VOICES[k % len(VOICES)]
+            said.append((voice_name(VOICES[k % len(VOICES)]), family, speak(text, engine, voice, speed, tmp / "c.wav")))
+            yield text, said[-1][0], said[-1][1], "clean", said[-1][2]
+        yield text, said[0][0], said[0][1], "noise 15 dB", noisy(said[0][2], 15, rng)
+        yield text, said[1][0], said[1][1], "telephone", telephone(said[1][2])
+
+
+def voice_name(v) -> str:
+    engine, voice, speed, _ = v
+    return f"flite {voice}" if engine == "flite" else f"{voice}@{speed}"
 
 
 def rss_mb() -> float:
@@ -144,20 +159,20 @@ def main() -> int:
         raise SystemExit("bench/asr.py needs espeak-ng (apt-get install espeak-ng)")
     tmp = Path(tempfile.mkdtemp(prefix="voxgate-asr-"))
     data = list(clips(args.limit, tmp))
-    audio_s = sum(c[3].size for c in data) / 16000
-    print(f"{len(data)} clips, {audio_s:.0f} s of speech, voices: {', '.join(f'{v}@{s}' for v, s in VOICES)}")
+    audio_s = sum(c[4].size for c in data) / 16000
+    print(f"{len(data)} clips, {audio_s:.0f} s of speech, voices: {', '.join(voice_name(v) for v in VOICES)}")
     results = {}
     for name in args.recognizers.split(","):
         rss0, t0 = rss_mb(), time.monotonic()
         asr = make(name)
         load_ms, rss = (time.monotonic() - t0) * 1000, rss_mb() - rss0
-        hear(asr, data[0][3])  # the first run pays one-time costs
+        hear(asr, data[0][4])  # the first run pays one-time costs
         errors, words, cpu = {}, {}, 0.0
-        for text, voice, variant, audio in data:
+        for text, voice, family, variant, audio in data:
             hyp, spent = hear(asr, audio)
             cpu += spent
             e, n = word_errors(text, hyp)
-            for key in ("all", variant):
+            for key in ("all", variant) + ((f"clean {family}", f"clean {voice}") if variant == "clean" else ()):
                 errors[key] = errors.get(key, 0) + e
                 words[key] = words.get(key, 0) + n
             if args.show:
@@ -170,6 +185,14 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:14s}" + "".join(f"{r['wer'].get(v, float('nan')) * 100:16.1f}%" for v in variants)
               + f"{r['rtf']:8.3f}{r['load_ms']:7d}ms{r['rss_mb']:7.0f}MB")
+    families = sorted({f"clean {f}" for *_, f in VOICES})
+    print("clean speech by voice family: " + "; ".join(
+        f"{name} " + ", ".join(f"{k[6:]} {r['wer'][k] * 100:.1f}%" for k in families if k in r["wer"])
+        for name, r in results.items()))
+    if args.show:
+        for name, r in results.items():
+            print(f"{name}, clean speech by voice: " + ", ".join(
+                f"{voice_name(v)} {r['wer'].get('clean ' + voice_name(v), float('nan')) * 100:.1f}%" for v in VOICES))
     if "pocketsphinx" in results:
         base = results["pocketsphinx"]
         for name, r in results.items():

@@ -10,7 +10,7 @@ user's last speech frame) to the final transcript, first token, first TTS audio 
     python bench/turns.py [--responder auto|scripted|smollm2] [--asr pocketsphinx|moonshine] [--rounds 1] [--json out.json]
 
 ``--compare vad``: the end of the turn, ``server_vad`` (500 ms of silence) against ``semantic_vad`` (eagerness
-auto), side by side on the same audio, in voices the agent does not use (espeak-ng, three voices). Measured from
+auto), side by side on the same audio, in voices the agent does not use (three espeak-ng voices, two of flite's). Measured from
 the last speech frame of the input (known from the audio, not from the VAD) to the first reply packet sent, over
 complete questions; and over sentences with a 0.7 s pause in the middle ("Set a timer for … twenty minutes,
 please."), whether the agent cut in (committed a turn before the sentence was finished).
@@ -120,20 +120,30 @@ PAUSED = [("Set a timer for", "twenty minutes, please."), ("I would like to book
           ("Play some music by", "the Beatles."), ("Can you tell me how to get to", "the train station?"),
           ("Add milk and eggs to", "my shopping list."), ("Turn off the lights in", "the kitchen."),
           ("Send a message to", "John saying I am late."), ("How many calories are in", "a banana?")]
-VOICES = ["en-us+f3", "en+m3", "en-us+m2"]
+VOICES = ["en-us+f3", "en+m3", "flite:slt", "en-us+m2", "flite:awb"]  # espeak-ng's and flite's: none is the agent's
 MODES = {"server_vad": {"type": "server_vad"}, "semantic_vad": {"type": "semantic_vad", "eagerness": "auto"}}
 
 
 def espeak(text: str, voice: str) -> bytes:
+    """``text`` in an espeak-ng voice (or ``flite:NAME``), 16 kHz, without the silence the synthesizer puts around
+    it (so a pause placed between two parts is as long as it says)."""
     import subprocess
     import tempfile
     import wave
 
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", f.name, text], check=True, capture_output=True)
+        if voice.startswith("flite:"):
+            cmd = ["flite", "-voice", voice[6:], "-t", text, "-o", f.name]
+        else:
+            cmd = ["espeak-ng", "-v", voice, "-s", "160", "-w", f.name, text]
+        subprocess.run(cmd, check=True, capture_output=True)
         with wave.open(f.name, "rb") as w:
             rate, pcm = w.getframerate(), w.readframes(w.getnframes())
-    return Resampler(rate, 16000)(pcm)
+    pcm = Resampler(rate, 16000)(pcm)
+    frames = [pcm[i:i + 640] for i in range(0, len(pcm) - 639, 640)]
+    levels = [max(abs(v) for v in memoryview(f).cast("h")) for f in frames]
+    loud = [i for i, v in enumerate(levels) if v > 0.02 * max(levels)]
+    return b"".join(frames[loud[0]:loud[-1] + 1])
 
 
 async def vad_turn(agent, parts: list, td: dict) -> dict:

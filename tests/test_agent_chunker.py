@@ -9,10 +9,11 @@ def chunks(tokens, **kw):
     return out + c.flush()
 
 
-def test_first_chunk_after_four_complete_words_with_leading_space_tokens():
+def test_first_chunk_after_two_complete_words_with_leading_space_tokens():
     toks = ["the", " weather", " today", " is", " mostly", " sunny", " with", " some", " clouds", ".", " there's",
             " a", " breeze", "."]
-    assert chunks(toks) == ["the weather today is", "mostly sunny with some clouds.", "there's a breeze."]
+    assert chunks(toks) == ["the weather", "today is mostly sunny with some clouds.", "there's a breeze."]
+    assert chunks(toks, first_words=4) == ["the weather today is", "mostly sunny with some clouds.", "there's a breeze."]
 
 
 def test_first_clause_ends_the_first_chunk_early():

@@ -113,16 +113,16 @@ def _run_semantic(eagerness, pause_frames, verdict, tail_frames=300):
         for a in tt.frame(p, t):
             log.append((t, a))
             if isinstance(a, Speculate):
-                tt.judge(verdict.pop(0) if verdict else True)
+                tt.judge(verdict.pop(0) if verdict else "complete")
     return [(t, a) for t, a in log if isinstance(a, EndOfTurn)]
 
 
-EAGERNESS_AUTO = 500
+EAGERNESS_AUTO = 800  # after a finished sentence that is not a question
 
 
 def test_semantic_vad_waits_through_a_pause_in_an_unfinished_sentence():
     # "Set a timer for ... twenty minutes, please": judged unfinished at the pause, the 0.7 s pause does not end it
-    ends = _run_semantic("auto", 35, [False, True])
+    ends = _run_semantic("auto", 35, ["open", "complete"])
     assert len(ends) == 1 and ends[0][0] == (30 + 35 + 20) * 20 + EAGERNESS_AUTO  # after the second part
     # the same pause under server_vad (500 ms) cuts the turn in two
     from voxgate.agent.turns import EndOfTurn, TurnTaker
@@ -136,8 +136,63 @@ def test_semantic_vad_waits_through_a_pause_in_an_unfinished_sentence():
 def test_semantic_vad_ends_a_finished_turn_early_and_bounds_the_wait_by_eagerness():
     from voxgate.agent.turns import EAGERNESS
 
-    ends = _run_semantic("high", 0, [True])
-    assert ends and 0 <= ends[0][0] - 50 * 20 - EAGERNESS["high"][0] < 20  # the first frame at or past it
+    ends = _run_semantic("high", 0, ["complete"])
+    assert ends and 0 <= ends[0][0] - 50 * 20 - EAGERNESS["high"][1] < 20  # the first frame at or past it
+    ends = _run_semantic("auto", 0, ["question"])  # a question hands the floor over: answered soonest
+    assert ends and 0 <= ends[0][0] - 50 * 20 - EAGERNESS["auto"][0] < 20
     for eagerness in ("high", "medium", "low"):  # never judged complete: the longest wait, then the turn ends
-        ends = _run_semantic(eagerness, 0, [False], tail_frames=500)
-        assert ends and ends[0][0] - 50 * 20 == EAGERNESS[eagerness][1], (eagerness, ends)
+        ends = _run_semantic(eagerness, 0, ["open"], tail_frames=500)
+        assert ends and ends[0][0] - 50 * 20 == EAGERNESS[eagerness][2], (eagerness, ends)
+
+
+def test_the_end_of_a_word_is_taken_from_its_loudness_not_the_vads_hangover():
+    """webrtcvad calls ~100 ms after the last word speech; with the frames' loudness the silence starts where the
+    sound fell under 3 % of the turn's loudest frame, and in noise where it fell to the noise floor."""
+    from voxgate.agent.turns import TAIL_OF_PEAK
+
+    def end_of(levels, vad):
+        tt = TurnTaker()
+        for i, (lv, p) in enumerate(zip(levels, vad)):
+            for a in tt.frame(p, (i + 1) * 20, lv):
+                if isinstance(a, EndOfTurn):
+                    return a.audio_end_ms
+        return None
+
+    quiet = [5.0] * 10 + [3000.0] * 40 + [40.0] * 5 + [5.0] * 40  # the last 5 "speech" frames: the VAD's hangover
+    vad = [0.0] * 10 + [1.0] * 45 + [0.0] * 40
+    assert 40.0 < TAIL_OF_PEAK * 3000
+    assert end_of(quiet, vad) == 50 * 20  # the last loud frame, not the last frame the VAD called speech
+    assert end_of([None] * len(vad), vad) == 55 * 20  # without loudness: where the VAD let go
+    noisy = [300.0] * 10 + [3000.0] * 40 + [320.0] * 5 + [300.0] * 40  # noise at 20 dB under the speech
+    assert end_of(noisy, vad) == 50 * 20
+    # a quiet word well above the floor is speech, however loud the turn began
+    soft = [5.0] * 10 + [3000.0] * 20 + [200.0] * 20 + [5.0] * 40
+    assert end_of(soft, [0.0] * 10 + [1.0] * 40 + [0.0] * 40) == 50 * 20
+
+
+def test_semantic_vad_does_not_end_a_turn_before_its_verdict():
+    """The decode at the pause may take longer than the shortest wait: the turn ends when the verdict comes."""
+    cfg = TurnConfig()
+    cfg.update({"type": "semantic_vad"})
+    tt = TurnTaker(cfg)
+    ends, t = [], 0
+    for i, p in enumerate([1.0] * 30 + [0.0] * 40):
+        t = (i + 1) * 20
+        ends += [t for a in tt.frame(p, t) if isinstance(a, EndOfTurn)]
+        if i == 30 + 25:  # the verdict arrives 500 ms into the pause
+            tt.judge("question")
+    assert ends == [(30 + 27) * 20]  # the frame after the verdict
+
+
+def test_the_words_say_how_finished_a_turn_sounds():
+    from voxgate.agent.eou import COMPLETE, OPEN, QUESTION, verdict
+
+    assert verdict("What is the capital of France?") == QUESTION
+    assert verdict("what is the capital of france") == QUESTION  # no punctuation (PocketSphinx)
+    assert verdict("Set a timer for") == OPEN and verdict("Set a timer for...") == OPEN
+    assert verdict("Transfer me to the Spanish agent. Spanish,") == OPEN
+    assert verdict("Set a timer for twenty minutes, please.") == COMPLETE
+    assert verdict("Transfer me to the Spanish agent.") == COMPLETE  # another sentence may follow
+    assert verdict("") == COMPLETE
+    for done in ("Thank you.", "Call me.", "Turn the lights on.", "I think so.", "Yes, I will.", "See you then."):
+        assert verdict(done) != OPEN, done

@@ -2,7 +2,9 @@
 
 ``semantic_vad`` asks this at the pause that starts partial inference (``turns.TurnTaker.judge``). This first model
 reads the words: a turn that stops on a word that cannot end a sentence ("Set a timer for"), on a filler ("um"),
-or on a comma or an ellipsis sounds unfinished; anything else sounds finished. Moonshine's punctuation helps (it
+or on a comma or an ellipsis sounds unfinished (``OPEN``); a finished question hands the floor over and is answered
+soonest (``QUESTION``); any other finished sentence (``COMPLETE``) may still be followed by another one ("Transfer me
+to the Spanish agent. Spanish, please."), so the turn taker waits a little longer on it. Moonshine's punctuation helps (it
 writes "for..." and "minutes, please."); PocketSphinx gives bare words, and the word rules still apply.
 Written here because the models that judge this from audio or text (Smart Turn, LiveKit's turn detector) either
 do not ship in a package or followed trailing silence more than words on voices they were not tuned on
@@ -13,26 +15,44 @@ from __future__ import annotations
 
 import re
 
-# words after which an English sentence almost never ends
+# words after which an English sentence almost never ends: articles, conjunctions, prepositions (not the particles
+# that end phrasal verbs: "turn it on", "log in" is the exception we accept), possessives, subject pronouns,
+# copulas, fillers. Object pronouns, modals and "do"/"have" end sentences all the time ("Thank you.", "Call me.",
+# "Yes, I will.") and are not here.
 OPEN_WORDS = frozenset("""
-a an the and or but so because if then than that which who whom whose where when while as of to for from in on at by
-with without about into onto over under between after before during like my your his her its our their this these
-those is are was were be been being am do does did have has had can could will would shall should may might must
-i you he she we they it me him us them um uh er erm hmm well also very really just not no please
+a an the and or but because if than of to for from in at by with without about into onto under between after
+before during like my your his her its our their i he she we they am is are was were been being um uh er erm hmm
+""".split())
+
+
+OPEN, COMPLETE, QUESTION = "open", "complete", "question"
+# how a question starts when the recognizer writes no "?" (PocketSphinx, or Moonshine on a flat voice)
+QUESTION_WORDS = frozenset("""
+what what's whats who who's whom whose where where's when why how how's which is are was were am do does did
+can could will would shall should may might must have has had isn't aren't don't doesn't didn't can't won't
 """.split())
 
 
 def complete(transcript: str) -> bool:
     """True if ``transcript`` sounds like a finished turn (an empty one too: nothing is waiting to be said)."""
+    return verdict(transcript) != OPEN
+
+
+def verdict(transcript: str) -> str:
+    """``OPEN``, ``COMPLETE`` or ``QUESTION``: how the turn so far sounds (an empty one is complete)."""
     text = transcript.strip()
     if not text:
-        return True
+        return COMPLETE
     if text.endswith(("...", "…", ",", "-", ";", ":")):
-        return False
+        return OPEN
     words = re.findall(r"[a-z']+", text.lower())
     if not words:
-        return True
+        return COMPLETE
     last = words[-1]
-    if last == "please" and len(words) > 1:  # "twenty minutes, please." ends; "please" alone is a request opener
-        return True
-    return last not in OPEN_WORDS
+    if last in OPEN_WORDS and not (last == "please" and len(words) > 1):
+        return OPEN  # "twenty minutes, please." ends; "please" alone is a request opener
+    sentence = re.split(r"[.!?]\s+", text.rstrip(" .!?"))[-1]  # the last sentence said
+    first = re.findall(r"[a-z']+", sentence.lower())
+    if text.endswith("?") or (first and first[0] in QUESTION_WORDS and not text.endswith("!")):
+        return QUESTION
+    return COMPLETE

@@ -21,6 +21,7 @@ from .base import Agent, CallIO
 from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Conversation, Emit, EndInput,
                            SetResponding, StartResponse, CancelResponse, new_id)
 from .response import Response
+from .stages import level
 from .turns import EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnTaker, transcript_fits
 
 log = logging.getLogger("voxgate.agent")
@@ -60,6 +61,7 @@ class RealtimeSession:
         self.t_ms = 0
         self.ring: collections.deque = collections.deque()
         self.segments: list[str] = []
+        self.peeked: str | None = None  # the last pause's decode of the utterance still open (whole-utterance ASR)
         self.partial = ""
         self.user_item: str | None = None
         self.event_seq = 0
@@ -193,7 +195,7 @@ class RealtimeSession:
             while len(self.ring) > pad_frames:
                 self.ring.popleft()
             before = self.tt.state
-            for action in self.tt.frame(self.vad(frame), self.t_ms):
+            for action in self.tt.frame(self.vad(frame), self.t_ms, level(frame)):
                 await self._act(action)
             state = self.tt.state
             if before != TurnTaker.IDLE and state != TurnTaker.IDLE:
@@ -209,7 +211,7 @@ class RealtimeSession:
     def _new_buffer(self) -> str:
         """A new input buffer (the user item it will become): nothing recognized in it yet."""
         self.user_item = new_id("item")
-        self.segments, self.partial = [], ""
+        self.segments, self.partial, self.peeked = [], "", None
         return self.user_item
 
     def _feed(self, frame: bytes):
@@ -289,12 +291,24 @@ class RealtimeSession:
     async def _speculate(self, before: asyncio.Task | None):
         if before is not None:  # segments keep their order
             await before
-        text = await self._asr(self.asr.finish)
-        self._add_segment(text)
-        if not self.tt.speculating:
-            return
+        if hasattr(self.asr, "peek"):
+            # a whole-utterance recognizer decodes what was said so far and keeps listening: if speech resumes, the
+            # utterance goes on (a pause inside a word or a sentence must not cut it in two decodes)
+            text = await self._asr(self.asr.peek)
+            if not self.tt.speculating:
+                return
+            self.peeked = text
+            if not getattr(self.asr, "partials", True):
+                self._on_text(self.transcript())
+        else:
+            self._add_segment(await self._asr(self.asr.finish))
+            if not self.tt.speculating:
+                return
+        verdict = eou.verdict(self.transcript())
         if self.turn_cfg.semantic:  # the turn ends on what was said: judge it now, at the pause
-            self.tt.judge(eou.complete(self.transcript()))
+            self.tt.judge(verdict)
+            if verdict == eou.OPEN:  # it waits for more speech: a reply prepared now would most likely be void
+                return
         if self.turn_cfg.partial_inference and self.turn_cfg.create_response:
             self.do_now(self.core.speculate(self.transcript()))
 
@@ -304,8 +318,9 @@ class RealtimeSession:
             self._on_text(self.transcript())
 
     def transcript(self) -> str:
-        """The user's turn so far: the utterances closed by speculations, and the last one."""
-        return " ".join(s for s in self.segments if s)
+        """The user's turn so far: the utterances closed by speculations, and what the last pause's decode heard of
+        the one still open."""
+        return " ".join(s for s in self.segments + [self.peeked or ""] if s)
 
     async def _closed(self):
         """Wait for the decode a speculation started, if any (its text belongs before what follows)."""
@@ -314,6 +329,7 @@ class RealtimeSession:
             await closing
 
     async def _discard_speculation(self, why: str):
+        self.peeked = None  # speech resumed: the utterance goes on, its decode is stale
         if self.core.spec is not None:
             await self.do(self.core.discard_speculation())
             self.metrics.speculations.labels(why).inc()
@@ -324,7 +340,11 @@ class RealtimeSession:
         item_id = self.user_item or new_id("item")
         self.emit({"type": "input_audio_buffer.speech_stopped", "item_id": item_id, "audio_end_ms": action.audio_end_ms})
         await self._closed()
-        if self.asr.active:  # no speculation closed it: decode the turn now (this is what partial inference saves)
+        if self.asr.active and self.peeked is not None:  # decoded at the last pause, and nothing said since
+            peeked, self.peeked = self.peeked, None
+            await self._asr(self.asr.reset)
+            self._add_segment(peeked)
+        elif self.asr.active:  # no speculation closed it: decode the turn now (this is what partial inference saves)
             self._add_segment(await self._asr(self.asr.finish))
         transcript = self.transcript()
         t_final = time.monotonic()
@@ -347,7 +367,7 @@ class RealtimeSession:
         # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
         # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
         dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)
-        self.user_item, self.segments, self.partial = None, [], ""
+        self.user_item, self.segments, self.partial, self.peeked = None, [], "", None
         self.core.input_open = False
         if self.closing is not None:  # a decode a speculation started: its text is cleared too
             self.closing.cancel()

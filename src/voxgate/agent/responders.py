@@ -164,7 +164,7 @@ def smollm2_path() -> str:
 
 class LlamaResponder(Responder):
     name = "smollm2"
-    AHEAD = 3  # tokens the model may generate ahead of the consumer
+    AHEAD = 1  # tokens the model may generate ahead of the consumer (more competed with Piper for the 2 cores)
     _llm = None
     _lock = threading.Lock()  # one llama context per process, used by one call at a time
 

@@ -15,10 +15,16 @@ If speech resumes after ``Speculate`` and before ``EndOfTurn``, ``Resume`` says
 to throw the speculation away. Speech that starts while the agent responds
 yields ``Interrupt`` when ``interrupt_response`` is set (barge-in).
 
-``semantic_vad``: the end of the turn follows what was said, not a fixed silence. At the pause that starts partial
-inference the shell decodes the utterance and tells the turn taker whether it sounds complete (``judge``); a
-complete one ends the turn after ``min_ms`` of silence (as soon as the verdict is in, if later), anything else
-waits for more speech up to ``max_ms`` (the API's 8 / 4 / 2 s for eagerness low / medium / high; auto is medium).
+``semantic_vad``: the end of the turn follows what was said, not a fixed silence. After ``SEMANTIC_PAUSE_MS`` of
+silence the shell decodes the utterance so far and tells the turn taker how it sounds (``judge``, ``eou.verdict``):
+a finished question ends the turn soonest, another finished sentence a little later (people pause ~300–400 ms
+between two sentences of one turn), and anything unfinished waits for more speech up to the API's 8 / 4 / 2 s
+(eagerness low / medium / high; auto is medium); never before the verdict is in.
+
+Where the silence starts: with the frame's loudness (``level``), a frame the VAD still calls speech but that is
+under ``TAIL_OF_PEAK`` of the turn's loudest frame, or not ``ABOVE_FLOOR`` times the noise floor, counts as silence. webrtcvad
+holds on for ~100 ms after the last word (its own smoothing); a turn that ends on what was said should not wait
+for that.
 """
 
 from __future__ import annotations
@@ -28,9 +34,14 @@ from dataclasses import dataclass
 
 FRAME_MS = 20
 START_FRAMES = 2  # consecutive speech frames before speech "starts": one noisy frame is not a turn
-# semantic_vad: (silence before a complete-sounding turn ends, longest wait for an incomplete one), by eagerness
-# (medium at 500 ms: people pause ~300-400 ms between two sentences of one turn, and 300 ms cut them off there)
-EAGERNESS = {"high": (250, 2000), "medium": (500, 4000), "auto": (500, 4000), "low": (800, 8000)}
+# semantic_vad, by eagerness: silence (ms) before the turn ends after a finished question, after another finished
+# sentence, and the longest wait for an unfinished one. A question hands the floor over; after a statement people
+# often go on (another sentence: ~300-700 ms later; or the words were complete but the thought was not, "Remind me
+# to call ... my mother tomorrow"), so auto waits 800 ms there, and "high" answers both at once
+EAGERNESS = {"high": (150, 250, 2000), "medium": (200, 800, 4000), "auto": (200, 800, 4000), "low": (500, 1200, 8000)}
+SEMANTIC_PAUSE_MS = 80  # semantic_vad decodes what was said this early into a pause: the verdict must precede the end
+TAIL_OF_PEAK = 0.03  # a frame this far under the turn's loudest is the end of a word, whatever the VAD says
+ABOVE_FLOOR = 2.5  # ... or not this far above the noise floor (the VAD's silent frames)
 
 
 @dataclass
@@ -73,7 +84,7 @@ class TurnConfig:
         return ignored
 
     @property
-    def semantic_wait(self) -> tuple[int, int]:
+    def semantic_wait(self) -> tuple[int, int, int]:
         return EAGERNESS.get(self.eagerness, EAGERNESS["auto"])
 
     def as_dict(self) -> dict:
@@ -137,7 +148,9 @@ class TurnTaker:
         self._speech_end_ms = 0
         self._idle_ms = 0  # silence while idle and not responding, toward idle_timeout_ms
         self._idle_armed = True  # fires once per silent stretch: re-armed by a finished response or by speech
-        self.verdict: bool | None = None  # semantic_vad: does what was said so far sound complete (None: not judged)
+        self.verdict: str | None = None  # semantic_vad: how what was said so far sounds (eou.verdict; None: not judged)
+        self._peak = 0.0  # the loudest frame of this turn
+        self._floor: float | None = None  # the noise floor: a running mean of the VAD's silent frames
 
     def set_responding(self, responding: bool):
         if self.responding and not responding:
@@ -148,17 +161,20 @@ class TurnTaker:
         self.state, self._run, self._silence_ms, self.speculating = self.IDLE, 0, 0, False
         self.verdict = None
 
-    def judge(self, complete: bool) -> None:
-        """semantic_vad: the verdict on the utterance closed at the last pause (the next frame acts on it)."""
+    def judge(self, verdict: str) -> None:
+        """semantic_vad: ``eou.OPEN`` / ``COMPLETE`` / ``QUESTION`` for what was said up to this pause (the next
+        frame acts on it)."""
         if self.state == self.PAUSED:
-            self.verdict = complete
+            self.verdict = verdict
 
-    def frame(self, speech_prob: float, t_ms: int) -> list:
-        """One 20 ms input frame ending at stream time ``t_ms``."""
+    def frame(self, speech_prob: float, t_ms: int, level: float | None = None) -> list:
+        """One 20 ms input frame ending at stream time ``t_ms``; ``level``: its loudness (RMS, any unit)."""
         cfg = self.config
         if not cfg.enabled:
             return []
         speech = speech_prob >= cfg.threshold
+        if level is not None:
+            speech = self._gate(speech, level)
         actions: list = []
         if self.state == self.IDLE:
             if speech or self.responding:
@@ -172,6 +188,7 @@ class TurnTaker:
             self._run = self._run + 1 if speech else 0
             if self._run >= START_FRAMES:
                 self.state = self.SPEAKING
+                self._peak = level or 0.0
                 start = t_ms - self._run * FRAME_MS
                 actions.append(SpeechStarted(max(0, start - cfg.prefix_padding_ms)))
                 if self.responding and cfg.interrupt_response:
@@ -196,11 +213,11 @@ class TurnTaker:
         if cfg.semantic:
             end_at = self._semantic_end()
             # the utterance is decoded at the pause whatever partial_inference says: the verdict needs it
-            wants = True
+            wants, pause = True, SEMANTIC_PAUSE_MS
         else:
             end_at = cfg.silence_duration_ms
-            wants = cfg.partial_inference and cfg.create_response
-        if wants and not self.speculating and self._silence_ms >= cfg.pause_ms and self._silence_ms < end_at:
+            wants, pause = cfg.partial_inference and cfg.create_response, cfg.pause_ms
+        if wants and not self.speculating and self._silence_ms >= pause and self._silence_ms < end_at:
             self.speculating = True
             actions.append(Speculate(self._speech_end_ms))
         if self._silence_ms >= end_at:
@@ -212,11 +229,22 @@ class TurnTaker:
         return actions
 
     def _semantic_end(self) -> int:
-        """The silence (ms) at which a semantic_vad turn ends, given the verdict so far."""
-        min_ms, max_ms = self.config.semantic_wait
-        if self.verdict:
-            return min_ms
-        return max_ms
+        """The silence (ms) at which a semantic_vad turn ends, given the verdict so far (none yet: not before it)."""
+        question_ms, complete_ms, max_ms = self.config.semantic_wait
+        if self.verdict is None:
+            return max_ms if self.speculating else max(question_ms, SEMANTIC_PAUSE_MS + FRAME_MS)
+        return {"question": question_ms, "complete": complete_ms}.get(self.verdict, max_ms)
+
+    def _gate(self, speech: bool, level: float) -> bool:
+        """The VAD's decision, with the end of a word taken from the loudness (see the module's docstring)."""
+        if not speech:
+            self._floor = level if self._floor is None else 0.95 * self._floor + 0.05 * level
+            return False
+        if self.state == self.IDLE:
+            return True
+        self._peak = max(self._peak, level)
+        floor = ABOVE_FLOOR * self._floor if self._floor is not None else 0.0
+        return level >= max(TAIL_OF_PEAK * self._peak, floor)
 
 
 _PUNCT = re.compile(r"[^\w\s']+")

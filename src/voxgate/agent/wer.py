@@ -16,7 +16,8 @@ _CONTRACTIONS = {"what's": "what is", "it's": "it is", "i'm": "i am", "don't": "
 
 
 def normalize(text: str) -> list[str]:
-    text = text.lower().replace("-", " ").replace("%", " percent")
+    text = re.sub(r"\bto-(day|morrow|night)\b", r"to\1", text.lower())  # old spellings of one word
+    text = text.replace("-", " ").replace("%", " percent")
     text = re.sub(r"\$(\d+)", r"\1 dollars", text)
     text = re.sub(r"(\d+):(\d+)", lambda m: f"{m.group(1)} {m.group(2)}", text)
     words = []
