@@ -10,7 +10,11 @@ The rubric, per answer (``score``), 0-3 points:
 
 - **right** (2 points): the answer contains one of the question's accepted words ("paris"; "8" or "eight");
 - **speakable** (1 point): what a voice should say — at most 40 words, no markdown, no run of 10 or more digits and
-  punctuation ("1.1.0.2018.1.1"), no URL, not empty, not an echo of the question.
+  punctuation ("1.1.0.2018.1.1"), no URL, no tags or brackets (a prompt template leaking), no repeated line, not
+  empty, not an echo of the question.
+
+The "right" check is a keyword: an answer that names the word in a wrong sentence ("The planet closest to Earth is
+Venus") still counts, so read ``--show`` before trusting small differences.
 
 Also measured, on this machine's two cores: time to the first token and tokens per second of the stream (median),
 and the process's memory growth when the model loads. Each question starts from the instructions evaluated (as a
@@ -50,7 +54,8 @@ def score(question: str, answer: str, accepted: list[str]) -> dict:
     right = any(re.search(rf"\b{re.escape(a)}\b", text) for a in accepted)
     words = answer.split()
     junk = (not words or len(words) > 40 or re.search(r"[*#`|]|^\s*-\s", answer, re.M)
-            or re.search(r"[\d.,:;/_-]{10,}", answer) or "http" in text
+            or re.search(r"[\d.,:;/_-]{10,}", answer) or "http" in text or re.search(r"[<>\[\]{}]", answer)
+            or len(set(lines := [x for x in answer.splitlines() if x.strip()])) < len(lines)
             or text.strip(" ?.!") == question.lower().strip(" ?.!"))
     return {"right": right, "speakable": not junk, "score": 2 * right + (not junk)}
 

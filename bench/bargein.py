@@ -35,7 +35,7 @@ LOUD, QUIET_MS = 0.05, 300
 
 
 def mic_wav(path: str, voice: str) -> float:
-    """Silence, a question, 1.8 s (the agent starts answering), the interruption, silence; returns when the interruption
+    """Silence, a question, 1.2 s (the agent starts answering), the interruption, silence; returns when the interruption
     starts (s)."""
     def say(text):
         with tempfile.NamedTemporaryFile(suffix=".wav") as f:
@@ -46,11 +46,11 @@ def mic_wav(path: str, voice: str) -> float:
     rate, q = say("What can you tell me about the sea?")
     _, stop = say("Wait, stop.")
     gap = lambda s: b"\0\0" * int(s * rate)  # noqa: E731
-    audio = gap(1.0) + q + gap(1.8) + stop + gap(4.0)
+    audio = gap(1.0) + q + gap(1.2) + stop + gap(4.0)
     with wave.open(path, "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
         w.writeframes(audio)
-    return (len(gap(1.0) + q + gap(1.8)) / 2) / rate
+    return (len(gap(1.0) + q + gap(1.2)) / 2) / rate
 
 
 def start_servers():

@@ -177,14 +177,20 @@ class PiperTts:
 class Chunker:
     """Cut streamed text into TTS chunks: the first as soon as a clause ends or ``first_words`` words are
     complete (so the first audio comes early: two words are ~60 ms of Piper and ~30 ms of SmolLM2, four words cost a
-    turn ~60 ms more), later ones at sentence ends (commas only once a sentence is
-    long). Models stream tokens with leading spaces (" weather"), so a word is complete when the next begins."""
+    turn ~60 ms more), the second at a clause or after ``4 × first_words`` words (it must be synthesized while the
+    first plays: a whole long sentence would leave a gap after the first two words), later ones at sentence ends
+    (commas only once a sentence is long). Models stream tokens with leading spaces (" weather"), so a word is
+    complete when the next begins."""
 
     def __init__(self, first_words: int = 2, long_clause: int = 12):
         self.buf = ""
-        self.first = True
+        self.n = 0  # chunks cut so far
         self.first_words = first_words
         self.long_clause = long_clause
+
+    @property
+    def first(self) -> bool:
+        return self.n == 0
 
     def push(self, delta: str) -> list[str]:
         self.buf += delta
@@ -195,19 +201,22 @@ class Chunker:
                 return out
             if piece:
                 out.append(piece)
-                self.first = False
+                self.n += 1
 
     def _cut(self) -> str | None:
         sentence = re.search(r"[.!?;:](\s)", self.buf)
         comma = re.search(r",(\s)", self.buf)
-        if self.first or (comma and len(self.buf[: comma.start()].split()) >= self.long_clause):
+        early = self.n < 2  # the first two chunks: short, so the audio flows from the start
+        if early or (comma and len(self.buf[: comma.start()].split()) >= self.long_clause):
             m = min((x for x in (sentence, comma) if x), key=lambda x: x.start(), default=None)
         else:
             m = sentence
         if m is not None:
             piece, self.buf = self.buf[: m.start() + 1].strip(), self.buf[m.end():]
             return piece
-        if self.first and len(self.buf.split()) > self.first_words:
+        # words as spoken: each digit counts as one ("140,875,776" is nine words of audio to synthesize)
+        said = len(re.findall(r"\d|[^\W\d_]+", self.buf.rstrip().rsplit(" ", 1)[0])) if " " in self.buf.strip() else 0
+        if early and len(self.buf.split()) > 1 and said >= self.first_words * (1 if self.n == 0 else 4):
             cut = self.buf.rstrip().rfind(" ")  # everything before the word still being streamed
             piece, self.buf = self.buf[:cut].strip(), self.buf[cut:]
             return piece
