@@ -68,6 +68,23 @@ def test_moonshine_understands_voices_it_was_never_tuned_on_pocketsphinx_side_by
     assert wer["moonshine"] < wer["pocketsphinx"] / 2, wer
 
 
+def test_the_beam_decode_hears_the_words_too(tmp_path, monkeypatch):
+    """The second decode (a beam of 4 in one batch), forced on every utterance: it hears the sentences at least about
+    as well as greedy decoding (it is meant for the unsure ones; here it must not break the sure ones)."""
+    model = moonshine.MoonshineModel.shared()
+    monkeypatch.setattr(moonshine, "UNSURE", 1.01)  # every utterance counts as unsure
+    errors = {"beam": 0, "greedy": 0}
+    words = 0
+    for voice, text in SPOKEN:
+        audio = np.frombuffer(espeak_16k(tmp_path, voice, text), np.int16).astype(np.float32) / 32768
+        beamed, greedy = model.transcribe(audio), model.transcribe(audio, beam=1)
+        assert beamed.strip(), text
+        errors["beam"] += word_errors(text, beamed)[0]
+        errors["greedy"] += word_errors(text, greedy)[0]
+        words += len(normalize(text))
+    assert errors["beam"] <= errors["greedy"] + 1 and errors["beam"] / words <= 0.15, errors
+
+
 def test_moonshine_shares_one_model_and_hears_nothing_in_silence():
     a, b = moonshine.MoonshineAsr(), moonshine.MoonshineAsr()
     assert a.model is b.model  # loaded once per process

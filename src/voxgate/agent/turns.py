@@ -39,7 +39,7 @@ START_FRAMES = 2  # consecutive speech frames before speech "starts": one noisy 
 # often go on (another sentence: ~300-700 ms later; or the words were complete but the thought was not, "Remind me
 # to call ... my mother tomorrow"), so auto waits 800 ms there, and "high" answers both at once
 EAGERNESS = {"high": (150, 250, 2000), "medium": (200, 800, 4000), "auto": (200, 800, 4000), "low": (500, 1200, 8000)}
-SEMANTIC_PAUSE_MS = 80  # semantic_vad decodes what was said this early into a pause: the verdict must precede the end
+SEMANTIC_PAUSE_MS = 60  # semantic_vad decodes what was said this early into a pause: the verdict must precede the end
 TAIL_OF_PEAK = 0.03  # a frame this far under the turn's loudest is the end of a word, whatever the VAD says
 ABOVE_FLOOR = 2.5  # ... or not this far above the noise floor (the VAD's silent frames)
 
