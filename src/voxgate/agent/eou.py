@@ -33,11 +33,6 @@ can could will would shall should may might must have has had isn't aren't don't
 """.split())
 
 
-def complete(transcript: str) -> bool:
-    """True if ``transcript`` sounds like a finished turn (an empty one too: nothing is waiting to be said)."""
-    return verdict(transcript) != OPEN
-
-
 def verdict(transcript: str) -> str:
     """``OPEN``, ``COMPLETE`` or ``QUESTION``: how the turn so far sounds (an empty one is complete)."""
     text = transcript.strip()

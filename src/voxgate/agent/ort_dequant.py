@@ -197,10 +197,11 @@ def int8_model(path: str) -> str | bytes:
     """The ORT-format model at ``path`` rebuilt for the CPU: float weights (``dequantized``), then dynamic int8
     quantization of its matrix products (onnxruntime.quantization). The cached file's path, or the serialized ONNX
     model where nothing is writable."""
-    import onnx
+    from importlib.metadata import version  # not `import onnx`: a cached load needs none of it
+
     import onnxruntime
 
-    digest = hashlib.sha256(f"{onnxruntime.__version__}|{onnx.__version__}|int8-v1".encode())
+    digest = hashlib.sha256(f"{onnxruntime.__version__}|{version('onnx')}|int8-v1".encode())
     with open(path, "rb") as fh:  # the file's content (its size, first and last MiB), not its path or time:
         digest.update(str(os.fstat(fh.fileno()).st_size).encode())  # a copied image keeps its cache valid
         digest.update(fh.read(1 << 20))

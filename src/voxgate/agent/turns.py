@@ -22,15 +22,17 @@ between two sentences of one turn), and anything unfinished waits for more speec
 (eagerness low / medium / high; auto is medium); never before the verdict is in.
 
 Where the silence starts: with the frame's loudness (``level``), a frame the VAD still calls speech but that is
-under ``TAIL_OF_PEAK`` of the turn's loudest frame, or not ``ABOVE_FLOOR`` times the noise floor, counts as silence. webrtcvad
-holds on for ~100 ms after the last word (its own smoothing); a turn that ends on what was said should not wait
-for that.
+under ``TAIL_OF_PEAK`` of the turn's loudest frame, or not ``ABOVE_FLOOR`` times the noise floor, counts as
+silence. webrtcvad holds on for ~100 ms after the last word (its own smoothing); a turn that ends on what was said
+should not wait for that.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from .eou import COMPLETE, QUESTION
 
 FRAME_MS = 20
 START_FRAMES = 2  # consecutive speech frames before speech "starts": one noisy frame is not a turn
@@ -233,7 +235,7 @@ class TurnTaker:
         question_ms, complete_ms, max_ms = self.config.semantic_wait
         if self.verdict is None:
             return max_ms if self.speculating else max(question_ms, SEMANTIC_PAUSE_MS + FRAME_MS)
-        return {"question": question_ms, "complete": complete_ms}.get(self.verdict, max_ms)
+        return {QUESTION: question_ms, COMPLETE: complete_ms}.get(self.verdict, max_ms)
 
     def _gate(self, speech: bool, level: float) -> bool:
         """The VAD's decision, with the end of a word taken from the loudness (see the module's docstring)."""
