@@ -65,11 +65,23 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-class MoonshineModel:
-    """The two sessions and the vocabulary, loaded once per process (``shared()``)."""
+class SharedModel:
+    """A model loaded once per process and shared by the calls' recognizers (``shared()``): onnxruntime sessions
+    and CTranslate2 models may be used from several threads at once. ``VOXGATE_ASR_THREADS`` sets its threads."""
 
-    _shared = None
+    _shared = None  # set on each subclass by its first shared()
     _lock = threading.Lock()
+
+    @classmethod
+    def shared(cls):
+        with SharedModel._lock:
+            if cls._shared is None:
+                cls._shared = cls(threads=int(os.environ.get("VOXGATE_ASR_THREADS", "1")))
+            return cls._shared
+
+
+class MoonshineModel(SharedModel):
+    """The two sessions and the vocabulary, loaded once per process (``shared()``)."""
 
     def __init__(self, path: str | None = None, threads: int = 1):
         try:
@@ -88,13 +100,6 @@ class MoonshineModel:
         self.present_names = [o.name for o in self.decoder.get_outputs()[1:]]
         shape = next(i.shape for i in self.decoder.get_inputs() if i.name.startswith("past_key_values"))
         self.heads, self.head_dim = shape[1], shape[3]
-
-    @classmethod
-    def shared(cls) -> "MoonshineModel":
-        with cls._lock:
-            if cls._shared is None:
-                cls._shared = cls(threads=int(os.environ.get("VOXGATE_ASR_THREADS", "1")))
-            return cls._shared
 
     def transcribe(self, audio: np.ndarray, beam: int | None = None) -> str:
         """Float32 mono audio at 16 kHz -> text. Greedy first; if the model was unsure of any token (probability

@@ -10,11 +10,10 @@ calls' recognizers (CTranslate2 models may be used from several threads); ``VOXG
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 
-from .moonshine import UtteranceAsr
+from .moonshine import SharedModel, UtteranceAsr
 from .stages import MissingModel
 
 
@@ -30,9 +29,7 @@ def model_dir() -> str:
     return path
 
 
-class WhisperModel:
-    _shared = None
-    _lock = threading.Lock()
+class WhisperModel(SharedModel):
 
     def __init__(self, threads: int = 1):
         try:
@@ -40,13 +37,6 @@ class WhisperModel:
         except ImportError:
             raise MissingModel("faster-whisper (for the Whisper recognizer)", "faster-whisper") from None
         self.model = FW(model_dir(), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=2)
-
-    @classmethod
-    def shared(cls) -> "WhisperModel":
-        with cls._lock:
-            if cls._shared is None:
-                cls._shared = cls(threads=int(os.environ.get("VOXGATE_ASR_THREADS", "1")))
-            return cls._shared
 
     def transcribe(self, audio: np.ndarray) -> str:
         if audio.size < 1600:  # under 0.1 s
