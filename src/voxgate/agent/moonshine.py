@@ -97,14 +97,18 @@ class MoonshineModel(SharedModel):
         self.tokens = read_tokenizer(os.path.join(path, "tokenizer.bin"))
         self.wordy = [any(ch.isalnum() for ch in t.decode("utf-8", "ignore")) for t in self.tokens]
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values")]
-        self.present_names = [o.name for o in self.decoder.get_outputs()[1:]]
+        # each output's cache input (present.N.x -> past_key_values.N.x), and whether it grows each step (the
+        # decoder's own keys/values) or is computed once, on step 0 (the encoder's)
+        self.pasts = [(o.name.replace("present", "past_key_values", 1), ".decoder." in o.name)
+                      for o in self.decoder.get_outputs()[1:]]
         shape = next(i.shape for i in self.decoder.get_inputs() if i.name.startswith("past_key_values"))
         self.heads, self.head_dim = shape[1], shape[3]
 
     def transcribe(self, audio: np.ndarray, beam: int | None = None) -> str:
         """Float32 mono audio at 16 kHz -> text. Greedy first; if the model was unsure of any token (probability
         under ``UNSURE``), decoded again with a beam of ``BEAM`` on the same encoder output (bench/asr.py: word
-        errors 23.7 -> 20.7 %, a third of the clips decoded twice; a beam on every clip: 19.8 % at twice the CPU)."""
+        errors 23.5 -> 21.1 %, about a third of the clips decoded twice; a beam on every clip: 19.8 % at twice the
+        CPU)."""
         if audio.size < ASR_RATE // 10:  # under 0.1 s: nothing a person said
             return ""
         hidden = self.encoder.run(None, {"input_values": audio[None, :]})[0]
@@ -137,9 +141,9 @@ class MoonshineModel(SharedModel):
             token = int(logp.argmax())
             if token < len(self.wordy) and self.wordy[token]:  # "?" or "." unsure: no word is at stake
                 surest = min(surest, float(np.exp(logp[token])))
-            for name, value in zip(self.present_names, outputs[1:]):
-                if step == 0 or ".decoder." in name:  # the encoder's keys/values are computed once, on step 0
-                    past[name.replace("present", "past_key_values", 1)] = value
+            for (name, grows), value in zip(self.pasts, outputs[1:]):
+                if step == 0 or grows:
+                    past[name] = value
             if token == EOS:
                 break
             ids.append(token)
@@ -153,9 +157,8 @@ class MoonshineModel(SharedModel):
             logp[EOS] = -np.inf
         top = np.argpartition(-logp, k)[:k]
         beams = [([int(t)], float(logp[t])) for t in top]
-        past = {}
-        for name, value in zip(self.present_names, first[1:]):
-            past[name.replace("present", "past_key_values", 1)] = np.repeat(value, k, axis=0)
+        past = {name: np.repeat(value, k, axis=0) for (name, _), value in zip(self.pasts, first[1:])}
+        grows = {name for name, g in self.pasts if g}
         hidden = np.repeat(hidden, k, axis=0)
         done: list[tuple[list[int], float]] = [(b[0][:-1], b[1]) for b in beams if b[0][-1] == EOS]
         beams = [b for b in beams if b[0][-1] != EOS]
@@ -164,7 +167,7 @@ class MoonshineModel(SharedModel):
                 break
             n = len(beams)
             outputs = self._step(np.array([[b[0][-1]] for b in beams], np.int64), hidden[:n],
-                                 {key: (v if ".decoder." in key else v[:n]) for key, v in past.items()}, True)
+                                 {key: (v if key in grows else v[:n]) for key, v in past.items()}, True)
             logp = _log_softmax(outputs[0][:, -1])
             candidates = []
             for i, (ids, score) in enumerate(beams):
@@ -183,9 +186,9 @@ class MoonshineModel(SharedModel):
             if len(done) >= k:  # as many finished hypotheses as beams
                 break
             beams = live
-            for name, value in zip(self.present_names, outputs[1:]):
-                if ".decoder." in name:
-                    past[name.replace("present", "past_key_values", 1)] = value[parents]
+            for (name, g), value in zip(self.pasts, outputs[1:]):
+                if g:
+                    past[name] = value[parents]
         if len(done) < k:
             done += beams  # cut off by the length ceiling
         return max(done, key=lambda d: d[1] / max(1, len(d[0])))[0] if done else []

@@ -59,15 +59,19 @@ class WebRtcVad:
         return (self.vad.is_speech(pcm16k[:half], ASR_RATE) + self.vad.is_speech(pcm16k[half:], ASR_RATE)) / 2
 
 
+try:  # looked up once: level() runs on every frame of every call
+    import numpy as _np
+except ImportError:  # the base install: level() does the same in pure Python, slower
+    _np = None
+
+
 def level(pcm16k: bytes) -> float:
     """A frame's loudness: the RMS of its 16-bit samples (``turns.TurnTaker`` finds the end of a word with it)."""
-    try:
-        import numpy as np
-    except ImportError:  # the base install: the same, slower
+    if _np is None:
         a = array.array("h", pcm16k)
         return math.sqrt(sum(x * x for x in a) / len(a)) if a else 0.0
-    a = np.frombuffer(pcm16k, np.int16).astype(np.float32)
-    return float(np.sqrt(np.dot(a, a) / a.size)) if a.size else 0.0
+    a = _np.frombuffer(pcm16k, _np.int16).astype(_np.float32)
+    return float(_np.sqrt(_np.dot(a, a) / a.size)) if a.size else 0.0
 
 
 def default_vad():
