@@ -88,13 +88,8 @@ def main() -> int:
     results = {}
     for path in [None] + args.model:
         rss0 = rss_mb()
-        r = LlamaResponder()
-        name = "SmolLM2-135M-Instruct (embedded)"
-        if path:
-            from llama_cpp import Llama
-
-            r.llm = Llama(model_path=path, n_ctx=2048, n_threads=2, verbose=False)
-            name = path.rsplit("/", 1)[-1]
+        r = LlamaResponder(model_path=path)
+        name = path.rsplit("/", 1)[-1] if path else "SmolLM2-135M-Instruct (embedded)"
         memory = rss_mb() - rss0
         rows = []
         for question, accepted in QUESTIONS:
@@ -109,8 +104,6 @@ def main() -> int:
             "first_token_ms": statistics.median(r["first_token_ms"] for r in rows),
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows if r["tokens_per_s"]),
             "memory_mb": round(memory), "rows": rows}
-        if path:
-            r.llm = None
     print(f"{'model':40s} {'right':>7s} {'speakable':>10s} {'score':>9s} {'first token':>12s} {'tokens/s':>9s} {'memory':>8s}")
     for name, s in results.items():
         n = len(s["rows"])

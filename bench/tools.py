@@ -36,11 +36,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a gguf file instead of the embedded SmolLM2")
     args = ap.parse_args()
-    r = LlamaResponder()
-    if args.model:
-        from llama_cpp import Llama
-
-        r.llm = Llama(model_path=args.model, n_ctx=2048, n_threads=2, verbose=False)
+    r = LlamaResponder(model_path=args.model)
     rows = [(t, city) for t, city in ASKS] + [(t, None) for t in CHATTER]
     raw = {"tp": 0, "fp": 0, "city": 0}
     checked = {"tp": 0, "fp": 0, "city": 0}

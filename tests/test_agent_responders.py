@@ -62,7 +62,7 @@ def test_openai_compatible_endpoint_streams(unused_port=None):
 
 
 def test_smollm2_answers():
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("xllamacpp")
     from voxgate.agent.responders import LlamaResponder
 
     text = asyncio.run(collect(LlamaResponder(max_tokens=20), "What color is the sky?"))
@@ -134,7 +134,7 @@ def test_grounding_keeps_calls_that_rest_on_what_the_user_said():
 
 
 def test_smollm2_makes_valid_grounded_tool_calls():
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("xllamacpp")
     from voxgate.agent.responders import LlamaResponder
 
     r = LlamaResponder()

@@ -1,4 +1,4 @@
-"""The `voxgate` command: demo, relay, transceiver, call, token tools."""
+"""The `voxgate` command: demo, doctor, relay, transceiver, call, token tools."""
 
 from __future__ import annotations
 
@@ -164,6 +164,12 @@ def cmd_demo(args) -> int:
     return run(args)
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import run
+
+    return run(args)
+
+
 def cmd_call(args) -> int:
     from .client.call import main as call_main
 
@@ -209,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
     d.add_argument("--open", action="store_true", help="open the page in the browser")
     d.set_defaults(func=cmd_demo)
+
+    dr = sub.add_parser("doctor", help="check this install: versions, CPU, each embedded model once, the relay and a "
+                                       "loopback call; says what fixes what failed")
+    dr.add_argument("--responder", default="auto", help=RESPONDER_HELP)
+    dr.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"), help=ASR_HELP)
+    dr.add_argument("--no-call", action="store_true", help="skip the relay and the loopback call")
+    dr.add_argument("--json", help="also write the report to this file")
+    dr.set_defaults(func=cmd_doctor)
 
     x = sub.add_parser("transceiver", help="run the WebRTC transceiver (signaling + media)")
     x.add_argument("--http", type=parse_hostport, default=("127.0.0.1", 8080), help="signaling HOST:PORT")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import webbrowser
 
@@ -22,16 +20,15 @@ def _say(line: str = ""):
 
 
 def start_relay(port: int, secret: str) -> subprocess.Popen:
+    from . import doctor
+
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen", f"127.0.0.1:{port}",
-         "--workers", "1", "--internal-host", "127.0.0.1"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "VOXGATE_SECRET": secret})
-    line = proc.stdout.readline()
-    if not line:
+    try:
+        proc, ready = doctor.start_relay(port, secret)
+    except RuntimeError:
         raise SystemExit(f"voxgate demo: the relay did not start (is UDP port {port} free? try --relay-port)")
-    ready = json.loads(line)
-    _say(f"  relay      udp 127.0.0.1:{port}, {len(ready['workers'])} worker, {ready['fast_path']} fast path"
+    fast = "c fast path" if ready["fast_path"] == "c" else "pure-Python forwarder: the C fast path did not build"
+    _say(f"  relay      udp 127.0.0.1:{port}, {len(ready['workers'])} worker, {fast}"
          f"{'':6s} ready in {(time.monotonic() - t0) * 1000:5.0f} ms")
     return proc
 
@@ -51,12 +48,20 @@ def run(args) -> int:
             _say("  loading the embedded voice stack:")
             t0 = time.monotonic()
             try:
-                load_agent("voice", responder=args.responder, asr=args.asr, progress=_say)
+                agent = load_agent("voice", responder=args.responder, asr=args.asr, progress=_say)
             except MissingModel as exc:
                 _say(f"voxgate demo: {exc}")
-                _say("  (or run `voxgate demo --agent echo` for a check without models)")
+                _say("  (`voxgate doctor` checks the whole install; `voxgate demo --agent echo` needs no models)")
                 return 2
-            _say(f"  models ready in {(time.monotonic() - t0) * 1000:.0f} ms")
+            _say(f"  models ready in {(time.monotonic() - t0) * 1000:.0f} ms; each runs once:")
+            from .doctor import check_stack
+
+            checks = check_stack(agent.stack)
+            for check in checks:
+                _say(check.line())
+            if any(c.status == "fail" for c in checks):
+                _say("voxgate demo: a model failed its check (above); `voxgate doctor` says more")
+                return 2
         cfg = TransceiverConfig(
             http=("127.0.0.1", args.port), media=("127.0.0.1", args.media_port), keyring=Keyring.parse(secret),
             relays=[("127.0.0.1", args.relay_port)], agent=args.agent, auth=False, responder=args.responder, asr=args.asr,

