@@ -131,6 +131,10 @@ def test_grounding_keeps_calls_that_rest_on_what_the_user_said():
     assert not grounded(said, WEATHER, {"location": "New York"})
     assert not grounded([{"role": "user", "content": "tell me a joke"}], WEATHER, {})
     assert grounded([{"role": "user", "content": "how is the weather"}], WEATHER, {})
+    # a follow-up that names nothing does not inherit the city of an earlier turn
+    earlier = said + [{"role": "assistant", "content": "It is sunny in San Francisco."},
+                      {"role": "user", "content": "Thanks."}]
+    assert not grounded(earlier, WEATHER, {"location": "San Francisco"})
 
 
 def test_smollm2_makes_valid_grounded_tool_calls():

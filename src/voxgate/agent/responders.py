@@ -271,9 +271,12 @@ class LlamaResponder(Responder):
 
 
 def grounded(messages: list[dict], tool: dict, args: dict) -> bool:
-    """A tool call that rests on what the user said: each string argument's words were said (a city named, a
-    topic), or, for a tool that takes no strings, one of its name's distinctive words was."""
-    said = set(_words(" ".join(m.get("content") or "" for m in messages if m["role"] == "user")))
+    """A tool call that rests on what the user just said: each string argument's words are in the latest user
+    message (a city named, a topic), or, for a tool that takes no strings, one of its name's distinctive words is.
+    Only the latest: a "Thanks." after a weather answer must not call the weather tool again for the city named
+    a turn before."""
+    last = next((m.get("content") or "" for m in reversed(messages) if m["role"] == "user"), "")
+    said = set(_words(last))
     strings = [v for v in args.values() if isinstance(v, str) and v.strip()]
     if strings:
         return all(set(_words(v)) <= said for v in strings)
