@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     dr.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"), help=ASR_HELP)
     dr.add_argument("--no-call", action="store_true", help="skip the relay and the loopback call")
+    dr.add_argument("--no-models", action="store_true",
+                    help="skip the embedded models (a relay, or the core install with models elsewhere)")
     dr.add_argument("--json", help="also write the report to this file")
     dr.set_defaults(func=cmd_doctor)
 

