@@ -200,8 +200,7 @@ class LlamaResponder(Responder):
         forced = forced_tool(tools, tool_choice)
         usable = [forced] if forced is not None else tools
         options = [{"type": "object", "required": ["tool", "arguments"],
-                    "properties": {"tool": {"const": t["name"]},
-                                   "arguments": t.get("parameters") or {"type": "object", "properties": {}}}}
+                    "properties": {"tool": {"const": t["name"]}, "arguments": closed(t.get("parameters"))}}
                    for t in usable]
         if tool_choice == "auto":
             options.append({"type": "object", "required": ["tool"], "properties": {"tool": {"const": "none"}}})
@@ -268,6 +267,16 @@ class LlamaResponder(Responder):
                 yield delta
         finally:
             cancelled.set()
+
+
+def closed(schema: dict | None) -> dict:
+    """A tool's parameters as the grammar should hold the model to them: an object with only the declared
+    properties (llama.cpp's converter otherwise admits any extra key, and a 135M model invents them:
+    ``{"get_weather": {...}}``, ``{"2": "2"}``), unless the schema itself says what else is allowed."""
+    schema = dict(schema or {"type": "object", "properties": {}})
+    if schema.get("type") == "object" and "additionalProperties" not in schema:
+        schema["additionalProperties"] = False
+    return schema
 
 
 def grounded(messages: list[dict], tool: dict, args: dict) -> bool:
