@@ -59,6 +59,7 @@ def cmd_relay(args) -> int:
         idle_timeout=args.idle_timeout,
         token_max_age=args.token_max_age,
         internal_host=args.internal_host,
+        tcp_listen=args.tcp_listen,
     )
     return run_relay(cfg)
 
@@ -100,17 +101,15 @@ def cmd_transceiver(args) -> int:
 
     from .transceiver.server import TransceiverConfig, serve
 
-    relays = []
-    for item in (args.relay or "").split(","):
-        if item.strip():
-            relays.append(parse_hostport(item.strip()))
+    relays = [parse_hostport(item.strip()) for item in (args.relay or "").split(",") if item.strip()]
+    tcp_relays = [parse_hostport(item.strip()) for item in (args.relay_tcp or "").split(",") if item.strip()]
     api_keys = list(args.api_key or [])
     if os.environ.get("VOXGATE_API_KEY"):
         api_keys.append(os.environ["VOXGATE_API_KEY"])
     if not args.no_auth and not api_keys:
         sys.exit("voxgate: give --api-key (or VOXGATE_API_KEY), or --no-auth for local use")
     cfg = TransceiverConfig(
-        http=args.http, media=args.media, keyring=_keyring(args), relays=relays, agent=args.agent,
+        http=args.http, media=args.media, keyring=_keyring(args), relays=relays, tcp_relays=tcp_relays, agent=args.agent,
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, redis_url=args.redis_url, region=args.region, id=args.id,
@@ -200,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before an idle flow is forgotten")
     r.add_argument("--token-max-age", type=float, default=DEFAULT_MAX_AGE, help="seconds a ufrag may create new flows")
     r.add_argument("--internal-host", help="local address toward transceivers (default: any)")
+    r.add_argument("--tcp-listen", type=parse_hostport, metavar="HOST:PORT",
+                   help="also take ICE-TCP (RFC 6544 passive, RFC 4571 framing) here, for clients whose network "
+                        "drops UDP (443 in production); routed by the same tokens")
     r.set_defaults(func=cmd_relay)
 
     d = sub.add_parser("demo", help="relay + transceiver + embedded agent on localhost, and a page to talk to it")
@@ -230,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--http", type=parse_hostport, default=("127.0.0.1", 8080), help="signaling HOST:PORT")
     x.add_argument("--media", type=parse_hostport, default=("127.0.0.1", 40000), help="media UDP HOST:PORT (one socket)")
     x.add_argument("--relay", help="public relay address(es) HOST:PORT[,...] for the answer's candidates; absent = direct")
+    x.add_argument("--relay-tcp", help="relays' ICE-TCP address(es) HOST:PORT[,...] (their --tcp-listen): passive TCP "
+                                       "candidates after the UDP ones, for clients whose network drops UDP")
     x.add_argument("--advertise", type=parse_hostport, help="media address relays reach us on (default: --media)")
     x.add_argument("--public", type=parse_hostport, help="direct mode: the candidate clients send to (default: --media)")
     x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")

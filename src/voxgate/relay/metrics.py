@@ -92,6 +92,37 @@ class WorkerMetrics:
                 self.redis_errors.inc(d)
 
 
+class TcpMetrics:
+    """The ICE-TCP front's counters (``relay/tcp.py``): connections by outcome, frames by direction, drops."""
+
+    def __init__(self):
+        from prometheus_client import Counter, Gauge
+
+        self.connections = Counter("voxgate_relay_tcp_connections", "TCP connections by outcome", ["outcome"])
+        self.frames = Counter("voxgate_relay_tcp_frames", "RFC 4571 frames by direction", ["direction"])
+        self.drops = Counter("voxgate_relay_tcp_drops", "TCP frames dropped, by reason", ["reason"])
+        self.open = Gauge("voxgate_relay_tcp_open", "Open client TCP connections", multiprocess_mode="livesum")
+        self.routed = Gauge("voxgate_relay_tcp_routed", "TCP connections routed to a transceiver",
+                            multiprocess_mode="livesum")
+        self._last: dict[str, int] = {}
+
+    def flush(self, stats: dict):
+        for name, value in stats.items():
+            if name in ("open", "routed"):
+                (self.open if name == "open" else self.routed).set(value)
+                continue
+            d = value - self._last.get(name, 0)
+            self._last[name] = value
+            if not d:
+                continue
+            if name.endswith("_frames"):
+                self.frames.labels(name[:-7]).inc(d)
+            elif name.startswith("drop_"):
+                self.drops.labels(name[5:]).inc(d)
+            else:  # accepted, routed, refused_*, closed_*
+                self.connections.labels(name).inc(d)
+
+
 def render() -> bytes:
     """Text exposition of every live worker's metrics."""
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess

@@ -30,9 +30,17 @@ class Supervisor:
         self.stopping = False
         self.restarts = 0
 
+    TCP = -1  # the ICE-TCP front's index among the processes
+
     def start_worker(self, index: int):
         parent, child = self.ctx.Pipe(duplex=False)
-        p = self.ctx.Process(target=worker_main, args=(self.cfg, index, child), name=f"relay-worker-{index}", daemon=True)
+        if index == self.TCP:
+            from .tcp import tcp_main
+
+            p = self.ctx.Process(target=tcp_main, args=(self.cfg, child), name="relay-tcp", daemon=True)
+        else:
+            p = self.ctx.Process(target=worker_main, args=(self.cfg, index, child), name=f"relay-worker-{index}",
+                                 daemon=True)
         p.start()
         child.close()
         self.procs[index], self.conns[index] = p, parent
@@ -57,8 +65,10 @@ class Supervisor:
             "listen": f"{self.cfg.listen[0]}:{self.cfg.listen[1]}",
             "restarts": self.restarts,
             "workers": [
-                dict(self.info.get(i, {}), alive=p.is_alive()) for i, p in sorted(self.procs.items())
+                dict(self.info.get(i, {}), alive=p.is_alive()) for i, p in sorted(self.procs.items()) if i >= 0
             ],
+            "tcp": dict(self.info.get(self.TCP, {}), alive=self.procs[self.TCP].is_alive())
+            if self.TCP in self.procs else None,
         }
 
     def serve_http(self):
@@ -96,17 +106,19 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        for i in range(self.cfg.workers):
+        indexes = list(range(self.cfg.workers)) + ([self.TCP] if self.cfg.tcp_listen else [])
+        for i in indexes:
             self.start_worker(i)
-        for i in range(self.cfg.workers):
+        for i in indexes:
             self.wait_ready(i)
         server = self.serve_http() if self.cfg.metrics else None
-        fast = all(info.get("fast_path") for info in self.info.values())
+        fast = all(info.get("fast_path") for i, info in self.info.items() if i >= 0)
         print(json.dumps({
             "event": "relay_ready",
             "listen": f"{self.cfg.listen[0]}:{self.cfg.listen[1]}",
-            "workers": [self.info[i] for i in sorted(self.info)],
+            "workers": [self.info[i] for i in sorted(self.info) if i >= 0],
             "fast_path": "c" if fast else "python",
+            "tcp": self.info[self.TCP]["tcp"] if self.TCP in self.info else None,
             "redis": self.cfg.redis_url,
             "metrics": f"http://{self.cfg.metrics[0]}:{self.cfg.metrics[1]}/metrics" if self.cfg.metrics else None,
         }), flush=True)

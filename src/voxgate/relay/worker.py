@@ -41,6 +41,7 @@ class RelayConfig:
     capacity: int = 65536
     batch: int = 64
     internal_host: str | None = None  # address to send to transceivers from; default: any
+    tcp_listen: tuple[str, int] | None = None  # ICE-TCP (RFC 6544, passive) on this address too: relay/tcp.py
 
 
 def _family(host: str) -> int:

@@ -94,12 +94,20 @@ _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly":
 
 def build_answer(offer: Offer, *, ufrag: str, pwd: str, fingerprint: RTCDtlsFingerprint,
                  candidates: list[tuple], ssrc: int, session_id: int) -> str:
-    """``candidates``: (host, port) or (host, port, backup); earlier ones rank higher, and a backup (a relay of
-    another region, for failover without a new offer) ranks below every other by its type preference."""
+    """``candidates``: (host, port), (host, port, backup) or (host, port, backup, "tcp"); earlier ones rank higher,
+    a backup (a relay of another region, for failover without a new offer) ranks below every other UDP candidate by
+    its type preference, and a TCP one (a relay's ICE-TCP port, RFC 6544 passive) below every UDP one: UDP wins
+    wherever it gets through."""
     cand_lines = []
-    for i, (host, port, *backup) in enumerate(candidates):
-        prio = ((100 if backup and backup[0] else 126) << 24) | ((65535 - i) << 8) | 255
-        cand_lines.append(f"a=candidate:{i + 1} 1 udp {prio} {host} {port} typ host")
+    for i, (host, port, *rest) in enumerate(candidates):
+        backup = bool(rest and rest[0])
+        tcp = len(rest) > 1 and rest[1] == "tcp"
+        kind = (80 if backup else 90) if tcp else (100 if backup else 126)
+        prio = (kind << 24) | ((65535 - i) << 8) | 255
+        if tcp:
+            cand_lines.append(f"a=candidate:{i + 1} 1 tcp {prio} {host} {port} typ host tcptype passive")
+        else:
+            cand_lines.append(f"a=candidate:{i + 1} 1 udp {prio} {host} {port} typ host")
     cand_lines.append("a=end-of-candidates")
     first_host, first_port = candidates[0][:2]
     ip_kind = "IP6" if ":" in first_host else "IP4"

@@ -32,6 +32,7 @@ class TransceiverConfig:
     media: tuple[str, int]
     keyring: Keyring
     relays: list = field(default_factory=list)  # public relay addresses; empty = direct mode
+    tcp_relays: list = field(default_factory=list)  # relays' ICE-TCP addresses (--relay-tcp), after the UDP ones
     agent: str = "echo"
     advertise: tuple[str, int] | None = None  # media address relays should send to (goes into the token)
     public: tuple[str, int] | None = None  # direct mode: the address clients should send to
@@ -170,9 +171,10 @@ class Transceiver:
     def candidates_for(self, client_region: str | None) -> list[tuple]:
         """The answer's candidates: with a region map, the relays of the client's region first and a relay of a second
         region as a backup; else ``--relay`` (or the media socket itself in direct mode)."""
+        tcp = [(h, p, False, "tcp") for h, p in self.cfg.tcp_relays]
         if self.regions is None:
-            return self.candidates
-        return self.regions.candidates(client_region or self.cfg.region, self.cfg.region)
+            return self.candidates + tcp
+        return self.regions.candidates(client_region or self.cfg.region, self.cfg.region) + tcp
 
     def create_call(self, offer_sdp: str, session_config: dict | None = None,
                     client_region: str | None = None, owner: str | None = None) -> tuple[Session, str]:
