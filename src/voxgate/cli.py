@@ -157,6 +157,12 @@ def cmd_lab_geo(args) -> int:
     return geo_main(args)
 
 
+def cmd_lab_firewall(args) -> int:
+    from .lab.firewall import main as firewall_main
+
+    return firewall_main(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import run
 
@@ -215,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
     d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
     d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
+    d.add_argument("--relay-tcp-port", type=int, help="the relay's ICE-TCP port (default: the same number as UDP)")
+    d.add_argument("--no-tcp", action="store_true", help="UDP only: no ICE-TCP candidate in the answers")
+    d.add_argument("--host", default="127.0.0.1", help="the address everything binds to (default 127.0.0.1)")
     d.add_argument("--open", action="store_true", help="open the page in the browser")
     d.set_defaults(func=cmd_demo)
 
@@ -294,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-failover", action="store_true", help="skip the Chromium failover")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     g.set_defaults(func=cmd_lab_geo)
+    fw = lsub.add_parser("firewall", help="a client whose network drops UDP calls the demo over ICE-TCP (Chromium)")
+    fw.add_argument("--json", action="store_true", help="print one JSON object instead of the lines")
+    fw.set_defaults(func=cmd_lab_firewall)
 
     t = sub.add_parser("token", help="mint or inspect routing tokens (server ufrags)")
     tsub = t.add_subparsers(dest="token_command", required=True)

@@ -1,8 +1,8 @@
 """`voxgate demo`: a relay, a transceiver and the embedded agent on localhost, and a page to talk to it.
 
-The relay runs as its own process (as in production); the transceiver and the
-agent run here, loading the models with progress shown. Everything binds to
-127.0.0.1, and a fresh cluster secret is made for this run only.
+The relay runs as its own process (as in production), taking UDP and ICE-TCP on one port number; the transceiver
+and the agent run here, loading the models with progress shown. Everything binds to 127.0.0.1 (``--host`` moves
+it, as ``voxgate lab firewall`` does inside its namespaces), and a fresh cluster secret is made for this run only.
 """
 
 from __future__ import annotations
@@ -19,16 +19,17 @@ def _say(line: str = ""):
     print(line, flush=True)
 
 
-def start_relay(port: int, secret: str) -> subprocess.Popen:
+def start_relay(host: str, port: int, tcp_port: int | None, secret: str) -> subprocess.Popen:
     from . import doctor
 
     t0 = time.monotonic()
     try:
-        proc, ready = doctor.start_relay(port, secret)
+        proc, ready = doctor.start_relay(port, secret, host=host, tcp_port=tcp_port)
     except RuntimeError:
         raise SystemExit(f"voxgate demo: the relay did not start (is UDP port {port} free? try --relay-port)")
     fast = "c fast path" if ready["fast_path"] == "c" else "pure-Python forwarder: the C fast path did not build"
-    _say(f"  relay      udp 127.0.0.1:{port}, {len(ready['workers'])} worker, {fast}"
+    tcp = f", tcp {ready['tcp']}" if ready.get("tcp") else ""
+    _say(f"  relay      udp {host}:{port}{tcp}, {len(ready['workers'])} worker, {fast}"
          f"{'':6s} ready in {(time.monotonic() - t0) * 1000:5.0f} ms")
     return proc
 
@@ -38,8 +39,10 @@ def run(args) -> int:
     from .wire.token import Keyring, new_secret_line
 
     secret = new_secret_line(0)
-    _say("voxgate demo: starting on 127.0.0.1")
-    relay = start_relay(args.relay_port, secret)
+    host = args.host
+    tcp_port = None if args.no_tcp else (args.relay_tcp_port or args.relay_port)
+    _say(f"voxgate demo: starting on {host}")
+    relay = start_relay(host, args.relay_port, tcp_port, secret)
     try:
         if args.agent == "voice":
             from .agent import load_agent
@@ -63,13 +66,13 @@ def run(args) -> int:
                 _say("voxgate demo: a model failed its check (above); `voxgate doctor` says more")
                 return 2
         cfg = TransceiverConfig(
-            http=("127.0.0.1", args.port), media=("127.0.0.1", args.media_port), keyring=Keyring.parse(secret),
-            relays=[("127.0.0.1", args.relay_port)], agent=args.agent, auth=False, responder=args.responder, asr=args.asr,
+            http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
+            relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr,
             drain_timeout=1.0)
-        url = f"http://127.0.0.1:{args.port}/demo"
+        url = f"http://{host}:{args.port}/demo"
 
         def ready(t):
-            _say(f"  transceiver http://127.0.0.1:{args.port}, media udp {t.media_address[0]}:{t.media_address[1]} "
+            _say(f"  transceiver http://{host}:{args.port}, media udp {t.media_address[0]}:{t.media_address[1]} "
                  f"behind the relay, agent {args.agent}")
             _say("")
             _say(f"Open {url} and click Talk. Ctrl-C stops.")

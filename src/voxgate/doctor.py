@@ -187,11 +187,14 @@ def _ask(responder) -> tuple[str, str, dict]:
 
 
 # ------------------------------------------------------------------------------------------------ the network path
-def start_relay(port: int, secret: str) -> tuple[subprocess.Popen, dict]:
-    """A relay in its own process on 127.0.0.1:``port``; returns it with its ready line (workers, fast path)."""
+def start_relay(port: int, secret: str, host: str = "127.0.0.1",
+                tcp_port: int | None = None) -> tuple[subprocess.Popen, dict]:
+    """A relay in its own process on ``host:port`` (and ICE-TCP on ``tcp_port``); returns it with its ready line
+    (workers, fast path, tcp)."""
+    tcp = ["--tcp-listen", f"{host}:{tcp_port}"] if tcp_port else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen", f"127.0.0.1:{port}",
-         "--workers", "1", "--internal-host", "127.0.0.1"],
+        [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen", f"{host}:{port}",
+         "--workers", "1", "--internal-host", host, *tcp],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "VOXGATE_SECRET": secret})
     line = proc.stdout.readline()
     if not line:

@@ -28,21 +28,24 @@ def launch(playwright, wav: str, *extra: str, executable: str = CHROMIUM):
                                       ignore_default_args=["--mute-audio"])
 
 
-def talk_to_demo(url: str, wav: str, timeout: float = 60.0) -> dict:
+def talk_to_demo(url: str, wav: str, timeout: float = 60.0, *, executable: str = CHROMIUM, extra=()) -> dict:
     """Open a transceiver's ``/demo`` page in headless Chromium with ``wav`` as the microphone (played once), click
     Talk, and wait for the user's transcript, the agent's reply text and audible reply audio; then hang up.
-    Returns what the page saw (``window.demo``), with ``ok`` true if all three arrived."""
+    Returns what the page saw (``window.demo``: transcripts, turns, setup marks, the transport ICE selected), with
+    ``ok`` true if all three arrived. ``executable`` and ``extra``: another Chromium (a wrapper that runs it in a
+    network namespace) and flags."""
     import time
 
     from playwright.sync_api import sync_playwright
 
     ms = int(timeout * 1000)
     with sync_playwright() as p:
-        browser = launch(p, f"{wav}%noloop")
+        browser = launch(p, f"{wav}%noloop", *extra, executable=executable)
         try:
             page = browser.new_page()
             t0 = time.monotonic()
-            page.goto(url.rstrip("/") + "/demo?raw")
+            base = url.split("?")[0].rstrip("/")
+            page.goto((base if base.endswith("/demo") else base + "/demo") + "?raw")
             page.click("#talk")
             page.wait_for_function("window.demo.state === 'connected'", timeout=ms)
             connected = time.monotonic() - t0
@@ -52,7 +55,7 @@ def talk_to_demo(url: str, wav: str, timeout: float = 60.0) -> dict:
                                    timeout=ms)
             seen = page.evaluate("({user: window.demo.userTranscripts, agent: window.demo.agentTranscripts, "
                                  "packets: window.demo.audioPackets, energy: window.demo.audioEnergy, "
-                                 "turns: window.demo.turns})")
+                                 "turns: window.demo.turns, setup: window.demo.setup, transport: window.demo.transport})")
             page.click("#talk")  # hang up
             page.wait_for_function("window.demo.state === 'ended'", timeout=10000)
         finally:

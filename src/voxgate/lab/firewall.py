@@ -1,0 +1,163 @@
+"""`voxgate lab firewall`: a client on a network that drops UDP reaches the agent over ICE-TCP through the relay.
+
+Two network namespaces this command makes and removes, joined by a veth pair::
+
+    cli 192.0.2.30 (iptables: every UDP packet in or out dropped)  ══veth══  srv 198.51.100.30 (voxgate demo)
+
+``voxgate demo --host 198.51.100.30`` runs in ``srv`` (relay on UDP and TCP 3478, transceiver, the embedded agent).
+Headless Chromium runs in ``cli`` (a wrapper script enters the namespace), opens the demo page, speaks a question
+(espeak-ng) and waits for the transcript, the reply and its audio; the page reports which candidate pair ICE
+selected. Then the same with UDP open: the call must pick UDP. Reported for each: the transport, the setup marks
+(answer, ICE, DTLS) and the turn.
+
+The aiortc client cannot take part: aioice gathers and checks UDP candidates only (its TCP support is for TURN
+servers), so ``voxgate call`` has no ICE-TCP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .netns import LabUnavailable, Namespaces, check_available, ip
+
+SRV, CLI = "198.51.100.30", "192.0.2.30"
+HTTP, RELAY = 8080, 3478
+
+
+class FirewallLab:
+    def __init__(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="voxgate-fw-"))
+        self.ns = Namespaces(f"vxlab{os.getpid()}")
+        self.demo: subprocess.Popen | None = None
+
+    def build(self):
+        self.ns.add("srv", SRV)
+        self.ns.add("cli", CLI)
+        a, b = f"vxfw{os.getpid() % 100000}c", f"vxfw{os.getpid() % 100000}s"
+        ip("link", "add", a, "type", "veth", "peer", "name", b)
+        ip("link", "set", a, "netns", self.ns.names["cli"])
+        ip("link", "set", b, "netns", self.ns.names["srv"])
+        self.ns.address("cli", a)  # on the veth: a browser gathers candidates from non-loopback devices only
+        self.ns.address("srv", b)
+        self.ns.route("cli", a, "srv")
+        self.ns.route("srv", b, "cli")
+
+    def block_udp(self, on: bool):
+        """Drop every UDP packet the client sends or receives (a corporate firewall that lets only TCP out)."""
+        cmd = [*self.ns.exec_args("cli"), "iptables", "-w"]
+        for chain in ("OUTPUT", "INPUT"):
+            rule = [chain, "-p", "udp", "-j", "DROP"]
+            if on:
+                subprocess.run(cmd + ["-A", *rule], check=True, capture_output=True)
+            else:
+                subprocess.run(cmd + ["-D", *rule], capture_output=True)
+
+    def start_demo(self, extra=()) -> str:
+        self.demo = subprocess.Popen(
+            [*self.ns.exec_args("srv"), sys.executable, "-m", "voxgate", "demo", "--host", SRV, "--port", str(HTTP),
+             "--relay-port", str(RELAY), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True, env={**os.environ, "VOXGATE_LOG_LEVEL": "WARNING"})
+        deadline = time.monotonic() + 180
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.demo.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith('{"event": "demo_ready"'):
+                return json.loads(line)["url"]
+        raise RuntimeError("the demo did not start:\n" + "".join(lines) + self.demo.stderr.read()[-2000:])
+
+    def question(self) -> str:
+        wav = self.tmp / "question.wav"
+        if not wav.exists():
+            if not shutil.which("espeak-ng"):
+                raise LabUnavailable("the lab speaks with espeak-ng (apt-get install espeak-ng)")
+            subprocess.run(["espeak-ng", "-v", "en-us+f4", "-s", "150", "-w", str(wav),
+                            "What is the capital of France?"], check=True)
+            wav.chmod(0o644)
+        return str(wav)
+
+    def browser_call(self, url: str) -> dict:
+        from .chromium import CHROMIUM, talk_to_demo
+
+        if not os.path.exists(CHROMIUM):
+            raise LabUnavailable("Debian's chromium is not installed (apt-get install chromium)")
+        wrapper = self.tmp / "chromium-in-cli"
+        wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli'))} {CHROMIUM} \"$@\"\n")
+        wrapper.chmod(0o755)
+        origin = url.rsplit("/demo", 1)[0]
+        return talk_to_demo(url, self.question(), timeout=45, executable=str(wrapper),
+                            extra=[f"--unsafely-treat-insecure-origin-as-secure={origin}"])
+
+    def close(self):
+        if self.demo is not None and self.demo.poll() is None:
+            try:
+                os.killpg(self.demo.pid, signal.SIGINT)
+                self.demo.wait(15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.demo.pid, signal.SIGKILL)
+        if self.demo is not None:
+            for stream in (self.demo.stdout, self.demo.stderr):
+                stream.close()
+        self.ns.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def summary(call: dict) -> dict:
+    turn = (call.get("turns") or [{}])[0]
+    return {"transport": call.get("transport"), "setup_ms": call.get("setup"), "heard": call.get("user"),
+            "answered": call.get("agent"), "reply_packets": call.get("packets"), "turn_ms": turn.get("total"),
+            "ok": call.get("ok")}
+
+
+def run(log=print) -> dict:
+    check_available()
+    if not shutil.which("iptables"):
+        raise LabUnavailable("the lab needs iptables (apt-get install iptables)")
+    lab = FirewallLab()
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        lab.build()
+        url = lab.start_demo()
+        log(f"voxgate lab firewall: demo at {url} in its namespace; client {CLI}")
+        lab.block_udp(True)
+        blocked = summary(lab.browser_call(url))
+        log(f"  UDP dropped: {json.dumps(blocked)}")
+        lab.block_udp(False)
+        open_ = summary(lab.browser_call(url))
+        log(f"  UDP open:    {json.dumps(open_)}")
+        return {"udp_blocked": blocked, "udp_open": open_,
+                "ok": blocked["ok"] and blocked["transport"] == "tcp" and open_["ok"] and open_["transport"] == "udp"}
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        lab.close()
+
+
+def main(args) -> int:
+    try:
+        result = run(log=(lambda *_: None) if args.json else print)
+    except LabUnavailable as exc:
+        print(f"voxgate lab firewall: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name in ("udp_blocked", "udp_open"):
+            r = result[name]
+            s = r["setup_ms"] or {}
+            print(f"{name:12s} transport {r['transport']}, answer {s.get('answer')} ms, ICE {s.get('ice')} ms, "
+                  f"DTLS {s.get('dtls')} ms, turn {r['turn_ms']} ms: heard {r['heard']} -> {r['answered']}")
+    return 0 if result["ok"] else 1
