@@ -73,8 +73,10 @@ def test_slow_clients_are_closed_at_the_deadline_and_held_frames_are_bounded(cor
     assert flow.data(frame(RTP)[:1], 1.0) == []  # one byte, then nothing (slowloris)
     assert flow.tick(4.9) == [] and flow.tick(5.0) == [Close("first_frame_timeout")]
     flow = TcpFlow(core, C, 0.0, max_held=2)
-    assert flow.data(frame(RTP) * 2, 0.1) == []
-    assert flow.data(frame(RTP), 0.2) == [Close("unrouted_rtp")]
+    assert flow.data(frame(RTP + b"1") + frame(RTP + b"2"), 0.1) == []
+    assert flow.data(frame(RTP + b"3"), 0.2) == [Dropped("held_overflow")]  # the oldest goes
+    assert flow.held == [RTP + b"2", RTP + b"3"]
+    assert flow.data(frame(b"\xff" * 8), 0.3) == [Close("unrouted_other")]
 
 
 def test_router_limits_per_source_and_in_all(core):

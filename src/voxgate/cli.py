@@ -305,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_lab_geo)
     fw = lsub.add_parser("firewall", help="a client whose network drops UDP calls the demo over ICE-TCP (Chromium)")
     fw.add_argument("--json", action="store_true", help="print one JSON object instead of the lines")
+    fw.add_argument("--no-restart", action="store_true", help="skip killing the relay's TCP front mid-call")
     fw.set_defaults(func=cmd_lab_firewall)
 
     t = sub.add_parser("token", help="mint or inspect routing tokens (server ufrags)")

@@ -98,16 +98,103 @@ class FirewallLab:
         return talk_to_demo(url, self.question(), timeout=45, executable=str(wrapper),
                             extra=[f"--unsafely-treat-insecure-origin-as-secure={origin}"])
 
-    def close(self):
+    def stop_demo(self):
         if self.demo is not None and self.demo.poll() is None:
+            os.killpg(self.demo.pid, signal.SIGINT)
             try:
-                os.killpg(self.demo.pid, signal.SIGINT)
                 self.demo.wait(15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 os.killpg(self.demo.pid, signal.SIGKILL)
+                self.demo.wait()
         if self.demo is not None:
             for stream in (self.demo.stdout, self.demo.stderr):
                 stream.close()
+        self.demo = None
+
+    def tone(self) -> str:
+        """A steady tone the echo agent sends back: reply audio that never pauses, so any gap is the outage's."""
+        import array
+        import math
+        import wave
+
+        path = self.tmp / "tone.wav"
+        rate = 48000
+        samples = array.array("h", (int(6000 * math.sin(2 * math.pi * 330 * i / rate)) for i in range(rate * 4)))
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+            w.writeframes(samples.tobytes())
+        path.chmod(0o644)
+        return str(path)
+
+    def tcp_front_pid(self) -> int:
+        out = subprocess.run([*self.ns.exec_args("srv"), "ss", "-Hltnp", f"sport = :{RELAY}"], capture_output=True,
+                             text=True).stdout
+        for part in out.split("pid=")[1:]:
+            return int(part.split(",")[0])
+        raise RuntimeError(f"nothing listens on TCP {RELAY}: {out!r}")
+
+    def restart_during_call(self, url: str, seconds_after: float = 10.0) -> dict:
+        """A call over TCP (UDP dropped) to the demo running ``--agent echo`` (a looping tone comes back without a
+        pause); the relay's TCP front is killed with SIGKILL mid-call (its supervisor starts a new one, keeping the
+        listening socket, as a pod's relay process would be replaced). Chromium's ICE-TCP reconnects at its next
+        packet and its next Binding request routes it again. Measured: the longest gap in the echoed audio at the
+        browser, the server's longest gap in the browser's audio, whether the same call goes on."""
+        from playwright.sync_api import sync_playwright
+
+        from .chromium import CHROMIUM, launch
+
+        wrapper = self.tmp / "chromium-in-cli"
+        wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli'))} {CHROMIUM} \"$@\"\n")
+        wrapper.chmod(0o755)
+        origin = url.rsplit("/demo", 1)[0]
+        with sync_playwright() as p:
+            browser = launch(p, self.tone(), f"--unsafely-treat-insecure-origin-as-secure={origin}",
+                             executable=str(wrapper))
+            try:
+                page = browser.new_page()
+                page.goto(origin + "/demo?raw")
+                page.click("#talk")
+                page.wait_for_function("window.demo.state === 'connected'", timeout=30000)
+                samples = []
+                stats = ("pc.getStats().then(r => { let n = 0; r.forEach(s => { if (s.type === 'inbound-rtp' && "
+                         "s.kind === 'audio') n = s.packetsReceived; }); return n; })")
+
+                def sample(seconds):
+                    end = time.monotonic() + seconds
+                    while time.monotonic() < end:
+                        samples.append((time.monotonic(), page.evaluate(stats)))
+                        time.sleep(0.05)
+
+                sample(3.0)
+                transport_before = page.evaluate("window.demo.transport")
+                old = self.tcp_front_pid()
+                killed = time.monotonic()
+                os.kill(old, signal.SIGKILL)
+                sample(seconds_after)
+                new = self.tcp_front_pid()
+                info = page.evaluate("fetch('/v1/realtime/calls/' + callId).then(r => r.json())")
+                state = page.evaluate("window.demo.state")
+                transport_after = page.evaluate("window.demo.transport")
+                page.click("#talk")
+            finally:
+                browser.close()
+        stall, last_t, last_n = 0.0, samples[0][0], samples[0][1]
+        for t, n in samples[1:]:
+            if n != last_n:
+                stall = max(stall, t - last_t)
+                last_t, last_n = t, n
+        stall = max(stall, samples[-1][0] - last_t)
+        at_kill = next(n for t, n in samples if t >= killed)
+        return {"gap_in_ms": round(stall * 1000, 1), "gap_out_ms": info.get("max_audio_in_gap_ms"),
+                "resumed": samples[-1][1] > at_kill, "state": state, "call_state": info.get("state"),
+                "front_pid": [old, new], "transport": [transport_before, transport_after],
+                "survived": samples[-1][1] > at_kill and state == "connected" and info.get("state") == "connected"}
+
+    def close(self):
+        try:
+            self.stop_demo()
+        except ProcessLookupError:
+            pass
         self.ns.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -119,7 +206,7 @@ def summary(call: dict) -> dict:
             "ok": call.get("ok")}
 
 
-def run(log=print) -> dict:
+def run(log=print, with_restart: bool = True) -> dict:
     check_available()
     if not shutil.which("iptables"):
         raise LabUnavailable("the lab needs iptables (apt-get install iptables)")
@@ -139,7 +226,13 @@ def run(log=print) -> dict:
         lab.block_udp(False)
         open_ = summary(lab.browser_call(url))
         log(f"  UDP open:    {json.dumps(open_)}")
-        return {"udp_blocked": blocked, "udp_open": open_,
+        restart = None
+        if with_restart:
+            lab.stop_demo()
+            lab.block_udp(True)
+            restart = lab.restart_during_call(lab.start_demo(["--agent", "echo"]))
+            log(f"  TCP front killed mid-call: {json.dumps(restart)}")
+        return {"udp_blocked": blocked, "udp_open": open_, "restart": restart,
                 "ok": blocked["ok"] and blocked["transport"] == "tcp" and open_["ok"] and open_["transport"] == "udp"}
     finally:
         signal.signal(signal.SIGTERM, old)
@@ -148,7 +241,7 @@ def run(log=print) -> dict:
 
 def main(args) -> int:
     try:
-        result = run(log=(lambda *_: None) if args.json else print)
+        result = run(log=(lambda *_: None) if args.json else print, with_restart=not args.no_restart)
     except LabUnavailable as exc:
         print(f"voxgate lab firewall: {exc}", file=sys.stderr)
         return 2
@@ -160,4 +253,8 @@ def main(args) -> int:
             s = r["setup_ms"] or {}
             print(f"{name:12s} transport {r['transport']}, answer {s.get('answer')} ms, ICE {s.get('ice')} ms, "
                   f"DTLS {s.get('dtls')} ms, turn {r['turn_ms']} ms: heard {r['heard']} -> {r['answered']}")
+        if result["restart"]:
+            r = result["restart"]
+            print(f"relay's TCP front killed mid-call: survived {r['survived']}, audio gap in {r['gap_in_ms']} ms, "
+                  f"out {r['gap_out_ms']} ms")
     return 0 if result["ok"] else 1

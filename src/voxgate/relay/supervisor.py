@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 import time
+from multiprocessing.connection import wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .worker import RelayConfig, worker_main
@@ -29,15 +31,22 @@ class Supervisor:
         self.conns: dict[int, object] = {}
         self.stopping = False
         self.restarts = 0
+        self.tcp_listener = None
 
     TCP = -1  # the ICE-TCP front's index among the processes
 
     def start_worker(self, index: int):
         parent, child = self.ctx.Pipe(duplex=False)
         if index == self.TCP:
-            from .tcp import tcp_main
+            from .tcp import open_listener, tcp_main
 
-            p = self.ctx.Process(target=tcp_main, args=(self.cfg, child), name="relay-tcp", daemon=True)
+            # the listening socket belongs to the supervisor: a TCP front that dies leaves it open, so clients that
+            # reconnect at once (Chromium does, on its next packet) wait in the backlog for the new front instead
+            # of being refused (a refused reconnect makes Chromium give the connection up)
+            if self.tcp_listener is None:
+                self.tcp_listener = open_listener(self.cfg.tcp_listen)
+            p = self.ctx.Process(target=tcp_main, args=(self.cfg, child, self.tcp_listener), name="relay-tcp",
+                                 daemon=True)
         else:
             p = self.ctx.Process(target=worker_main, args=(self.cfg, index, child), name=f"relay-worker-{index}",
                                  daemon=True)
@@ -124,8 +133,13 @@ class Supervisor:
         }), flush=True)
         if not fast:
             log.warning("C fast path unavailable: forwarding in pure Python (slower)")
+        wake_r, wake_w = os.pipe()  # a signal wakes the wait below (no polling: it waits on the workers' sentinels)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
         while not self.stopping:
-            time.sleep(0.2)
+            wait([p.sentinel for p in self.procs.values()] + [wake_r])
+            if wake_r in wait([wake_r], 0):
+                os.read(wake_r, 512)
             for i, p in list(self.procs.items()):
                 if not p.is_alive() and not self.stopping:
                     log.error("worker %d (pid %s) exited with %s; restarting", i, p.pid, p.exitcode)
@@ -148,6 +162,11 @@ class Supervisor:
             mark_dead(p.pid)
         if server:
             server.shutdown()
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
         print(json.dumps({"event": "relay_stopped"}), flush=True)
         return 0
 

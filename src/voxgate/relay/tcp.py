@@ -120,11 +120,11 @@ class TcpFront:
         self.server = None
         self.internal = None
 
-    async def start(self):
+    async def start(self, listener: socket.socket | None = None):
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.listen[0] else socket.AF_INET
-        self.server = await loop.create_server(lambda: _Conn(self), self.listen[0], self.listen[1], family=family,
-                                               reuse_port=True, backlog=1024)
+        listener = listener or open_listener(self.listen)
+        family = listener.family
+        self.server = await loop.create_server(lambda: _Conn(self), sock=listener, backlog=1024)
         ihost = self.internal_host or ("::" if family == socket.AF_INET6 else "0.0.0.0")
         self.internal, _ = await loop.create_datagram_endpoint(lambda: _Internal(self), local_addr=(ihost, 0))
 
@@ -163,8 +163,19 @@ class TcpFront:
             self.internal.close()
 
 
-def tcp_main(cfg, conn):
-    """Entry point of the TCP front's process (forked by the supervisor)."""
+def open_listener(listen: tuple[str, int]) -> socket.socket:
+    """The ICE-TCP listening socket (SO_REUSEPORT: sibling relays on one host may share the port)."""
+    s = socket.socket(socket.AF_INET6 if ":" in listen[0] else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(listen)
+    s.listen(1024)
+    s.setblocking(False)
+    return s
+
+
+def tcp_main(cfg, conn, listener: socket.socket | None = None):
+    """Entry point of the TCP front's process (forked by the supervisor, which keeps ``listener`` open)."""
     from .metrics import TcpMetrics
     from .worker import die_with_parent
 
@@ -174,7 +185,7 @@ def tcp_main(cfg, conn):
     async def run():
         core = RelayCore(cfg.keyring, cfg.allow, max_age=cfg.token_max_age)
         front = TcpFront(core, cfg.tcp_listen, cfg.internal_host)
-        await front.start()
+        await front.start(listener)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         conn.send({"tcp": "%s:%d" % front.address, "pid": os.getpid(),

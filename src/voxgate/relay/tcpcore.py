@@ -11,8 +11,10 @@ routed again by its next Binding request).
 
 Bounds, so that garbage and slow clients cost little and are closed, not queued:
 - a connection must send a valid Binding request within ``first_frame_timeout`` of opening (slowloris);
-- before it is routed, at most ``max_held`` frames are held (a client reconnecting after a relay restart may send
-  DTLS before its next check; those are forwarded once it is routed);
+- before it is routed, DTLS and SRTP frames are held, the newest ``max_held`` of them: a client that reconnects
+  after a relay restart (Chromium re-opens a dropped ICE-TCP connection at once) goes on sending media and sends
+  its next Binding request only at its next check, up to 2.5 s later; the held frames are forwarded once it is
+  routed. Anything else before routing closes the connection;
 - a frame longer than ``max_frame`` closes it (``wire.rfc4571``);
 - at most ``per_source`` open connections per source IP, ``max_connections`` in all.
 
@@ -86,9 +88,12 @@ class TcpFlow:
         cls = classify(f)
         if self.transceiver is None:
             if cls is not PacketClass.STUN:
-                if cls not in (PacketClass.DTLS, PacketClass.RTP) or len(self.held) >= self.max_held:
+                if cls not in (PacketClass.DTLS, PacketClass.RTP):
                     return self._close("unrouted_" + cls.name.lower())
-                self.held.append(f)
+                self.held.append(f)  # the newest max_held are kept: older audio would be too late anyway
+                if len(self.held) > self.max_held:
+                    del self.held[0]
+                    return [Dropped("held_overflow")]
                 return []
             decision = self.core.on_client_packet(f, self.client, None, now)
             if isinstance(decision, Drop):
