@@ -28,5 +28,5 @@ def test_lab_firewall_tcp_when_udp_is_dropped_udp_otherwise():
     assert restart["gap_in_ms"] < 5000 and (restart["gap_out_ms"] or 0) < 5000, restart  # Chromium's 5 s limit
     assert out.returncode == 0, out.stderr[-3000:]
     own = [line for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
-           if line.startswith("vxlab") and "-cli" in line or "-srv" in line]
+           if line.startswith("vxlab") and line.split()[0].endswith(("-srv", "-cli"))]
     assert not own, own  # the lab removed its namespaces

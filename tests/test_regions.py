@@ -44,6 +44,13 @@ def test_order_and_answer_candidates():
                                         ("203.0.113.10", 3478, True)]
     assert m.candidates("us", "eu") == [("203.0.113.10", 3478, False), ("198.51.100.10", 3478, True)]
     assert m.candidates("ap", "ap") == [("2001:db8::1", 3478, False), ("198.51.100.10", 3478, True)]
+    # ICE-TCP addresses, where the map gives them, after every UDP candidate: the client's region's, then the backup's
+    tcp = RegionMap.parse({**MAP, "regions": {**MAP["regions"],
+                                              "eu": {**MAP["regions"]["eu"], "tcp_relays": ["198.51.100.10:443"]},
+                                              "us": {**MAP["regions"]["us"], "tcp_relays": ["203.0.113.10:443"]}}})
+    assert tcp.candidates("eu", "eu") == [("198.51.100.10", 3478, False), ("198.51.100.11", 3478, False),
+                                          ("203.0.113.10", 3478, True), ("198.51.100.10", 443, False, "tcp"),
+                                          ("203.0.113.10", 443, True, "tcp")]
 
 
 def test_bad_maps_name_what_is_wrong():

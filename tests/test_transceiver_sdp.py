@@ -52,11 +52,23 @@ a=max-message-size:262144\r
 """
 
 
-def answer_for(offer_text):
+def answer_for(offer_text, candidates=(("127.0.0.1", 3478), ("::1", 3478))):
     offer = parse_offer(offer_text)
     fp = next(f for f in RTCCertificate.generateCertificate().getFingerprints() if f.algorithm == "sha-256")
     return offer, build_answer(offer, ufrag="A" * 32, pwd=new_ice_pwd(), fingerprint=fp,
-                               candidates=[("127.0.0.1", 3478), ("::1", 3478)], ssrc=1234, session_id=1)
+                               candidates=list(candidates), ssrc=1234, session_id=1)
+
+
+def test_tcp_candidates_are_passive_and_rank_below_every_udp_one():
+    _, answer = answer_for(CHROME_OFFER, [("198.51.100.1", 3478, False), ("203.0.113.1", 3478, True),
+                                          ("198.51.100.1", 443, False, "tcp"), ("203.0.113.1", 443, True, "tcp")])
+    cands = [line.split() for line in answer.splitlines() if line.startswith("a=candidate:")]
+    cands = cands[:len(cands) // 2]  # the same four in each m-section (BUNDLE)
+    assert [(c[2], c[4], c[5]) for c in cands] == [("udp", "198.51.100.1", "3478"), ("udp", "203.0.113.1", "3478"),
+                                                 ("tcp", "198.51.100.1", "443"), ("tcp", "203.0.113.1", "443")]
+    assert all(c[-2:] == ["tcptype", "passive"] for c in cands[2:])
+    prios = [int(c[3]) for c in cands]
+    assert prios == sorted(prios, reverse=True) and min(prios[:2]) > max(prios[2:])  # UDP wins where it works
 
 
 def test_chrome_offer():

@@ -5,7 +5,7 @@ A region map is JSON (or YAML) in a file, or the same JSON in Redis under ``voxg
     {
       "default_region": "eu",
       "regions": {
-        "eu": {"relays": ["198.51.100.10:3478"], "nearest": ["us"]},
+        "eu": {"relays": ["198.51.100.10:3478"], "tcp_relays": ["198.51.100.10:443"], "nearest": ["us"]},
         "us": {"relays": ["203.0.113.10:3478"], "nearest": ["eu"]}
       },
       "cidrs": {"192.0.2.0/25": "eu", "192.0.2.128/25": "us"},
@@ -24,7 +24,8 @@ How a client is placed, first answer wins (``RegionMap.locate``):
 4. ``default_region``.
 
 ``nearest`` orders the other regions for a client whose region is full or has no transceiver; regions it does not
-list come after, by name.
+list come after, by name. ``tcp_relays`` (optional): the relays' ICE-TCP addresses (``voxgate relay
+--tcp-listen``), offered after every UDP candidate for clients whose network drops UDP.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class RegionMap:
     default_region: str
     relays: dict[str, list[tuple[str, int]]]
     nearest: dict[str, list[str]] = field(default_factory=dict)
+    tcp_relays: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     cidrs: list[tuple[ipaddress._BaseNetwork, str]] = field(default_factory=list)
     countries: dict[str, str] = field(default_factory=dict)
     continents: dict[str, str] = field(default_factory=dict)
@@ -73,11 +75,12 @@ class RegionMap:
         if not isinstance(data, dict) or not isinstance(data.get("regions"), dict) or not data["regions"]:
             raise RegionMapError("a region map needs a non-empty 'regions' object")
         regions = data["regions"]
-        relays, nearest = {}, {}
+        relays, nearest, tcp_relays = {}, {}, {}
         for name, spec in regions.items():
             if not isinstance(spec, dict) or not spec.get("relays"):
                 raise RegionMapError(f"region {name!r} needs 'relays': [HOST:PORT, ...]")
             relays[name] = [_hostport(r) for r in spec["relays"]]
+            tcp_relays[name] = [_hostport(r) for r in spec.get("tcp_relays") or []]
             nearest[name] = [n for n in spec.get("nearest", []) if n != name]
             unknown = [n for n in nearest[name] if n not in regions]
             if unknown:
@@ -112,7 +115,7 @@ class RegionMap:
             trusted = [ipaddress.ip_network(n, strict=False) for n in hdr.get("trusted_proxies", [])]
         except ValueError as exc:
             raise RegionMapError(f"header.trusted_proxies: {exc}") from None
-        return cls(default_region=default, relays=relays, nearest=nearest, cidrs=cidrs,
+        return cls(default_region=default, relays=relays, nearest=nearest, tcp_relays=tcp_relays, cidrs=cidrs,
                    countries={k.upper(): v for k, v in (geo.get("countries") or {}).items()},
                    continents={k.upper(): v for k, v in (geo.get("continents") or {}).items()},
                    header=hdr.get("name"), trusted=trusted, geoip_reader=reader)
@@ -185,11 +188,14 @@ class RegionMap:
         return [region, *listed, *rest]
 
     def candidates(self, client_region: str, holder_region: str) -> list[tuple[str, int, bool]]:
-        """The answer's candidates as (host, port, backup): the relays of the client's region first, then one relay of
-        a second region at a lower priority (the holder's region if it differs, else the client's nearest), so a
-        client whose relay dies moves to it without a new offer."""
+        """The answer's candidates as (host, port, backup[, "tcp"]): the relays of the client's region first, then one
+        relay of a second region at a lower priority (the holder's region if it differs, else the client's nearest),
+        so a client whose relay dies moves to it without a new offer; then the same regions' ICE-TCP addresses, if
+        the map gives them, below every UDP candidate."""
         first = [(h, p, False) for h, p in self.relays[client_region]]
+        tcp = [(h, p, False, "tcp") for h, p in self.tcp_relays.get(client_region, [])]
         second = holder_region if holder_region != client_region else next(iter(self.order(client_region)[1:]), None)
         if second is None:
-            return first
-        return first + [(*self.relays[second][0], True)]
+            return first + tcp
+        backup_tcp = [(*self.tcp_relays[second][0], True, "tcp")] if self.tcp_relays.get(second) else []
+        return first + [(*self.relays[second][0], True)] + tcp + backup_tcp
