@@ -49,8 +49,10 @@ def test_overlay_has_what_the_fleet_needs(overlay):
     name, docs = overlay
     relay_svc = by_kind(docs, "Service", "voxgate-relay")
     assert relay_svc["spec"]["type"] == "LoadBalancer" and relay_svc["spec"]["externalTrafficPolicy"] == "Local"
-    assert [p["protocol"] for p in relay_svc["spec"]["ports"]] == ["UDP"]
+    # UDP, and ICE-TCP on 443 for networks that drop UDP
+    assert [(p["protocol"], p["port"]) for p in relay_svc["spec"]["ports"]] == [("UDP", 3478), ("TCP", 443)]
     relay = by_kind(docs, "Deployment", "voxgate-relay")["spec"]["template"]["spec"]["containers"][0]
+    assert "--tcp-listen=0.0.0.0:3478" in relay["args"]
     workers = next(a for a in relay["args"] if a.startswith("--workers="))
     assert int(workers.split("=")[1]) == int(relay["resources"]["limits"]["cpu"])  # one worker per CPU of the limit
 
@@ -59,6 +61,7 @@ def test_overlay_has_what_the_fleet_needs(overlay):
     env = {e["name"]: e for e in tx["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert "--media=$(POD_IP):40000" in tx["args"] and "--redis-url=$(REDIS_URL)" in tx["args"]
+    assert "--relay-tcp=$(RELAY_TCP_PUBLIC)" in tx["args"]
     assert tx["readinessProbe"]["httpGet"]["path"] == "/readyz" and tx["livenessProbe"]["httpGet"]["path"] == "/livez"
     config = by_kind(docs, "ConfigMap", "voxgate")["data"]
     drain = int(config["DRAIN_TIMEOUT"])
