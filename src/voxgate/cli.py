@@ -108,7 +108,14 @@ def cmd_transceiver(args) -> int:
         api_keys.append(os.environ["VOXGATE_API_KEY"])
     if not args.no_auth and not api_keys:
         sys.exit("voxgate: give --api-key (or VOXGATE_API_KEY), or --no-auth for local use")
+    from .transceiver import turn
+
+    try:
+        turn_cfg = turn.load(args.turn_url or [], args.turn_secret_file, os.environ.get("VOXGATE_TURN_SECRET"))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"voxgate transceiver: {exc}")
     cfg = TransceiverConfig(
+        turn=turn_cfg,
         http=args.http, media=args.media, keyring=_keyring(args), relays=relays, tcp_relays=tcp_relays, agent=args.agent,
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
@@ -224,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--relay-tcp-port", type=int, help="the relay's ICE-TCP port (default: the same number as UDP)")
     d.add_argument("--no-tcp", action="store_true", help="UDP only: no ICE-TCP candidate in the answers")
     d.add_argument("--host", default="127.0.0.1", help="the address everything binds to (default 127.0.0.1)")
+    d.add_argument("--turn-url", action="append", metavar="URL",
+                   help="a TURN server the page should use (its secret in $VOXGATE_TURN_SECRET)")
     d.add_argument("--open", action="store_true", help="open the page in the browser")
     d.set_defaults(func=cmd_demo)
 
@@ -243,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--relay", help="public relay address(es) HOST:PORT[,...] for the answer's candidates; absent = direct")
     x.add_argument("--relay-tcp", help="relays' ICE-TCP address(es) HOST:PORT[,...] (their --tcp-listen): passive TCP "
                                        "candidates after the UDP ones, for clients whose network drops UDP")
+    x.add_argument("--turn-url", action="append", metavar="URL",
+                   help="a TURN server for TLS-only networks, e.g. turns:turn.example:443?transport=tcp (repeatable); "
+                        "per-call credentials at GET /v1/voxgate/ice_servers and in client secrets")
+    x.add_argument("--turn-secret-file", help="the TURN server's shared secret (coturn static-auth-secret); else "
+                                              "$VOXGATE_TURN_SECRET")
     x.add_argument("--advertise", type=parse_hostport, help="media address relays reach us on (default: --media)")
     x.add_argument("--public", type=parse_hostport, help="direct mode: the candidate clients send to (default: --media)")
     x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")
@@ -306,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     fw = lsub.add_parser("firewall", help="a client whose network drops UDP calls the demo over ICE-TCP (Chromium)")
     fw.add_argument("--json", action="store_true", help="print one JSON object instead of the lines")
     fw.add_argument("--no-restart", action="store_true", help="skip killing the relay's TCP front mid-call")
+    fw.add_argument("--no-tls", action="store_true", help="skip the TLS-only network (coturn on 443)")
     fw.set_defaults(func=cmd_lab_firewall)
 
     t = sub.add_parser("token", help="mint or inspect routing tokens (server ufrags)")

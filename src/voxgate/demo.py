@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import time
@@ -65,7 +66,11 @@ def run(args) -> int:
             if any(c.status == "fail" for c in checks):
                 _say("voxgate demo: a model failed its check (above); `voxgate doctor` says more")
                 return 2
+        from .transceiver import turn
+
+        turn_cfg = turn.load(args.turn_url or [], None, os.environ.get("VOXGATE_TURN_SECRET")) if args.turn_url else None
         cfg = TransceiverConfig(
+            turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
             relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr,
             drain_timeout=1.0)

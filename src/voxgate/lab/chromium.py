@@ -55,7 +55,7 @@ def talk_to_demo(url: str, wav: str, timeout: float = 60.0, *, executable: str =
                                    timeout=ms)
             seen = page.evaluate("({user: window.demo.userTranscripts, agent: window.demo.agentTranscripts, "
                                  "packets: window.demo.audioPackets, energy: window.demo.audioEnergy, "
-                                 "turns: window.demo.turns, setup: window.demo.setup, transport: window.demo.transport})")
+                                 "turns: window.demo.turns, setup: window.demo.setup, transport: window.demo.transport, candidate: window.demo.candidate})")
             page.click("#talk")  # hang up
             page.wait_for_function("window.demo.state === 'ended'", timeout=10000)
         finally:

@@ -37,6 +37,7 @@ class FirewallLab:
         self.tmp = Path(tempfile.mkdtemp(prefix="voxgate-fw-"))
         self.ns = Namespaces(f"vxlab{os.getpid()}")
         self.demo: subprocess.Popen | None = None
+        self.turn: subprocess.Popen | None = None
 
     def build(self):
         self.ns.add("srv", SRV)
@@ -50,21 +51,62 @@ class FirewallLab:
         self.ns.route("cli", a, "srv")
         self.ns.route("srv", b, "cli")
 
-    def block_udp(self, on: bool):
-        """Drop every UDP packet the client sends or receives (a corporate firewall that lets only TCP out)."""
+    def block_udp(self, on: bool, tls_only: bool = False):
+        """Drop every UDP packet the client sends or receives (a corporate firewall that lets only TCP out); with
+        ``tls_only``, TCP too except to port 443 (TLS) and to the signaling port (HTTPS in real life)."""
         cmd = [*self.ns.exec_args("cli"), "iptables", "-w"]
-        for chain in ("OUTPUT", "INPUT"):
-            rule = [chain, "-p", "udp", "-j", "DROP"]
-            if on:
-                subprocess.run(cmd + ["-A", *rule], check=True, capture_output=True)
-            else:
-                subprocess.run(cmd + ["-D", *rule], capture_output=True)
+        subprocess.run(cmd + ["-F"], capture_output=True)
+        if not on:
+            return
+        rules = [["OUTPUT", "-p", "udp", "-j", "DROP"], ["INPUT", "-p", "udp", "-j", "DROP"]]
+        if tls_only:
+            rules.append(["OUTPUT", "-p", "tcp", "-m", "multiport", "!", "--dports", f"443,{HTTP}", "-j", "DROP"])
+        for rule in rules:
+            subprocess.run(cmd + ["-A", *rule], check=True, capture_output=True)
 
-    def start_demo(self, extra=()) -> str:
+    def start_turn(self) -> tuple[str, str]:
+        """coturn on TLS 443 in the server's namespace (self-signed certificate made here), shared-secret
+        credentials; returns its URL and the secret."""
+        import datetime
+        import ipaddress
+        import secrets as _secrets
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        turnserver = shutil.which("turnserver")
+        if not turnserver:
+            raise LabUnavailable("the TLS part needs coturn (apt-get install coturn)")
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "voxgate lab turn")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(SRV))]), False)
+                .sign(key, hashes.SHA256()))
+        (self.tmp / "turn.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (self.tmp / "turn.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption()))
+        secret = _secrets.token_urlsafe(24)
+        self.turn = subprocess.Popen(
+            [*self.ns.exec_args("srv"), turnserver, "-n", "--listening-ip", SRV, "--relay-ip", SRV,
+             "--listening-port", "3479", "--tls-listening-port", "443", "--no-udp", "--no-tcp", "--no-dtls",
+             "--cert", str(self.tmp / "turn.pem"), "--pkey", str(self.tmp / "turn.key"), "--use-auth-secret",
+             "--static-auth-secret", secret, "--realm", "voxgate.lab", "--fingerprint", "--no-cli",
+             "--log-file", "stdout", "--simple-log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(0.5)
+        return f"turns:{SRV}:443?transport=tcp", secret
+
+    def start_demo(self, extra=(), env=None) -> str:
         self.demo = subprocess.Popen(
             [*self.ns.exec_args("srv"), sys.executable, "-m", "voxgate", "demo", "--host", SRV, "--port", str(HTTP),
              "--relay-port", str(RELAY), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True, env={**os.environ, "VOXGATE_LOG_LEVEL": "WARNING"})
+            start_new_session=True, env={**os.environ, "VOXGATE_LOG_LEVEL": "WARNING", **(env or {})})
         deadline = time.monotonic() + 180
         lines = []
         while time.monotonic() < deadline:
@@ -95,8 +137,9 @@ class FirewallLab:
         wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli'))} {CHROMIUM} \"$@\"\n")
         wrapper.chmod(0o755)
         origin = url.rsplit("/demo", 1)[0]
+        # the lab's TURN certificate is self-signed
         return talk_to_demo(url, self.question(), timeout=45, executable=str(wrapper),
-                            extra=[f"--unsafely-treat-insecure-origin-as-secure={origin}"])
+                            extra=[f"--unsafely-treat-insecure-origin-as-secure={origin}", "--ignore-certificate-errors"])
 
     def stop_demo(self):
         if self.demo is not None and self.demo.poll() is None:
@@ -195,18 +238,21 @@ class FirewallLab:
             self.stop_demo()
         except ProcessLookupError:
             pass
+        if self.turn is not None and self.turn.poll() is None:
+            os.killpg(self.turn.pid, signal.SIGKILL)
+            self.turn.wait()
         self.ns.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def summary(call: dict) -> dict:
     turn = (call.get("turns") or [{}])[0]
-    return {"transport": call.get("transport"), "setup_ms": call.get("setup"), "heard": call.get("user"),
+    return {"transport": call.get("transport"), "candidate": call.get("candidate"), "setup_ms": call.get("setup"), "heard": call.get("user"),
             "answered": call.get("agent"), "reply_packets": call.get("packets"), "turn_ms": turn.get("total"),
             "ok": call.get("ok")}
 
 
-def run(log=print, with_restart: bool = True) -> dict:
+def run(log=print, with_restart: bool = True, with_tls: bool = True) -> dict:
     check_available()
     if not shutil.which("iptables"):
         raise LabUnavailable("the lab needs iptables (apt-get install iptables)")
@@ -218,11 +264,18 @@ def run(log=print, with_restart: bool = True) -> dict:
     old = signal.signal(signal.SIGTERM, interrupted)
     try:
         lab.build()
-        url = lab.start_demo()
+        turn_url, turn_secret = lab.start_turn() if with_tls else (None, None)
+        url = lab.start_demo(["--turn-url", turn_url] if turn_url else [],
+                             {"VOXGATE_TURN_SECRET": turn_secret} if turn_secret else None)
         log(f"voxgate lab firewall: demo at {url} in its namespace; client {CLI}")
         lab.block_udp(True)
         blocked = summary(lab.browser_call(url))
         log(f"  UDP dropped: {json.dumps(blocked)}")
+        tls = None
+        if with_tls:
+            lab.block_udp(True, tls_only=True)
+            tls = summary(lab.browser_call(url))
+            log(f"  only TLS to 443: {json.dumps(tls)}")
         lab.block_udp(False)
         open_ = summary(lab.browser_call(url))
         log(f"  UDP open:    {json.dumps(open_)}")
@@ -232,8 +285,10 @@ def run(log=print, with_restart: bool = True) -> dict:
             lab.block_udp(True)
             restart = lab.restart_during_call(lab.start_demo(["--agent", "echo"]))
             log(f"  TCP front killed mid-call: {json.dumps(restart)}")
-        return {"udp_blocked": blocked, "udp_open": open_, "restart": restart,
-                "ok": blocked["ok"] and blocked["transport"] == "tcp" and open_["ok"] and open_["transport"] == "udp"}
+        ok = blocked["ok"] and blocked["transport"] == "tcp" and open_["ok"] and open_["transport"] == "udp"
+        if tls is not None:
+            ok = ok and tls["ok"] and tls["candidate"] == "relay/tls"
+        return {"udp_blocked": blocked, "tls_only": tls, "udp_open": open_, "restart": restart, "ok": ok}
     finally:
         signal.signal(signal.SIGTERM, old)
         lab.close()
@@ -241,17 +296,20 @@ def run(log=print, with_restart: bool = True) -> dict:
 
 def main(args) -> int:
     try:
-        result = run(log=(lambda *_: None) if args.json else print, with_restart=not args.no_restart)
+        result = run(log=(lambda *_: None) if args.json else print, with_restart=not args.no_restart,
+                     with_tls=not args.no_tls)
     except LabUnavailable as exc:
         print(f"voxgate lab firewall: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
     else:
-        for name in ("udp_blocked", "udp_open"):
+        for name in ("udp_blocked", "tls_only", "udp_open"):
             r = result[name]
+            if r is None:
+                continue
             s = r["setup_ms"] or {}
-            print(f"{name:12s} transport {r['transport']}, answer {s.get('answer')} ms, ICE {s.get('ice')} ms, "
+            print(f"{name:12s} transport {r['transport']} ({r['candidate']}), answer {s.get('answer')} ms, ICE {s.get('ice')} ms, "
                   f"DTLS {s.get('dtls')} ms, turn {r['turn_ms']} ms: heard {r['heard']} -> {r['answered']}")
         if result["restart"]:
             r = result["restart"]

@@ -29,7 +29,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..agent import schema
-from . import placing, websocket
+from . import placing, turn, websocket
 from .errors import CORS, error
 from .sdp import OfferError
 from .session import LIVE_OBJECTS
@@ -177,7 +177,20 @@ def make_app(t) -> web.Application:
         t.secret_sessions[value] = session
         if t.registry is not None:  # any transceiver of the fleet accepts it
             await t.registry.put_secret(value, expires_at, session, seconds)
-        return web.json_response({"value": value, "expires_at": expires_at, "session": session})
+        out = {"value": value, "expires_at": expires_at, "session": session}
+        if t.cfg.turn is not None:  # for a client behind a network that lets out only TLS: its RTCPeerConnection's
+            out["ice_servers"] = [turn.ice_server(t.cfg.turn, time.time())]  # iceServers (voxgate's addition)
+        return web.json_response(out)
+
+    async def ice_servers(request):
+        """``GET /v1/voxgate/ice_servers``: TURN credentials for one call (an API key or a client secret), so an app
+        whose users sit behind a TLS-only firewall can give them to its ``RTCPeerConnection``; ``[]`` without
+        ``--turn-url``."""
+        if (refused := await _refused(t, request)) is not None:
+            return refused
+        servers = [turn.ice_server(t.cfg.turn, time.time())] if t.cfg.turn is not None else []
+        return web.json_response({"ice_servers": servers, "ttl": t.cfg.turn.ttl if t.cfg.turn else None},
+                                 headers={"Cache-Control": "no-store"})
 
     async def realtime_ws(request):
         """A WebSocket session, or (``call_id``) the sideband of a live call, wherever it lives in the fleet."""
@@ -255,6 +268,7 @@ def make_app(t) -> web.Application:
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_get("/v1/realtime/calls/{call_id}", get_call)
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
+    app.router.add_get("/v1/voxgate/ice_servers", ice_servers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/livez", livez)

@@ -33,6 +33,7 @@ class TransceiverConfig:
     keyring: Keyring
     relays: list = field(default_factory=list)  # public relay addresses; empty = direct mode
     tcp_relays: list = field(default_factory=list)  # relays' ICE-TCP addresses (--relay-tcp), after the UDP ones
+    turn: object = None  # turn.TurnConfig: TURN/TLS credentials per call (--turn-url), for TLS-only networks
     agent: str = "echo"
     advertise: tuple[str, int] | None = None  # media address relays should send to (goes into the token)
     public: tuple[str, int] | None = None  # direct mode: the address clients should send to
