@@ -26,6 +26,7 @@ def test_lab_firewall_tcp_when_udp_is_dropped_udp_otherwise():
     assert blocked["heard"] and blocked["answered"] and blocked["reply_packets"] > 50, r
     assert open_["transport"] == "udp" and open_["ok"], r  # UDP wins wherever it works
     assert restart["survived"] and restart["transport"] == ["tcp", "tcp"], restart
+    assert restart["server_transport"] == "tcp"  # the transceiver knows (the relay's TCP flag), and counts it
     assert restart["front_pid"][0] != restart["front_pid"][1]  # a new TCP front took over the port
     assert restart["gap_in_ms"] < 5000 and (restart["gap_out_ms"] or 0) < 5000, restart  # Chromium's 5 s limit
     assert out.returncode == 0, out.stderr[-3000:]

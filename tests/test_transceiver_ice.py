@@ -117,3 +117,12 @@ def test_a_check_through_another_relay_moves_the_route_but_a_replayed_one_does_n
     # a client's own retransmission on the same path is answered as before
     acts = mux.datagram(encap.encapsulate(client, consent), new, 3.6)
     assert acts[0].addr == new and not any(isinstance(a, Dropped) for a in acts)
+
+
+def test_a_check_over_a_relays_tcp_front_marks_the_route_tcp():
+    mux, s = setup()
+    relay, client = ("10.0.0.2", 40000), ("198.51.100.7", 5000)
+    mux.datagram(encap.encapsulate(client, check(use=True), tcp=True), relay, 1.0)
+    assert s.transport == "tcp"
+    mux.datagram(encap.encapsulate(("198.51.100.7", 5001), check(use=True)), relay, 2.0)  # the same client, UDP
+    assert s.transport == "udp"

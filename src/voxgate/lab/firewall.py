@@ -231,6 +231,7 @@ class FirewallLab:
         return {"gap_in_ms": round(stall * 1000, 1), "gap_out_ms": info.get("max_audio_in_gap_ms"),
                 "resumed": samples[-1][1] > at_kill, "state": state, "call_state": info.get("state"),
                 "front_pid": [old, new], "transport": [transport_before, transport_after],
+                "server_transport": info.get("transport"),
                 "survived": samples[-1][1] > at_kill and state == "connected" and info.get("state") == "connected"}
 
     def close(self):

@@ -21,6 +21,7 @@
 #define MAGIC 0xF1
 #define FLAG_IPV6 1
 #define FLAG_VERIFIED 2
+#define FLAG_TCP 4 /* relay -> transceiver only (the ICE-TCP front sets it); known here so both parsers agree */
 /* before the transceiver marks a flow VERIFIED, a client may be sent at most this many times the bytes it
  * sent: a DTLS server flight (~1 KB) answers a ~250-byte ClientHello; QUIC uses the same bound (RFC 9000 s8) */
 #define AMPLIFICATION 3
@@ -190,7 +191,7 @@ static unsigned encap_write(const key_t18 *k, int verified, uint8_t *hdr) {
 
 /* read a header: the client key and flags; return the header length, or 0 if malformed */
 static unsigned encap_read(const uint8_t *data, size_t len, key_t18 *k, uint8_t *flags) {
-    if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED))) return 0;
+    if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED | FLAG_TCP))) return 0;
     unsigned hlen = (data[1] & FLAG_IPV6) ? 20 : 8;
     if (len < hlen) return 0;
     if (hlen == 8) {

@@ -133,7 +133,7 @@ class TcpFront:
         return self.server.sockets[0].getsockname()[:2]
 
     def to_transceiver(self, client, action: ToTransceiver):
-        self.internal.sendto(encapsulate(client, action.data), action.transceiver)
+        self.internal.sendto(encapsulate(client, action.data, tcp=True), action.transceiver)
         self.counts["to_transceiver_frames"] += 1
 
     def from_transceiver(self, data: bytes, addr):

@@ -28,6 +28,7 @@ class Member:
     capacity: int
     state: str  # ready | draining
     updated: float  # unix time of the last heartbeat
+    tcp_sessions: int = 0  # of ``sessions``, those whose client reaches a relay over ICE-TCP (a network that drops UDP)
 
     @property
     def ready(self) -> bool:
@@ -49,7 +50,8 @@ class Member:
              for k, v in fields.items()}
         try:
             m = cls(id=f["id"], region=f["region"], media=f["media"], url=f["url"], sessions=int(f["sessions"]),
-                    capacity=int(f["capacity"]), state=f["state"], updated=float(f["updated"]))
+                    capacity=int(f["capacity"]), state=f["state"], updated=float(f["updated"]),
+                    tcp_sessions=int(f.get("tcp_sessions", 0)))
         except (KeyError, ValueError) as exc:
             raise MemberError(f"bad registry record: {exc!r}") from None
         if m.state not in STATES or not ID_RE.match(m.id):

@@ -251,7 +251,8 @@ def make_app(t) -> web.Application:
         return web.json_response({"live": True})
 
     async def metrics(request):
-        return web.Response(body=t.metrics.render(t.endpoint), content_type="text/plain", charset="utf-8")
+        return web.Response(body=t.metrics.render(t.endpoint, list(t.sessions.values())), content_type="text/plain",
+                            charset="utf-8")
 
     static = Path(__file__).with_name("static")
 

@@ -38,6 +38,14 @@ class IceSession:
     key: object = None  # the owner's handle (e.g. the Session object)
     route: Route | None = None  # the selected (nominated) route
     routes: dict = field(default_factory=dict)  # every route that passed a check -> time of its last check
+    tcp_routes: set = field(default_factory=set)  # the routes whose checks came over a relay's ICE-TCP front
+
+    @property
+    def transport(self) -> str | None:
+        """How the client reaches us on the selected route: "udp", or "tcp" through a relay's ICE-TCP front."""
+        if self.route is None:
+            return None
+        return "tcp" if self.route in self.tcp_routes else "udp"
     nominated: bool = False
     last_check: float | None = None
     verified: bool = False  # the client proved it receives us (DTLS finished): tell the relay
@@ -113,18 +121,20 @@ class IceLiteMux:
     def datagram(self, data: bytes, src: tuple, now: float) -> list:
         """One datagram from the socket -> actions."""
         relay = None
+        tcp = False
         cls = classify(data)
         if cls is PacketClass.ENCAP:
             try:
-                client, _, data = encap.decapsulate(data)
+                client, _, inner = encap.decapsulate(data)
             except encap.EncapError as exc:
                 return [Dropped("encap_" + exc.reason)]
-            relay = src[:2]
+            tcp = encap.over_tcp(data)
+            data, relay = inner, src[:2]
             cls = classify(data)
         else:
             client = src[:2]
         if cls is PacketClass.STUN:
-            return self._stun(data, Route(client, relay), now)
+            return self._stun(data, Route(client, relay), now, tcp)
         if cls in (PacketClass.DTLS, PacketClass.RTP):
             session = self.by_client.get(client)
             if session is None:
@@ -146,7 +156,7 @@ class IceLiteMux:
         session.route, session.route_seen = route, now
         return Connected(session, route)
 
-    def _stun(self, data: bytes, route: Route, now: float) -> list:
+    def _stun(self, data: bytes, route: Route, now: float, tcp: bool = False) -> list:
         try:
             msg = stun.parse(data)
         except stun.StunError as exc:
@@ -172,6 +182,8 @@ class IceLiteMux:
             if len(session.transactions) > MAX_TRANSACTIONS:
                 del session.transactions[next(iter(session.transactions))]
             actions += self._checked(session, msg, route, now)
+            if tcp:
+                session.tcp_routes.add(route)
         reply = stun.build(
             stun.BINDING_SUCCESS, msg.transaction_id,
             [stun.attr_xor_mapped_address(route.client, msg.transaction_id)],

@@ -12,6 +12,9 @@ class TransceiverMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sessions = Gauge("voxgate_transceiver_sessions", "Live sessions", registry=r)
+        self.by_transport = Gauge("voxgate_transceiver_sessions_by_transport",
+                                  "Live WebRTC sessions by how the client reaches the relay (udp, tcp)", ["transport"],
+                                  registry=r)
         self.calls = Counter("voxgate_transceiver_calls", "Calls by outcome", ["outcome"], registry=r)
         self.setup = Histogram("voxgate_transceiver_setup_seconds", "From the offer POST to each setup stage",
                                ["stage"], buckets=SETUP_BUCKETS, registry=r)
@@ -32,7 +35,13 @@ class TransceiverMetrics:
             counter.labels(label).inc(delta)
             self._seen[(counter, label)] = value
 
-    def render(self, endpoint) -> bytes:
+    def render(self, endpoint, sessions=()) -> bytes:
+        counts = {"udp": 0, "tcp": 0}
+        for s in sessions:
+            if s.ice.transport in counts:
+                counts[s.ice.transport] += 1
+        for transport, n in counts.items():
+            self.by_transport.labels(transport).set(n)
         self._add(self.packets, "in", endpoint.packets_in)
         self._add(self.packets, "out", endpoint.packets_out)
         for reason, n in list(endpoint.drops.items()):

@@ -87,7 +87,8 @@ class Transceiver:
                                                            port)
         return Member(id=self.id, region=self.cfg.region, media="%s:%d" % self.token_target, url=url.rstrip("/"),
                       sessions=self.load, capacity=self.cfg.max_sessions,
-                      state=DRAINING if self.draining else READY, updated=round(time.time(), 3))
+                      state=DRAINING if self.draining else READY, updated=round(time.time(), 3),
+                      tcp_sessions=sum(1 for s in self.sessions.values() if s.ice.transport == "tcp"))
 
     @property
     def load(self) -> int:

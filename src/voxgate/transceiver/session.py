@@ -256,6 +256,7 @@ class Session(CallIO):
     def describe(self) -> dict:
         return {
             "id": self.call_id, "state": self.state, "route": _route_text(self.ice.route),
+            "transport": self.ice.transport,
             "timings_ms": self.timings_ms(), "audio_in_packets": self.inp.packets, "audio_out_packets": self.out.packets,
             "lost": self.inp.lost, "late": self.inp.late, "rtcp_in": self.inp.rtcp,
             "audio_frames_dropped_for_agent": self.dropped_audio_frames, "frame_ms": FRAME_MS,

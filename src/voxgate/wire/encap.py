@@ -11,7 +11,8 @@ Header, big-endian::
     0  1 byte   MAGIC (0xF1: "F" for forwarded, low nibble = version 1; RFC 7983 leaves 192..255 unused,
                 so it cannot be mistaken for STUN, DTLS or RTP on a socket that takes both)
     1  1 byte   flags: bit 0 = IPv6, bit 1 = VERIFIED (transceiver -> relay only: the client has proven
-                it receives what we send, e.g. finished DTLS; lifts the relay's anti-amplification cap)
+                it receives what we send, e.g. finished DTLS; lifts the relay's anti-amplification cap),
+                bit 2 = TCP (relay -> transceiver only: the client reached the relay over ICE-TCP, RFC 6544)
     2  2 bytes  client port
     4  4|16     client IP
     .  ...      the original datagram
@@ -28,7 +29,8 @@ import struct
 MAGIC = 0xF1
 FLAG_IPV6 = 0x01
 FLAG_VERIFIED = 0x02
-_KNOWN_FLAGS = FLAG_IPV6 | FLAG_VERIFIED
+FLAG_TCP = 0x04
+_KNOWN_FLAGS = FLAG_IPV6 | FLAG_VERIFIED | FLAG_TCP
 V4_HEADER_LEN = 8
 V6_HEADER_LEN = 20
 
@@ -39,17 +41,22 @@ class EncapError(ValueError):
         self.reason = reason
 
 
-def header(client: tuple[str, int], verified: bool = False) -> bytes:
+def header(client: tuple[str, int], verified: bool = False, tcp: bool = False) -> bytes:
     """The header for ``client`` (ip, port); precompute it once per flow."""
     ip = ipaddress.ip_address(client[0])
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    flags = (FLAG_IPV6 if ip.version == 6 else 0) | (FLAG_VERIFIED if verified else 0)
+    flags = (FLAG_IPV6 if ip.version == 6 else 0) | (FLAG_VERIFIED if verified else 0) | (FLAG_TCP if tcp else 0)
     return struct.pack("!BBH", MAGIC, flags, client[1]) + ip.packed
 
 
-def encapsulate(client: tuple[str, int], payload: bytes, verified: bool = False) -> bytes:
-    return header(client, verified) + payload
+def encapsulate(client: tuple[str, int], payload: bytes, verified: bool = False, tcp: bool = False) -> bytes:
+    return header(client, verified, tcp) + payload
+
+
+def over_tcp(data: bytes) -> bool:
+    """Whether an encapsulated datagram (already decapsulated without error) carries the TCP flag."""
+    return len(data) > 1 and bool(data[1] & FLAG_TCP)
 
 
 def read_header(data, size: int | None = None) -> tuple[int, int, tuple[str, int]] | None:
