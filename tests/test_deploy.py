@@ -62,6 +62,13 @@ def test_overlay_has_what_the_fleet_needs(overlay):
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert "--media=$(POD_IP):40000" in tx["args"] and "--redis-url=$(REDIS_URL)" in tx["args"]
     assert "--relay-tcp=$(RELAY_TCP_PUBLIC)" in tx["args"]
+    if name == "production":  # TURN over TLS on 443 for TLS-only networks, its secret shared with the transceivers
+        turn_svc = by_kind(docs, "Service", "voxgate-turn")
+        assert [(p["protocol"], p["port"]) for p in turn_svc["spec"]["ports"]] == [("TCP", 443)]
+        coturn = by_kind(docs, "Deployment", "voxgate-turn")["spec"]["template"]["spec"]["containers"][0]
+        assert {"--use-auth-secret", "--no-udp", "--no-tcp"} <= set(coturn["args"])
+        assert "--turn-url=$(TURN_URL)" in tx["args"] and "--turn-secret-file=/etc/voxgate/turn/secret" in tx["args"]
+        assert by_kind(docs, "ConfigMap", "voxgate")["data"]["TURN_URL"].startswith("turns:")
     assert tx["readinessProbe"]["httpGet"]["path"] == "/readyz" and tx["livenessProbe"]["httpGet"]["path"] == "/livez"
     config = by_kind(docs, "ConfigMap", "voxgate")["data"]
     drain = int(config["DRAIN_TIMEOUT"])
