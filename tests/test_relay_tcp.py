@@ -1,14 +1,13 @@
 """ICE-TCP on the relay (relay/tcpcore.py sans-IO, relay/tcp.py with a real relay process): framing, routing by the
 token in the first Binding request, forged tokens never forwarded, slow and garbage connections closed."""
 
-import os
 import socket
 import struct
 import time
 
 import pytest
 
-from helpers import DTLS, ICE_PWD, RTP, Client, EchoTransceiver, RelayProcess, binding_request, free_port, wait_for
+from helpers import DTLS, ICE_PWD, RTP, Client, EchoTransceiver, RelayProcess, binding_request, free_port
 from voxgate.relay.core import RelayCore
 from voxgate.relay.tcpcore import Close, Dropped, TcpFlow, TcpRouter, ToTransceiver
 from voxgate.wire import stun

@@ -28,6 +28,28 @@ def launch(playwright, wav: str, *extra: str, executable: str = CHROMIUM):
                                       ignore_default_args=["--mute-audio"])
 
 
+def longest_stall(samples: list[tuple[float, int]]) -> float:
+    """From (time, packets received so far) samples: the longest time the count stood still, the tail included
+    (what a listener heard as a gap)."""
+    stall, last_t, last_n = 0.0, samples[0][0], samples[0][1]
+    for t, n in samples[1:]:
+        if n != last_n:
+            stall = max(stall, t - last_t)
+            last_t, last_n = t, n
+    return max(stall, samples[-1][0] - last_t)
+
+
+def in_namespace(path, exec_args: list[str]) -> str:
+    """A script at ``path`` that runs Debian's Chromium in a network namespace (``ip netns exec NAME``): what
+    Playwright launches as the browser, so the page's traffic leaves from that namespace."""
+    import os
+
+    with open(path, "w") as fh:
+        fh.write(f"#!/bin/sh\nexec {' '.join(exec_args)} {CHROMIUM} \"$@\"\n")
+    os.chmod(path, 0o755)
+    return str(path)
+
+
 def talk_to_demo(url: str, wav: str, timeout: float = 60.0, *, executable: str = CHROMIUM, extra=()) -> dict:
     """Open a transceiver's ``/demo`` page in headless Chromium with ``wav`` as the microphone (played once), click
     Talk, and wait for the user's transcript, the agent's reply text and audible reply audio; then hang up.

@@ -129,16 +129,14 @@ class FirewallLab:
         return str(wav)
 
     def browser_call(self, url: str) -> dict:
-        from .chromium import CHROMIUM, talk_to_demo
+        from .chromium import CHROMIUM, in_namespace, talk_to_demo
 
         if not os.path.exists(CHROMIUM):
             raise LabUnavailable("Debian's chromium is not installed (apt-get install chromium)")
-        wrapper = self.tmp / "chromium-in-cli"
-        wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli'))} {CHROMIUM} \"$@\"\n")
-        wrapper.chmod(0o755)
+        wrapper = in_namespace(self.tmp / "chromium-in-cli", self.ns.exec_args("cli"))
         origin = url.rsplit("/demo", 1)[0]
         # the lab's TURN certificate is self-signed
-        return talk_to_demo(url, self.question(), timeout=45, executable=str(wrapper),
+        return talk_to_demo(url, self.question(), timeout=45, executable=wrapper,
                             extra=[f"--unsafely-treat-insecure-origin-as-secure={origin}", "--ignore-certificate-errors"])
 
     def stop_demo(self):
@@ -184,15 +182,13 @@ class FirewallLab:
         browser, the server's longest gap in the browser's audio, whether the same call goes on."""
         from playwright.sync_api import sync_playwright
 
-        from .chromium import CHROMIUM, launch
+        from .chromium import in_namespace, launch, longest_stall
 
-        wrapper = self.tmp / "chromium-in-cli"
-        wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli'))} {CHROMIUM} \"$@\"\n")
-        wrapper.chmod(0o755)
+        wrapper = in_namespace(self.tmp / "chromium-in-cli", self.ns.exec_args("cli"))
         origin = url.rsplit("/demo", 1)[0]
         with sync_playwright() as p:
             browser = launch(p, self.tone(), f"--unsafely-treat-insecure-origin-as-secure={origin}",
-                             executable=str(wrapper))
+                             executable=wrapper)
             try:
                 page = browser.new_page()
                 page.goto(origin + "/demo?raw")
@@ -221,12 +217,7 @@ class FirewallLab:
                 page.click("#talk")
             finally:
                 browser.close()
-        stall, last_t, last_n = 0.0, samples[0][0], samples[0][1]
-        for t, n in samples[1:]:
-            if n != last_n:
-                stall = max(stall, t - last_t)
-                last_t, last_n = t, n
-        stall = max(stall, samples[-1][0] - last_t)
+        stall = longest_stall(samples)
         at_kill = next(n for t, n in samples if t >= killed)
         return {"gap_in_ms": round(stall * 1000, 1), "gap_out_ms": info.get("max_audio_in_gap_ms"),
                 "resumed": samples[-1][1] > at_kill, "state": state, "call_state": info.get("state"),

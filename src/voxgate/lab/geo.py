@@ -222,13 +222,11 @@ class GeoLab:
             from playwright.sync_api import sync_playwright
         except ImportError:
             return {"skipped": "playwright is not installed (pip install playwright)"}
-        from .chromium import CHROMIUM, launch
+        from .chromium import CHROMIUM, in_namespace, launch, longest_stall
 
         if not os.path.exists(CHROMIUM):
             return {"skipped": "Debian's chromium is not installed (apt-get install chromium)"}
-        wrapper = self.tmp / "chromium-in-cli-a"  # Chromium runs in the client's namespace
-        wrapper.write_text(f"#!/bin/sh\nexec {' '.join(self.ns.exec_args('cli-a'))} {CHROMIUM} \"$@\"\n")
-        wrapper.chmod(0o755)
+        wrapper = in_namespace(self.tmp / "chromium-in-cli-a", self.ns.exec_args("cli-a"))  # the client's side
         wav = self.tmp / "say.wav"
         if not wav.exists():
             _tone_wav(wav, 6.0)
@@ -262,12 +260,7 @@ class GeoLab:
                 page.evaluate("hangup()")
             finally:
                 browser.close()
-        stall, last_t, last_n = 0.0, samples[0][0], samples[0][1]
-        for t, n in samples[1:]:
-            if n != last_n:
-                stall = max(stall, t - last_t)
-                last_t, last_n = t, n
-        stall = max(stall, samples[-1][0] - last_t)
+        stall = longest_stall(samples)
         resumed = samples[-1][1] > next(n for t, n in samples if t >= killed)
         gap_in = round(stall * 1000, 1)
         gap_out = after.get("max_audio_in_gap_ms")
