@@ -27,7 +27,10 @@ def test_lab_firewall_tcp_when_udp_is_dropped_udp_otherwise():
     assert open_["transport"] == "udp" and open_["ok"], r  # UDP wins wherever it works
     assert restart["survived"] and restart["transport"] == ["tcp", "tcp"], restart
     assert restart["server_transport"] == "tcp"  # the transceiver knows (the relay's TCP flag), and counts it
-    assert restart["front_pid"][0] != restart["front_pid"][1]  # a new TCP front took over the port
+    assert restart["fronts"][0] != restart["fronts"][1]  # a new TCP front took over the port
+    killed = r["relay_killed"]  # the whole relay: the reconnect lands on the sibling relay, routed by its token
+    assert killed["survived"] and killed["server_transport"] == "tcp", killed
+    assert killed["gap_in_ms"] < 5000 and (killed["gap_out_ms"] or 0) < 5000, killed
     assert restart["gap_in_ms"] < 5000 and (restart["gap_out_ms"] or 0) < 5000, restart  # Chromium's 5 s limit
     assert out.returncode == 0, out.stderr[-3000:]
     own = [line for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()

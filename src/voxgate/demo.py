@@ -39,7 +39,7 @@ def run(args) -> int:
     from .transceiver.server import TransceiverConfig, serve
     from .wire.token import Keyring, new_secret_line
 
-    secret = new_secret_line(0)
+    secret = os.environ.get("VOXGATE_SECRET") or new_secret_line(0)  # a lab's sibling relay shares it
     host = args.host
     tcp_port = None if args.no_tcp else (args.relay_tcp_port or args.relay_port)
     _say(f"voxgate demo: starting on {host}")

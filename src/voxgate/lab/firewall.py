@@ -7,8 +7,16 @@ Two network namespaces this command makes and removes, joined by a veth pair::
 ``voxgate demo --host 198.51.100.30`` runs in ``srv`` (relay on UDP and TCP 3478, transceiver, the embedded agent).
 Headless Chromium runs in ``cli`` (a wrapper script enters the namespace), opens the demo page, speaks a question
 (espeak-ng) and waits for the transcript, the reply and its audio; the page reports which candidate pair ICE
-selected. Then the same with UDP open: the call must pick UDP. Reported for each: the transport, the setup marks
-(answer, ICE, DTLS) and the turn.
+selected. The calls:
+
+1. UDP dropped: the call must go over TCP to the relay's passive candidate;
+2. UDP open: it must pick UDP;
+3. only TLS to 443 (and the signaling port) let out: coturn runs on 443 in ``srv``, the demo hands out credentials
+   for it, and the call must go through it (a ``relay`` candidate over ``tls``);
+4. a TCP call to the demo with ``--agent echo`` (a steady tone comes back) while the relay's TCP front is killed,
+   then while the whole relay is killed with a sibling relay on the same port: the call must go on.
+
+Reported for each: the transport, the setup marks (answer, ICE, DTLS) and the turn, or the gaps in audio.
 
 The aiortc client cannot take part: aioice gathers and checks UDP candidates only (its TCP support is for TURN
 servers), so ``voxgate call`` has no ICE-TCP.
@@ -38,6 +46,10 @@ class FirewallLab:
         self.ns = Namespaces(f"vxlab{os.getpid()}")
         self.demo: subprocess.Popen | None = None
         self.turn: subprocess.Popen | None = None
+        self.sibling: subprocess.Popen | None = None
+        from ..wire.token import new_secret_line
+
+        self.secret = new_secret_line(0)
 
     def build(self):
         self.ns.add("srv", SRV)
@@ -106,7 +118,8 @@ class FirewallLab:
         self.demo = subprocess.Popen(
             [*self.ns.exec_args("srv"), sys.executable, "-m", "voxgate", "demo", "--host", SRV, "--port", str(HTTP),
              "--relay-port", str(RELAY), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True, env={**os.environ, "VOXGATE_LOG_LEVEL": "WARNING", **(env or {})})
+            start_new_session=True, env={**os.environ, "VOXGATE_LOG_LEVEL": "WARNING", "VOXGATE_SECRET": self.secret,
+                                         **(env or {})})
         deadline = time.monotonic() + 180
         lines = []
         while time.monotonic() < deadline:
@@ -167,19 +180,58 @@ class FirewallLab:
         path.chmod(0o644)
         return str(path)
 
-    def tcp_front_pid(self) -> int:
+    def listener_pids(self) -> list[int]:
+        """The processes holding a listening socket on the relay's TCP port: supervisors (they own the sockets) and
+        their TCP fronts (forked with it)."""
         out = subprocess.run([*self.ns.exec_args("srv"), "ss", "-Hltnp", f"sport = :{RELAY}"], capture_output=True,
                              text=True).stdout
-        for part in out.split("pid=")[1:]:
-            return int(part.split(",")[0])
-        raise RuntimeError(f"nothing listens on TCP {RELAY}: {out!r}")
+        return sorted({int(part.split(",")[0]) for part in out.split("pid=")[1:]})
 
-    def restart_during_call(self, url: str, seconds_after: float = 10.0) -> dict:
+    @staticmethod
+    def parent(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as fh:
+            return int(next(line.split()[1] for line in fh if line.startswith("PPid:")))
+
+    def fronts(self) -> list[int]:
+        pids = self.listener_pids()
+        return [p for p in pids if self.parent(p) in pids]
+
+    def start_sibling(self) -> subprocess.Popen:
+        """A second relay on the same UDP and TCP port (SO_REUSEPORT), with the demo's secret: what a second relay
+        pod behind the load balancer is to a client."""
+        proc = subprocess.Popen(
+            [*self.ns.exec_args("srv"), sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay",
+             "--listen", f"{SRV}:{RELAY}", "--tcp-listen", f"{SRV}:{RELAY}", "--workers", "1", "--internal-host", SRV],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+            env={**os.environ, "VOXGATE_SECRET": self.secret})
+        if not proc.stdout.readline():
+            raise RuntimeError("the sibling relay did not start")
+        self.sibling = proc
+        return proc
+
+    def kill_front(self) -> dict:
+        """The TCP front process only: its supervisor starts another and keeps the listening socket."""
+        [front] = [p for p in self.fronts() if self.sibling is None or self.parent(p) != self.sibling.pid]
+        os.kill(front, signal.SIGKILL)
+        return {"killed": [front]}
+
+    def kill_relay(self) -> dict:
+        """The demo's whole relay (supervisor and TCP front; its workers die with their parent): only the sibling's
+        listener is left on the port."""
+        keep = {self.sibling.pid} | {p for p in self.listener_pids() if self.parent(p) == self.sibling.pid}
+        victims = [p for p in self.listener_pids() if p not in keep]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        return {"killed": victims}
+
+    def restart_during_call(self, url: str, kill, seconds_after: float = 10.0) -> dict:
         """A call over TCP (UDP dropped) to the demo running ``--agent echo`` (a looping tone comes back without a
-        pause); the relay's TCP front is killed with SIGKILL mid-call (its supervisor starts a new one, keeping the
-        listening socket, as a pod's relay process would be replaced). Chromium's ICE-TCP reconnects at its next
-        packet and its next Binding request routes it again. Measured: the longest gap in the echoed audio at the
-        browser, the server's longest gap in the browser's audio, whether the same call goes on."""
+        pause); mid-call ``kill()`` kills part of the relay with SIGKILL: its TCP front (``kill_front``: the
+        supervisor starts another and keeps the listening socket, as a relay process is replaced), or the whole
+        relay (``kill_relay``: a sibling relay on the port takes the reconnect, as another pod behind the load
+        balancer would). Chromium's ICE-TCP reconnects at its next packet and its next Binding request routes it
+        again. Measured: the longest gap in the echoed audio at the browser, the server's longest gap in the
+        browser's audio, whether the same call goes on."""
         from playwright.sync_api import sync_playwright
 
         from .chromium import in_namespace, launch, longest_stall
@@ -206,11 +258,11 @@ class FirewallLab:
 
                 sample(3.0)
                 transport_before = page.evaluate("window.demo.transport")
-                old = self.tcp_front_pid()
+                before = self.fronts()
                 killed = time.monotonic()
-                os.kill(old, signal.SIGKILL)
+                what = kill()
                 sample(seconds_after)
-                new = self.tcp_front_pid()
+                after_fronts = self.fronts()
                 info = page.evaluate("fetch('/v1/realtime/calls/' + callId).then(r => r.json())")
                 state = page.evaluate("window.demo.state")
                 transport_after = page.evaluate("window.demo.transport")
@@ -221,7 +273,7 @@ class FirewallLab:
         at_kill = next(n for t, n in samples if t >= killed)
         return {"gap_in_ms": round(stall * 1000, 1), "gap_out_ms": info.get("max_audio_in_gap_ms"),
                 "resumed": samples[-1][1] > at_kill, "state": state, "call_state": info.get("state"),
-                "front_pid": [old, new], "transport": [transport_before, transport_after],
+                "fronts": [before, after_fronts], **what, "transport": [transport_before, transport_after],
                 "server_transport": info.get("transport"),
                 "survived": samples[-1][1] > at_kill and state == "connected" and info.get("state") == "connected"}
 
@@ -230,9 +282,10 @@ class FirewallLab:
             self.stop_demo()
         except ProcessLookupError:
             pass
-        if self.turn is not None and self.turn.poll() is None:
-            os.killpg(self.turn.pid, signal.SIGKILL)
-            self.turn.wait()
+        for proc in (self.turn, self.sibling):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         self.ns.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -256,31 +309,39 @@ def run(log=print, with_restart: bool = True, with_tls: bool = True) -> dict:
     old = signal.signal(signal.SIGTERM, interrupted)
     try:
         lab.build()
-        turn_url, turn_secret = lab.start_turn() if with_tls else (None, None)
-        url = lab.start_demo(["--turn-url", turn_url] if turn_url else [],
-                             {"VOXGATE_TURN_SECRET": turn_secret} if turn_secret else None)
+        url = lab.start_demo()  # no TURN server: with one, Chromium may settle on it before the TCP pair
         log(f"voxgate lab firewall: demo at {url} in its namespace; client {CLI}")
         lab.block_udp(True)
         blocked = summary(lab.browser_call(url))
         log(f"  UDP dropped: {json.dumps(blocked)}")
-        tls = None
-        if with_tls:
-            lab.block_udp(True, tls_only=True)
-            tls = summary(lab.browser_call(url))
-            log(f"  only TLS to 443: {json.dumps(tls)}")
         lab.block_udp(False)
         open_ = summary(lab.browser_call(url))
         log(f"  UDP open:    {json.dumps(open_)}")
-        restart = None
+        tls = None
+        if with_tls:
+            turn_url, turn_secret = lab.start_turn()
+            lab.stop_demo()
+            url = lab.start_demo(["--turn-url", turn_url], {"VOXGATE_TURN_SECRET": turn_secret})
+            lab.block_udp(True, tls_only=True)
+            tls = summary(lab.browser_call(url))
+            log(f"  only TLS to 443: {json.dumps(tls)}")
+        restart = relay_killed = None
         if with_restart:
             lab.stop_demo()
             lab.block_udp(True)
-            restart = lab.restart_during_call(lab.start_demo(["--agent", "echo"]))
+            echo = lab.start_demo(["--agent", "echo"])
+            restart = lab.restart_during_call(echo, lab.kill_front)
             log(f"  TCP front killed mid-call: {json.dumps(restart)}")
+            lab.start_sibling()
+            relay_killed = lab.restart_during_call(echo, lab.kill_relay)
+            log(f"  relay killed mid-call, a sibling on the port: {json.dumps(relay_killed)}")
         ok = blocked["ok"] and blocked["transport"] == "tcp" and open_["ok"] and open_["transport"] == "udp"
         if tls is not None:
             ok = ok and tls["ok"] and tls["candidate"] == "relay/tls"
-        return {"udp_blocked": blocked, "tls_only": tls, "udp_open": open_, "restart": restart, "ok": ok}
+        if with_restart:
+            ok = ok and restart["survived"] and relay_killed["survived"]
+        return {"udp_blocked": blocked, "tls_only": tls, "udp_open": open_, "restart": restart,
+                "relay_killed": relay_killed, "ok": ok}
     finally:
         signal.signal(signal.SIGTERM, old)
         lab.close()
@@ -303,8 +364,9 @@ def main(args) -> int:
             s = r["setup_ms"] or {}
             print(f"{name:12s} transport {r['transport']} ({r['candidate']}), answer {s.get('answer')} ms, ICE {s.get('ice')} ms, "
                   f"DTLS {s.get('dtls')} ms, turn {r['turn_ms']} ms: heard {r['heard']} -> {r['answered']}")
-        if result["restart"]:
-            r = result["restart"]
-            print(f"relay's TCP front killed mid-call: survived {r['survived']}, audio gap in {r['gap_in_ms']} ms, "
-                  f"out {r['gap_out_ms']} ms")
+        for name, what in (("restart", "relay's TCP front killed"), ("relay_killed", "relay killed, sibling")):
+            r = result[name]
+            if r:
+                print(f"{what} mid-call: survived {r['survived']}, audio gap in {r['gap_in_ms']} ms, "
+                      f"out {r['gap_out_ms']} ms")
     return 0 if result["ok"] else 1
