@@ -189,8 +189,11 @@ class FirewallLab:
 
     @staticmethod
     def parent(pid: int) -> int:
-        with open(f"/proc/{pid}/status") as fh:
-            return int(next(line.split()[1] for line in fh if line.startswith("PPid:")))
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                return int(next(line.split()[1] for line in fh if line.startswith("PPid:")))
+        except (OSError, StopIteration):  # gone between `ss` and here
+            return -1
 
     def fronts(self) -> list[int]:
         pids = self.listener_pids()
