@@ -181,6 +181,7 @@ class LlamaResponder(Responder):
         # docs/performance.md)
         self.llm = shared(model_path or smollm2_path(), threads=int(os.environ.get("VOXGATE_LLM_THREADS", "2")))
         self.max_tokens = max_tokens
+        self.temperature = float(os.environ.get("VOXGATE_LLM_TEMPERATURE", "0.3"))
         self._grammars: dict = {}
 
     def prime(self, instructions: str = DEFAULT_INSTRUCTIONS):
@@ -253,7 +254,7 @@ class LlamaResponder(Responder):
             try:
                 with LlamaResponder._lock:
                     if not cancelled.is_set():
-                        self.llm.stream(chat, on_piece=piece, max_tokens=max_tokens, temperature=0.3)
+                        self.llm.stream(chat, on_piece=piece, max_tokens=max_tokens, temperature=self.temperature)
             finally:
                 loop.call_soon_threadsafe(q.put_nowait, None)
 
