@@ -68,7 +68,7 @@ def run(args) -> int:
                 return 2
         from .transceiver import turn
 
-        turn_cfg = turn.load(args.turn_url or [], None, os.environ.get("VOXGATE_TURN_SECRET")) if args.turn_url else None
+        turn_cfg = turn.load(args.turn_url or [], None, os.environ.get("VOXGATE_TURN_SECRET"))
         cfg = TransceiverConfig(
             turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),

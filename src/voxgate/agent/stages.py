@@ -18,8 +18,11 @@ ASR_RATE = 16000
 
 
 class MissingModel(RuntimeError):
-    def __init__(self, what: str, install: str):
-        super().__init__(f"{what} is not installed: pip install {install}")
+    """A stage that cannot load. ``install`` is what to ``pip install``; ``message``, when the fix is not a pip
+    install (a CPU, a system library, a crash), replaces the sentence, and ``install`` is then empty."""
+
+    def __init__(self, what: str, install: str, message: str | None = None):
+        super().__init__(message or f"{what} is not installed: pip install {install}")
         self.install = install
 
 

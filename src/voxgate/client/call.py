@@ -87,6 +87,19 @@ def _wav_seconds(path: str) -> float:
         return w.getnframes() / w.getframerate()
 
 
+def tone_wav(path: str, seconds: float = 2.0, hz: float = 440.0, rate: int = 48000) -> str:
+    """A steady sine tone as a mono 16-bit WAV: a microphone whose echo never pauses, so any gap in it is the
+    network's (the doctor's loopback call, the firewall lab's restarts)."""
+    import array
+    import math
+
+    samples = array.array("h", (int(6000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(int(seconds * rate))))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return str(path)
+
+
 def _padded(path: str, seconds: float) -> str:
     """A copy of the WAV with silence after it, to ``seconds`` long (a temporary file)."""
     import tempfile

@@ -167,18 +167,11 @@ class FirewallLab:
 
     def tone(self) -> str:
         """A steady tone the echo agent sends back: reply audio that never pauses, so any gap is the outage's."""
-        import array
-        import math
-        import wave
+        from ..client.call import tone_wav
 
-        path = self.tmp / "tone.wav"
-        rate = 48000
-        samples = array.array("h", (int(6000 * math.sin(2 * math.pi * 330 * i / rate)) for i in range(rate * 4)))
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-            w.writeframes(samples.tobytes())
-        path.chmod(0o644)
-        return str(path)
+        path = tone_wav(self.tmp / "tone.wav", seconds=4.0, hz=330.0)
+        os.chmod(path, 0o644)
+        return path
 
     def listener_pids(self) -> list[int]:
         """The processes holding a listening socket on the relay's TCP port: supervisors (they own the sockets) and

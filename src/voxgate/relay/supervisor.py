@@ -137,8 +137,7 @@ class Supervisor:
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         while not self.stopping:
-            wait([p.sentinel for p in self.procs.values()] + [wake_r])
-            if wake_r in wait([wake_r], 0):
+            if wake_r in wait([p.sentinel for p in self.procs.values()] + [wake_r]):
                 os.read(wake_r, 512)
             for i, p in list(self.procs.items()):
                 if not p.is_alive() and not self.stopping:

@@ -38,18 +38,15 @@ class UnsupportedCpu(MissingModel):
     """The runtime's prebuilt kernels need instructions this CPU lacks."""
 
     def __init__(self, reason: str):
-        RuntimeError.__init__(self, f"the embedded language model cannot run here: {reason}; use "
-                                    "--responder openai:URL#MODEL (any chat-completions server) or --responder scripted")
-        self.install = ""
+        super().__init__("the embedded language model", "", f"the embedded language model cannot run here: {reason}; "
+                         "use --responder openai:URL#MODEL (any chat-completions server) or --responder scripted")
 
 
 class MissingLibrary(MissingModel):
     """A system library the runtime's wheel links, and the command that installs it."""
 
     def __init__(self, what: str, command: str):
-        RuntimeError.__init__(self, f"{what} is not installed: {command}")
-        self.install = ""
-        self.command = command
+        super().__init__(what, "", f"{what} is not installed: {command}")
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
@@ -184,8 +181,7 @@ class RuntimeCrashed(MissingModel):
     """The runtime died on this machine in a child process (``probe``): it is not loaded here."""
 
     def __init__(self, reason: str):
-        RuntimeError.__init__(self, f"{reason}; use --responder openai:URL#MODEL or --responder scripted")
-        self.install = ""
+        super().__init__("the llama.cpp runtime", "", f"{reason}; use --responder openai:URL#MODEL or --responder scripted")
 
 
 def shared(path: str, **kw) -> LlamaModel:
