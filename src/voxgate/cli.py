@@ -96,6 +96,59 @@ def cmd_token_inspect(args) -> int:
     return code
 
 
+def add_sip_args(p, demo: bool) -> None:
+    """The phone options of ``voxgate transceiver`` and ``voxgate demo`` (sip/server.py)."""
+    if demo:
+        p.add_argument("--sip", nargs="?", const="", metavar="HOST:PORT",
+                       help="also take phone calls: SIP on UDP and TCP (default port 5080), answered by the agent")
+    else:
+        p.add_argument("--sip-listen", type=parse_hostport, metavar="HOST:PORT",
+                       help="take phone calls: SIP on UDP and TCP at HOST:PORT (trunks send INVITEs here)")
+    p.add_argument("--sip-tls", type=parse_hostport, metavar="HOST:PORT", help="SIP over TLS too (with --sip-tls-cert/key)")
+    p.add_argument("--sip-tls-cert", help="PEM certificate chain for --sip-tls")
+    p.add_argument("--sip-tls-key", help="PEM private key for --sip-tls")
+    p.add_argument("--sip-rtp-ports", metavar="LO-HI", help="UDP ports for calls' RTP/RTCP pairs (default: any free)")
+    p.add_argument("--sip-rtp-host", help="the address our SDP offers for RTP (default: the SIP host)")
+    p.add_argument("--sip-webhook-url", help="POST realtime.call.incoming here for each call; the app accepts it "
+                                             "(default: calls are answered at once)")
+    p.add_argument("--sip-webhook-secret", default=os.environ.get("VOXGATE_SIP_WEBHOOK_SECRET"),
+                   help="whsec_... signing key of the webhook (or $VOXGATE_SIP_WEBHOOK_SECRET)")
+    p.add_argument("--sip-allow", action="append", default=[], metavar="CIDR",
+                   help="trunk addresses that may call (repeatable; default: any)")
+    p.add_argument("--sip-auth", default=os.environ.get("VOXGATE_SIP_AUTH"), metavar="USER:PASSWORD",
+                   help="require digest auth on INVITEs (or $VOXGATE_SIP_AUTH)")
+    p.add_argument("--sip-rate", type=float, default=5.0, help="new calls per second per source address")
+
+
+def sip_config(args, listen: tuple[str, int] | None):
+    """The SipConfig the options ask for, or None without a SIP address."""
+    if listen is None:
+        return None
+    from .sip.policy import Policy
+    from .sip.server import SipConfig
+
+    if args.sip_webhook_url and not args.sip_webhook_secret:
+        sys.exit("voxgate: --sip-webhook-url needs --sip-webhook-secret (whsec_...)")
+    if args.sip_tls and not (args.sip_tls_cert and args.sip_tls_key):
+        sys.exit("voxgate: --sip-tls needs --sip-tls-cert and --sip-tls-key")
+    user, _, password = (args.sip_auth or "").partition(":")
+    ports = None
+    if args.sip_rtp_ports:
+        lo, _, hi = args.sip_rtp_ports.partition("-")
+        try:
+            ports = (int(lo), int(hi))
+        except ValueError:
+            sys.exit("voxgate: --sip-rtp-ports is LO-HI, e.g. 40000-40999")
+    try:
+        policy = Policy(allow=args.sip_allow, rate=args.sip_rate, burst=max(1, int(args.sip_rate * 4)),
+                        user=user or None, password=password or None)
+    except ValueError as exc:
+        sys.exit(f"voxgate: --sip-allow: {exc}")
+    return SipConfig(udp=listen, tcp=listen, tls=args.sip_tls, tls_cert=args.sip_tls_cert, tls_key=args.sip_tls_key,
+                     rtp_host=args.sip_rtp_host, rtp_ports=ports, webhook_url=args.sip_webhook_url,
+                     webhook_secret=args.sip_webhook_secret, policy=policy)
+
+
 def cmd_transceiver(args) -> int:
     import asyncio
 
@@ -121,12 +174,14 @@ def cmd_transceiver(args) -> int:
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, redis_url=args.redis_url, region=args.region, id=args.id,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
+        sip=sip_config(args, args.sip_listen),
     )
 
     def ready(t):
         print(json.dumps({"event": "transceiver_ready", "id": t.id, "region": cfg.region, "http": "http://%s:%d" % args.http,
                           "media": "%s:%d" % t.media_address, "token_target": "%s:%d" % t.token_target,
-                          "candidates": ["%s:%d" % c for c in t.candidates], "agent": args.agent}), flush=True)
+                          "candidates": ["%s:%d" % c for c in t.candidates], "agent": args.agent,
+                          "sip": t.sip.describe() if t.sip else None}), flush=True)
 
     try:
         return asyncio.run(serve(cfg, ready))
@@ -234,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--turn-url", action="append", metavar="URL",
                    help="a TURN server the page should use (its secret in $VOXGATE_TURN_SECRET)")
     d.add_argument("--open", action="store_true", help="open the page in the browser")
+    add_sip_args(d, demo=True)
     d.set_defaults(func=cmd_demo)
 
     dr = sub.add_parser("doctor", help="check this install: versions, CPU, each embedded model once, the relay and a "
@@ -282,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--region-map", default=os.environ.get("VOXGATE_REGION_MAP"),
                    help="regions, their relays and how clients are placed: a JSON/YAML file, or 'redis' (docs/architecture.md)")
     x.set_defaults(func=cmd_transceiver)
+
+    add_sip_args(x, demo=False)
 
     f = sub.add_parser("fleet", help="print the transceiver fleet registered in Redis, as JSON")
     f.add_argument("--redis-url", required=True)

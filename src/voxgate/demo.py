@@ -69,16 +69,26 @@ def run(args) -> int:
         from .transceiver import turn
 
         turn_cfg = turn.load(args.turn_url or [], None, os.environ.get("VOXGATE_TURN_SECRET"))
+        from .cli import parse_hostport, sip_config
+
+        sip = None
+        if args.sip is not None:
+            text = args.sip or "5080"
+            sip = sip_config(args, parse_hostport(text, host) if ":" in text else (host, int(text)))
         cfg = TransceiverConfig(
             turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
             relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr,
-            drain_timeout=1.0)
+            drain_timeout=1.0, sip=sip)
         url = f"http://{host}:{args.port}/demo"
 
         def ready(t):
             _say(f"  transceiver http://{host}:{args.port}, media udp {t.media_address[0]}:{t.media_address[1]} "
                  f"behind the relay, agent {args.agent}")
+            if t.sip is not None:
+                how = "the webhook's app answers" if t.cfg.sip.webhook_url else "answered at once"
+                _say(f"  sip        udp+tcp {t.cfg.sip.udp[0]}:{t.cfg.sip.udp[1]}, {how}: "
+                     f"dial sip:agent@{t.cfg.sip.udp[0]}:{t.cfg.sip.udp[1]}")
             _say("")
             _say(f"Open {url} and click Talk. Ctrl-C stops.")
             _say(json.dumps({"event": "demo_ready", "url": url}))

@@ -2,6 +2,8 @@
 
 POST /v1/realtime/calls            offer (application/sdp, or multipart sdp + session) -> 201 answer + Location
 POST /v1/realtime/calls/{id}/hangup
+POST /v1/realtime/calls/{id}/accept  a ringing phone call (``--sip-listen``): answer it with a session config
+POST /v1/realtime/calls/{id}/reject  {"status_code": 486}; /refer {"target_uri": "tel:…"}: as OpenAI's SIP calls
 POST /v1/realtime/client_secrets   -> {"value": "ek_...", "expires_at", "session"}
 GET  /v1/realtime/calls/{id}       what the call is doing (route, timings, packets)
 GET  /v1/realtime?model=…          a WebSocket session (``websocket``)
@@ -143,12 +145,54 @@ def make_app(t) -> web.Application:
             return error(404, "no such call", code="call_not_found", param="call_id")
         return web.json_response({}, status=200)
 
+    async def sip_command(request):
+        """accept / reject / refer on a phone call, with the bodies OpenAI's ``realtime.calls`` methods send."""
+        if (refused := await _refused(t, request)) is not None:
+            return refused
+        if t.sip is None:
+            return error(404, "no such call: this transceiver takes no phone calls (--sip-listen)",
+                         code="call_not_found", param="call_id")
+        from ..sip.server import CallError
+
+        call_id, verb = request.match_info["call_id"], request.match_info["verb"]
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return error(400, "the body is not JSON")
+        if not isinstance(body, dict):
+            return error(400, "the body is not a JSON object")
+        try:
+            if verb == "accept":
+                if body.get("type") != "realtime":
+                    return error(400, "accept takes a realtime session config: 'type' must be 'realtime'",
+                                 code="invalid_value", param="type")
+                session = {k: v for k, v in body.items() if k != "type"}
+                schema.check_session(session)
+                await t.sip.accept(call_id, session)
+            elif verb == "reject":
+                code = body.get("status_code", 603)
+                if not isinstance(code, int) or not 300 <= code <= 699:
+                    return error(400, "status_code is a SIP final status, 300-699", code="invalid_value",
+                                 param="status_code")
+                t.sip.reject(call_id, code)
+            else:
+                target = body.get("target_uri")
+                if not isinstance(target, str) or not target:
+                    return error(400, "refer needs target_uri (tel: or sip:)", code="invalid_value",
+                                 param="target_uri")
+                t.sip.refer(call_id, target)
+        except schema.Invalid as exc:
+            return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        except CallError as exc:
+            return error(exc.status, str(exc), code=exc.code, param="call_id")
+        return web.json_response({}, status=200)
+
     async def get_call(request):
         if (refused := await _refused(t, request)) is not None:
             return refused
         if (elsewhere := await placing.to_owner(t, request)) is not None:
             return elsewhere
-        session = t.sessions.get(request.match_info["call_id"])
+        session = t.call(request.match_info["call_id"])
         if session is None:
             return error(404, "no such call", code="call_not_found", param="call_id")
         return web.json_response(session.describe())
@@ -201,7 +245,7 @@ def make_app(t) -> web.Application:
         if call_id is not None:
             if (elsewhere := await placing.ws_to_owner(t, request, call_id, token)) is not None:
                 return elsewhere
-            session = t.sessions.get(call_id)
+            session = t.call(call_id)
             if session is None:
                 return error(404, "no such call", code="call_not_found", param="call_id")
             if t.cfg.auth and not _is_api_key(t, token) and token != session.owner:
@@ -268,6 +312,7 @@ def make_app(t) -> web.Application:
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_get("/v1/realtime/calls/{call_id}", get_call)
+    app.router.add_post("/v1/realtime/calls/{call_id}/{verb:accept|reject|refer}", sip_command)
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_get("/v1/voxgate/ice_servers", ice_servers)
     app.router.add_get("/healthz", healthz)

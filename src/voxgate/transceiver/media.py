@@ -95,8 +95,9 @@ class OpusIn:
         self.on_pcm(None)
 
 
-class OpusOut:
-    """Queue of agent PCM, sent as Opus RTP on the audio's own clock (sans-IO: the caller passes ``now``).
+class PacedOut:
+    """Queue of agent PCM, sent as RTP on the audio's own clock (sans-IO: the caller passes ``now``); a subclass
+    says how a 20 ms frame is encoded (``encode``) and how far the RTP clock moves per frame (``ts_step``).
 
     A talk spurt starts the moment audio is written to an idle call. Within a spurt each 20 ms frame is due at
     its media time (at most ``LEAD`` early), so queued speech is paced at real time; a frame written late (an
@@ -106,20 +107,13 @@ class OpusOut:
 
     LEAD = 0.02
     GAP = 0.04
+    CLOSE_FRAMES = 3  # silence sent after a cut: the decoder plays silence, not its loss concealment
 
-    def __init__(self, rate: int, payload_type: int, ssrc: int, bitrate: int = 32000,
-                 complexity: int = DEFAULT_COMPLEXITY):
+    def __init__(self, rate: int, payload_type: int, ssrc: int, codec_rate: int, ts_step: int):
         self.rate, self.pt, self.ssrc = rate, payload_type, ssrc
-        self.codec_rate = rate if rate in NATIVE_RATES else OPUS_RATE
-        self.samples = self.codec_rate * FRAME_MS // 1000
-        self.encoder = av.CodecContext.create("libopus", "w")
-        self.encoder.bit_rate = bitrate
-        self.encoder.format = "s16"
-        self.encoder.layout = "mono"
-        self.encoder.sample_rate = self.codec_rate
-        self.encoder.time_base = fractions.Fraction(1, self.codec_rate)
-        self.encoder.options = {"application": "voip", "compression_level": str(complexity)}
-        self.resample = Resampler(rate, self.codec_rate)
+        self.codec_rate, self.ts_step = codec_rate, ts_step
+        self.samples = codec_rate * FRAME_MS // 1000
+        self.resample = Resampler(rate, codec_rate)
         self.frames: deque[bytes] = deque()  # 20 ms at codec_rate each
         self._framer = Framer(self.samples * 2)
         self.seq = random.getrandbits(16)
@@ -129,7 +123,10 @@ class OpusOut:
         self.spurt_ts = 0  # unwrapped RTP timestamp of the spurt's first frame
         self.last_ts: int | None = None  # unwrapped timestamp of the last packet
         self.packets = self.bytes = 0
-        self._pts = 0
+
+    def encode(self, pcm: bytes) -> bytes | None:
+        """One 20 ms frame of s16 PCM at ``codec_rate`` as an RTP payload (None: the codec holds it for now)."""
+        raise NotImplementedError
 
     def write(self, pcm: bytes) -> None:
         self.frames.extend(self._framer.push(self.resample(pcm)))
@@ -137,8 +134,6 @@ class OpusOut:
     def flush(self) -> None:
         """Pad and queue a trailing partial frame (end of an utterance)."""
         self.frames.extend(self._framer.flush())
-
-    CLOSE_FRAMES = 3  # silence sent after a cut: the decoder plays silence, not its loss concealment
 
     def clear(self) -> int:
         """Drop everything queued at once (barge-in); returns the milliseconds dropped. A talk spurt cut short ends
@@ -166,22 +161,16 @@ class OpusOut:
             return None
         marker = 0
         if self.idle(now):
-            wall_ts = int(now * 50) * OPUS_FRAME  # the media clock follows wall time across silences
-            self.spurt_ts = wall_ts if self.last_ts is None else max(wall_ts, self.last_ts + OPUS_FRAME)
+            wall_ts = int(now * 50) * self.ts_step  # the media clock follows wall time across silences
+            self.spurt_ts = wall_ts if self.last_ts is None else max(wall_ts, self.last_ts + self.ts_step)
             self.spurt_start, self.spurt_frames, marker = now, 0, 1
         elif self.spurt_start + self.spurt_frames * FRAME_MS / 1000 > now + self.LEAD:
             return None  # ahead of real time: wait
-        frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
-        frame.sample_rate = self.codec_rate
-        frame.planes[0].update(self.frames.popleft())
-        frame.pts = self._pts
-        self._pts += self.samples
-        packets = self.encoder.encode(frame)
-        ts = self.spurt_ts + self.spurt_frames * OPUS_FRAME
+        payload = self.encode(self.frames.popleft())
+        ts = self.spurt_ts + self.spurt_frames * self.ts_step
         self.spurt_frames += 1
-        if not packets:
+        if not payload:
             return None
-        payload = bytes(packets[0])
         self.last_ts = ts
         rtp = RtpPacket(payload_type=self.pt, marker=marker, sequence_number=self.seq,
                         timestamp=(self.ts_base + ts) & 0xFFFFFFFF, ssrc=self.ssrc, payload=payload)
@@ -191,9 +180,36 @@ class OpusOut:
         return rtp.serialize()
 
     def sender_report(self, now: float) -> bytes:
-        ts = int(now * 50) * OPUS_FRAME if self.last_ts is None else max(self.last_ts, int(now * 50) * OPUS_FRAME)
+        wall = int(now * 50) * self.ts_step
+        ts = wall if self.last_ts is None else max(self.last_ts, wall)
         ntp = int((time.time() + 2208988800) * (1 << 32))
         sr = RtcpSrPacket(ssrc=self.ssrc, sender_info=RtcpSenderInfo(
             ntp_timestamp=ntp, rtp_timestamp=(self.ts_base + ts) & 0xFFFFFFFF,
             packet_count=self.packets, octet_count=self.bytes))
         return bytes(sr)
+
+
+class OpusOut(PacedOut):
+    """The agent's audio as Opus RTP (RTP clock at 48 kHz whatever rate libopus codes at, RFC 7587)."""
+
+    def __init__(self, rate: int, payload_type: int, ssrc: int, bitrate: int = 32000,
+                 complexity: int = DEFAULT_COMPLEXITY):
+        codec_rate = rate if rate in NATIVE_RATES else OPUS_RATE
+        super().__init__(rate, payload_type, ssrc, codec_rate, OPUS_FRAME)
+        self.encoder = av.CodecContext.create("libopus", "w")
+        self.encoder.bit_rate = bitrate
+        self.encoder.format = "s16"
+        self.encoder.layout = "mono"
+        self.encoder.sample_rate = self.codec_rate
+        self.encoder.time_base = fractions.Fraction(1, self.codec_rate)
+        self.encoder.options = {"application": "voip", "compression_level": str(complexity)}
+        self._pts = 0
+
+    def encode(self, pcm: bytes) -> bytes | None:
+        frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
+        frame.sample_rate = self.codec_rate
+        frame.planes[0].update(pcm)
+        frame.pts = self._pts
+        self._pts += self.samples
+        packets = self.encoder.encode(frame)
+        return bytes(packets[0]) if packets else None

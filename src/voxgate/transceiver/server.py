@@ -34,6 +34,7 @@ class TransceiverConfig:
     relays: list = field(default_factory=list)  # public relay addresses; empty = direct mode
     tcp_relays: list = field(default_factory=list)  # relays' ICE-TCP addresses (--relay-tcp), after the UDP ones
     turn: object = None  # turn.TurnConfig: TURN/TLS credentials per call (--turn-url), for TLS-only networks
+    sip: object = None  # sip.server.SipConfig: take phone calls (--sip-listen)
     agent: str = "echo"
     advertise: tuple[str, int] | None = None  # media address relays should send to (goes into the token)
     public: tuple[str, int] | None = None  # direct mode: the address clients should send to
@@ -69,6 +70,8 @@ class Transceiver:
         self.client_secrets: dict[str, float] = {}
         self.secret_sessions: dict[str, dict] = {}  # the session each client secret was minted with
         self.ws_calls: dict = {}  # WebSocket sessions (transceiver.websocket.WsCall), by id
+        self.sip_calls: dict = {}  # answered phone calls (sip.server.SipCall), by id
+        self.sip = None  # sip.server.SipServer with --sip-listen
         self._tasks: list[asyncio.Task] = []
         self._connected: list[Session] = []
         self.id = cfg.id or secrets.token_hex(4)
@@ -93,7 +96,7 @@ class Transceiver:
     @property
     def load(self) -> int:
         """Live sessions: WebRTC calls and WebSocket sessions (both run an agent)."""
-        return len(self.sessions) + len(self.ws_calls)
+        return len(self.sessions) + len(self.ws_calls) + len(self.sip_calls)
 
     @property
     def ready(self) -> bool:
@@ -105,6 +108,11 @@ class Transceiver:
         self.endpoint = await MediaEndpoint.open(*self.cfg.media)
         self._tasks = [asyncio.ensure_future(self._reap())]
         self._start_clock()
+        if self.cfg.sip is not None:
+            from ..sip.server import SipServer
+
+            self.sip = SipServer(self, self.cfg.sip)
+            await self.sip.start()
         if self.cfg.redis_url:
             from ..steering.registry import Registry
 
@@ -145,6 +153,8 @@ class Transceiver:
         for call in list(self.ws_calls.values()):  # 1001 going away: the client reconnects elsewhere
             call.end()
             await call.ws.close(code=1001, message=b"transceiver shutting down")
+        if self.sip is not None:  # BYE to every phone call, then the listeners close
+            await self.sip.stop()
         self._clock.cancel()
         for t in self._tasks:
             t.cancel()
@@ -205,6 +215,27 @@ class Transceiver:
             self._sessions_changed()
             self.metrics.calls.labels("websocket_closed").inc()
 
+    def add_sip_call(self, call):
+        self.sip_calls[call.call_id] = call
+        self._sessions_changed()
+
+    def remove_sip_call(self, call):
+        self.remove_clocked(call)
+        if self.sip_calls.pop(call.call_id, None) is not None:
+            self._sessions_changed()
+
+    def add_clocked(self, call):
+        """A call whose audio goes out on the shared clock (WebRTC sessions once connected, phone calls)."""
+        self._connected.append(call)
+
+    def remove_clocked(self, call):
+        if call in self._connected:
+            self._connected.remove(call)
+
+    def call(self, call_id: str):
+        """A live WebRTC or phone call by id (what the calls endpoints and the sideband serve)."""
+        return self.sessions.get(call_id) or self.sip_calls.get(call_id)
+
     def _sessions_changed(self):
         self.metrics.sessions.set(self.load)
         if self.load:
@@ -215,6 +246,8 @@ class Transceiver:
             self.registry.changed()
 
     async def hangup(self, call_id: str) -> bool:
+        if self.sip is not None and self.sip.hangup(call_id):
+            return True
         session = self.sessions.get(call_id)
         if session is None:
             return False
@@ -223,12 +256,11 @@ class Transceiver:
 
     # callbacks from sessions
     def on_connected(self, session: Session):
-        self._connected.append(session)
+        self.add_clocked(session)
 
     def on_closed(self, session: Session):
         self.sessions.pop(session.call_id, None)
-        if session in self._connected:
-            self._connected.remove(session)
+        self.remove_clocked(session)
         self.endpoint.mux.remove(session.ice)
         self._sessions_changed()
         self.metrics.calls.labels(session.close_reason).inc()

@@ -44,21 +44,18 @@ class Framer:
         self.partial = b""
 
 
-class G711:
-    """G.711 μ-law (``audio/pcmu``) or A-law (``audio/pcma``) at 8 kHz <-> s16 mono PCM, through libavcodec."""
+class AvCodec:
+    """One of libavcodec's audio codecs <-> s16 mono PCM at ``rate``: a payload in, PCM out, and back."""
 
-    RATE = 8000
-    CODECS = {"audio/pcmu": "pcm_mulaw", "audio/pcma": "pcm_alaw"}
-
-    def __init__(self, kind: str):
-        name = self.CODECS[kind]
-        self.dec = self._codec(name, "r")
-        self.enc = self._codec(name, "w")
+    def __init__(self, name: str, rate: int):
+        self.rate = rate
+        self.dec = self._codec(name, "r", rate)
+        self.enc = self._codec(name, "w", rate)
 
     @staticmethod
-    def _codec(name: str, mode: str):
+    def _codec(name: str, mode: str, rate: int):
         c = av.CodecContext.create(name, mode)
-        c.sample_rate, c.layout, c.format = G711.RATE, "mono", "s16"
+        c.sample_rate, c.layout, c.format = rate, "mono", "s16"
         return c
 
     def decode(self, data: bytes) -> bytes:
@@ -70,6 +67,16 @@ class G711:
         if len(pcm) < 2:
             return b""
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
-        frame.sample_rate = self.RATE
+        frame.sample_rate = self.rate
         frame.planes[0].update(pcm[: len(pcm) // 2 * 2])
         return b"".join(bytes(p) for p in self.enc.encode(frame))
+
+
+class G711(AvCodec):
+    """G.711 μ-law (``audio/pcmu``) or A-law (``audio/pcma``) at 8 kHz <-> s16 mono PCM, through libavcodec."""
+
+    RATE = 8000
+    CODECS = {"audio/pcmu": "pcm_mulaw", "audio/pcma": "pcm_alaw"}
+
+    def __init__(self, kind: str):
+        super().__init__(self.CODECS[kind], self.RATE)

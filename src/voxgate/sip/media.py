@@ -1,0 +1,113 @@
+"""A phone call's audio, sans-IO: plain RTP in (jitter buffer, DTMF) → 20 ms PCM for the agent; agent PCM → paced
+RTP out. G.711 μ-law/A-law and G.722 through libavcodec (PyAV), resampled to the agent's rate.
+
+- **Symmetric RTP (RFC 4961)**: replies go to where the caller's RTP comes from, not only to the SDP's address;
+  a phone behind NAT gives a private address in its SDP. The first packet latches the address; a later source
+  is taken only when the latched one has been silent for ``RELATCH`` seconds (a caller's NAT rebinding), so
+  a stray packet from elsewhere cannot steal the call's audio.
+- **Jitter buffer**: packets are released in sequence order; a missing one is waited for at most ``DEPTH``
+  packets (60 ms), then its 20 ms is filled with silence. The agent hears an ordered stream without the fixed
+  playout delay a phone needs (it does not play it).
+- **DTMF (RFC 4733)**: ``telephone-event`` packets become one key each, keyed on their RTP timestamp — the start
+  of an event — so a missing marker bit (some trunks) or the three redundant end packets never double a key.
+- **RTCP**: a sender report every 5 s (``PacedOut.sender_report``); what comes in is counted.
+"""
+
+from __future__ import annotations
+
+from aiortc.rtp import RtpPacket
+
+from ..transceiver.media import FRAME_MS, PacedOut
+from ..wire.pcm import AvCodec, Framer, Resampler
+from .sdp import Codec
+
+CODEC_RATE = {"PCMU": ("pcm_mulaw", 8000), "PCMA": ("pcm_alaw", 8000), "G722": ("g722", 16000)}
+DTMF_KEYS = "0123456789*#ABCD"
+DEPTH = 3  # packets a gap is waited for before its frame is given up as lost
+RELATCH = 2.0  # seconds of silence from the latched source before another source may take over
+
+
+class PhoneOut(PacedOut):
+    """The agent's audio as G.711 or G.722 RTP; the RTP clock moves 160 per 20 ms for all three (RFC 3551)."""
+
+    def __init__(self, rate: int, codec: Codec, ssrc: int):
+        name, codec_rate = CODEC_RATE[codec.name]
+        super().__init__(rate, codec.pt, ssrc, codec_rate, ts_step=codec.clock * FRAME_MS // 1000)
+        self.codec = AvCodec(name, codec_rate)
+
+    def encode(self, pcm: bytes) -> bytes | None:
+        return self.codec.encode(pcm) or None
+
+
+class PhoneIn:
+    """The caller's RTP: ``receive`` returns the 20 ms PCM frames (at ``rate``) and DTMF keys it completes."""
+
+    def __init__(self, rate: int, codec: Codec, dtmf_pt: int | None):
+        name, codec_rate = CODEC_RATE[codec.name]
+        self.pt, self.dtmf_pt = codec.pt, dtmf_pt
+        self.codec = AvCodec(name, codec_rate)
+        self.frame_silence = b"\0" * (codec_rate * FRAME_MS // 1000 * 2)
+        self.resample = Resampler(codec_rate, rate)
+        self._framer = Framer(rate * FRAME_MS // 1000 * 2)
+        self.expected: int | None = None  # the next sequence number to release
+        self.held: dict[int, bytes] = {}  # seq -> payload, waiting for the ones before
+        self.last_key_ts: int | None = None
+        self.source: tuple[str, int] | None = None
+        self.last_arrival = 0.0
+        self.ssrc: int | None = None
+        self.packets = self.lost = self.late = self.dtmf = self.foreign = self.rtcp = 0
+        self.max_gap = 0.0
+
+    def latch(self, addr: tuple[str, int], now: float) -> bool:
+        """Whether a packet from ``addr`` belongs to the call (and where our RTP now goes)."""
+        if self.source is None or addr == self.source or now - self.last_arrival > RELATCH:
+            if self.source is not None and self.last_arrival and now - self.last_arrival > self.max_gap:
+                self.max_gap = now - self.last_arrival
+            self.source, self.last_arrival = addr, now
+            return True
+        self.foreign += 1
+        return False
+
+    def receive(self, data: bytes, addr: tuple[str, int], now: float) -> tuple[list[bytes], list[tuple[str, int]]]:
+        try:
+            pkt = RtpPacket.parse(data)
+        except ValueError:
+            return [], []
+        if not self.latch(addr, now):
+            return [], []
+        self.packets += 1
+        if pkt.payload_type == self.dtmf_pt:
+            return [], self._dtmf(pkt)
+        if pkt.payload_type != self.pt:
+            return [], []  # comfort noise (13) or a codec not negotiated
+        if self.ssrc != pkt.ssrc:  # a new stream (the caller's phone restarted it): start over at its sequence
+            self.ssrc, self.expected, self.held = pkt.ssrc, pkt.sequence_number, {}
+        return self._jitter(pkt.sequence_number, pkt.payload), []
+
+    def _jitter(self, seq: int, payload: bytes) -> list[bytes]:
+        ahead = (seq - self.expected) & 0xFFFF
+        if ahead >= 0x8000:  # older than what was released
+            self.late += 1
+            return []
+        self.held[seq] = payload
+        pcm = []
+        while self.held:
+            if self.expected in self.held:
+                pcm.append(self.codec.decode(self.held.pop(self.expected)))
+            elif len(self.held) > DEPTH:
+                pcm.append(self.frame_silence)  # given up as lost: its time is kept as silence
+                self.lost += 1
+            else:
+                break
+            self.expected = (self.expected + 1) & 0xFFFF
+        return self._framer.push(self.resample(b"".join(pcm))) if pcm else []
+
+    def _dtmf(self, pkt: RtpPacket) -> list[tuple[str, int]]:
+        p = pkt.payload
+        if len(p) < 4 or p[0] >= len(DTMF_KEYS):
+            return []
+        if pkt.timestamp == self.last_key_ts:  # the same event again (its updates, its end packets)
+            return []
+        self.last_key_ts = pkt.timestamp
+        self.dtmf += 1
+        return [(DTMF_KEYS[p[0]], int.from_bytes(p[2:4], "big") * 1000 // 8000)]

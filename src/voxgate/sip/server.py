@@ -1,0 +1,496 @@
+"""The SIP shell beside a transceiver: UDP, TCP and TLS listeners for ``SipCore``, RTP sockets per call, the
+webhook, and each answered call run by the transceiver's agent like a WebRTC call.
+
+Media: each call gets its own RTP/RTCP socket pair on the transceiver host (``--sip-rtp-ports``, even ports, RTCP
+on the next), not the relay: a trunk sends plain RTP to the address in our SDP, with no ICE ufrag to route by, so
+the relay's ufrag routing has nothing to go on. The call is anchored to this transceiver as a WebRTC call is.
+
+Timers: one ``loop.call_at`` at the core's next deadline (retransmissions, timeouts), moved whenever the core's
+state changes; no polling. Every call's audio goes out on the transceiver's shared 20 ms clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import random
+import ssl
+import time
+from typing import AsyncIterator
+
+import aiohttp
+
+from ..agent.base import CallIO, SentWaiters, until_none
+from . import core, webhook
+from .core import Call, Peer, SipCore
+from .media import PhoneIn, PhoneOut
+from .message import SipError, StreamFramer
+from .policy import Policy
+
+log = logging.getLogger("voxgate.sip")
+RING_TIMEOUT = 60.0  # seconds an incoming call waits for the app's accept or reject before 480
+
+
+@dataclasses.dataclass
+class SipConfig:
+    udp: tuple[str, int] | None = None
+    tcp: tuple[str, int] | None = None
+    tls: tuple[str, int] | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    rtp_host: str | None = None  # the address our SDP gives (default: the listening host)
+    rtp_ports: tuple[int, int] | None = None  # an inclusive range; default: any free even pair
+    webhook_url: str | None = None  # None: calls are answered at once (``auto_session``)
+    webhook_secret: str | None = None
+    auto_session: dict | None = None  # the session an auto-answered call runs with
+    policy: Policy = dataclasses.field(default_factory=Policy)
+
+
+class CallError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class SipServer:
+    def __init__(self, t, cfg: SipConfig):
+        self.t, self.cfg = t, cfg
+        contact = {k: v for k, v in (("udp", cfg.udp), ("tcp", cfg.tcp), ("tls", cfg.tls)) if v}
+        self.core = SipCore(cfg.policy, contact)
+        self.calls: dict[str, SipCall] = {}  # answered calls, by id
+        self.udp: asyncio.DatagramTransport | None = None
+        self.servers: list[asyncio.AbstractServer] = []
+        self.conns: dict[int, asyncio.StreamWriter] = {}
+        self._conn_ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._ring_timers: dict[str, asyncio.TimerHandle] = {}
+        self.http: aiohttp.ClientSession | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.refer_status: dict[str, int] = {}
+
+    # ------------------------------------------------------------- start/stop
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        if self.cfg.udp:
+            self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=self.cfg.udp)
+            self.cfg.udp = self.udp.get_extra_info("sockname")[:2]
+        if self.cfg.tcp:
+            srv = await asyncio.start_server(lambda r, w: self._stream(r, w, "tcp"), *self.cfg.tcp)
+            self.servers.append(srv)
+            self.cfg.tcp = srv.sockets[0].getsockname()[:2]
+        if self.cfg.tls:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+            srv = await asyncio.start_server(lambda r, w: self._stream(r, w, "tls"), *self.cfg.tls, ssl=ctx)
+            self.servers.append(srv)
+            self.cfg.tls = srv.sockets[0].getsockname()[:2]
+        self.core.contact = {k: v for k, v in (("udp", self.cfg.udp), ("tcp", self.cfg.tcp), ("tls", self.cfg.tls))
+                             if v}
+        self.http = aiohttp.ClientSession()
+
+    async def stop(self):
+        for call in list(self.calls.values()):
+            self._execute(self.core.hangup(call.sip, time.monotonic(), reason="shutdown"))
+        await asyncio.sleep(0.05)  # let the BYEs leave
+        for call in list(self.calls.values()):
+            await call.close("shutdown")
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._timer:
+            self._timer.cancel()
+        for h in self._ring_timers.values():
+            h.cancel()
+        if self.udp:
+            self.udp.close()
+        for srv in self.servers:
+            srv.close()
+        for w in list(self.conns.values()):
+            w.close()
+        if self.http:
+            await self.http.close()
+
+    def describe(self) -> dict:
+        return {k: f"{v[0]}:{v[1]}" for k, v in self.core.contact.items()}
+
+    # ------------------------------------------------------------- transports
+    def feed(self, data: bytes, peer: Peer):
+        try:
+            actions = self.core.receive(data, peer, time.monotonic())
+        except Exception:  # a bug on one message must not stop the server
+            log.exception("SIP message from %s failed", peer.text)
+            return
+        self._execute(actions)
+
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str):
+        conn = next(self._conn_ids)
+        self.conns[conn] = writer
+        host, port = writer.get_extra_info("peername")[:2]
+        peer = Peer(transport, host, port, conn)
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(65536):
+                for msg in framer.push(data):
+                    self.feed(msg, peer)
+        except SipError as exc:
+            log.info("closing a %s connection from %s: %s", transport, peer.text, exc)
+            self.core.counters["malformed"] += 1
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            self.conns.pop(conn, None)
+            writer.close()
+
+    def _send(self, data: bytes, peer: Peer):
+        if peer.transport == "udp":
+            if self.udp is not None:
+                self.udp.sendto(data, (peer.host, peer.port))
+        else:
+            w = self.conns.get(peer.conn)
+            if w is not None and not w.is_closing():
+                w.write(data)
+
+    # ------------------------------------------------------------- actions
+    def _execute(self, actions: list):
+        for a in actions:
+            try:
+                self._do(a)
+            except Exception:
+                log.exception("SIP action %s failed", type(a).__name__)
+        self._arm()
+
+    def _arm(self):
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        due = self.core.next_deadline()
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + max(0.0, due - time.monotonic()), self._on_timer)
+
+    def _on_timer(self):
+        self._timer = None
+        self._execute(self.core.tick(time.monotonic()))
+
+    def _do(self, a):
+        if isinstance(a, core.Send):
+            self._send(a.data, a.peer)
+        elif isinstance(a, core.Incoming):
+            self._incoming(a.call)
+        elif isinstance(a, core.Confirmed):
+            call = self.calls.get(a.call.id)
+            if call is not None:
+                call.times["confirmed"] = time.monotonic()
+        elif isinstance(a, core.Updated):
+            call = self.calls.get(a.call.id)
+            if call is not None:
+                call.renegotiated()
+        elif isinstance(a, core.Dtmf):
+            call = self.calls.get(a.call.id)
+            if call is not None:
+                call.on_dtmf(a.digit, a.duration_ms)
+        elif isinstance(a, core.ReferStatus):
+            self.refer_status[a.call.id] = a.status
+            log.info("%s transfer: %d%s", a.call.id, a.status, " (final)" if a.final else "")
+        elif isinstance(a, core.Ended):
+            timer = self._ring_timers.pop(a.call.id, None)
+            if timer:
+                timer.cancel()
+            call = self.calls.get(a.call.id)
+            if call is not None:
+                self._spawn(call.close(a.reason))
+            self.t.metrics.calls.labels("sip_" + a.reason).inc()
+
+    def _spawn(self, coro):
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # ------------------------------------------------------------- the application's side
+    def _incoming(self, call: Call):
+        now = time.monotonic()
+        if self.t.draining or not self.t.ready:
+            self._execute(self.core.reject(call, 486 if not self.t.draining else 503, now))
+            return
+        if not self.cfg.webhook_url:
+            self._spawn(self._accept_soon(call))
+            return
+        self._execute(self.core.ring(call, now))
+        loop = asyncio.get_running_loop()
+        self._ring_timers[call.id] = loop.call_later(RING_TIMEOUT, self._ring_timeout, call)
+        self._spawn(self._notify(call))
+
+    async def _accept_soon(self, call: Call):
+        try:
+            await self.accept(call.id, self.cfg.auto_session)
+        except CallError as exc:
+            log.warning("auto-answer of %s failed: %s", call.id, exc)
+
+    def _ring_timeout(self, call: Call):
+        self._ring_timers.pop(call.id, None)
+        if call.state in ("incoming", "ringing"):
+            self._execute(self.core.reject(call, 480, time.monotonic(), reason="timeout"))
+
+    async def _notify(self, call: Call):
+        event = webhook.incoming_event(call.id, call.sip_headers)
+        ok = await webhook.deliver(self.http, self.cfg.webhook_url, self.cfg.webhook_secret or "", event)
+        if not ok and call.state in ("incoming", "ringing"):
+            log.warning("no app took %s (the webhook failed): 480", call.id)
+            self._execute(self.core.reject(call, 480, time.monotonic(), reason="webhook_failed"))
+
+    def _pending(self, call_id: str) -> Call:
+        call = self.core.calls.get(call_id)
+        if call is None:
+            raise CallError(404, "call_not_found", "no such call")
+        return call
+
+    async def accept(self, call_id: str, session: dict | None) -> None:
+        call = self._pending(call_id)
+        if call.state not in ("incoming", "ringing"):
+            raise CallError(409, "call_not_ringing", f"the call is {call.state}")
+        timer = self._ring_timers.pop(call.id, None)
+        if timer:
+            timer.cancel()
+        sip_call = SipCall(self, call, self.t.agent_factory(), session)
+        try:
+            await sip_call.open(self.cfg.rtp_host or (self.cfg.udp or self.cfg.tcp or self.cfg.tls)[0],
+                                self.cfg.rtp_ports)
+        except OSError as exc:
+            self._execute(self.core.reject(call, 503, time.monotonic(), reason="no_media_port"))
+            raise CallError(503, "no_media_port", f"no RTP port free: {exc}") from None
+        self.calls[call.id] = sip_call
+        self.t.add_sip_call(sip_call)
+        self._execute(self.core.accept(call, sip_call.media_address, time.monotonic()))
+        sip_call.start()
+
+    def reject(self, call_id: str, status: int = 603) -> None:
+        call = self._pending(call_id)
+        try:
+            self._execute(self.core.reject(call, status, time.monotonic()))
+        except ValueError as exc:
+            raise CallError(409 if "state" in str(exc) or "is " in str(exc) else 400, "invalid_state", str(exc))
+
+    def refer(self, call_id: str, target: str) -> None:
+        call = self._pending(call_id)
+        try:
+            self._execute(self.core.refer(call, target, time.monotonic()))
+        except ValueError as exc:
+            raise CallError(400 if "URI" in str(exc) else 409, "invalid_request", str(exc)) from None
+
+    def hangup(self, call_id: str) -> bool:
+        call = self.core.calls.get(call_id)
+        if call is None:
+            return False
+        self._execute(self.core.hangup(call, time.monotonic()))
+        return True
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: SipServer):
+        self.server = server
+
+    def datagram_received(self, data, addr):
+        self.server.feed(data, Peer("udp", addr[0], addr[1]))
+
+    def error_received(self, exc):  # an ICMP error for something we sent: nothing to do
+        pass
+
+
+class _Rtp(asyncio.DatagramProtocol):
+    def __init__(self, call: "SipCall", rtcp: bool):
+        self.call, self.rtcp = call, rtcp
+
+    def datagram_received(self, data, addr):
+        if self.rtcp or (len(data) > 1 and 192 <= data[1] <= 223):  # RTCP (its own port, or muxed, RFC 5761)
+            self.call.inp.rtcp += 1
+        else:
+            self.call.on_rtp(data, addr[:2])
+
+    def error_received(self, exc):
+        pass
+
+
+class SipCall(CallIO):
+    """An answered phone call as the agent's ``CallIO``: paced output, like a WebRTC call."""
+
+    def __init__(self, server: SipServer, sip: Call, agent, session_config: dict | None):
+        self.server, self.sip = server, sip
+        self.call_id = sip.id
+        self.agent = agent
+        self.sample_rate = agent.sample_rate
+        self.session_config = session_config
+        self.owner = None
+        self.ended = asyncio.Event()
+        self.state = "connected"
+        self.ssrc = random.getrandbits(32) or 1
+        self.out = PhoneOut(self.sample_rate, sip.codec, self.ssrc)
+        self.inp = PhoneIn(self.sample_rate, sip.codec, sip.offer.dtmf_pt)
+        self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=500)
+        self._event_q: asyncio.Queue = asyncio.Queue()
+        self._sent = SentWaiters()
+        self._next_report = 0.0
+        self.rtp: asyncio.DatagramTransport | None = None
+        self.rtcp: asyncio.DatagramTransport | None = None
+        self.media_address: tuple[str, int] | None = None
+        self.task: asyncio.Task | None = None
+        self.times = {"created": time.monotonic()}
+        self.dtmf: list[str] = []
+        self.close_reason = ""
+        self.dropped_audio_frames = 0
+
+    async def open(self, host: str, ports: tuple[int, int] | None):
+        loop = asyncio.get_running_loop()
+        lo, hi = ports or (20000, 59998)
+        candidates = list(range(lo + lo % 2, hi, 2))
+        random.shuffle(candidates)
+        last: OSError | None = None
+        for port in candidates[:64]:
+            try:
+                self.rtp, _ = await loop.create_datagram_endpoint(lambda: _Rtp(self, False), local_addr=(host, port))
+            except OSError as exc:
+                last = exc
+                continue
+            try:
+                self.rtcp, _ = await loop.create_datagram_endpoint(lambda: _Rtp(self, True),
+                                                                   local_addr=(host, port + 1))
+            except OSError as exc:
+                self.rtp.close()
+                last = exc
+                continue
+            self.media_address = (host, port)
+            return
+        raise last or OSError("no port in the range")
+
+    def start(self):
+        self.server.t.add_clocked(self)
+        self.task = asyncio.ensure_future(self._run_agent())
+
+    async def _run_agent(self):
+        try:
+            await self.agent.run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent failed on %s", self.call_id)
+            self.server.hangup(self.call_id)
+
+    async def close(self, reason: str):
+        if self.state == "closed":
+            return
+        self.state, self.close_reason = "closed", reason
+        self.ended.set()
+        self.times["closed"] = time.monotonic()
+        if self._audio_q.full():  # the end marker lands even when the agent is behind
+            self._audio_q.get_nowait()
+        self._audio_q.put_nowait(None)
+        self._event_q.put_nowait(None)
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), 5)
+            except (asyncio.TimeoutError, Exception):
+                self.task.cancel()
+        for tr in (self.rtp, self.rtcp):
+            if tr is not None:
+                tr.close()
+        self.server.calls.pop(self.call_id, None)
+        self.server.t.remove_sip_call(self)
+
+    # ------------------------------------------------------------- media
+    def on_rtp(self, data: bytes, addr):
+        now = time.monotonic()
+        frames, keys = self.inp.receive(data, addr, now)
+        if frames and "first_audio_in" not in self.times:
+            self.times["first_audio_in"] = now
+        for f in frames:
+            try:
+                self._audio_q.put_nowait(f)
+            except asyncio.QueueFull:
+                self.dropped_audio_frames += 1
+        for digit, ms in keys:
+            self.on_dtmf(digit, ms)
+
+    def on_dtmf(self, digit: str, duration_ms: int):
+        self.dtmf.append(digit)
+        session = getattr(self.agent, "session", None)
+        if session is not None:  # what OpenAI's SIP calls send: input_audio_buffer.dtmf_event_received
+            session.emit({"type": "input_audio_buffer.dtmf_event_received", "event": digit,
+                          "received_at": int(time.time())})
+
+    def renegotiated(self):
+        """A re-INVITE: a new codec or address (the RTP latch starts over), or hold (we send nothing)."""
+        self.out = PhoneOut(self.sample_rate, self.sip.codec, self.ssrc) if self.sip.codec.pt != self.out.pt \
+            else self.out
+        if self.sip.codec.pt != self.inp.pt:
+            self.inp = PhoneIn(self.sample_rate, self.sip.codec, self.sip.offer.dtmf_pt)
+        self.inp.source = None
+
+    @property
+    def remote(self) -> tuple[str, int]:
+        return self.inp.source or (self.sip.offer.host, self.sip.offer.port)
+
+    def tick(self, now: float, limit: int = 2):
+        if self.state != "connected" or self.rtp is None:
+            return
+        hold = self.sip.on_hold
+        for _ in range(limit):
+            data = self.out.next_packet(now)
+            if data is None:
+                break
+            if "first_audio_out" not in self.times:
+                self.times["first_audio_out"] = now
+            self._sent.resolve(now)
+            if not hold:
+                self.rtp.sendto(data, self.remote)
+            self._queue_changed()
+        if self.out.packets and now >= self._next_report:
+            self._next_report = now + 5.0
+            host, port = self.remote
+            if self.sip.offer.rtcp_mux:
+                self.rtp.sendto(self.out.sender_report(now), (host, port))
+            elif self.rtcp is not None and not hold:
+                self.rtcp.sendto(self.out.sender_report(now), (host, port + 1))
+
+    # ------------------------------------------------------------- CallIO
+    def audio(self) -> AsyncIterator[bytes]:
+        return until_none(self._audio_q)
+
+    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
+        if self.state == "closed":
+            return
+        self.out.write(pcm)
+        if self.out.frames:
+            self.tick(time.monotonic())
+
+    def flush_audio(self) -> None:
+        self.out.flush()
+
+    def clear_audio(self) -> int:
+        dropped = self.out.clear()
+        self._queue_changed()
+        return dropped
+
+    @property
+    def queued_audio_ms(self) -> int:
+        return self.out.queued_ms
+
+    def audio_sent(self) -> asyncio.Future:
+        return self._sent.add()
+
+    def events(self) -> AsyncIterator[dict]:
+        return until_none(self._event_q)
+
+    def send_event(self, event: dict) -> bool:
+        return False  # a phone has no data channel: server events reach the app on the sideband
+
+    def describe(self) -> dict:
+        t0 = self.times["created"]
+        return {"id": self.call_id, "state": self.state, "transport": "sip/" + self.sip.peer.transport,
+                "codec": self.sip.codec.name, "remote_rtp": "%s:%d" % self.remote, "on_hold": self.sip.on_hold,
+                "timings_ms": {k: round((v - t0) * 1000, 1) for k, v in self.times.items() if k != "created"},
+                "audio_in_packets": self.inp.packets, "audio_out_packets": self.out.packets, "lost": self.inp.lost,
+                "late": self.inp.late, "rtcp_in": self.inp.rtcp, "dtmf": "".join(self.dtmf),
+                "audio_frames_dropped_for_agent": self.dropped_audio_frames,
+                "transfer_status": self.server.refer_status.get(self.call_id)}
