@@ -1,12 +1,8 @@
-import json
 import shutil
-import subprocess
-import sys
-import time
 
 import pytest
 
-from helpers import RedisServer, free_port
+from helpers import RedisServer, running_demo
 from voxgate.wire.token import Keyring, new_secret_line
 
 
@@ -44,26 +40,5 @@ def playwright():
 @pytest.fixture
 def demo():
     """`voxgate demo` as a user starts it (its default stack); yields its URL and start-up output."""
-    port, media, relay = free_port(), free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "demo", "--port", str(port), "--media-port", str(media),
-                             "--relay-port", str(relay)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 180
-    url = None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith('{"event": "demo_ready"'):
-            url = json.loads(line)["url"]
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail("demo did not start:\n" + "".join(lines) + proc.stderr.read())
-    yield url, "".join(lines)
-    proc.send_signal(2)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_demo() as started:
+        yield started

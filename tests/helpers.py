@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -417,3 +418,36 @@ def run_async(coro):
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+@contextlib.contextmanager
+def running_demo(*extra: str, timeout: float = 180):
+    """`voxgate demo` on free ports with ``extra`` options; yields its URL and start-up output, stops it after."""
+    port, media, relay = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "demo", "--port", str(port), "--media-port", str(media),
+                             "--relay-port", str(relay), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines = []
+    deadline = time.monotonic() + timeout
+    url = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith('{"event": "demo_ready"'):
+            url = json.loads(line)["url"]
+            break
+    if url is None:
+        import pytest
+
+        proc.kill()
+        pytest.fail("demo did not start:\n" + "".join(lines) + proc.stderr.read())
+    try:
+        yield url, "".join(lines)
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

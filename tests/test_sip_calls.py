@@ -1,0 +1,317 @@
+"""Phone calls into `voxgate demo --sip` from real SIP peers (Debian's baresip and SIPp), driven by an app written
+against OpenAI's SIP guide: the signed webhook unwrapped by the official `openai` SDK, and the call accepted,
+rejected, transferred and hung up through `client.realtime.calls.*` — only the base URL changed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import free_port, running_demo, wait_for
+from voxgate.wire.token import new_secret_line
+
+pytestmark = pytest.mark.skipif(not (shutil.which("sipp") and shutil.which("baresip")),
+                                reason="SIPp and baresip not installed (apt-get install sip-tester baresip-core)")
+SIPP = Path(__file__).parent / "sipp"
+openai = pytest.importorskip("openai")
+
+
+class App:
+    """The app: a webhook endpoint that verifies each `realtime.call.incoming` with the SDK and decides by the
+    caller's user part (accept…, reject, cancel = let it ring) what to do with the call."""
+
+    def __init__(self, secret: str):
+        from aiohttp import web
+
+        self.secret = secret
+        self.calls: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.deliveries: list[str] = []
+        self.bad = 0
+        self.client = None  # openai.OpenAI, once the demo's URL is known
+        self.port = free_port(socket.SOCK_STREAM)
+        self.loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def _hook(self, request):
+        from aiohttp import web
+
+        body = await request.read()
+        try:
+            event = openai.OpenAI(api_key="unused", webhook_secret=self.secret).webhooks.unwrap(body, request.headers)
+        except openai.InvalidWebhookSignatureError:
+            self.bad += 1
+            return web.Response(status=400)
+        self.deliveries.append(request.headers["webhook-id"])
+        caller = next(h.value for h in event.data.sip_headers if h.name.lower() == "from")
+        user = caller.split("sip:", 1)[1].split("@", 1)[0]
+        self.calls.put((event.data.call_id, user))
+        return web.Response(status=200)
+
+    def next_call(self, timeout=20.0) -> tuple[str, str]:
+        return self.calls.get(timeout=timeout)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def phone():
+    """`voxgate demo --sip` with its embedded voice stack, calls announced to the app's webhook."""
+    from voxgate.sip import webhook
+
+    secret = webhook.new_secret()
+    app = App(secret)
+    sip_port = free_port()
+    with running_demo("--sip", f"127.0.0.1:{sip_port}", "--sip-webhook-url", f"http://127.0.0.1:{app.port}/hook",
+                      "--sip-webhook-secret", secret) as (url, startup):
+        base = url.rsplit("/demo", 1)[0]
+        app.client = openai.OpenAI(api_key="sk-unused", base_url=base + "/v1", webhook_secret=secret)
+        yield {"app": app, "sip": sip_port, "base": base, "startup": startup}
+    app.close()
+
+
+def sipp(scenario: str, port: int, timeout=30) -> subprocess.Popen:
+    return subprocess.Popen(["sipp", f"127.0.0.1:{port}", "-sf", str(SIPP / f"{scenario}.xml"), "-s", "agent",
+                             "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()), "-m", "1", "-nostdin",
+                             "-timeout", f"{timeout}s", "-timeout_error", "-trace_err", "-max_recv_loops", "100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+
+
+def finished(proc: subprocess.Popen, timeout=40) -> None:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode == 0, (out[-2000:], err[-2000:])
+
+
+def describe(phone, call_id) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{phone['base']}/v1/realtime/calls/{call_id}", timeout=5) as r:
+        return json.load(r)
+
+
+def spoken(tmp: Path, text: str, voice: str) -> Path:
+    """A question in a voice the agent never uses (espeak-ng's), at 8 kHz, padded so the call outlives it."""
+    raw = tmp / "q.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+    out = tmp / "q8k.wav"
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out), "pad", "0.5", "7"], check=True)
+    return out
+
+
+def baresip_call(tmp: Path, wav: Path, sip_port: int, user="accept") -> Path:
+    """baresip as a scripted phone: dials the agent, plays ``wav`` as its microphone, records what it hears."""
+    rec = tmp / "rec"
+    rec.mkdir()
+    local = free_port()
+    (tmp / "config").write_text("\n".join([
+        "poll_method epoll", f"sip_listen 127.0.0.1:{local}", f"audio_source aufile,{wav}",
+        "audio_player aubridge,nowhere", "audio_alert aubridge,nowhere", "module_path /usr/lib/baresip/modules",
+        "module g711.so", "module aufile.so", "module aubridge.so", "module sndfile.so", "module_app account.so",
+        "module_app menu.so", f"snd_path {rec}", ""]))
+    (tmp / "accounts").write_text(f"<sip:{user}@127.0.0.1:{local}>;regint=0;answermode=auto;audio_codecs=PCMU\n")
+    run = subprocess.run(["baresip", "-n", "127.0.0.1", "-f", str(tmp), "-t", "12", "-e",
+                          f"/dial sip:agent@127.0.0.1:{sip_port}"], capture_output=True, text=True, timeout=40)
+    assert "Call established" in run.stdout, run.stdout[-3000:]
+    got = list(rec.glob("*-dec.wav"))
+    assert got, run.stdout[-2000:]
+    return got[0]
+
+
+def transcribe(path: Path) -> str:
+    import wave
+
+    from voxgate.agent import moonshine
+    from voxgate.wire.pcm import Resampler
+
+    with wave.open(str(path)) as w:
+        pcm = Resampler(w.getframerate(), 16000)(w.readframes(w.getnframes()))
+    audio = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768
+    return moonshine.MoonshineModel.shared().transcribe(moonshine.trim_silence(audio))
+
+
+def test_baresip_asks_and_the_agent_answers_over_the_phone(phone, tmp_path):
+    """A question spoken in espeak-ng's voice over μ-law: the app accepts the call with the SDK, the agent hears
+    the question and the reply baresip records is speech our recognizer makes words of."""
+    app = phone["app"]
+    wav = spoken(tmp_path, "What is the capital of France?", "en-us+f4")
+    done: dict = {}
+
+    def answer():
+        call_id, user = app.next_call()
+        app.client.realtime.calls.accept(call_id, type="realtime", instructions="Answer in one short sentence.")
+        done["call_id"] = call_id
+        time.sleep(3)
+        done["live"] = describe(phone, call_id)
+
+    t = threading.Thread(target=answer)
+    t.start()
+    reply = baresip_call(tmp_path, wav, phone["sip"])
+    t.join(10)
+    live = done["live"]
+    assert live["codec"] == "PCMU" and live["transport"] == "sip/udp" and live["audio_in_packets"] > 50, live
+    heard = transcribe(reply)
+    words = heard.lower().replace(".", " ").split()
+    assert len(words) >= 3, heard  # a sentence came back, not noise or silence
+    print("agent said over the phone:", heard)
+
+
+def test_the_app_rejects_a_call_with_its_status(phone):
+    app = phone["app"]
+    proc = sipp("reject", phone["sip"])
+    call_id, user = app.next_call()
+    assert user == "reject"
+    app.client.realtime.calls.reject(call_id, status_code=486)
+    finished(proc)
+
+
+def test_the_app_hangs_up_an_answered_call(phone):
+    app = phone["app"]
+    proc = sipp("hangup", phone["sip"])
+    call_id, _ = app.next_call()
+    app.client.realtime.calls.accept(call_id, type="realtime")
+    time.sleep(1.0)
+    app.client.realtime.calls.hangup(call_id)
+    finished(proc)
+    wait_for(lambda: _gone(phone, call_id), 5)
+
+
+def _gone(phone, call_id) -> bool:
+    import urllib.error
+
+    try:
+        describe(phone, call_id)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 404
+    return False
+
+
+def test_the_app_transfers_the_call_by_refer(phone):
+    app = phone["app"]
+    proc = sipp("refer", phone["sip"])
+    call_id, _ = app.next_call()
+    app.client.realtime.calls.accept(call_id, type="realtime")
+    time.sleep(0.5)
+    app.client.realtime.calls.refer(call_id, target_uri="tel:+15551234567")
+    finished(proc)  # the scenario checked Refer-To, sent NOTIFY 200 and got our BYE
+    with pytest.raises(openai.NotFoundError):
+        app.client.realtime.calls.refer("rtc_nosuchcall", target_uri="tel:+1555")
+
+
+def test_cancel_while_ringing_is_487(phone):
+    proc = sipp("cancel", phone["sip"])
+    call_id, _ = phone["app"].next_call()  # the app lets it ring
+    finished(proc)
+    with pytest.raises(openai.NotFoundError):
+        phone["app"].client.realtime.calls.accept(call_id, type="realtime")
+
+
+def test_hold_and_resume(phone):
+    proc = sipp("hold", phone["sip"])
+    call_id, _ = phone["app"].next_call()
+    phone["app"].client.realtime.calls.accept(call_id, type="realtime")
+    finished(proc)
+
+
+def test_a_retransmitted_invite_is_one_call(phone):
+    app = phone["app"]
+    before = len(app.deliveries)
+    proc = sipp("retrans", phone["sip"])
+    call_id, _ = app.next_call()
+    app.client.realtime.calls.accept(call_id, type="realtime")
+    finished(proc)
+    time.sleep(0.5)
+    assert len(app.deliveries) == before + 1 and app.calls.empty()
+
+
+def test_dtmf_reaches_the_sideband_as_events(phone):
+    """SIPp plays the key 1 as RFC 4733 events; the app's sideband WebSocket (?call_id=) gets it as
+    `input_audio_buffer.dtmf_event_received`, and the call reports it."""
+    import aiohttp
+
+    app = phone["app"]
+    proc = sipp("dtmf", phone["sip"])
+    call_id, _ = app.next_call()
+    app.client.realtime.calls.accept(call_id, type="realtime")
+
+    async def watch():
+        ws_url = phone["base"].replace("http://", "ws://") + f"/v1/realtime?call_id={call_id}"
+        async with aiohttp.ClientSession() as s, s.ws_connect(ws_url, headers={"Authorization": "Bearer sk-x"}) as ws:
+            async for msg in ws:
+                event = json.loads(msg.data)
+                if event["type"] == "input_audio_buffer.dtmf_event_received":
+                    return event
+        return None
+
+    event = asyncio.run(asyncio.wait_for(watch(), 15))
+    assert event is not None and event["event"] == "1", event
+    assert describe(phone, call_id)["dtmf"] == "1"  # one key, though its end packet came three times
+    finished(proc)
+
+
+def test_malformed_sip_gets_the_right_answer_and_nothing_breaks(phone):
+    port = phone["sip"]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(2)
+    for junk in [b"\x00" * 100, b"HELLO\r\n\r\n", b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", bytes(range(256)) * 4]:
+        udp.sendto(junk, ("127.0.0.1", port))
+    # a request we can answer but that is wrong: 400 with the reason
+    bad = (f"INVITE sip:agent@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbad\r\n"
+           "From: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:agent@127.0.0.1>\r\nCall-ID: bad1\r\nCSeq: 1 BYE\r\n"
+           "Content-Length: 0\r\n\r\n").encode()
+    udp.sendto(bad, ("127.0.0.1", port))
+    assert udp.recv(4096).startswith(b"SIP/2.0 400")
+    # a BYE for a dialog that does not exist: 481
+    stray = bad.replace(b"INVITE sip", b"BYE sip").replace(b"CSeq: 1 BYE", b"CSeq: 2 BYE").replace(
+        b"<sip:agent@127.0.0.1>", b"<sip:agent@127.0.0.1>;tag=nosuch")
+    udp.sendto(stray, ("127.0.0.1", port))
+    assert udp.recv(4096).startswith(b"SIP/2.0 481")
+    # garbage on TCP: the connection is closed; a fresh one still gets OPTIONS answered
+    tcp = socket.create_connection(("127.0.0.1", port), timeout=3)
+    tcp.sendall(b"\xff" * 20000)
+    assert tcp.recv(100) == b""
+    tcp = socket.create_connection(("127.0.0.1", port), timeout=3)
+    tcp.sendall(bad.replace(b"INVITE sip", b"OPTIONS sip").replace(b"CSeq: 1 BYE", b"CSeq: 1 OPTIONS")
+                .replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+    assert tcp.recv(4096).startswith(b"SIP/2.0 200")
+
+
+def test_a_caller_outside_the_allowlist_is_403(tmp_path):
+    """A transceiver that takes calls only from a trunk's network."""
+    port, http, media = free_port(), free_port(socket.SOCK_STREAM), free_port()
+    secret = tmp_path / "secret"
+    secret.write_text(new_secret_line(1) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "transceiver", "--agent", "echo", "--no-auth",
+                             "--secret-file", str(secret),
+                             "--http", f"127.0.0.1:{http}", "--media", f"127.0.0.1:{media}",
+                             "--sip-listen", f"127.0.0.1:{port}", "--sip-allow", "198.51.100.0/24"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert '"transceiver_ready"' in line, line + proc.stderr.read()
+        assert json.loads(line)["sip"]["udp"] == f"127.0.0.1:{port}"
+        finished(sipp("forbidden", port))
+    finally:
+        proc.terminate()
+        proc.wait(10)
