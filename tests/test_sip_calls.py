@@ -111,26 +111,29 @@ def describe(phone, call_id) -> dict:
         return json.load(r)
 
 
-def spoken(tmp: Path, text: str, voice: str) -> Path:
-    """A question in a voice the agent never uses (espeak-ng's), at 8 kHz, padded so the call outlives it."""
+def spoken(tmp: Path, text: str, voice: str, rate: int = 8000) -> Path:
+    """A question in a voice the agent never uses (espeak-ng's), at the codec's rate (baresip's aufile wants it),
+    padded so the call outlives it."""
     raw = tmp / "q.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
     out = tmp / "q8k.wav"
-    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out), "pad", "0.5", "7"], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out), "pad", "0.5", "7"], check=True)
     return out
 
 
-def baresip_call(tmp: Path, wav: Path, sip_port: int, user="accept") -> Path:
-    """baresip as a scripted phone: dials the agent, plays ``wav`` as its microphone, records what it hears."""
+def baresip_call(tmp: Path, wav: Path, sip_port: int, user="accept", codec="PCMU") -> Path:
+    """baresip as a scripted phone: dials the agent, plays ``wav`` as its microphone, records what it hears. It
+    offers every codec module it loaded, so ``codec`` picks the module."""
     rec = tmp / "rec"
     rec.mkdir()
     local = free_port()
     (tmp / "config").write_text("\n".join([
         "poll_method epoll", f"sip_listen 127.0.0.1:{local}", f"audio_source aufile,{wav}",
         "audio_player aubridge,nowhere", "audio_alert aubridge,nowhere", "module_path /usr/lib/baresip/modules",
-        "module g711.so", "module aufile.so", "module aubridge.so", "module sndfile.so", "module_app account.so",
+        "module g722.so" if codec == "G722" else "module g711.so", "module aufile.so", "module aubridge.so", "module sndfile.so", "module_app account.so",
         "module_app menu.so", f"snd_path {rec}", ""]))
-    (tmp / "accounts").write_text(f"<sip:{user}@127.0.0.1:{local}>;regint=0;answermode=auto;audio_codecs=PCMU\n")
+    (tmp / "accounts").write_text(f"<sip:{user}@127.0.0.1:{local}>;regint=0;answermode=auto;"
+                                 f"audio_codecs={'G722/16000/1' if codec == 'G722' else codec}\n")
     run = subprocess.run(["baresip", "-n", "127.0.0.1", "-f", str(tmp), "-t", "12", "-e",
                           f"/dial sip:agent@127.0.0.1:{sip_port}"], capture_output=True, text=True, timeout=40)
     assert "Call established" in run.stdout, run.stdout[-3000:]
@@ -151,11 +154,12 @@ def transcribe(path: Path) -> str:
     return moonshine.MoonshineModel.shared().transcribe(moonshine.trim_silence(audio))
 
 
-def test_baresip_asks_and_the_agent_answers_over_the_phone(phone, tmp_path):
-    """A question spoken in espeak-ng's voice over μ-law: the app accepts the call with the SDK, the agent hears
-    the question and the reply baresip records is speech our recognizer makes words of."""
+@pytest.mark.parametrize("codec,voice", [("PCMU", "en-us+f4"), ("G722", "en-gb+m2")])
+def test_baresip_asks_and_the_agent_answers_over_the_phone(phone, tmp_path, codec, voice):
+    """A question spoken in espeak-ng's voices over μ-law and G.722: the app accepts the call with the SDK, the
+    agent hears the question and the reply baresip records is speech our recognizer makes words of."""
     app = phone["app"]
-    wav = spoken(tmp_path, "What is the capital of France?", "en-us+f4")
+    wav = spoken(tmp_path, "What is the capital of France?", voice, 16000 if codec == "G722" else 8000)
     done: dict = {}
 
     def answer():
@@ -167,10 +171,10 @@ def test_baresip_asks_and_the_agent_answers_over_the_phone(phone, tmp_path):
 
     t = threading.Thread(target=answer)
     t.start()
-    reply = baresip_call(tmp_path, wav, phone["sip"])
+    reply = baresip_call(tmp_path, wav, phone["sip"], codec=codec)
     t.join(10)
     live = done["live"]
-    assert live["codec"] == "PCMU" and live["transport"] == "sip/udp" and live["audio_in_packets"] > 50, live
+    assert live["codec"] == codec and live["transport"] == "sip/udp" and live["audio_in_packets"] > 50, live
     heard = transcribe(reply)
     words = heard.lower().replace(".", " ").split()
     assert len(words) >= 3, heard  # a sentence came back, not noise or silence
@@ -315,3 +319,58 @@ def test_a_caller_outside_the_allowlist_is_403(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def echo_phone(tmp_path):
+    """`voxgate transceiver` with the echo agent taking calls on UDP, TCP and TLS (a self-signed certificate)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    (tmp_path / "secret").write_text(new_secret_line(1) + "\n")
+    port, tls, http, media = free_port(), free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate", "transceiver", "--agent", "echo", "--no-auth",
+                             "--secret-file", str(tmp_path / "secret"), "--http", f"127.0.0.1:{http}",
+                             "--media", f"127.0.0.1:{media}", "--sip-listen", f"127.0.0.1:{port}",
+                             "--sip-tls", f"127.0.0.1:{tls}", "--sip-tls-cert", str(tmp_path / "cert.pem"),
+                             "--sip-tls-key", str(tmp_path / "key.pem")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert '"transceiver_ready"' in line, line + proc.stderr.read()
+    yield {"sip": port, "tls": tls, "http": http, "cert": tmp_path / "cert.pem"}
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_a_call_over_tcp_and_options_over_tls(echo_phone):
+    """SIPp places a call over TCP (hold and resume included); a trunk's TLS connection is answered."""
+    import ssl
+
+    proc = subprocess.Popen(["sipp", f"127.0.0.1:{echo_phone['sip']}", "-t", "t1", "-sf", str(SIPP / "hold.xml"),
+                             "-s", "agent", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port(socket.SOCK_STREAM)),
+                             "-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+    finished(proc)
+    ctx = ssl.create_default_context(cafile=str(echo_phone["cert"]))
+    ctx.check_hostname = False
+    port = echo_phone["tls"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        tls.sendall((f"OPTIONS sip:agent@127.0.0.1:{port} SIP/2.0\r\n"
+                     "Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtls1\r\nFrom: <sips:trunk@127.0.0.1>;tag=t\r\n"
+                     "To: <sips:agent@127.0.0.1>\r\nCall-ID: tls1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+                    .encode())
+        answer = tls.recv(4096)
+    assert answer.startswith(b"SIP/2.0 200") and b"Allow: INVITE" in answer

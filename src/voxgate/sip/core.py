@@ -146,8 +146,11 @@ Action = Union[Send, Incoming, Confirmed, Updated, Dtmf, ReferStatus, Ended]
 
 
 class SipCore:
-    def __init__(self, policy: Policy | None = None, contact: dict[str, tuple[str, int]] | None = None):
+    def __init__(self, policy: Policy | None = None, contact: dict[str, tuple[str, int]] | None = None,
+                 new_id=None):
         self.policy = policy or Policy()
+        # call ids: the transceiver's fleet scheme (steering.placement.call_id), so any transceiver routes their URLs
+        self.new_id = new_id or (lambda: "rtc_" + secrets.token_hex(12))
         self.contact = contact or {}  # transport -> the (host, port) we listen on, for Contact and Via
         self.calls: dict[str, Call] = {}  # by our id
         self._by_dialog: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag) -> call
@@ -277,7 +280,7 @@ class SipCore:
             target = str(contact[0].uri) if contact else str(req.from_address.uri)
         except ValueError:
             target = str(req.from_address.uri)
-        call = Call(id="rtc_" + secrets.token_hex(12), sip_call_id=req.call_id, peer=peer, invite=req, offer=offer,
+        call = Call(id=self.new_id(), sip_call_id=req.call_id, peer=peer, invite=req, offer=offer,
                     codec=codec, local_tag=message.tag(), remote_tag=req.from_address.parameters.get("tag") or "",
                     remote_target=target, created=now, remote_cseq=req.cseq.sequence,
                     sip_headers=[{"name": k, "value": v} for k in req.headers.keys()

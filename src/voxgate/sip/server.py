@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import logging
 import random
+import secrets
 import ssl
 import time
 from typing import AsyncIterator
@@ -23,6 +24,7 @@ from typing import AsyncIterator
 import aiohttp
 
 from ..agent.base import CallIO, SentWaiters, until_none
+from ..steering.placement import call_id
 from . import core, webhook
 from .core import Call, Peer, SipCore
 from .media import PhoneIn, PhoneOut
@@ -58,7 +60,7 @@ class SipServer:
     def __init__(self, t, cfg: SipConfig):
         self.t, self.cfg = t, cfg
         contact = {k: v for k, v in (("udp", cfg.udp), ("tcp", cfg.tcp), ("tls", cfg.tls)) if v}
-        self.core = SipCore(cfg.policy, contact)
+        self.core = SipCore(cfg.policy, contact, new_id=lambda: call_id(t.id, secrets.token_hex(10)))
         self.calls: dict[str, SipCall] = {}  # answered calls, by id
         self.udp: asyncio.DatagramTransport | None = None
         self.servers: list[asyncio.AbstractServer] = []

@@ -149,6 +149,8 @@ def make_app(t) -> web.Application:
         """accept / reject / refer on a phone call, with the bodies OpenAI's ``realtime.calls`` methods send."""
         if (refused := await _refused(t, request)) is not None:
             return refused
+        if (elsewhere := await placing.to_owner(t, request)) is not None:
+            return elsewhere  # the phone transceiver holding the call answers (call ids name it)
         if t.sip is None:
             return error(404, "no such call: this transceiver takes no phone calls (--sip-listen)",
                          code="call_not_found", param="call_id")
