@@ -17,6 +17,7 @@ import itertools
 import logging
 import random
 import secrets
+import socket
 import ssl
 import time
 from typing import AsyncIterator
@@ -88,8 +89,11 @@ class SipServer:
             srv = await asyncio.start_server(lambda r, w: self._stream(r, w, "tls"), *self.cfg.tls, ssl=ctx)
             self.servers.append(srv)
             self.cfg.tls = srv.sockets[0].getsockname()[:2]
-        self.core.contact = {k: v for k, v in (("udp", self.cfg.udp), ("tcp", self.cfg.tcp), ("tls", self.cfg.tls))
-                             if v}
+        listen = (self.cfg.udp or self.cfg.tcp or self.cfg.tls)[0]
+        self.bind_host = listen  # RTP binds where SIP does (a wildcard included)
+        self.advertise = self.cfg.rtp_host or (listen if listen not in ("0.0.0.0", "::", "") else local_address())
+        self.core.contact = {k: (self.advertise, v[1]) for k, v in
+                             (("udp", self.cfg.udp), ("tcp", self.cfg.tcp), ("tls", self.cfg.tls)) if v}
         self.http = aiohttp.ClientSession()
 
     async def stop(self):
@@ -258,8 +262,7 @@ class SipServer:
             timer.cancel()
         sip_call = SipCall(self, call, self.t.agent_factory(), session)
         try:
-            await sip_call.open(self.cfg.rtp_host or (self.cfg.udp or self.cfg.tcp or self.cfg.tls)[0],
-                                self.cfg.rtp_ports)
+            await sip_call.open(self.bind_host, self.advertise, self.cfg.rtp_ports)
         except OSError as exc:
             self._execute(self.core.reject(call, 503, time.monotonic(), reason="no_media_port"))
             raise CallError(503, "no_media_port", f"no RTP port free: {exc}") from None
@@ -288,6 +291,17 @@ class SipServer:
             return False
         self._execute(self.core.hangup(call, time.monotonic()))
         return True
+
+
+def local_address() -> str:
+    """This host's address toward the outside (no packet is sent), for SDP and Contact when SIP listens on a
+    wildcard and no --sip-rtp-host is given; 127.0.0.1 on a machine with no route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only the routing table is consulted
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -343,7 +357,7 @@ class SipCall(CallIO):
         self.close_reason = ""
         self.dropped_audio_frames = 0
 
-    async def open(self, host: str, ports: tuple[int, int] | None):
+    async def open(self, host: str, advertise: str, ports: tuple[int, int] | None):
         loop = asyncio.get_running_loop()
         lo, hi = ports or (20000, 59998)
         candidates = list(range(lo + lo % 2, hi, 2))
@@ -362,7 +376,7 @@ class SipCall(CallIO):
                 self.rtp.close()
                 last = exc
                 continue
-            self.media_address = (host, port)
+            self.media_address = (advertise, port)  # what our SDP gives
             return
         raise last or OSError("no port in the range")
 
