@@ -36,7 +36,7 @@ def by_kind(docs, kind, name):
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-@pytest.fixture(scope="module", params=["dev", "production"])
+@pytest.fixture(scope="module", params=["dev", "production", "production-phone"])
 def overlay(request):
     return request.param, render(K8S / "overlays" / request.param)
 
@@ -107,3 +107,25 @@ def test_hostnetwork_relay_overlay_validates():
     validate_strict(docs)
     assert by_kind(docs, "Deployment", "voxgate-relay")["spec"]["template"]["spec"]["hostNetwork"] is True
     assert by_kind(docs, "Service", "voxgate-relay")["spec"]["type"] == "ClusterIP"
+
+
+def test_phone_overlay_takes_sip_on_the_nodes_own_addresses():
+    """The phone transceivers: host network (a trunk's RTP goes to the address in our SDP), one per node, SIP from
+    the trunk's CIDR only, calls announced to the app's webhook with the secret from a Secret, in the fleet."""
+    docs = render(K8S / "overlays" / "production-phone")
+    validate_strict(docs)
+    pod = by_kind(docs, "Deployment", "voxgate-phone")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    c = pod["containers"][0]
+    args = c["args"]
+    for want in ("--sip-listen=0.0.0.0:5060", "--sip-rtp-host=$(NODE_IP)", "--sip-allow=$(SIP_TRUNK_CIDR)",
+                 "--sip-webhook-url=$(SIP_WEBHOOK_URL)", "--redis-url=$(REDIS_URL)", "--agent=voice"):
+        assert want in args, want
+    lo, hi = next(a for a in args if a.startswith("--sip-rtp-ports=")).split("=")[1].split("-")
+    assert int(hi) - int(lo) >= 500  # RTP/RTCP pairs for hundreds of calls per node
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VOXGATE_SIP_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "voxgate-sip",
+                                                                              "key": "webhook-secret"}
+    config = by_kind(docs, "ConfigMap", "voxgate")["data"]
+    assert config["SIP_TRUNK_CIDR"] and config["SIP_WEBHOOK_URL"].startswith("https://")
+    assert c["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]

@@ -71,7 +71,8 @@ def test_latching_follows_the_first_source_and_ignores_strangers():
     assert inp.source == ("203.0.113.9", 9)
 
 
-@pytest.mark.parametrize("codec,name,rate", [(PCMU, "pcm_mulaw", 8000), (G722, "g722", 16000)])
+@pytest.mark.parametrize("codec,name,rate", [(PCMU, "pcm_mulaw", 8000), (Codec(8, "PCMA", 8000), "pcm_alaw", 8000),
+                                             (G722, "g722", 16000)])
 def test_out_paces_at_160_per_frame_and_round_trips(codec, name, rate):
     out = PhoneOut(16000, codec, 99)
     out.write(tone(16000, ms=240))  # the resampler keeps a few ms back
@@ -83,7 +84,7 @@ def test_out_paces_at_160_per_frame_and_round_trips(codec, name, rate):
         now += 0.005
     assert len(packets) == 10 and packets[0].marker == 1
     assert [(p.timestamp - packets[0].timestamp) for p in packets] == [160 * i for i in range(10)]
-    assert all(len(p.payload) == 160 for p in packets)  # 64 kbit/s, both codecs
+    assert all(len(p.payload) == 160 for p in packets)  # 64 kbit/s, all three
     dec = AvCodec(name, rate)
     pcm = np.frombuffer(b"".join(dec.decode(p.payload) for p in packets), np.int16)
     assert 3000 < np.sqrt((pcm.astype(float) ** 2).mean()) < 8000  # the tone, not noise or silence
