@@ -91,13 +91,7 @@ def response(req: Request, code: int, *, to_tag: str | None = None, headers: dic
     resp.headers.add("To", to)
     resp.headers.add("Call-ID", req.headers["Call-ID"])
     resp.headers.add("CSeq", req.headers["CSeq"])
-    for k, v in (headers or {}).items():
-        resp.headers.add(k, v)
-    resp.headers.add("Server", SERVER)
-    if content_type and body:
-        resp.headers.add("Content-Type", content_type)
-    resp.headers.add("Content-Length", str(len(body)))
-    return bytes(resp)
+    return _finish(resp, headers, ("Server", SERVER), content_type)
 
 
 def request(method: str, uri: str, *, via: str, from_: str, to: str, call_id: str, cseq: int,
@@ -109,13 +103,19 @@ def request(method: str, uri: str, *, via: str, from_: str, to: str, call_id: st
     req.headers.add("To", to)
     req.headers.add("Call-ID", call_id)
     req.headers.add("CSeq", str(CSeq(cseq, method)))
+    return _finish(req, headers, ("User-Agent", SERVER), content_type)
+
+
+def _finish(msg: Request | Response, headers: dict | list | None, agent: tuple[str, str],
+            content_type: str | None) -> bytes:
+    """The caller's headers, who we are, and the body's type and length: the end of every message we write."""
     for k, v in (headers.items() if isinstance(headers, dict) else headers or []):
-        req.headers.add(k, v)
-    req.headers.add("User-Agent", SERVER)
-    if content_type and body:
-        req.headers.add("Content-Type", content_type)
-    req.headers.add("Content-Length", str(len(body)))
-    return bytes(req)
+        msg.headers.add(k, v)
+    msg.headers.add(*agent)
+    if content_type and msg.body:
+        msg.headers.add("Content-Type", content_type)
+    msg.headers.add("Content-Length", str(len(msg.body)))
+    return bytes(msg)
 
 
 class StreamFramer:

@@ -20,12 +20,12 @@ import secrets
 import socket
 import ssl
 import time
-from typing import AsyncIterator
 
 import aiohttp
 
-from ..agent.base import CallIO, SentWaiters, until_none
+from ..agent.base import SentWaiters
 from ..steering.placement import call_id
+from ..transceiver.media import PacedCall
 from . import core, webhook
 from .core import Call, Peer, SipCore
 from .media import PhoneIn, PhoneOut
@@ -329,7 +329,7 @@ class _Rtp(asyncio.DatagramProtocol):
         pass
 
 
-class SipCall(CallIO):
+class SipCall(PacedCall):
     """An answered phone call as the agent's ``CallIO``: paced output, like a WebRTC call."""
 
     def __init__(self, server: SipServer, sip: Call, agent, session_config: dict | None):
@@ -469,35 +469,7 @@ class SipCall(CallIO):
             elif self.rtcp is not None and not hold:
                 self.rtcp.sendto(self.out.sender_report(now), (host, port + 1))
 
-    # ------------------------------------------------------------- CallIO
-    def audio(self) -> AsyncIterator[bytes]:
-        return until_none(self._audio_q)
-
-    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
-        if self.state == "closed":
-            return
-        self.out.write(pcm)
-        if self.out.frames:
-            self.tick(time.monotonic())
-
-    def flush_audio(self) -> None:
-        self.out.flush()
-
-    def clear_audio(self) -> int:
-        dropped = self.out.clear()
-        self._queue_changed()
-        return dropped
-
-    @property
-    def queued_audio_ms(self) -> int:
-        return self.out.queued_ms
-
-    def audio_sent(self) -> asyncio.Future:
-        return self._sent.add()
-
-    def events(self) -> AsyncIterator[dict]:
-        return until_none(self._event_q)
-
+    # ------------------------------------------------------------- CallIO (the rest is PacedCall's)
     def send_event(self, event: dict) -> bool:
         return False  # a phone has no data channel: server events reach the app on the sideband
 

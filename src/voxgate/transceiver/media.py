@@ -14,10 +14,12 @@ import fractions
 import random
 import time
 from collections import deque
+from typing import AsyncIterator
 
 import av
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
+from ..agent.base import CallIO, until_none
 from ..wire.pcm import Framer, Resampler
 
 OPUS_RATE = 48000
@@ -213,3 +215,45 @@ class OpusOut(PacedOut):
         self._pts += self.samples
         packets = self.encoder.encode(frame)
         return bytes(packets[0]) if packets else None
+
+
+class PacedCall(CallIO):
+    """The ``CallIO`` half a paced transport shares (a WebRTC session, a phone call): audio from ``_audio_q``,
+    events from ``_event_q``, output queued on ``out`` (a ``PacedOut``) and sent by ``tick(now)``, which the
+    transceiver's shared clock calls too; ``_sent`` resolves ``audio_sent()`` as packets leave."""
+
+    state: str
+    out: PacedOut
+
+    def tick(self, now: float) -> None:
+        raise NotImplementedError
+
+    def audio(self) -> AsyncIterator[bytes]:
+        return until_none(self._audio_q)
+
+    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
+        if self.state == "closed":
+            return
+        self.out.write(pcm)
+        if self.out.frames:
+            # whatever is due already (a talk spurt's first packet, a frame written behind its media time) goes
+            # now, not at the clock's next step; the rest waits for its media time
+            self.tick(time.monotonic())
+
+    def flush_audio(self) -> None:
+        self.out.flush()
+
+    def clear_audio(self) -> int:
+        dropped = self.out.clear()
+        self._queue_changed()
+        return dropped
+
+    @property
+    def queued_audio_ms(self) -> int:
+        return self.out.queued_ms
+
+    def audio_sent(self):
+        return self._sent.add()
+
+    def events(self) -> AsyncIterator[dict]:
+        return until_none(self._event_q)

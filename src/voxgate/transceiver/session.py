@@ -15,16 +15,15 @@ import random
 import secrets
 import time
 import weakref
-from typing import AsyncIterator
 
 from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
-from ..agent.base import CallIO, SentWaiters, until_none
+from ..agent.base import SentWaiters
 from . import aiortc_glue
 from .ice import IceSession
-from .media import FRAME_MS, OpusIn, OpusOut
+from .media import FRAME_MS, OpusIn, OpusOut, PacedCall
 from .sdp import Offer
 
 log = logging.getLogger("voxgate.transceiver")
@@ -32,7 +31,7 @@ log = logging.getLogger("voxgate.transceiver")
 LIVE_OBJECTS: "weakref.WeakSet[Session]" = weakref.WeakSet()  # for leak checks: empty once every call is gone
 
 
-class Session(CallIO):
+class Session(PacedCall):
     def __init__(self, server, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None,
                  call_id: str | None = None):
         self.server = server
@@ -205,37 +204,7 @@ class Session(CallIO):
         for event in pending:  # what the agent said before the channel was there (session.created)
             channel.send(json.dumps(event))
 
-    # ------------------------------------------------------------- CallIO
-    def audio(self) -> AsyncIterator[bytes]:
-        return until_none(self._audio_q)
-
-    def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
-        if self.state == "closed":
-            return
-        self.out.write(pcm)
-        if self.out.frames:
-            # whatever is due already (a talk spurt's first packet, a frame written behind its media time) goes
-            # now, not at the clock's next step; the rest waits for its media time
-            self.tick(time.monotonic())
-
-    def flush_audio(self) -> None:
-        self.out.flush()
-
-    def clear_audio(self) -> int:
-        dropped = self.out.clear()
-        self._queue_changed()
-        return dropped
-
-    @property
-    def queued_audio_ms(self) -> int:
-        return self.out.queued_ms
-
-    def audio_sent(self) -> asyncio.Future:
-        return self._sent.add()
-
-    def events(self) -> AsyncIterator[dict]:
-        return until_none(self._event_q)
-
+    # ------------------------------------------------------------- CallIO (the rest is PacedCall's)
     def send_event(self, event: dict) -> bool:
         ch = self.channel
         if ch is None:  # the client has not opened its channel yet: keep a few events for it
