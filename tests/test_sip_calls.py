@@ -181,6 +181,21 @@ def test_baresip_asks_and_the_agent_answers_over_the_phone(phone, tmp_path, code
     print("agent said over the phone:", heard)
 
 
+def test_voxgate_demo_sip_answers_a_phone_by_itself(tmp_path):
+    """`voxgate demo --sip` as the README shows it, no app: baresip dials, asks in a flite voice, hears an answer."""
+    sip_port = free_port()
+    raw = tmp_path / "raw.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", "How many days are in a week?", "-o", str(raw)], check=True)
+    wav = tmp_path / "q8k.wav"
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(wav), "pad", "0.5", "7"], check=True)
+    with running_demo("--sip", f"127.0.0.1:{sip_port}") as (_, startup):
+        assert f"dial sip:agent@127.0.0.1:{sip_port}" in startup, startup
+        reply = baresip_call(tmp_path, wav, sip_port)
+    heard = transcribe(reply)
+    assert len(heard.replace(".", " ").split()) >= 3, heard
+    print("agent said over the phone:", heard)
+
+
 def test_the_app_rejects_a_call_with_its_status(phone):
     app = phone["app"]
     proc = sipp("reject", phone["sip"])
