@@ -109,6 +109,7 @@ class Conversation:
         self.max_output_tokens: int | None = None
         self.session_type = "realtime"  # "transcription": recognize turns, never respond
         self.formats = {"input": {"type": "audio/pcm", "rate": 24000}, "output": {"type": "audio/pcm", "rate": 24000}}
+        self.noise_reduction: str | None = None  # near_field, far_field (agent/noise.py), or off
         self.names = {"model": model, "asr": asr, "voice": voice, "vad": vad, "responder": responder}
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
@@ -129,6 +130,7 @@ class Conversation:
             "max_output_tokens": self.max_output_tokens or "inf",
             "audio": {
                 "input": {"format": self.formats["input"],
+                          "noise_reduction": {"type": self.noise_reduction} if self.noise_reduction else None,
                           "transcription": {"model": self.names["asr"]},
                           "turn_detection": self.turn_cfg.as_dict()},
                 "output": {"format": self.formats["output"], "voice": self.names["voice"]},
@@ -175,6 +177,8 @@ class Conversation:
             self.max_output_tokens = None if v == "inf" else v
         audio = session.get("audio") or {}
         inp, outp = audio.get("input") or {}, audio.get("output") or {}
+        if "noise_reduction" in inp:
+            self.noise_reduction = (inp["noise_reduction"] or {}).get("type")
         if "turn_detection" in inp or "turn_detection" in session:
             ignored += self.turn_cfg.update(inp.get("turn_detection", session.get("turn_detection")))
         if "format" in inp or "format" in outp:

@@ -21,7 +21,8 @@ from .base import Agent, CallIO
 from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Conversation, Emit, EndInput,
                            SetResponding, StartResponse, CancelResponse, new_id)
 from .response import Response
-from .stages import level
+from .noise import NoiseReduction
+from .stages import MissingModel, level
 from .turns import EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnTaker, transcript_fits
 
 log = logging.getLogger("voxgate.agent")
@@ -56,6 +57,7 @@ class RealtimeSession:
         self.turn_cfg = self.core.turn_cfg
         self.tt = TurnTaker(self.turn_cfg)
         self.asr = None  # taken from the stack's pool when the call starts
+        self.denoise = None  # agent/noise.NoiseReduction, while the session asks for it
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
         self.responses: dict[str, Response] = {}  # the runners of the responses in progress, by id
         self.t_ms = 0
@@ -185,6 +187,8 @@ class RealtimeSession:
         pad_frames = max(1, self.turn_cfg.prefix_padding_ms // 20)
         async for frame in self.call.audio():
             self.t_ms += 20
+            if self.core.noise_reduction is not None:
+                frame = self._denoised(frame)
             if not self.turn_cfg.enabled:
                 if self.user_item is None:  # the buffer was committed or cleared: a new one starts
                     self._new_buffer()
@@ -207,6 +211,19 @@ class RealtimeSession:
                         self._feed(f)
             if state == TurnTaker.SPEAKING:
                 self.ring.clear()
+
+    def _denoised(self, frame: bytes) -> bytes:
+        """The frame through the session's noise suppressor (made again when the session changes its type)."""
+        kind = self.core.noise_reduction
+        if self.denoise is None or self.denoise.kind != kind:
+            try:
+                self.denoise = NoiseReduction(kind)
+            except MissingModel as exc:
+                self.core.noise_reduction = None
+                self.error("invalid_request_error", "noise_reduction_unavailable", str(exc),
+                           "session.audio.input.noise_reduction")
+                return frame
+        return self.denoise(frame)
 
     def _new_buffer(self) -> str:
         """A new input buffer (the user item it will become): nothing recognized in it yet."""

@@ -183,7 +183,6 @@ def check_session(session, param: str = "session", tools_now: list | None = None
             if inp.get("noise_reduction") is not None:
                 nr = _obj(inp["noise_reduction"], f"{p}.noise_reduction")
                 _str(nr, "type", f"{p}.noise_reduction", ("near_field", "far_field"))
-                ignored.append("audio.input.noise_reduction")
             if inp.get("transcription") is not None:
                 tr = _obj(inp["transcription"], f"{p}.transcription")
                 _known(tr, f"{p}.transcription", ("model", "language", "prompt"))

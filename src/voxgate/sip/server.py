@@ -264,19 +264,25 @@ class SipServer:
         try:
             await sip_call.open(self.bind_host, self.advertise, self.cfg.rtp_ports)
         except OSError as exc:
-            self._execute(self.core.reject(call, 503, time.monotonic(), reason="no_media_port"))
+            if call.state in ("incoming", "ringing"):
+                self._execute(self.core.reject(call, 503, time.monotonic(), reason="no_media_port"))
             raise CallError(503, "no_media_port", f"no RTP port free: {exc}") from None
+        try:  # the caller may have cancelled while the ports were being bound
+            actions = self.core.accept(call, sip_call.media_address, time.monotonic())
+        except ValueError as exc:
+            sip_call.release_ports()
+            raise CallError(409, "call_not_ringing", str(exc)) from None
         self.calls[call.id] = sip_call
         self.t.add_sip_call(sip_call)
-        self._execute(self.core.accept(call, sip_call.media_address, time.monotonic()))
+        self._execute(actions)
         sip_call.start()
 
     def reject(self, call_id: str, status: int = 603) -> None:
         call = self._pending(call_id)
         try:
             self._execute(self.core.reject(call, status, time.monotonic()))
-        except ValueError as exc:
-            raise CallError(409 if "state" in str(exc) or "is " in str(exc) else 400, "invalid_state", str(exc))
+        except ValueError as exc:  # no longer ringing (the status itself was checked by the HTTP layer)
+            raise CallError(409, "invalid_state", str(exc)) from None
 
     def refer(self, call_id: str, target: str) -> None:
         call = self._pending(call_id)
@@ -408,11 +414,14 @@ class SipCall(PacedCall):
                 await asyncio.wait_for(asyncio.shield(self.task), 5)
             except (asyncio.TimeoutError, Exception):
                 self.task.cancel()
+        self.release_ports()
+        self.server.calls.pop(self.call_id, None)
+        self.server.t.remove_sip_call(self)
+
+    def release_ports(self):
         for tr in (self.rtp, self.rtcp):
             if tr is not None:
                 tr.close()
-        self.server.calls.pop(self.call_id, None)
-        self.server.t.remove_sip_call(self)
 
     # ------------------------------------------------------------- media
     def on_rtp(self, data: bytes, addr):
