@@ -77,31 +77,42 @@ def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float, start: int, lead_s
 def denoise(audio: np.ndarray, mode: str | None) -> np.ndarray:
     if mode is None:
         return audio
-    nr = NoiseReduction(mode)
+    nr = NoiseReduction(mode) if isinstance(mode, str) else NoiseReduction.custom(*mode)
     pcm = (audio * 32767).astype(np.int16).tobytes()
     pcm = pcm[: len(pcm) // 640 * 640]
     out = b"".join(nr(pcm[i:i + 640]) for i in range(0, len(pcm), 640))
     return np.frombuffer(out, np.int16).astype(np.float32) / 32768
 
 
-def false_turns(noise: np.ndarray, scale: float, mode: str | None) -> int:
+def heard_part(audio: np.ndarray, lead_s=1.0, padding_s=0.3) -> np.ndarray:
+    """What the recognizer gets of a clip: from the agent's prefix padding before the speech (the suppressor ran on
+    the whole call; the recognizer hears the turn)."""
+    return audio[int((lead_s - padding_s) * RATE):]
+
+
+def false_turns(noise: np.ndarray, scale: float, mode) -> tuple[int, float]:
+    """Turns the agent opens on noise alone, and the share of the time it thinks someone is speaking."""
     from voxgate.agent.stages import WebRtcVad, level
     from voxgate.agent.turns import SpeechStarted, TurnTaker
 
     audio = denoise(np.clip(noise * scale, -1, 1), mode)
     pcm = (audio * 32767).astype(np.int16).tobytes()
-    vad, tt, starts = WebRtcVad(), TurnTaker(), 0
+    vad, tt, starts, busy, n = WebRtcVad(), TurnTaker(), 0, 0, 0
     for i, k in enumerate(range(0, len(pcm) - 640, 640)):
         frame = pcm[k:k + 640]
         starts += sum(isinstance(a, SpeechStarted) for a in tt.frame(vad(frame), (i + 1) * 20, level(frame)))
-    return starts
+        busy += tt.state != TurnTaker.IDLE
+        n += 1
+    return starts, busy / max(n, 1)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=32, help="questions (each in one voice)")
     ap.add_argument("--json")
+    ap.add_argument("--levels", action="store_true", help="also every suppression level 1-4 without gain")
     args = ap.parse_args()
+    modes = MODES + (tuple((0, lv) for lv in (1, 2, 3, 4)) if args.levels else ())
     from voxgate.agent.moonshine import MoonshineAsr
 
     rng = np.random.default_rng(11)
@@ -119,23 +130,27 @@ def main() -> int:
     clean = sum(word_errors(t, hear(asr, a)[0])[0] for t, a in clips) / words
     results["clean"] = round(clean, 3)
     print(f"{len(clips)} questions, {words} words; clean speech WER {clean * 100:.1f}%")
-    print(f"{'noise':8s}{'SNR':>6s}" + "".join(f"{'WER ' + (m or 'off'):>17s}" for m in MODES)
-          + "".join(f"{'false turns ' + (m or 'off'):>22s}" for m in MODES))
+    label = {m: (m or "off") if not isinstance(m, tuple) else f"ns{m[1]}" for m in modes}
+    print("word errors; false turns a minute on noise alone, and the share of that time in a turn")
+    print(f"{'noise':8s}{'SNR':>6s}" + "".join(f"{label[m]:>24s}" for m in modes))
+    results["time_in_false_turns"] = {}
     for name, noise in noises.items():
         for snr in (10, 0):
-            wer = {}
-            for mode in MODES:
+            wer, turns, busy = {}, {}, {}
+            scale = speech_rms / 10 ** (snr / 20)  # the noise's level in that mix, relative to typical speech
+            for mode in modes:
                 errors = 0
                 for j, (text, audio) in enumerate(clips):
                     noisy = mix(audio, noise, snr, start=j * 7919 % noise.size)
-                    errors += word_errors(text, hear(asr, denoise(noisy, mode))[0])[0]
-                wer[mode or "off"] = round(errors / words, 3)
-            scale = speech_rms / 10 ** (snr / 20)  # the noise's level in that mix, relative to typical speech
-            turns = {mode or "off": false_turns(noise[: 30 * RATE], scale, mode) * 2 for mode in MODES}  # per min
-            results["wer"][f"{name} {snr} dB"] = wer
-            results["false_turns_per_min"][f"{name} {snr} dB"] = turns
-            print(f"{name:8s}{snr:5d}dB" + "".join(f"{wer[m or 'off'] * 100:16.1f}%" for m in MODES)
-                  + "".join(f"{turns[m or 'off']:22d}" for m in MODES))
+                    errors += word_errors(text, hear(asr, heard_part(denoise(noisy, mode)))[0])[0]
+                wer[label[mode]] = round(errors / words, 3)
+                starts, share = false_turns(noise[: 30 * RATE], scale, mode)
+                turns[label[mode]], busy[label[mode]] = starts * 2, round(share, 2)  # a minute: 30 s measured
+            key = f"{name} {snr} dB"
+            results["wer"][key], results["false_turns_per_min"][key] = wer, turns
+            results["time_in_false_turns"][key] = busy
+            print(f"{name:8s}{snr:5d}dB" + "".join(
+                f"{wer[label[m]] * 100:8.1f}% {turns[label[m]]:4d}/min {busy[label[m]] * 100:3.0f}%" for m in modes))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -2,8 +2,9 @@
 
 The suppressor is WebRTC's audio processing module (the one browsers run on a microphone) as the
 ``webrtc-noise-gain`` wheels: 10 ms chunks of 16 kHz s16 mono. ``near_field`` (a headset, a phone held to the ear)
-suppresses moderately and leaves the level alone; ``far_field`` (a laptop or a speakerphone across the room)
-suppresses harder and lets the automatic gain lift a distant voice. Measured in bench/noise.py.
+suppresses at level 3 of 4 and leaves the level alone; ``far_field`` (a laptop or a speakerphone across the room)
+suppresses at the highest level and lets the automatic gain lift a distant voice. Chosen and measured by
+bench/noise.py (docs/performance.md): it helps against steady noise (street, fans, hum), not against other voices.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from .stages import MissingModel
 RATE = 16000
 CHUNK = RATE // 100 * 2  # bytes of 10 ms
 # type -> (auto gain target in dBFS below full scale, 0 = off; suppression level 0..4)
-SETTINGS = {"near_field": (0, 2), "far_field": (3, 3)}
+SETTINGS = {"near_field": (0, 3), "far_field": (3, 4)}  # chosen by bench/noise.py --levels
 
 
 class NoiseReduction:
@@ -27,6 +28,15 @@ class NoiseReduction:
         gain, level = SETTINGS[kind]
         self.kind = kind
         self.ap = AudioProcessor(gain, level)
+
+    @classmethod
+    def custom(cls, gain: int, level: int) -> "NoiseReduction":
+        """Other settings than the two types (bench/noise.py compares them)."""
+        self = cls.__new__(cls)
+        from webrtc_noise_gain import AudioProcessor
+
+        self.kind, self.ap = f"gain {gain}, level {level}", AudioProcessor(gain, level)
+        return self
 
     def __call__(self, frame: bytes) -> bytes:
         if len(frame) % CHUNK:
