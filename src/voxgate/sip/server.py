@@ -390,14 +390,8 @@ class SipCall(PacedCall):
         self.server.t.add_clocked(self)
         self.task = asyncio.ensure_future(self._run_agent())
 
-    async def _run_agent(self):
-        try:
-            await self.agent.run(self)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("agent failed on %s", self.call_id)
-            self.server.hangup(self.call_id)
+    async def agent_failed(self):
+        self.server.hangup(self.call_id)  # a BYE to the phone; the call closes with it
 
     async def close(self, reason: str):
         if self.state == "closed":

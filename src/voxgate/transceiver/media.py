@@ -10,7 +10,9 @@ is one Opus decode and one encode per frame. Codecs come from PyAV (libopus).
 
 from __future__ import annotations
 
+import asyncio
 import fractions
+import logging
 import random
 import time
 from collections import deque
@@ -224,8 +226,23 @@ class PacedCall(CallIO):
 
     state: str
     out: PacedOut
+    agent: object
+    call_id: str
 
     def tick(self, now: float) -> None:
+        raise NotImplementedError
+
+    async def _run_agent(self):
+        """The agent on this call until it returns; a failure is logged and ends the call (``agent_failed``)."""
+        try:
+            await self.agent.run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logging.getLogger("voxgate.transceiver").exception("agent failed on %s", self.call_id)
+            await self.agent_failed()
+
+    async def agent_failed(self) -> None:
         raise NotImplementedError
 
     def audio(self) -> AsyncIterator[bytes]:

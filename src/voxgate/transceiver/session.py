@@ -95,14 +95,8 @@ class Session(PacedCall):
             await self.sctp.start(RTCSctpCapabilities(maxMessageSize=262144), self.offer.sctp_port)
         self._spawn(self._run_agent(), "agent")
 
-    async def _run_agent(self):
-        try:
-            await self.agent.run(self)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("agent failed on %s", self.call_id)
-            await self.close("agent_error")
+    async def agent_failed(self):
+        await self.close("agent_error")
 
     async def close(self, reason: str = "hangup"):
         if self.state == "closed":
