@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import common  # noqa: F401  (first: it puts src/ on the path)
-from asr import PLAIN, UTTERANCES, hear, plain_clips, resample, speak, voice_name
+from asr import PLAIN, hear, plain_clips, resample, speak, voice_name
 
 from voxgate.agent.wer import word_errors
 from voxgate.sip import message

@@ -205,11 +205,17 @@ def test_the_app_rejects_a_call_with_its_status(phone):
     finished(proc)
 
 
+def accepted(phone, scenario: str) -> tuple[subprocess.Popen, str]:
+    """SIPp dials with ``scenario``; the app takes the webhook's call and accepts it with the SDK."""
+    proc = sipp(scenario, phone["sip"])
+    call_id, _ = phone["app"].next_call()
+    phone["app"].client.realtime.calls.accept(call_id, type="realtime")
+    return proc, call_id
+
+
 def test_the_app_hangs_up_an_answered_call(phone):
     app = phone["app"]
-    proc = sipp("hangup", phone["sip"])
-    call_id, _ = app.next_call()
-    app.client.realtime.calls.accept(call_id, type="realtime")
+    proc, call_id = accepted(phone, "hangup")
     time.sleep(1.0)
     app.client.realtime.calls.hangup(call_id)
     finished(proc)
@@ -228,9 +234,7 @@ def _gone(phone, call_id) -> bool:
 
 def test_the_app_transfers_the_call_by_refer(phone):
     app = phone["app"]
-    proc = sipp("refer", phone["sip"])
-    call_id, _ = app.next_call()
-    app.client.realtime.calls.accept(call_id, type="realtime")
+    proc, call_id = accepted(phone, "refer")
     time.sleep(0.5)
     app.client.realtime.calls.refer(call_id, target_uri="tel:+15551234567")
     finished(proc)  # the scenario checked Refer-To, sent NOTIFY 200 and got our BYE
@@ -247,18 +251,14 @@ def test_cancel_while_ringing_is_487(phone):
 
 
 def test_hold_and_resume(phone):
-    proc = sipp("hold", phone["sip"])
-    call_id, _ = phone["app"].next_call()
-    phone["app"].client.realtime.calls.accept(call_id, type="realtime")
+    proc, _ = accepted(phone, "hold")
     finished(proc)
 
 
 def test_a_retransmitted_invite_is_one_call(phone):
     app = phone["app"]
     before = len(app.deliveries)
-    proc = sipp("retrans", phone["sip"])
-    call_id, _ = app.next_call()
-    app.client.realtime.calls.accept(call_id, type="realtime")
+    proc, _ = accepted(phone, "retrans")
     finished(proc)
     time.sleep(0.5)
     assert len(app.deliveries) == before + 1 and app.calls.empty()
@@ -269,10 +269,7 @@ def test_dtmf_reaches_the_sideband_as_events(phone):
     `input_audio_buffer.dtmf_event_received`, and the call reports it."""
     import aiohttp
 
-    app = phone["app"]
-    proc = sipp("dtmf", phone["sip"])
-    call_id, _ = app.next_call()
-    app.client.realtime.calls.accept(call_id, type="realtime")
+    proc, call_id = accepted(phone, "dtmf")
 
     async def watch():
         ws_url = phone["base"].replace("http://", "ws://") + f"/v1/realtime?call_id={call_id}"

@@ -207,7 +207,7 @@ def test_digest_auth():
         return hashlib.md5(s.encode()).hexdigest()
 
     uri = "sip:agent@192.0.2.1:5080"
-    ha1, ha2 = md5(f"trunk:voxgate:s3cret"), md5(f"INVITE:{uri}")
+    ha1, ha2 = md5("trunk:voxgate:s3cret"), md5(f"INVITE:{uri}")
     resp = md5(f"{ha1}:{params['nonce']}:00000001:xyz:auth:{ha2}")
     auth = (f'Authorization: Digest username="trunk", realm="voxgate", nonce="{params["nonce"]}", uri="{uri}", '
             f'response="{resp}", qop=auth, nc=00000001, cnonce="xyz", algorithm=MD5\r\n')

@@ -77,7 +77,6 @@ class Call:
     final_interval: float = T1
     final_deadline: float = 0.0
     last_provisional: bytes | None = None
-    end_reason: str = ""
 
     @property
     def on_hold(self) -> bool:

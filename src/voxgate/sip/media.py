@@ -19,10 +19,10 @@ from aiortc.rtp import RtpPacket
 
 from ..transceiver.media import FRAME_MS, PacedOut
 from ..wire.pcm import AvCodec, Framer, Resampler
+from .core import DTMF_KEYS  # RFC 4733's event codes 0-15, as SIP INFO names them too
 from .sdp import Codec
 
 CODEC_RATE = {"PCMU": ("pcm_mulaw", 8000), "PCMA": ("pcm_alaw", 8000), "G722": ("g722", 16000)}
-DTMF_KEYS = "0123456789*#ABCD"
 DEPTH = 3  # packets a gap is waited for before its frame is given up as lost
 RELATCH = 2.0  # seconds of silence from the latched source before another source may take over
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 
 import sipmessage
-from sipmessage import Address, CSeq, Request, Response, Via
+from sipmessage import Address, CSeq, Request, Response
 
 MAX_MESSAGE = 16 * 1024  # bytes: a SIP message with an SDP body is a few hundred; a trunk's INVITE ~2 KB
 MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")

@@ -71,7 +71,6 @@ class SipServer:
         self._ring_timers: dict[str, asyncio.TimerHandle] = {}
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task] = set()
-        self.refer_status: dict[str, int] = {}
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
@@ -198,7 +197,9 @@ class SipServer:
             if call is not None:
                 call.on_dtmf(a.digit, a.duration_ms)
         elif isinstance(a, core.ReferStatus):
-            self.refer_status[a.call.id] = a.status
+            call = self.calls.get(a.call.id)
+            if call is not None:
+                call.transfer_status = a.status
             log.info("%s transfer: %d%s", a.call.id, a.status, " (final)" if a.final else "")
         elif isinstance(a, core.Ended):
             timer = self._ring_timers.pop(a.call.id, None)
@@ -362,6 +363,7 @@ class SipCall(PacedCall):
         self.dtmf: list[str] = []
         self.close_reason = ""
         self.dropped_audio_frames = 0
+        self.transfer_status: int | None = None  # the last REFER progress (202, then the NOTIFYs' sipfrag)
 
     async def open(self, host: str, advertise: str, ports: tuple[int, int] | None):
         loop = asyncio.get_running_loop()
@@ -450,27 +452,19 @@ class SipCall(PacedCall):
     def remote(self) -> tuple[str, int]:
         return self.inp.source or (self.sip.offer.host, self.sip.offer.port)
 
-    def tick(self, now: float, limit: int = 2):
-        if self.state != "connected" or self.rtp is None:
-            return
-        hold = self.sip.on_hold
-        for _ in range(limit):
-            data = self.out.next_packet(now)
-            if data is None:
-                break
-            if "first_audio_out" not in self.times:
-                self.times["first_audio_out"] = now
-            self._sent.resolve(now)
-            if not hold:
-                self.rtp.sendto(data, self.remote)
-            self._queue_changed()
-        if self.out.packets and now >= self._next_report:
-            self._next_report = now + 5.0
-            host, port = self.remote
-            if self.sip.offer.rtcp_mux:
-                self.rtp.sendto(self.out.sender_report(now), (host, port))
-            elif self.rtcp is not None and not hold:
-                self.rtcp.sendto(self.out.sender_report(now), (host, port + 1))
+    def can_send(self) -> bool:
+        return self.state == "connected" and self.rtp is not None
+
+    def send_rtp(self, packet: bytes) -> None:
+        if not self.sip.on_hold:  # held: paced and dropped, so the agent's clock goes on
+            self.rtp.sendto(packet, self.remote)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        host, port = self.remote
+        if self.sip.offer.rtcp_mux:
+            self.rtp.sendto(packet, (host, port))
+        elif self.rtcp is not None and not self.sip.on_hold:
+            self.rtcp.sendto(packet, (host, port + 1))
 
     # ------------------------------------------------------------- CallIO (the rest is PacedCall's)
     def send_event(self, event: dict) -> bool:
@@ -484,4 +478,4 @@ class SipCall(PacedCall):
                 "audio_in_packets": self.inp.packets, "audio_out_packets": self.out.packets, "lost": self.inp.lost,
                 "late": self.inp.late, "rtcp_in": self.inp.rtcp, "dtmf": "".join(self.dtmf),
                 "audio_frames_dropped_for_agent": self.dropped_audio_frames,
-                "transfer_status": self.server.refer_status.get(self.call_id)}
+                "transfer_status": self.transfer_status}

@@ -222,14 +222,41 @@ class OpusOut(PacedOut):
 class PacedCall(CallIO):
     """The ``CallIO`` half a paced transport shares (a WebRTC session, a phone call): audio from ``_audio_q``,
     events from ``_event_q``, output queued on ``out`` (a ``PacedOut``) and sent by ``tick(now)``, which the
-    transceiver's shared clock calls too; ``_sent`` resolves ``audio_sent()`` as packets leave."""
+    transceiver's shared clock calls too; ``_sent`` resolves ``audio_sent()`` as packets leave. A transport says
+    when it can send and how a packet goes out (``can_send``, ``send_rtp``, ``send_rtcp``)."""
 
     state: str
     out: PacedOut
     agent: object
     call_id: str
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, limit: int = 2) -> None:
+        """Send what is due of this call's audio at ``now`` (at most ``limit`` packets: a call that fell behind
+        catches up over a few steps, not in one burst), and a sender report every 5 s. Synchronous: the clock
+        calls it for many calls per step, so no coroutine per packet."""
+        if not self.can_send():
+            return
+        for _ in range(limit):
+            data = self.out.next_packet(now)
+            if data is None:
+                break
+            if "first_audio_out" not in self.times:
+                self.times["first_audio_out"] = now
+            self._sent.resolve(now)
+            self.send_rtp(data)
+            self._queue_changed()
+        if self.out.packets and now >= self._next_report:
+            self._next_report = now + 5.0
+            self.send_rtcp(self.out.sender_report(now))
+
+    def can_send(self) -> bool:
+        """The transport is up: packets may go (until then what is due waits in the queue)."""
+        raise NotImplementedError
+
+    def send_rtp(self, packet: bytes) -> None:
+        raise NotImplementedError
+
+    def send_rtcp(self, packet: bytes) -> None:
         raise NotImplementedError
 
     async def _run_agent(self):

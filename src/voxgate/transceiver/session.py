@@ -153,25 +153,14 @@ class Session(PacedCall):
         if not _put_newest(self._audio_q, pcm):  # the agent is not keeping up
             self.dropped_audio_frames += 1
 
-    def tick(self, now: float, limit: int = 2):
-        """Send what is due of this call's audio at ``now`` (at most ``limit`` packets: a call that fell behind
-        catches up over a few steps, not in one burst), and a sender report every 5 s. Synchronous: the clock
-        calls it for many calls per step, so no coroutine per packet."""
-        srtp = aiortc_glue.tx_srtp(self.dtls)
-        if srtp is None or self.state != "connected":
-            return
-        for _ in range(limit):
-            data = self.out.next_packet(now)
-            if data is None:
-                break
-            if "first_audio_out" not in self.times:
-                self.times["first_audio_out"] = now
-            self._sent.resolve(now)
-            self.send(srtp.protect(data))
-            self._queue_changed()
-        if self.out.packets and now >= self._next_report:
-            self._next_report = now + 5.0
-            self.send(srtp.protect_rtcp(self.out.sender_report(now)))
+    def can_send(self) -> bool:
+        return self.state == "connected" and aiortc_glue.tx_srtp(self.dtls) is not None
+
+    def send_rtp(self, packet: bytes) -> None:
+        self.send(aiortc_glue.tx_srtp(self.dtls).protect(packet))
+
+    def send_rtcp(self, packet: bytes) -> None:
+        self.send(aiortc_glue.tx_srtp(self.dtls).protect_rtcp(packet))
 
     # ------------------------------------------------------------- data channel
     def _on_datachannel(self, channel):
