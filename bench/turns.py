@@ -29,7 +29,7 @@ import common  # noqa: F401  (first: it puts src/ on the path)
 
 from voxgate.agent import load_agent
 from voxgate.agent.harness import LocalCall
-from voxgate.agent.stages import PiperTts
+from voxgate.agent.models.piper import PiperTts
 from voxgate.wire.pcm import Resampler
 
 UTTERANCES = [

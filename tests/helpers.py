@@ -376,7 +376,7 @@ def piper_wav(path, pieces) -> tuple[str, float]:
     every run (docs/testing.md), or a float, seconds of silence. Returns the path and the length in seconds."""
     import wave
 
-    from voxgate.agent.stages import PiperTts
+    from voxgate.agent.models.piper import PiperTts
 
     tts = PiperTts(varied=False)
     pcm = b"".join(b"\0\0" * int(p * tts.rate) if isinstance(p, float) else b"".join(tts.synthesize(p))

@@ -164,7 +164,7 @@ def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
     from voxgate.agent.realtime import VoiceAgent
     from voxgate.agent.responders import ScriptedResponder
     from voxgate.agent.stack import Stack
-    from voxgate.agent.stages import PiperTts
+    from voxgate.agent.models.piper import PiperTts
 
     class FailsOnce(moonshine.MoonshineAsr):
         failures = 1

@@ -9,7 +9,7 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Weather.",
 
 
 def conv() -> Conversation:
-    c = Conversation(instructions="Be brief.", model="m", asr="a", voice="v", vad="webrtcvad", responder="r")
+    c = Conversation(instructions="Be brief.", model="m", asr="a", voice="joe", vad="webrtcvad", responder="r")
     c.start(None)
     return c
 

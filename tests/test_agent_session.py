@@ -6,7 +6,7 @@ import pytest
 
 from voxgate.agent import load_agent
 from voxgate.agent.harness import LocalCall
-from voxgate.agent.stages import PiperTts
+from voxgate.agent.models.piper import PiperTts
 from voxgate.wire.pcm import Resampler
 
 SILENCE = b"\0" * 640

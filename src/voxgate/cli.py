@@ -172,7 +172,7 @@ def cmd_transceiver(args) -> int:
         http=args.http, media=args.media, keyring=_keyring(args), relays=relays, tcp_relays=tcp_relays, agent=args.agent,
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
-        responder=args.responder, asr=args.asr, redis_url=args.redis_url, region=args.region, id=args.id,
+        responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
         sip=sip_config(args, args.sip_listen),
     )
@@ -248,6 +248,10 @@ RESPONDER_KEY_HELP = ("the key for --responder openai:… (default: $VOXGATE_RES
                       "prefer the environment: a flag shows in the process list")
 ASR_HELP = ("the voice agent's recognizer: pocketsphinx (streams partial transcripts), moonshine (Moonshine base-en: "
             "far fewer word errors on unseen voices, see bench/asr.py), auto (moonshine if installed)")
+TTS_CHOICES = ("piper", "piper-espeak")
+TTS_HELP = ("the voice agent's synthesizer: piper (the Piper voice, phonemized by an MIT/Apache front end: the default, "
+            "no GPL code), piper-espeak (the same voice phonemized by espeak-ng through piper-tts, GPL-3.0: "
+            "pip install piper-tts)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
     d.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"),
                    help=ASR_HELP + " (default here: auto)")
+    d.add_argument("--tts", default="piper", choices=TTS_CHOICES, help=TTS_HELP)
     d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
     d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
     d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
@@ -296,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "loopback call; says what fixes what failed")
     dr.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     dr.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"), help=ASR_HELP)
+    dr.add_argument("--tts", default="piper", choices=TTS_CHOICES, help=TTS_HELP)
     dr.add_argument("--no-call", action="store_true", help="skip the relay and the loopback call")
     dr.add_argument("--no-models", action="store_true",
                     help="skip the embedded models (a relay, or the core install with models elsewhere)")
@@ -323,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     # on unseen voices would make it wait for sentences nobody is finishing
     x.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"),
                    help=ASR_HELP + " (default: auto)")
+    x.add_argument("--tts", default="piper", choices=TTS_CHOICES, help=TTS_HELP)
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")

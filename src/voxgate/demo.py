@@ -52,7 +52,7 @@ def run(args) -> int:
             _say("  loading the embedded voice stack:")
             t0 = time.monotonic()
             try:
-                agent = load_agent("voice", responder=args.responder, asr=args.asr, progress=_say)
+                agent = load_agent("voice", responder=args.responder, asr=args.asr, tts=args.tts, progress=_say)
             except MissingModel as exc:
                 _say(f"voxgate demo: {exc}")
                 _say("  (`voxgate doctor` checks the whole install; `voxgate demo --agent echo` needs no models)")
@@ -78,7 +78,7 @@ def run(args) -> int:
         cfg = TransceiverConfig(
             turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
-            relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr,
+            relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr, tts=args.tts,
             drain_timeout=1.0, sip=sip)
         url = f"http://{host}:{args.port}/demo"
 

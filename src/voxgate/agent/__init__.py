@@ -12,7 +12,7 @@ _STACKS: dict = {}
 
 def load_agent(name: str, **options) -> Agent:
     """``echo``; ``voice`` (the embedded stack; ``responder=auto|scripted|smollm2|openai:URL#MODEL``,
-    ``asr=pocketsphinx|moonshine|auto``); or
+    ``asr=pocketsphinx|moonshine|auto``, ``tts=piper|piper-espeak``); or
     ``module:Class``. A voice stack is loaded once per process and shared by its calls."""
     if name == "echo":
         from .echo import EchoAgent
@@ -22,9 +22,9 @@ def load_agent(name: str, **options) -> Agent:
         from .realtime import VoiceAgent
         from .stack import Stack
 
-        key = (options.get("responder", "auto"), options.get("asr", "pocketsphinx"))
+        key = (options.get("responder", "auto"), options.get("asr", "pocketsphinx"), options.get("tts", "piper"))
         if key not in _STACKS:
-            _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1])
+            _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1], tts=key[2])
         return VoiceAgent(_STACKS[key])
     if ":" in name:  # module:attribute, for agents that live outside voxgate
         import importlib

