@@ -1,7 +1,8 @@
 """The turn-taking state machine alone."""
 
-from voxgate.agent.turns import (EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnConfig,
-                                 TurnTaker, transcript_fits)
+from voxgate.agent.eou import is_backchannel
+from voxgate.agent.turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume,
+                                 Speculate, SpeechStarted, TurnConfig, TurnTaker, transcript_fits)
 
 
 def feed(tt, pattern, t0=0):
@@ -43,7 +44,7 @@ def test_single_noisy_frame_is_not_speech():
 
 
 def test_barge_in_only_while_responding_and_when_enabled():
-    tt = TurnTaker(TurnConfig())
+    tt = TurnTaker(TurnConfig(resume_false_interruption=False))
     tt.set_responding(True)
     assert [type(a) for _, a in feed(tt, "SSS")] == [SpeechStarted, Interrupt]
     tt2 = TurnTaker(TurnConfig(interrupt_response=False))
@@ -196,3 +197,70 @@ def test_the_words_say_how_finished_a_turn_sounds():
     assert verdict("") == COMPLETE
     for done in ("Thank you.", "Call me.", "Turn the lights on.", "I think so.", "Yes, I will.", "See you then."):
         assert verdict(done) != OPEN, done
+
+
+def test_speech_over_the_agent_is_held_then_a_barge_in_once_it_lasts():
+    tt = TurnTaker(TurnConfig(prefix_padding_ms=300, min_interruption_ms=400))
+    tt.set_responding(True)
+    events = feed(tt, "." * 20 + "S" * 25 + "." * 30)
+    kinds = [type(a) for _, a in events]
+    assert kinds[:3] == [Hold, SpeechStarted, Interrupt], kinds
+    (t_hold, hold), (t_start, started), _ = events[:3]
+    assert t_hold == 440 and hold.audio_start_ms == 100  # two frames in: silent at once; the start padded
+    assert started == SpeechStarted(100, held=True) and t_start == 400 + 400  # 400 ms of speech made it a turn
+    tt.set_responding(False)  # the barge-in cancelled the response; the turn goes on as any other
+    assert EndOfTurn in kinds
+
+
+def test_a_short_backchannel_is_judged_then_released_and_never_starts_a_turn():
+    tt = TurnTaker(TurnConfig(min_interruption_ms=800, false_interruption_ms=160))
+    tt.set_responding(True)
+    events = feed(tt, "S" * 15 + "." * 8)
+    assert [type(a) for _, a in events] == [Hold, JudgeInterruption]
+    assert events[1][0] == 300 + 160  # judged 160 ms into the silence
+    tt.interruption(False)  # "mm-hm"
+    assert [a for _, a in feed(tt, "..", t0=480)] == [Release(True)]
+    assert tt.state == TurnTaker.IDLE and tt.held is None
+    assert feed(tt, "." * 40, t0=520) == []  # no turn ends: there was none
+
+
+def test_short_words_over_the_agent_are_a_barge_in_and_the_turn_waits_its_own_silence():
+    tt = TurnTaker(TurnConfig(silence_duration_ms=500, min_interruption_ms=800, false_interruption_ms=160))
+    tt.set_responding(True)
+    feed(tt, "S" * 15 + "." * 8)
+    tt.interruption(True)  # "Stop."
+    events = feed(tt, "." * 40, t0=460)
+    kinds = [type(a) for _, a in events]
+    assert kinds[:2] == [SpeechStarted, Interrupt] and events[0][1].held
+    tt.set_responding(False)
+    end = [(t, a) for t, a in events if type(a) is EndOfTurn]
+    assert end and end[0][0] - events[0][0] >= 500 - 20  # the silence counts from the confirmation
+
+
+def test_speech_resuming_while_judged_drops_the_stale_verdict():
+    tt = TurnTaker(TurnConfig(min_interruption_ms=800, false_interruption_ms=160))
+    tt.set_responding(True)
+    feed(tt, "S" * 10 + "." * 8)
+    assert tt._judging
+    feed(tt, "SS", t0=360)  # "mm ... wait"
+    tt.interruption(False)  # the verdict on "mm" arrives late
+    assert feed(tt, "S", t0=400) == []  # dropped: still held
+    events = [type(a) for _, a in feed(tt, "S" * 30, t0=420)]
+    assert events == [SpeechStarted, Interrupt]  # 800 ms of speech in all
+
+
+def test_held_speech_becomes_a_plain_turn_when_the_response_ends_meanwhile():
+    tt = TurnTaker(TurnConfig(min_interruption_ms=800))
+    tt.set_responding(True)
+    feed(tt, "SSSS")
+    tt.set_responding(False)  # the client cancelled it
+    assert [a for _, a in feed(tt, "S", t0=80)] == [SpeechStarted(0, held=True), Release(False)]
+
+
+def test_backchannels_and_turns():
+    for said in ("", "Mm-hmm.", "mhm", "Yeah.", "Okay.", "Uh-huh.", "Ha ha.", "Hmm.", "Yeah, okay.", "Right.",
+                 "I see.", "Oh wow."):
+        assert is_backchannel(said), said
+    for said in ("Stop.", "Wait.", "No.", "What?", "Yeah, but what about tomorrow?", "Okay stop talking",
+                 "Tell me more.", "yes please do that"):
+        assert not is_backchannel(said), said

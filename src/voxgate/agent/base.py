@@ -41,6 +41,10 @@ class CallIO(abc.ABC):
     def clear_audio(self) -> int:
         """Drop all queued output now; returns the milliseconds dropped."""
 
+    def pause_audio(self, paused: bool) -> None:
+        """Hold queued output (True) or play on where it stopped (False): speech over the agent is held until it
+        is known to be a turn. A transport that does not play the audio itself (a WebSocket) cannot: no-op."""
+
     @property
     @abc.abstractmethod
     def queued_audio_ms(self) -> int:

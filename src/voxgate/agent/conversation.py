@@ -139,6 +139,8 @@ class Conversation:
             },
             "voxgate": {"partial_inference": self.turn_cfg.partial_inference, "pause_ms": self.turn_cfg.pause_ms,
                         "voice": resolve_voice(self.voice).name,  # what an OpenAI name sounds as
+                        "resume_false_interruption": self.turn_cfg.resume_false_interruption,
+                        "min_interruption_ms": self.turn_cfg.min_interruption_ms,
                         "vad": self.names["vad"], "responder": self.names["responder"]},
         }
         if ignored:
@@ -196,8 +198,9 @@ class Conversation:
                                          **({"rate": 24000} if fmt.get("type", "audio/pcm") == "audio/pcm" else {})}
             out.append(ConfigureAudio(inp.get("format"), outp.get("format")))
         vx = session.get("voxgate") or {}
-        if "partial_inference" in vx:
-            self.turn_cfg.partial_inference = vx["partial_inference"]
+        for key in ("partial_inference", "resume_false_interruption", "min_interruption_ms"):
+            if key in vx:
+                setattr(self.turn_cfg, key, vx[key])
         if session.get("model"):
             ignored.append(f"model (served by {self.names['model']})")
         return ignored

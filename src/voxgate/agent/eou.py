@@ -51,3 +51,21 @@ def verdict(transcript: str) -> str:
     if text.endswith("?") or (first and first[0] in QUESTION_WORDS and not text.endswith("!")):
         return QUESTION
     return COMPLETE
+
+
+# what a listener says or does over a speaker without taking the turn: agreement, acknowledgement, surprise,
+# fillers, and what a recognizer makes of a cough or a laugh ("Ha ha.", "Hm.", nothing)
+BACKCHANNEL_WORDS = frozenset("""
+mm mmm mhm mm-hmm mm-hm mmhmm mhmm hm hmm hmmm uh-huh uhhuh uh huh um ah oh ooh aha wow yeah yea yep yup yes ya
+okay ok alright right sure cool nice great good i see got it true totally exactly indeed ha haha hahaha heh hehe
+""".split())
+
+
+def is_backchannel(transcript: str, max_words: int = 3) -> bool:
+    """Does what was said over the agent sound like a backchannel (or a noise), not a turn? At most ``max_words``
+    words, every one of them a backchannel word; nothing recognized at all counts as noise."""
+    words = re.findall(r"[a-z'-]+", transcript.lower().replace("-", " - "))
+    words = [w for w in words if w != "-"]
+    joined = re.findall(r"[a-z]+(?:-[a-z]+)*", transcript.lower())  # "mm-hm" as one word too
+    return len(words) <= max_words and (all(w in BACKCHANNEL_WORDS for w in words)
+                                        or all(w in BACKCHANNEL_WORDS for w in joined))

@@ -29,6 +29,7 @@ class LocalCall(CallIO):
         self.event_times: list[float] = []
         self._sent = SentWaiters()
         self._clock: asyncio.Task | None = None
+        self.paused = False
 
     def start_clock(self):
         self._clock = asyncio.ensure_future(self._run_clock())
@@ -39,7 +40,7 @@ class LocalCall(CallIO):
         while True:
             i += 1
             await asyncio.sleep(max(0.0, t0 + i * 0.02 - loop.time()))
-            if self.out_queue:
+            if self.out_queue and not self.paused:
                 frame = self.out_queue.popleft()
                 self.sent_audio += frame
                 now = time.monotonic()
@@ -80,6 +81,9 @@ class LocalCall(CallIO):
         self._framer.clear()
         self._queue_changed()
         return dropped
+
+    def pause_audio(self, paused: bool) -> None:
+        self.paused = paused
 
     @property
     def queued_audio_ms(self) -> int:

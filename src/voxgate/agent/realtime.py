@@ -23,7 +23,8 @@ from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAud
 from .response import Response
 from .noise import NoiseReduction
 from .stages import MissingModel, level
-from .turns import EndOfTurn, IdleTimeout, Interrupt, Resume, Speculate, SpeechStarted, TurnTaker, transcript_fits
+from .turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume, Speculate,
+                    SpeechStarted, TurnTaker, transcript_fits)
 
 log = logging.getLogger("voxgate.agent")
 
@@ -65,6 +66,7 @@ class RealtimeSession:
         self.segments: list[str] = []
         self.peeked: str | None = None  # the last pause's decode of the utterance still open (whole-utterance ASR)
         self.partial = ""
+        self.held_text = ""  # what was recognized of speech over the agent that is held (not yet a turn)
         self.user_item: str | None = None
         self.event_seq = 0
         self.closing: asyncio.Task | None = None  # the decode a speculation started (off the frame loop)
@@ -153,6 +155,7 @@ class RealtimeSession:
             elif t is EndInput:
                 end = self.t_ms
                 self.tt.reset()
+                self.call.pause_audio(False)
                 await self._end_of_turn(EndOfTurn(end, a.create_response))
             elif t is ClearInput:
                 await self._clear_input()
@@ -246,6 +249,8 @@ class RealtimeSession:
     def _on_text(self, text: str):
         """A partial (or, from a recognizer without partials, the whole) transcript: the new part as a delta."""
         if self.user_item is None:
+            if self.tt.held is not None:  # speech over the agent, not (yet) a turn: kept for its judgement
+                self.held_text = text
             return
         if text and text != self.partial:
             prev, self.partial = self.partial, text
@@ -270,13 +275,27 @@ class RealtimeSession:
     async def _act(self, action):
         t = type(action)
         if t is SpeechStarted:
-            await self._closed()  # a decode still running belongs to the turn before
+            if not action.held:  # held speech: the recognizer has had it since Hold
+                await self._closed()  # a decode still running belongs to the turn before
             self.emit({"type": "input_audio_buffer.speech_started", "item_id": self._new_buffer(),
                        "audio_start_ms": action.audio_start_ms})
-            await self._asr(self.asr.start)
-            for f in list(self.ring):  # the prefix padding: the start of the word VAD was slow to call speech
-                self._feed(f)
-            self.ring.clear()
+            if action.held:
+                self._on_text(self.held_text)
+            else:
+                await self._open_utterance()
+        elif t is Hold:  # speech over the agent: silent at once, the answer kept until the speech is judged
+            self.call.pause_audio(True)
+            self.held_text = ""
+            await self._closed()
+            await self._open_utterance()
+        elif t is JudgeInterruption:
+            self.spawn(self._judge_interruption())
+        elif t is Release:
+            self.call.pause_audio(False)
+            if action.false_interruption:  # a backchannel or a noise: forget it, the answer goes on
+                await self._asr(self.asr.cancel)
+                self.held_text = ""
+                self.metrics.false_interruptions.inc()
         elif t is Interrupt:
             await self.barge_in()
         elif t is Speculate:
@@ -290,6 +309,17 @@ class RealtimeSession:
             await self._end_of_turn(action)
         elif t is IdleTimeout:
             await self._idle_timeout(action)
+
+    async def _open_utterance(self):
+        await self._asr(self.asr.start)
+        for f in list(self.ring):  # the prefix padding: the start of the word VAD was slow to call speech
+            self._feed(f)
+        self.ring.clear()
+
+    async def _judge_interruption(self):
+        """Decode the held speech (it stopped short): words make it a turn, a backchannel or a noise does not."""
+        text = await self._asr(self.asr.peek) if hasattr(self.asr, "peek") else self.held_text
+        self.tt.interruption(not eou.is_backchannel(text))
 
     async def _idle_timeout(self, action: IdleTimeout):
         """The user said nothing for idle_timeout_ms: the silent audio becomes an (empty) user item, and the agent
@@ -381,6 +411,7 @@ class RealtimeSession:
 
     async def _clear_input(self):
         self.tt.reset()
+        self.call.pause_audio(False)  # speech over the agent that was held goes with the buffer
         # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
         # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
         dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)
@@ -398,6 +429,7 @@ class RealtimeSession:
         if rid is None:
             return
         dropped_ms = self.call.clear_audio()
+        self.call.pause_audio(False)  # held speech confirmed as a turn: what was held is gone, the next answer plays
         if r is not None:
             r.barged = True
         await self.do(actions)

@@ -198,8 +198,10 @@ def check_session(session, param: str = "session", tools_now: list | None = None
             check_audio_output(audio["output"], p)
     if "voxgate" in s:
         vx = _obj(s["voxgate"], f"{param}.voxgate")
-        _known(vx, f"{param}.voxgate", ("partial_inference",))
+        _known(vx, f"{param}.voxgate", ("partial_inference", "resume_false_interruption", "min_interruption_ms"))
         _bool(vx, "partial_inference", f"{param}.voxgate")
+        _bool(vx, "resume_false_interruption", f"{param}.voxgate")
+        _num(vx, "min_interruption_ms", f"{param}.voxgate", 100, 5000, integer=True)
     return ignored
 
 

@@ -33,6 +33,8 @@ class AgentMetrics:
                                   ["stage"], buckets=TURN_BUCKETS)
             self.speculations = Counter("voxgate_agent_speculations", "Partial-inference outcomes", ["outcome"])
             self.barge_ins = Counter("voxgate_agent_barge_ins", "Responses cut off by the user speaking")
+            self.false_interruptions = Counter("voxgate_agent_false_interruptions",
+                                               "Speech over the agent that was a backchannel or a noise: it resumed")
             self.responses = Counter("voxgate_agent_responses", "Responses by final status", ["status"])
             cls._instance = self
         return cls._instance

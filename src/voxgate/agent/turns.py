@@ -15,6 +15,13 @@ If speech resumes after ``Speculate`` and before ``EndOfTurn``, ``Resume`` says
 to throw the speculation away. Speech that starts while the agent responds
 yields ``Interrupt`` when ``interrupt_response`` is set (barge-in).
 
+False interruptions (``resume_false_interruption``, on by default): speech over the agent first ``Hold``s its audio
+(the agent is silent at once, its answer kept) and says nothing to the client yet. It becomes a barge-in
+(``SpeechStarted`` then ``Interrupt``) once it has lasted ``min_interruption_ms``, or when it stops sooner and the
+shell, having decoded it (``JudgeInterruption``), says it was words (``interruption(True)``). A backchannel, a
+cough or a laugh (``interruption(False)``, see ``eou.is_backchannel``) ``Release``s the audio where it paused, and
+the client never hears of it: no speech_started, no item, no response.
+
 ``semantic_vad``: the end of the turn follows what was said, not a fixed silence. After ``SEMANTIC_PAUSE_MS`` of
 silence the shell decodes the utterance so far and tells the turn taker how it sounds (``judge``, ``eou.verdict``):
 a finished question ends the turn soonest, another finished sentence a little later (people pause ~300–400 ms
@@ -59,6 +66,9 @@ class TurnConfig:
     idle_timeout_ms: int | None = None  # no speech this long after the agent finished: prompt the user (the API's)
     semantic: bool = False  # semantic_vad: the end of the turn follows what was said (``judge``)
     eagerness: str = "auto"
+    resume_false_interruption: bool = True  # speech over the agent holds its audio until it is known to be a turn
+    min_interruption_ms: int = 800  # ... this much speech is a turn whatever was said
+    false_interruption_ms: int = 160  # ... silence after shorter speech: the shell judges what was said
 
     def update(self, td: dict | None) -> list[str]:
         """Apply a Realtime ``turn_detection`` object; return the names of what we ignored."""
@@ -104,6 +114,27 @@ class TurnConfig:
 @dataclass(frozen=True)
 class SpeechStarted:
     audio_start_ms: int  # includes prefix padding
+    held: bool = False  # the speech began over the agent and was held: its audio is in the recognizer already
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Speech began over the agent: pause its audio (keep the rest) and start recognizing, telling no one yet."""
+
+    audio_start_ms: int
+
+
+@dataclass(frozen=True)
+class JudgeInterruption:
+    """The held speech stopped short of ``min_interruption_ms``: decode it and call ``interruption(real)``."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """Resume the agent's held audio. ``false_interruption``: the held speech was not a turn (drop what was
+    recognized of it); otherwise the response ended by itself while held, and the speech goes on as a turn."""
+
+    false_interruption: bool
 
 
 @dataclass(frozen=True)
@@ -153,6 +184,10 @@ class TurnTaker:
         self.verdict: str | None = None  # semantic_vad: how what was said so far sounds (eou.verdict; None: not judged)
         self._peak = 0.0  # the loudest frame of this turn
         self._floor: float | None = None  # the noise floor: a running mean of the VAD's silent frames
+        self.held: int | None = None  # speech over the agent not yet known to be a turn: its audio_start_ms
+        self._held_ms = 0  # how much of it was speech
+        self._judging = False  # JudgeInterruption is out; its answer is awaited
+        self._real: bool | None = None  # the answer, acted on at the next frame
 
     def set_responding(self, responding: bool):
         if self.responding and not responding:
@@ -162,6 +197,13 @@ class TurnTaker:
     def reset(self):
         self.state, self._run, self._silence_ms, self.speculating = self.IDLE, 0, 0, False
         self.verdict = None
+        self.held, self._judging, self._real = None, False, None
+
+    def interruption(self, real: bool) -> None:
+        """The shell's answer to ``JudgeInterruption``: was the held speech a turn (words) or not (a backchannel,
+        a noise)? Acted on at the next frame; an answer overtaken by more speech is dropped."""
+        if self.held is not None and self._judging:
+            self._real = real
 
     def judge(self, verdict: str) -> None:
         """semantic_vad: ``eou.OPEN`` / ``COMPLETE`` / ``QUESTION`` for what was said up to this pause (the next
@@ -178,6 +220,8 @@ class TurnTaker:
         if level is not None:
             speech = self._gate(speech, level)
         actions: list = []
+        if self.held is not None:
+            return self._held_frame(speech, t_ms)
         if self.state == self.IDLE:
             if speech or self.responding:
                 self._idle_ms = 0
@@ -191,10 +235,14 @@ class TurnTaker:
             if self._run >= START_FRAMES:
                 self.state = self.SPEAKING
                 self._peak = level or 0.0
-                start = t_ms - self._run * FRAME_MS
-                actions.append(SpeechStarted(max(0, start - cfg.prefix_padding_ms)))
-                if self.responding and cfg.interrupt_response:
-                    actions.append(Interrupt())
+                start = max(0, t_ms - self._run * FRAME_MS - cfg.prefix_padding_ms)
+                if self.responding and cfg.interrupt_response and cfg.resume_false_interruption:
+                    self.held, self._held_ms, self._judging, self._real = start, self._run * FRAME_MS, False, None
+                    actions.append(Hold(start))
+                else:
+                    actions.append(SpeechStarted(start))
+                    if self.responding and cfg.interrupt_response:
+                        actions.append(Interrupt())
                 self._run = 0
             return actions
         if speech:
@@ -229,6 +277,44 @@ class TurnTaker:
             self.verdict = None
             actions.append(EndOfTurn(self._speech_end_ms, cfg.create_response))
         return actions
+
+    def _held_frame(self, speech: bool, t_ms: int) -> list:
+        """A frame while speech over the agent is held: confirm it as a turn, release it, or wait."""
+        cfg = self.config
+        if self._real is not None:  # the shell's verdict on what was said
+            real, self._real, self._judging = self._real, None, False
+            if not real:
+                self.reset()
+                return [Release(True)]
+            return self._confirm()
+        if not self.responding:  # the response ended (cancelled, failed) while held: this is a turn like any other
+            return self._confirm() + [Release(False)]
+        if speech:
+            if self.state == self.PAUSED:
+                self.state = self.SPEAKING
+                self._judging = False  # a verdict on the part before is stale: judged again at the next pause
+            self._held_ms += FRAME_MS
+            self._silence_ms = 0
+            return self._confirm() if self._held_ms >= cfg.min_interruption_ms else []
+        if self.state == self.SPEAKING:
+            self.state = self.PAUSED
+            self._speech_end_ms = t_ms - FRAME_MS
+            self._silence_ms = 0
+        self._silence_ms += FRAME_MS
+        if self._silence_ms >= cfg.false_interruption_ms and not self._judging:
+            self._judging = True
+            return [JudgeInterruption()]
+        return []
+
+    def _confirm(self) -> list:
+        """The held speech is a turn: it starts now for the client (at its real start), as a barge-in. A pause
+        already under way counts from here, so the end of the turn still waits for its verdict or silence."""
+        start, self.held, self._judging, self._real = self.held, None, False, None
+        self._silence_ms = 0
+        out = [SpeechStarted(start, held=True)]
+        if self.responding and self.config.interrupt_response:
+            out.append(Interrupt())
+        return out
 
     def _semantic_end(self) -> int:
         """The silence (ms) at which a semantic_vad turn ends, given the verdict so far (none yet: not before it)."""

@@ -127,6 +127,8 @@ class PacedOut:
         self.spurt_ts = 0  # unwrapped RTP timestamp of the spurt's first frame
         self.last_ts: int | None = None  # unwrapped timestamp of the last packet
         self.packets = self.bytes = 0
+        self.paused = False
+        self._closing = 0  # silence frames still to send before a pause goes quiet
 
     def encode(self, pcm: bytes) -> bytes | None:
         """One 20 ms frame of s16 PCM at ``codec_rate`` as an RTP payload (None: the codec holds it for now)."""
@@ -145,11 +147,27 @@ class PacedOut:
         by stretching the last speech for ~150 ms (bench/bargein.py measured the agent audible ~225 ms after the
         user's onset that way)."""
         dropped = len(self.frames) * FRAME_MS
+        unclosed = not self.paused or self._closing  # a pause that sent its closing silence needs no more
         self.frames.clear()
         self._framer.clear()
-        if dropped and self.spurt_start is not None:
+        self._closing = 0
+        if dropped and self.spurt_start is not None and unclosed:
             self.frames.extend([b"\0" * (self.samples * 2)] * self.CLOSE_FRAMES)
+            self._closing = self.CLOSE_FRAMES if self.paused else 0
         return dropped
+
+    def pause(self, on: bool) -> None:
+        """Hold the queue (speech over the agent, not yet known to be a turn) or play on. A spurt paused mid-way
+        ends with ``CLOSE_FRAMES`` of silence, as a cut does; playing on starts a new spurt where it stopped."""
+        if on and not self.paused and self.frames and not self.idle(time.monotonic()):
+            self.frames.extendleft([b"\0" * (self.samples * 2)] * self.CLOSE_FRAMES)
+            self._closing = self.CLOSE_FRAMES
+        if not on:
+            if self._closing:  # the closing silence not yet sent is not worth sending now
+                for _ in range(self._closing):
+                    self.frames.popleft()
+            self._closing = 0
+        self.paused = on
 
     @property
     def queued_ms(self) -> int:
@@ -161,7 +179,7 @@ class PacedOut:
 
     def next_packet(self, now: float) -> bytes | None:
         """The next RTP packet if one is due at ``now``, else None."""
-        if not self.frames:
+        if not self.frames or (self.paused and not self._closing):
             return None
         marker = 0
         if self.idle(now):
@@ -171,6 +189,8 @@ class PacedOut:
         elif self.spurt_start + self.spurt_frames * FRAME_MS / 1000 > now + self.LEAD:
             return None  # ahead of real time: wait
         payload = self.encode(self.frames.popleft())
+        if self._closing:
+            self._closing -= 1
         ts = self.spurt_ts + self.spurt_frames * self.ts_step
         self.spurt_frames += 1
         if not payload:
@@ -291,6 +311,9 @@ class PacedCall(CallIO):
         dropped = self.out.clear()
         self._queue_changed()
         return dropped
+
+    def pause_audio(self, paused: bool) -> None:
+        self.out.pause(paused)
 
     @property
     def queued_audio_ms(self) -> int:
