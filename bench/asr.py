@@ -12,6 +12,14 @@ spent recognizing (all its threads: CTranslate2 decodes on its own) / audio leng
     python bench/asr.py [--recognizers pocketsphinx,moonshine,whisper] [--limit N] [--json out.json]
     python bench/asr.py --plain      # every utterance, clean, in each of nine voices without an accent
 
+``--human`` is people, not synthesizers: the recordings that ship in speech packages with their transcripts, clean,
+in street noise at 10 and 0 dB SNR (bench/noise.py's) and over a telephone band:
+
+- the ``pocketsphinx`` 5.1.1 sdist on PyPI (its ``test/data``; fetched once into ~/.cache/voxgate-bench): five
+  LibriVox sentences of Sense and Sensibility (a woman reading), five card names ("four queen of clubs"), "go
+  forward ten meters", a TIDIGITS digit string, and "feels like these days go on forever";
+- the ``moonshine-cpp`` wheel's ``test-data/beckett.wav`` ("Ever tried. Ever failed. No matter. ...").
+
 ``--plain`` is the set the issue's first measurement used (everyday questions in common synthetic voices, clean):
 five espeak-ng voices (American and British, male and female variants) and the four flite voices, 160 words a
 minute, 288 clips.
@@ -124,6 +132,83 @@ def plain_clips(limit: int | None, tmp: Path):
             yield text, voice_name(v), v[3], "clean", speak(text, v[0], v[1], v[2], tmp / "c.wav")
 
 
+POCKETSPHINX_SDIST = "pocketsphinx-5.1.1.tar.gz"
+# the recordings of the sdist's test/data and what is said in them (from its .txt, .transcription and test code)
+HUMAN = {
+    "librivox/sense_and_sensibility_01_austen_64kb-0870.wav": ("librivox", None),
+    "librivox/sense_and_sensibility_01_austen_64kb-0880.wav": ("librivox", None),
+    "librivox/sense_and_sensibility_01_austen_64kb-0890.wav": ("librivox", None),
+    "librivox/sense_and_sensibility_01_austen_64kb-0920.wav": ("librivox", None),
+    "librivox/sense_and_sensibility_01_austen_64kb-0930.wav": ("librivox", None),
+    "cards/001.wav": ("cards", "ten of clubs"), "cards/002.wav": ("cards", "four queen of clubs"),
+    "cards/003.wav": ("cards", "seven of clubs"), "cards/004.wav": ("cards", "five five"),
+    "cards/005.wav": ("cards", "eight of spades four of clubs seven of hearts"),
+    "goforward.raw": ("commands", "go forward ten meters"),
+    "tidigits/dhd.2934z.raw": ("digits", "two nine three four zero"),
+    "forever/input_2_16k.wav": ("commands", "feels like these days go on forever"),
+}
+
+
+def pypi_sdist(name: str, cache: Path) -> Path:
+    """A package's sdist from PyPI (the simple index), kept in ``cache``."""
+    import re
+    import urllib.request
+
+    path = cache / name
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        project = name.rsplit("-", 1)[0]
+        index = urllib.request.urlopen(f"https://pypi.org/simple/{project}/", timeout=60).read().decode()
+        url = re.search(r'href="(https://[^"#]*/' + re.escape(name) + ')', index).group(1)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(urllib.request.urlopen(url, timeout=300).read())
+        tmp.replace(path)
+    return path
+
+
+def human_recordings() -> list[tuple[str, str, np.ndarray]]:
+    """(transcript, source, 16 kHz audio) of every recording above."""
+    import io
+    import tarfile
+    import wave
+
+    out = []
+    sdist = pypi_sdist(POCKETSPHINX_SDIST, Path.home() / ".cache" / "voxgate-bench")
+    root = POCKETSPHINX_SDIST[: -len(".tar.gz")] + "/test/data/"
+    with tarfile.open(sdist) as tar:
+        for rel, (source, text) in HUMAN.items():
+            data = tar.extractfile(root + rel).read()
+            if text is None:
+                text = tar.extractfile(root + rel[:-4] + ".txt").read().decode().strip()
+            if rel.endswith(".wav"):
+                with wave.open(io.BytesIO(data)) as w:
+                    assert w.getframerate() == 16000 and w.getsampwidth() == 2 and w.getnchannels() == 1, rel
+                    data = w.readframes(w.getnframes())
+            out.append((text, f"pocketsphinx sdist: {source}", np.frombuffer(data, np.int16).astype(np.float32) / 32768))
+    try:
+        import moonshine_cpp
+
+        with wave.open(str(Path(moonshine_cpp.__file__).parent / "test-data" / "beckett.wav")) as w:
+            pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+        out.append(("Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.",
+                    "moonshine-cpp wheel: beckett", pcm))
+    except ImportError:  # the wheel is x86-64 only
+        pass
+    return out
+
+
+def human_clips(limit: int | None, tmp: Path):
+    from noise import mix, street
+
+    rng = np.random.default_rng(11)
+    noise = street(60, rng)
+    for i, (text, source, audio) in enumerate(human_recordings()[:limit]):
+        yield text, source, "human", "clean", audio
+        for snr in (10, 0):
+            yield text, source, "human", f"street {snr} dB", mix(audio, noise, snr, 7919 * i, lead_s=0.3)
+        yield text, source, "human", "telephone", telephone(audio)
+
+
 def voice_name(v) -> str:
     engine, voice, speed, _ = v
     return f"flite {voice}" if engine == "flite" else f"{voice}@{speed}"
@@ -170,14 +255,16 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--show", action="store_true", help="print every hypothesis")
     ap.add_argument("--plain", action="store_true", help="clean speech in nine voices without an accent only")
+    ap.add_argument("--human", action="store_true", help="human recordings that ship in packages, clean and noisy")
     args = ap.parse_args()
     if not shutil.which("espeak-ng"):
         raise SystemExit("bench/asr.py needs espeak-ng (apt-get install espeak-ng)")
     tmp = Path(tempfile.mkdtemp(prefix="voxgate-asr-"))
-    data = list((plain_clips if args.plain else clips)(args.limit, tmp))
+    data = list((human_clips if args.human else plain_clips if args.plain else clips)(args.limit, tmp))
     audio_s = sum(c[4].size for c in data) / 16000
-    print(f"{len(data)} clips, {audio_s:.0f} s of speech, voices: "
-          f"{', '.join(voice_name(v) for v in (PLAIN if args.plain else VOICES))}")
+    print(f"{len(data)} clips, {audio_s:.0f} s of speech, voices: " + (
+        ", ".join(dict.fromkeys(c[1] for c in data)) if args.human
+        else ", ".join(voice_name(v) for v in (PLAIN if args.plain else VOICES))))
     results = {}
     for name in args.recognizers.split(","):
         rss0, t0 = rss_mb(), time.monotonic()
@@ -189,7 +276,8 @@ def main() -> int:
             hyp, spent = hear(asr, audio)
             cpu += spent
             e, n = word_errors(text, hyp)
-            for key in ("all", variant) + ((f"clean {family}", f"clean {voice}") if variant == "clean" else ()):
+            for key in ("all", variant, f"{variant} {voice}") + (
+                    (f"clean {family}", f"clean {voice}") if variant == "clean" else ()):
                 errors[key] = errors.get(key, 0) + e
                 words[key] = words.get(key, 0) + n
             if args.show:
@@ -197,15 +285,22 @@ def main() -> int:
         results[name] = {"wer": {k: round(errors[k] / words[k], 3) for k in errors}, "rtf": round(cpu / audio_s, 3),
                          "load_ms": round(load_ms), "rss_mb": round(rss, 1),
                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    variants = ["all", "clean", "noise 15 dB", "telephone"]
+    variants = (["all", "clean", "street 10 dB", "street 0 dB", "telephone"] if args.human
+                else ["all", "clean", "noise 15 dB", "telephone"])
     print(f"{'recognizer':14s}" + "".join(f"{'WER ' + v:>17s}" for v in variants) + f"{'RTF':>8s}{'load':>9s}{'memory':>9s}")
     for name, r in results.items():
         print(f"{name:14s}" + "".join(f"{r['wer'].get(v, float('nan')) * 100:16.1f}%" for v in variants)
               + f"{r['rtf']:8.3f}{r['load_ms']:7d}ms{r['rss_mb']:7.0f}MB")
+    if args.human:
+        for source in dict.fromkeys(c[1] for c in data):
+            print(f"  {source:32s}" + "; ".join(
+                f"{name} " + ", ".join(f"{v} {r['wer'].get(f'{v} {source}', float('nan')) * 100:.1f}%"
+                                       for v in variants[1:]) for name, r in results.items()))
     families = sorted({f"clean {f}" for *_, f in VOICES})
-    print("clean speech by voice family: " + "; ".join(
-        f"{name} " + ", ".join(f"{k[6:]} {r['wer'][k] * 100:.1f}%" for k in families if k in r["wer"])
-        for name, r in results.items()))
+    if not args.human:
+        print("clean speech by voice family: " + "; ".join(
+            f"{name} " + ", ".join(f"{k[6:]} {r['wer'][k] * 100:.1f}%" for k in families if k in r["wer"])
+            for name, r in results.items()))
     if args.show:
         for name, r in results.items():
             print(f"{name}, clean speech by voice: " + ", ".join(

@@ -85,6 +85,21 @@ def test_the_beam_decode_hears_the_words_too(tmp_path, monkeypatch):
     assert errors["beam"] <= errors["greedy"] + 1 and errors["beam"] / words <= 0.15, errors
 
 
+def test_the_beam_decode_survives_a_first_step_that_ends_some_beams(tmp_path):
+    """A hum over the agent once crashed onnxruntime here: when one of the first step's top tokens was the end, the
+    decoder's cache kept a row for that beam and the next step's batch did not match it."""
+    model = moonshine.MoonshineModel.shared()
+    audio = np.frombuffer(espeak_16k(tmp_path, SPOKEN[0][0], SPOKEN[0][1]), np.int16).astype(np.float32) / 32768
+    hidden = model.encoder.run(None, {"input_values": audio[None, :]})[0]
+    ids, _, first = model._greedy(hidden, 40, True)
+    first = list(first)
+    logits = first[0].copy()
+    logits[0, -1, moonshine.EOS] = logits[0, -1].max() + 0.1  # the end is the first step's likeliest token
+    first[0] = logits
+    beamed = model._beam(hidden, first, 40, False, 4)
+    assert model.detokenize(beamed).strip() and len(beamed) >= len(ids) - 3
+
+
 def test_moonshine_shares_one_model_and_hears_nothing_in_silence():
     a, b = moonshine.MoonshineAsr(), moonshine.MoonshineAsr()
     assert a.model is b.model  # loaded once per process

@@ -199,17 +199,39 @@ def test_the_words_say_how_finished_a_turn_sounds():
         assert verdict(done) != OPEN, done
 
 
-def test_speech_over_the_agent_is_held_then_a_barge_in_once_it_lasts():
+def test_speech_over_the_agent_is_held_judged_once_it_lasts_and_a_barge_in_if_words():
     tt = TurnTaker(TurnConfig(prefix_padding_ms=300, min_interruption_ms=400))
     tt.set_responding(True)
-    events = feed(tt, "." * 20 + "S" * 25 + "." * 30)
-    kinds = [type(a) for _, a in events]
-    assert kinds[:3] == [Hold, SpeechStarted, Interrupt], kinds
-    (t_hold, hold), (t_start, started), _ = events[:3]
+    events = feed(tt, "." * 20 + "S" * 25)
+    assert [type(a) for _, a in events] == [Hold, JudgeInterruption]
+    (t_hold, hold), (t_judge, _) = events
     assert t_hold == 440 and hold.audio_start_ms == 100  # two frames in: silent at once; the start padded
-    assert started == SpeechStarted(100, held=True) and t_start == 400 + 400  # 400 ms of speech made it a turn
+    assert t_judge == 400 + 400  # 400 ms of speech: long enough to be a turn, if it is words
+    tt.interruption(True)
+    events = feed(tt, "S" + "." * 30, t0=900)
+    kinds = [type(a) for _, a in events]
+    assert kinds[:2] == [SpeechStarted, Interrupt] and events[0][1] == SpeechStarted(100, held=True)
     tt.set_responding(False)  # the barge-in cancelled the response; the turn goes on as any other
     assert EndOfTurn in kinds
+
+
+def test_a_long_laugh_judged_a_backchannel_is_held_then_released_or_a_turn_after_max_hold():
+    tt = TurnTaker(TurnConfig(min_interruption_ms=400))
+    tt.set_responding(True)
+    feed(tt, "S" * 22)  # judged at 400 ms
+    tt.interruption(False)  # "Ha ha"
+    assert [type(a) for _, a in feed(tt, "S" * 5 + "." * 10, t0=440)] == [JudgeInterruption]  # again, at the end
+    tt.interruption(False)
+    assert [a for _, a in feed(tt, ".", t0=740)] == [Release(True)]
+    tt2 = TurnTaker(TurnConfig(min_interruption_ms=400))
+    tt2.set_responding(True)
+    kinds = []
+    for i in range(160):
+        for a in tt2.frame(1.0, (i + 1) * 20):
+            kinds.append(type(a))
+            if type(a) is JudgeInterruption:
+                tt2.interruption(False)
+    assert kinds[-2:] == [SpeechStarted, Interrupt] and kinds.count(JudgeInterruption) >= 5
 
 
 def test_a_short_backchannel_is_judged_then_released_and_never_starts_a_turn():
@@ -244,9 +266,11 @@ def test_speech_resuming_while_judged_drops_the_stale_verdict():
     assert tt._judging
     feed(tt, "SS", t0=360)  # "mm ... wait"
     tt.interruption(False)  # the verdict on "mm" arrives late
-    assert feed(tt, "S", t0=400) == []  # dropped: still held
+    assert feed(tt, "S", t0=400) == []  # stale: still held
     events = [type(a) for _, a in feed(tt, "S" * 30, t0=420)]
-    assert events == [SpeechStarted, Interrupt]  # 800 ms of speech in all
+    assert events == [JudgeInterruption]  # 800 ms of speech in all: judged on all of it
+    tt.interruption(True)
+    assert [type(a) for _, a in feed(tt, "S", t0=1020)] == [SpeechStarted, Interrupt]
 
 
 def test_held_speech_becomes_a_plain_turn_when_the_response_ends_meanwhile():

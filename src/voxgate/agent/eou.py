@@ -61,11 +61,14 @@ okay ok alright right sure cool nice great good i see got it true totally exactl
 """.split())
 
 
+HUM = re.compile(r"[mhnu]+")
+
+
 def is_backchannel(transcript: str, max_words: int = 3) -> bool:
     """Does what was said over the agent sound like a backchannel (or a noise), not a turn? At most ``max_words``
     words, every one of them a backchannel word; nothing recognized at all counts as noise."""
-    words = re.findall(r"[a-z'-]+", transcript.lower().replace("-", " - "))
-    words = [w for w in words if w != "-"]
+    words = re.findall(r"[a-z']+", transcript.lower())
     joined = re.findall(r"[a-z]+(?:-[a-z]+)*", transcript.lower())  # "mm-hm" as one word too
-    return len(words) <= max_words and (all(w in BACKCHANNEL_WORDS for w in words)
-                                        or all(w in BACKCHANNEL_WORDS for w in joined))
+    hums = all(HUM.fullmatch(w) for w in words)  # a hum written out: "Mmhmm", "M. h. m."
+    return (len(words) <= max_words or hums) and (
+        hums or all(w in BACKCHANNEL_WORDS for w in words) or all(w in BACKCHANNEL_WORDS for w in joined))

@@ -157,11 +157,14 @@ class MoonshineModel(SharedModel):
             logp[EOS] = -np.inf
         top = np.argpartition(-logp, k)[:k]
         beams = [([int(t)], float(logp[t])) for t in top]
-        past = {name: np.repeat(value, k, axis=0) for (name, _), value in zip(self.pasts, first[1:])}
-        grows = {name for name, g in self.pasts if g}
-        hidden = np.repeat(hidden, k, axis=0)
         done: list[tuple[list[int], float]] = [(b[0][:-1], b[1]) for b in beams if b[0][-1] == EOS]
         beams = [b for b in beams if b[0][-1] != EOS]
+        # the decoder's own cache has one row per live beam (an ended first beam has none); the encoder's is the
+        # same for every beam, kept for k and sliced to the live count at each step
+        past = {name: np.repeat(value, len(beams) if g else k, axis=0)
+                for (name, g), value in zip(self.pasts, first[1:])}
+        grows = {name for name, g in self.pasts if g}
+        hidden = np.repeat(hidden, k, axis=0)
         for _ in range(1, steps):
             if not beams or len(done) >= k:
                 break

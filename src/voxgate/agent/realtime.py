@@ -284,6 +284,7 @@ class RealtimeSession:
             else:
                 await self._open_utterance()
         elif t is Hold:  # speech over the agent: silent at once, the answer kept until the speech is judged
+            log.debug("%s: speech over the agent at %d ms: held", self.session_id, action.audio_start_ms)
             self.call.pause_audio(True)
             self.held_text = ""
             await self._closed()
@@ -319,6 +320,7 @@ class RealtimeSession:
     async def _judge_interruption(self):
         """Decode the held speech (it stopped short): words make it a turn, a backchannel or a noise does not."""
         text = await self._asr(self.asr.peek) if hasattr(self.asr, "peek") else self.held_text
+        log.debug("%s: held speech judged: %r", self.session_id, text)
         self.tt.interruption(not eou.is_backchannel(text))
 
     async def _idle_timeout(self, action: IdleTimeout):

@@ -16,9 +16,10 @@ to throw the speculation away. Speech that starts while the agent responds
 yields ``Interrupt`` when ``interrupt_response`` is set (barge-in).
 
 False interruptions (``resume_false_interruption``, on by default): speech over the agent first ``Hold``s its audio
-(the agent is silent at once, its answer kept) and says nothing to the client yet. It becomes a barge-in
-(``SpeechStarted`` then ``Interrupt``) once it has lasted ``min_interruption_ms``, or when it stops sooner and the
-shell, having decoded it (``JudgeInterruption``), says it was words (``interruption(True)``). A backchannel, a
+(the agent is silent at once, its answer kept) and says nothing to the client yet. The shell decodes it
+(``JudgeInterruption``) when it stops, or once it has lasted ``min_interruption_ms`` (and every ``REJUDGE_MS`` more),
+and it becomes a barge-in (``SpeechStarted`` then ``Interrupt``) as soon as that says words (``interruption(True)``),
+or after ``MAX_HOLD_MS`` of speech whatever it is. A backchannel, a
 cough or a laugh (``interruption(False)``, see ``eou.is_backchannel``) ``Release``s the audio where it paused, and
 the client never hears of it: no speech_started, no item, no response.
 
@@ -51,6 +52,8 @@ EAGERNESS = {"high": (150, 250, 2000), "medium": (200, 800, 4000), "auto": (200,
 SEMANTIC_PAUSE_MS = 60  # semantic_vad decodes what was said this early into a pause: the verdict must precede the end
 TAIL_OF_PEAK = 0.03  # a frame this far under the turn's loudest is the end of a word, whatever the VAD says
 ABOVE_FLOOR = 2.5  # ... or not this far above the noise floor (the VAD's silent frames)
+MAX_HOLD_MS = 3000  # held speech this long is a turn whatever it sounds like
+REJUDGE_MS = 400  # held speech judged a backchannel while it goes on is judged again after this much more
 
 
 @dataclass
@@ -187,6 +190,7 @@ class TurnTaker:
         self.held: int | None = None  # speech over the agent not yet known to be a turn: its audio_start_ms
         self._held_ms = 0  # how much of it was speech
         self._judging = False  # JudgeInterruption is out; its answer is awaited
+        self._judged_at = -1  # how much held speech the last judgement heard
         self._real: bool | None = None  # the answer, acted on at the next frame
 
     def set_responding(self, responding: bool):
@@ -203,7 +207,7 @@ class TurnTaker:
         """The shell's answer to ``JudgeInterruption``: was the held speech a turn (words) or not (a backchannel,
         a noise)? Acted on at the next frame; an answer overtaken by more speech is dropped."""
         if self.held is not None and self._judging:
-            self._real = real
+            self._real, self._judging = real, False
 
     def judge(self, verdict: str) -> None:
         """semantic_vad: ``eou.OPEN`` / ``COMPLETE`` / ``QUESTION`` for what was said up to this pause (the next
@@ -238,6 +242,7 @@ class TurnTaker:
                 start = max(0, t_ms - self._run * FRAME_MS - cfg.prefix_padding_ms)
                 if self.responding and cfg.interrupt_response and cfg.resume_false_interruption:
                     self.held, self._held_ms, self._judging, self._real = start, self._run * FRAME_MS, False, None
+                    self._judged_at = -1
                     actions.append(Hold(start))
                 else:
                     actions.append(SpeechStarted(start))
@@ -281,30 +286,36 @@ class TurnTaker:
     def _held_frame(self, speech: bool, t_ms: int) -> list:
         """A frame while speech over the agent is held: confirm it as a turn, release it, or wait."""
         cfg = self.config
-        if self._real is not None:  # the shell's verdict on what was said
-            real, self._real, self._judging = self._real, None, False
-            if not real:
+        if self._real is not None:  # the shell's verdict on what was said up to its JudgeInterruption
+            real, self._real = self._real, None
+            if real:
+                return self._confirm()
+            if self.state == self.PAUSED and self._held_ms == self._judged_at:  # and nothing since: let it go
                 self.reset()
                 return [Release(True)]
-            return self._confirm()
         if not self.responding:  # the response ended (cancelled, failed) while held: this is a turn like any other
             return self._confirm() + [Release(False)]
         if speech:
-            if self.state == self.PAUSED:
-                self.state = self.SPEAKING
-                self._judging = False  # a verdict on the part before is stale: judged again at the next pause
+            self.state = self.SPEAKING
             self._held_ms += FRAME_MS
             self._silence_ms = 0
-            return self._confirm() if self._held_ms >= cfg.min_interruption_ms else []
+            if self._held_ms >= MAX_HOLD_MS:  # a laugh this long is someone taking the floor
+                return self._confirm()
+            if not self._judging and self._held_ms >= max(cfg.min_interruption_ms, self._judged_at + REJUDGE_MS):
+                return self._judge()  # long enough to be a turn, if it is words
+            return []
         if self.state == self.SPEAKING:
             self.state = self.PAUSED
             self._speech_end_ms = t_ms - FRAME_MS
             self._silence_ms = 0
         self._silence_ms += FRAME_MS
-        if self._silence_ms >= cfg.false_interruption_ms and not self._judging:
-            self._judging = True
-            return [JudgeInterruption()]
+        if self._silence_ms >= cfg.false_interruption_ms and not self._judging and self._judged_at != self._held_ms:
+            return self._judge()  # it stopped short: what was it?
         return []
+
+    def _judge(self) -> list:
+        self._judging, self._judged_at = True, self._held_ms
+        return [JudgeInterruption()]
 
     def _confirm(self) -> list:
         """The held speech is a turn: it starts now for the client (at its real start), as a barge-in. A pause
