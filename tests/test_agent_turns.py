@@ -288,3 +288,7 @@ def test_backchannels_and_turns():
     for said in ("Stop.", "Wait.", "No.", "What?", "Yeah, but what about tomorrow?", "Okay stop talking",
                  "Tell me more.", "yes please do that"):
         assert not is_backchannel(said), said
+    assert is_backchannel("Hahahahahahahah", 1100) and is_backchannel("For, for, for.", 1100, sure=0.003)
+    assert is_backchannel("He dreamed.", 480) and not is_backchannel("He dreamed of the sea.", 1500)
+    for short in ("Stop", "Wait", "Why?", "No", "Hold on"):  # a word that takes the floor, however short
+        assert not is_backchannel(short, 300), short

@@ -59,16 +59,29 @@ BACKCHANNEL_WORDS = frozenset("""
 mm mmm mhm mm-hmm mm-hm mmhmm mhmm hm hmm hmmm uh-huh uhhuh uh huh um ah oh ooh aha wow yeah yea yep yup yes ya
 okay ok alright right sure cool nice great good i see got it true totally exactly indeed ha haha hahaha heh hehe
 """.split())
+# words that take the floor however short: stop, wait, no, a question
+INTERRUPT_WORDS = frozenset("""
+stop wait no hold hang sorry excuse pardon hey but actually listen enough cancel quiet shut pause why what how who
+where when which
+""".split())
+HUM = re.compile(r"[mhnu]+|(?:ha|he|hi)+h?")  # a hum or a laugh written out: "Mmhmm", "M. h. m.", "Hahaha"
+SHORT_MS = 600  # held speech this short is a backchannel unless it has an interrupt word: a recognizer finds words
+# in a hum or a cough ("He dreamed.", "Very true."), people rarely take the floor in under 0.6 s without one
+NOT_WORDS = 0.05  # a decode this unsure of its words (transcribe_scored) made words out of a laugh or a noise
 
 
-HUM = re.compile(r"[mhnu]+")
-
-
-def is_backchannel(transcript: str, max_words: int = 3) -> bool:
-    """Does what was said over the agent sound like a backchannel (or a noise), not a turn? At most ``max_words``
-    words, every one of them a backchannel word; nothing recognized at all counts as noise."""
-    words = re.findall(r"[a-z']+", transcript.lower())
-    joined = re.findall(r"[a-z]+(?:-[a-z]+)*", transcript.lower())  # "mm-hm" as one word too
-    hums = all(HUM.fullmatch(w) for w in words)  # a hum written out: "Mmhmm", "M. h. m."
-    return (len(words) <= max_words or hums) and (
-        hums or all(w in BACKCHANNEL_WORDS for w in words) or all(w in BACKCHANNEL_WORDS for w in joined))
+def is_backchannel(transcript: str, speech_ms: int | None = None, sure: float = 1.0, max_words: int = 3) -> bool:
+    """Does speech over the agent sound like a backchannel (or a noise), not a turn? ``speech_ms``: how long it
+    was speech; ``sure``: the recognizer's certainty. An interrupt word makes it a turn; else a decode that could
+    not make words of it, backchannel words only (at most ``max_words``), or anything under ``SHORT_MS`` is not."""
+    lower = transcript.lower()
+    words = re.findall(r"[a-z']+", lower)
+    if any(w in INTERRUPT_WORDS for w in words):
+        return False
+    if sure < NOT_WORDS:
+        return True
+    joined = re.findall(r"[a-z]+(?:-[a-z]+)*", lower)  # "mm-hm" as one word too
+    if all(HUM.fullmatch(w) for w in words) or (len(words) <= max_words and (
+            all(w in BACKCHANNEL_WORDS for w in words) or all(w in BACKCHANNEL_WORDS for w in joined))):
+        return True
+    return speech_ms is not None and speech_ms < SHORT_MS

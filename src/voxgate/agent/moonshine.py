@@ -109,8 +109,13 @@ class MoonshineModel(SharedModel):
         under ``UNSURE``), decoded again with a beam of ``BEAM`` on the same encoder output (bench/asr.py: word
         errors 23.5 -> 21.1 %, about a third of the clips decoded twice; a beam on every clip: 19.8 % at twice the
         CPU)."""
+        return self.transcribe_scored(audio, beam)[0]
+
+    def transcribe_scored(self, audio: np.ndarray, beam: int | None = None) -> tuple[str, float]:
+        """The text and how sure the greedy decode was of its least likely word token (1.0: no word decoded). A
+        laugh or a hum comes out as words guessed at under 0.05; words people said, rarely under 0.15."""
         if audio.size < ASR_RATE // 10:  # under 0.1 s: nothing a person said
-            return ""
+            return "", 1.0
         hidden = self.encoder.run(None, {"input_values": audio[None, :]})[0]
         steps = int(audio.size / ASR_RATE * TOKENS_PER_SECOND) + 4
         # nothing at all from seconds of voiced audio: Moonshine does that on some voices (~4 % of bench/asr.py's
@@ -120,7 +125,7 @@ class MoonshineModel(SharedModel):
         beam = BEAM if beam is None else beam
         if beam > 1 and surest < UNSURE:
             ids = self._beam(hidden, first, steps, words, beam)
-        return self.detokenize(ids)
+        return self.detokenize(ids), surest
 
     def _step(self, ids: np.ndarray, hidden: np.ndarray, past: dict, cached: bool):
         return self.decoder.run(None, {"input_ids": ids, "encoder_hidden_states": hidden,
@@ -269,10 +274,15 @@ class UtteranceAsr:
     def peek(self) -> str:
         """Decode what was said so far and keep listening: the utterance stays open (the agent's decode at a pause,
         which speech may resume after)."""
+        return self.peek_scored()[0]
+
+    def peek_scored(self) -> tuple[str, float]:
+        """``peek``, with the decode's certainty (``MoonshineModel.transcribe_scored``): speech over the agent is
+        judged by both."""
         if not self.active or not self.chunks:
-            return ""
+            return "", 1.0
         pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
-        return self.model.transcribe(trim_silence(pcm))
+        return self.model.transcribe_scored(trim_silence(pcm))
 
 
 class MoonshineAsr(UtteranceAsr):

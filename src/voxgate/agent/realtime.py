@@ -290,7 +290,7 @@ class RealtimeSession:
             await self._closed()
             await self._open_utterance()
         elif t is JudgeInterruption:
-            self.spawn(self._judge_interruption())
+            self.spawn(self._judge_interruption(action.speech_ms))
         elif t is Release:
             self.call.pause_audio(False)
             if action.false_interruption:  # a backchannel or a noise: forget it, the answer goes on
@@ -317,11 +317,17 @@ class RealtimeSession:
             self._feed(f)
         self.ring.clear()
 
-    async def _judge_interruption(self):
-        """Decode the held speech (it stopped short): words make it a turn, a backchannel or a noise does not."""
-        text = await self._asr(self.asr.peek) if hasattr(self.asr, "peek") else self.held_text
-        log.debug("%s: held speech judged: %r", self.session_id, text)
-        self.tt.interruption(not eou.is_backchannel(text))
+    async def _judge_interruption(self, speech_ms: int):
+        """Decode the held speech: words make it a turn, a backchannel or a noise does not (``eou.is_backchannel``)."""
+        text, sure = self.held_text, 1.0
+        if hasattr(self.asr, "peek_scored"):
+            text, sure = await self._asr(self.asr.peek_scored) or ("", 1.0)
+        elif hasattr(self.asr, "peek"):
+            text = await self._asr(self.asr.peek)
+        real = not eou.is_backchannel(text, speech_ms, sure)
+        log.debug("%s: held speech (%d ms) judged %s: %r (sure %.2f)", self.session_id, speech_ms,
+                  "a turn" if real else "not a turn", text, sure)
+        self.tt.interruption(real)
 
     async def _idle_timeout(self, action: IdleTimeout):
         """The user said nothing for idle_timeout_ms: the silent audio becomes an (empty) user item, and the agent

@@ -129,7 +129,10 @@ class Hold:
 
 @dataclass(frozen=True)
 class JudgeInterruption:
-    """The held speech stopped short of ``min_interruption_ms``: decode it and call ``interruption(real)``."""
+    """Decode the held speech (it stopped, or it has gone on ``min_interruption_ms``) and call
+    ``interruption(real)``; ``speech_ms``: how much of it was speech."""
+
+    speech_ms: int
 
 
 @dataclass(frozen=True)
@@ -315,7 +318,7 @@ class TurnTaker:
 
     def _judge(self) -> list:
         self._judging, self._judged_at = True, self._held_ms
-        return [JudgeInterruption()]
+        return [JudgeInterruption(self._held_ms)]
 
     def _confirm(self) -> list:
         """The held speech is a turn: it starts now for the client (at its real start), as a barge-in. A pause
