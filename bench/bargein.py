@@ -152,17 +152,20 @@ def kept(result: dict) -> dict:
             "resumed": round(resumed - onset, 1) if resumed is not None else None}
 
 
-def parts(result: dict) -> dict | None:
+def parts(result: dict) -> dict:
+    """A real interruption's outcome: did it interrupt (a second speech_started, output_audio_buffer.cleared), and,
+    when it began while the agent was loud, how long until each part (else ``landed`` is False: the agent was
+    between two words, and the silence is not the barge-in's)."""
     mic, remote, events = result["mic"], result["remote"], result["events"]
     started = [t for t, e in events if e == "input_audio_buffer.speech_started"]
     cleared = [t for t, e in events if e == "output_audio_buffer.cleared"]
-    if len(started) < 2 or not cleared:
-        return None  # the interruption did not land while the agent spoke
-    # the interruption's onset: the first loud microphone block after the agent began speaking
     agent_on = next((t for t, p in remote if p > LOUD), None)
     onset = next((t for t, p in mic if agent_on and t > agent_on and p > LOUD), None)
-    if onset is None or not any(onset - 100 <= t <= onset and p > LOUD for t, p in remote):
-        return None  # the agent was not speaking when the user began (its reply had ended)
+    if onset is None:
+        return {"interrupted": False, "landed": False}
+    interrupted = any(t > onset - 50 for t in started) and any(t > onset - 50 for t in cleared)
+    if not interrupted or not any(onset - 100 <= t <= onset and p > LOUD for t, p in remote):
+        return {"interrupted": interrupted, "landed": False}
     last_loud, silent = None, None
     for t, p in remote:
         if t < onset:
@@ -173,10 +176,11 @@ def parts(result: dict) -> dict | None:
             silent = last_loud
             break
     if silent is None:
-        return None
+        return {"interrupted": True, "landed": False}
     s = next(t for t in started if t > onset - 50)
     c = next(t for t in cleared if t > onset - 50)
-    return {"speech_started": round(s - onset, 1), "cleared": round(c - onset, 1), "silent": round(silent - onset, 1)}
+    return {"interrupted": True, "landed": True, "speech_started": round(s - onset, 1), "cleared": round(c - onset, 1),
+            "silent": round(silent - onset, 1)}
 
 
 def main():
@@ -209,10 +213,8 @@ def main():
                         browser.close()
                         if kind == "interrupt":
                             r = parts(result)
-                            print(f"round {rnd + 1} {voice:9s} {text!r:40s}: "
-                                  f"{r if r else 'the interruption missed the reply'}", flush=True)
-                            if r:
-                                rows.append(r)
+                            print(f"round {rnd + 1} {voice:9s} {text!r:40s}: {r}", flush=True)
+                            rows.append(r)
                         else:
                             r = kept(result)
                             print(f"round {rnd + 1} {voice:9s} {text!r:40s}: {r}", flush=True)
@@ -224,7 +226,10 @@ def main():
             proc.wait(10)
         server.shutdown()
     if rows:
-        print()
+        print(f"\nreal interruptions: {sum(r['interrupted'] for r in rows)}/{len(rows)} interrupted the agent; timed "
+              f"where they began while it was loud (not between two of its words):")
+        rows = [r for r in rows if r["landed"]]
+    if rows:
         for key, what in (("speech_started", "speech_started arrives (VAD onset rule + uplink)"),
                           ("cleared", "output_audio_buffer.cleared arrives"),
                           ("silent", "the agent is silent in the browser")):
