@@ -1,6 +1,7 @@
 """Word error rate, as bench/asr.py and the recognizer tests count it: lowercased, punctuation dropped, small
-numbers spelled out (so "20" and "twenty" match), common contractions expanded ("what's" = "what is"), then a
-word-level edit distance."""
+numbers spelled out (so "20" and "twenty" match; a longer digit string digit by digit, as digit strings are read:
+"29340" = "two nine three four zero"), titles spelled out ("Mr." = "mister"), common contractions expanded
+("what's" = "what is"), then a word-level edit distance."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ _CONTRACTIONS = {"what's": "what is", "it's": "it is", "i'm": "i am", "don't": "
                  "there's": "there is", "isn't": "is not", "you're": "you are", "we're": "we are", "i'll": "i will"}
 
 
+_TITLES = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint"}
+
+
+def _word(w: str) -> str:
+    if w in _CONTRACTIONS or w in _NUMBERS or w in _TITLES:
+        return _CONTRACTIONS.get(w) or _NUMBERS.get(w) or _TITLES[w]
+    if w.isdigit():
+        return " ".join(_NUMBERS[d] for d in w)
+    return w
+
+
 def normalize(text: str) -> list[str]:
     text = re.sub(r"\bto-(day|morrow|night)\b", r"to\1", text.lower())  # old spellings of one word
     text = text.replace("-", " ").replace("%", " percent")
@@ -22,7 +34,7 @@ def normalize(text: str) -> list[str]:
     text = re.sub(r"(\d+):(\d+)", lambda m: f"{m.group(1)} {m.group(2)}", text)
     words = []
     for w in re.sub(r"[^a-z0-9' ]", " ", text.replace("\u2019", "'")).split():
-        words += _CONTRACTIONS.get(w, _NUMBERS.get(w, w)).split()
+        words += _word(w).split()
     return [w.replace("'", "") for w in words]
 
 
