@@ -6,7 +6,7 @@ import pytest
 from helpers import RelayProcess, TransceiverProcess, free_port, piper_wav, run_call, wav_rms
 from voxgate.wire.token import new_secret_line
 
-pytest.importorskip("piper")
+pytest.importorskip("sanotts")
 pytest.importorskip("pocketsphinx")
 
 

@@ -15,7 +15,7 @@ def session_events(c, event):
 
 
 def test_the_session_reports_noise_reduction_and_turns_it_off():
-    c = Conversation(instructions="x", model="m", asr="a", voice="v", vad="webrtcvad", responder="r")
+    c = Conversation(instructions="x", model="m", asr="a", voice="joe", vad="webrtcvad", responder="r")
     c.start(None)
     [upd] = session_events(c, {"type": "session.update", "session": {
         "audio": {"input": {"noise_reduction": {"type": "far_field"}}}}})

