@@ -126,11 +126,16 @@ def start_servers():
     return procs, f"http://127.0.0.1:{http}"
 
 
+def interjection_onset(result: dict) -> float | None:
+    """The first loud microphone block after the agent began speaking (ms, the page's clock)."""
+    agent_on = next((t for t, p in result["remote"] if p > LOUD), None)
+    return next((t for t, p in result["mic"] if agent_on and t > agent_on and p > LOUD), None)
+
+
 def kept(result: dict) -> dict:
     """A backchannel's outcome: was the answer kept, and how long was the agent held silent?"""
-    mic, remote, events = result["mic"], result["remote"], result["events"]
-    agent_on = next((t for t, p in remote if p > LOUD), None)
-    onset = next((t for t, p in mic if agent_on and t > agent_on and p > LOUD), None)
+    remote, events = result["remote"], result["events"]
+    onset = interjection_onset(result)
     if onset is None:
         return {"landed": False}
     after = [e for t, e in events if t > onset - 50]
@@ -156,11 +161,10 @@ def parts(result: dict) -> dict:
     """A real interruption's outcome: did it interrupt (a second speech_started, output_audio_buffer.cleared), and,
     when it began while the agent was loud, how long until each part (else ``landed`` is False: the agent was
     between two words, and the silence is not the barge-in's)."""
-    mic, remote, events = result["mic"], result["remote"], result["events"]
+    remote, events = result["remote"], result["events"]
     started = [t for t, e in events if e == "input_audio_buffer.speech_started"]
     cleared = [t for t, e in events if e == "output_audio_buffer.cleared"]
-    agent_on = next((t for t, p in remote if p > LOUD), None)
-    onset = next((t for t, p in mic if agent_on and t > agent_on and p > LOUD), None)
+    onset = interjection_onset(result)
     if onset is None:
         return {"interrupted": False, "landed": False}
     interrupted = any(t > onset - 50 for t in started) and any(t > onset - 50 for t in cleared)

@@ -112,7 +112,7 @@ class Conversation:
         self.formats = {"input": {"type": "audio/pcm", "rate": 24000}, "output": {"type": "audio/pcm", "rate": 24000}}
         self.noise_reduction: str | None = None  # near_field, far_field (agent/noise.py), or off
         self.voice, self.speed = voice, 1.0  # audio.output: a name from agent/voices.py, as asked
-        self.names = {"model": model, "asr": asr, "voice": voice, "vad": vad, "responder": responder}
+        self.names = {"model": model, "asr": asr, "vad": vad, "responder": responder}
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
         self.items: list[dict] = []

@@ -154,8 +154,7 @@ class RealtimeSession:
                         self.responses.pop(a.rid, None)
             elif t is EndInput:
                 end = self.t_ms
-                self.tt.reset()
-                self.call.pause_audio(False)
+                self._reset_turn()
                 await self._end_of_turn(EndOfTurn(end, a.create_response))
             elif t is ClearInput:
                 await self._clear_input()
@@ -417,9 +416,13 @@ class RealtimeSession:
                                              "no_response").inc()
         await self.do(actions)
 
-    async def _clear_input(self):
+    def _reset_turn(self):
+        """The turn taker starts over; speech over the agent that it held goes with it, so the answer plays on."""
         self.tt.reset()
-        self.call.pause_audio(False)  # speech over the agent that was held goes with the buffer
+        self.call.pause_audio(False)
+
+    async def _clear_input(self):
+        self._reset_turn()
         # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
         # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
         dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)

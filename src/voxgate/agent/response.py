@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..wire.pcm import Resampler
 from .responders import ToolCall
 from .stages import Chunker
+from .voices import DEFAULT_VOICE
 
 
 log = logging.getLogger("voxgate.agent")
@@ -46,7 +47,7 @@ class ResponseConfig:
     conversation: str = "auto"  # "none": out of band
     metadata: dict | None = None
     max_output_tokens: int | None = None  # None: "inf"
-    voice: str = "joe"  # as asked (ours or an OpenAI name: agent/voices.py)
+    voice: str = DEFAULT_VOICE  # as asked (ours or an OpenAI name: agent/voices.py)
     speed: float = 1.0
 
     @property

@@ -29,10 +29,6 @@ OPENAI_VOICES = {"alloy": "joe", "echo": "joe", "ash": "basalt", "ballad": "basa
                  "verse": "river", "sage": "river", "coral": "juniper", "shimmer": "juniper", "marin": "juniper"}
 
 
-def voice_names() -> list[str]:
-    return [*VOICES, *OPENAI_VOICES]
-
-
 def resolve_voice(name: str | None) -> Voice:
     """Our voice for a requested name (ours or an OpenAI one); ``ValueError`` listing the voices for any other."""
     if name is None:

