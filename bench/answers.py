@@ -16,6 +16,13 @@ The rubric, per answer (``score``), 0-3 points:
 The "right" check is a keyword: an answer that names the word in a wrong sentence ("The planet closest to Earth is
 Venus") still counts, so read ``--show`` before trusting small differences.
 
+- **in the question's language** (checked apart from the score): an answer to an English question with French,
+  Spanish or German function words in it, or letters outside ASCII, is not (SmolLM2 answered "Le Grand Paris ...").
+
+And one conversation (``CONVERSATION``): twelve questions asked in a row, each with the history before it (as a call
+keeps it), three times over: how many answers are not in the question's language, and how many repeat an answer
+given before (a small model copies its previous turn).
+
 Also measured, on this machine's two cores: time to the first token and tokens per second of the stream (median),
 and the process's memory growth when the model loads. Each question starts from the instructions evaluated (as a
 call's first turn does: ``prime``).
@@ -49,6 +56,36 @@ QUESTIONS = [
 ]
 
 
+CONVERSATION = [
+    "What is the capital of France?", "How many legs does a spider have?", "Can you recommend a good book?",
+    "Why is the sky blue?", "What should I cook for dinner tonight?", "How far away is the moon?",
+    "What is your favorite color?", "Tell me a fun fact about octopuses.", "How do I make a cup of tea?",
+    "What time is it in Tokyo?", "Is it going to rain tomorrow?", "What's a good name for a dog?",
+]
+FOREIGN = re.compile(r"\b(?:est|le|la|les|une|il|elle|du|des|qui|avec|el|los|las|es|und|ist|der|die|das)\b", re.I)
+
+
+def foreign(answer: str) -> bool:
+    """Does an answer to an English question read as another language?"""
+    return len(FOREIGN.findall(answer)) >= 2 or any(ord(ch) > 127 and ch.isalpha() for ch in answer)
+
+
+async def conversation(r: LlamaResponder, rounds: int = 3) -> dict:
+    """``CONVERSATION`` asked in a row, the history kept: answers not in English, and answers given twice."""
+    wrong_language = repeats = n = 0
+    for _ in range(rounds):
+        messages, said = [], set()
+        for question in CONVERSATION:
+            messages.append({"role": "user", "content": question})
+            answer = "".join([p async for p in r.stream(messages, DEFAULT_INSTRUCTIONS)]).strip()
+            messages.append({"role": "assistant", "content": answer})
+            wrong_language += foreign(answer)
+            repeats += answer in said
+            said.add(answer)
+            n += 1
+    return {"not_in_question_language": wrong_language, "repeated": repeats, "of": n}
+
+
 def score(question: str, answer: str, accepted: list[str]) -> dict:
     text = answer.lower()
     right = any(re.search(rf"\b{re.escape(a)}\b", text) for a in accepted)
@@ -57,7 +94,7 @@ def score(question: str, answer: str, accepted: list[str]) -> dict:
             or re.search(r"[\d.,:;/_-]{10,}", answer) or "http" in text or re.search(r"[<>\[\]{}]", answer)
             or len(set(lines := [x for x in answer.splitlines() if x.strip()])) < len(lines)
             or text.strip(" ?.!") == question.lower().strip(" ?.!"))
-    return {"right": right, "speakable": not junk, "score": 2 * right + (not junk)}
+    return {"right": right, "speakable": not junk, "score": 2 * right + (not junk), "foreign": foreign(answer)}
 
 
 async def ask(r: LlamaResponder, question: str) -> tuple[str, float, float, int]:
@@ -103,12 +140,15 @@ def main() -> int:
             "score": sum(r["score"] for r in rows), "of": 3 * len(rows),
             "first_token_ms": statistics.median(r["first_token_ms"] for r in rows),
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows if r["tokens_per_s"]),
-            "memory_mb": round(memory), "rows": rows}
-    print(f"{'model':40s} {'right':>7s} {'speakable':>10s} {'score':>9s} {'first token':>12s} {'tokens/s':>9s} {'memory':>8s}")
+            "memory_mb": round(memory), "rows": rows, "foreign": sum(r["foreign"] for r in rows),
+            "conversation": asyncio.run(conversation(r))}
+    print(f"{'model':40s} {'right':>7s} {'speakable':>10s} {'score':>9s} {'first token':>12s} {'tokens/s':>9s} {'memory':>8s}"
+          f" {'not English':>12s} {'in a conversation: not English':>31s} {'repeated':>9s}")
     for name, s in results.items():
-        n = len(s["rows"])
+        n, c = len(s["rows"]), s["conversation"]
         print(f"{name[:40]:40s} {s['right']:4d}/{n:<2d} {s['speakable']:7d}/{n:<2d} {s['score']:5d}/{s['of']:<3d}"
-              f" {s['first_token_ms']:9.0f} ms {s['tokens_per_s']:9.1f} {s['memory_mb']:6d}MB")
+              f" {s['first_token_ms']:9.0f} ms {s['tokens_per_s']:9.1f} {s['memory_mb']:6d}MB {s['foreign']:9d}/{n:<2d}"
+              f" {c['not_in_question_language']:28d}/{c['of']:<2d} {c['repeated']:6d}/{c['of']:<2d}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -40,7 +40,7 @@ import numpy as np
 
 import common  # noqa: F401  (first: it puts src/ on the path)
 
-from voxgate.agent.wer import word_errors
+from voxgate.lab.wer import word_errors
 
 UTTERANCES = [
     "What is the capital of France?", "Set a timer for twenty minutes, please.", "What's the weather like tomorrow?",
@@ -228,11 +228,11 @@ def make(name: str):
     if name == "pocketsphinx":
         return PocketSphinxAsr()
     if name == "moonshine":
-        from voxgate.agent.moonshine import MoonshineAsr
+        from voxgate.agent.models.moonshine import MoonshineAsr
 
         return MoonshineAsr()
     if name == "whisper":
-        from voxgate.agent.whisper import WhisperAsr
+        from voxgate.agent.models.whisper import WhisperAsr
 
         return WhisperAsr()
     raise SystemExit(f"unknown recognizer {name!r}")

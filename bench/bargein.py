@@ -3,7 +3,7 @@
 `voxgate transceiver --agent voice` (Moonshine; the scripted responder, so the reply is long and starts at once) behind
 `voxgate relay`; Chromium's microphone (an espeak-ng voice, not the agent's) asks a question, waits while the agent
 answers, then talks over it: a real interruption ("Wait, stop.") or a backchannel ("Mm-hmm.", "Yeah.", a laugh,
-a cough). bench/bargein.html taps the microphone and the remote track with AudioWorklets (each
+a cough). bench/browser.html taps the microphone and the remote track with AudioWorklets (each
 128-sample block's peak and its context time) and stamps the data channel's events with the same clock:
 
 - onset: the first loud block of the interruption on the microphone;
@@ -210,7 +210,7 @@ def main():
                         at = mic_wav(wav, voice, text)
                         browser = launch(p, f"{wav}%noloop")
                         page = browser.new_page()
-                        page.goto(f"http://127.0.0.1:{page_port}/bargein.html")
+                        page.goto(f"http://127.0.0.1:{page_port}/browser.html")
                         page.evaluate(f"run({url!r})")
                         time.sleep(at + 3.0)
                         result = page.evaluate("window.result")

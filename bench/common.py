@@ -1,4 +1,4 @@
-"""What the benchmarks share: the source tree and the tests' helpers on the path, free ports, CPU time from /proc.
+"""What the benchmarks share: the source tree on the path, free ports, CPU time from /proc, the agent's servers.
 
 Benchmarks run as scripts (``python bench/NAME.py``), so this directory is on ``sys.path`` and they
 ``import common`` first.
@@ -11,11 +11,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "..", "src")
-for path in (os.path.join(HERE, "..", "tests"), SRC):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
 
-from helpers import free_port  # noqa: E402,F401  (free for UDP and TCP alike)
+from voxgate.lab.ports import free_port  # noqa: E402,F401  (free for UDP and TCP alike)
 
 
 def cpu_seconds(pids) -> float:
@@ -47,3 +46,28 @@ def serve_dir(directory: str = HERE):
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, server.server_address[1]
+
+
+def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = None, relay_workers: int = 1):
+    """``voxgate relay`` and ``voxgate transceiver --agent voice`` (the embedded stack) on free loopback ports, as
+    ``voxgate demo`` runs them: ``(processes, http url)``; terminate the processes when done. ``log``: the
+    transceiver's INFO log (each response's stage marks) goes to this file."""
+    import json
+    import subprocess
+
+    from voxgate.wire.token import new_secret_line
+
+    env = {**os.environ, "PYTHONPATH": SRC, "VOXGATE_SECRET": new_secret_line()}
+    relay, http = free_port(), free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen",
+                               f"127.0.0.1:{relay}", "--workers", str(relay_workers)], stdout=subprocess.PIPE,
+                              text=True, env=env)]
+    json.loads(procs[-1].stdout.readline())
+    level, err = (os.environ.get("VOXGATE_BENCH_LOG_LEVEL", "INFO"), open(log, "w")) if log else ("WARNING", None)
+    procs.append(subprocess.Popen([sys.executable, "-m", "voxgate", "--log-level", level, "transceiver", "--http",
+                                   f"127.0.0.1:{http}", "--media", f"127.0.0.1:{free_port()}", "--relay",
+                                   f"127.0.0.1:{relay}", "--no-auth", "--agent", "voice", "--responder", responder,
+                                   "--asr", asr, "--drain-timeout", "0"], stdout=subprocess.PIPE, stderr=err,
+                                  text=True, env=env))
+    json.loads(procs[-1].stdout.readline())
+    return procs, f"http://127.0.0.1:{http}"

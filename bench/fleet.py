@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import free_port  # first: it puts src/ on the path
 
-from helpers import CallProcess, RedisServer, RelayProcess, TransceiverProcess, long_speech_wav, metric_value, wait_for
+from voxgate.lab.peers import CallProcess, RedisServer, RelayProcess, TransceiverProcess, long_speech_wav, metric_value, wait_for
 from voxgate.client.call import place_call
 from voxgate.transceiver.placing import PLACED
 from voxgate.wire.token import new_secret_line

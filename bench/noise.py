@@ -26,7 +26,7 @@ import common  # noqa: F401  (first: it puts src/ on the path)
 from asr import PLAIN, UTTERANCES, hear, speak
 
 from voxgate.agent.noise import NoiseReduction
-from voxgate.agent.wer import word_errors
+from voxgate.lab.wer import word_errors
 
 RATE = 16000
 MODES = (None, "near_field", "far_field")
@@ -113,7 +113,7 @@ def main() -> int:
     ap.add_argument("--levels", action="store_true", help="also every suppression level 1-4 without gain")
     args = ap.parse_args()
     modes = MODES + (tuple((0, lv) for lv in (1, 2, 3, 4)) if args.levels else ())
-    from voxgate.agent.moonshine import MoonshineAsr
+    from voxgate.agent.models.moonshine import MoonshineAsr
 
     rng = np.random.default_rng(11)
     tmp = Path(tempfile.mkdtemp(prefix="voxgate-noise-"))

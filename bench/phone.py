@@ -30,7 +30,7 @@ import numpy as np
 import common  # noqa: F401  (first: it puts src/ on the path)
 from asr import PLAIN, hear, plain_clips, resample, speak, voice_name
 
-from voxgate.agent.wer import word_errors
+from voxgate.lab.wer import word_errors
 from voxgate.sip import message
 from voxgate.sip.media import PhoneIn, PhoneOut
 from voxgate.sip.sdp import Codec
@@ -56,7 +56,7 @@ def through(codec: Codec, audio16k: np.ndarray) -> np.ndarray:
 
 
 def bench_wer(limit: int | None) -> dict:
-    from voxgate.agent.moonshine import MoonshineAsr
+    from voxgate.agent.models.moonshine import MoonshineAsr
 
     asr = MoonshineAsr()
     tmp = Path(tempfile.mkdtemp(prefix="voxgate-phone-"))
@@ -155,7 +155,7 @@ def speech_end(audio: np.ndarray, rate=16000) -> float:
 
 
 def bench_turns(rounds: int) -> dict:
-    from helpers import free_port, running_demo
+    from voxgate.lab.peers import free_port, running_demo
 
     tmp = Path(tempfile.mkdtemp(prefix="voxgate-phone-"))
     sip_port = free_port()

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from common import HERE, SRC, cpu_seconds, free_port  # first: it puts src/ on the path
-from helpers import speech_wav
+from voxgate.lab.peers import speech_wav
 
 from voxgate.wire.token import new_secret_line
 

@@ -21,8 +21,8 @@ import numpy as np
 import common  # noqa: F401  (first: it puts src/ on the path)
 
 from voxgate.agent.models.piper import PiperTts
-from voxgate.agent.wer import word_errors
-from voxgate.wire.pcm import Resampler
+from voxgate.lab.wer import word_errors
+from voxgate.audio import Resampler
 
 REPLIES = [
     "The capital of France is Paris.", "Sure, I set a timer for twenty minutes.",
@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--limit", type=int)
     ap.add_argument("--voices", default="joe,river,juniper,basalt")
     args = ap.parse_args()
-    from voxgate.agent.moonshine import MoonshineAsr
+    from voxgate.agent.models.moonshine import MoonshineAsr
 
     asr = MoonshineAsr()
     rows = [("piper-espeak (GPL, baseline)", PiperTts(varied=False, phonemizer="espeak"), "joe", 1.0)]

@@ -4,7 +4,7 @@ Runs the agent in-process on the embedded stack (webrtcvad, PocketSphinx, SmolLM
 scripted responder, Piper) behind ``LocalCall``, which paces input and output on 20 ms clocks like the
 transceiver. Each utterance (spoken by the embedded TTS) is played in real time with 1.5 s of trailing
 silence; both modes run on the same utterance back to back. Latencies are taken from each response's
-``voxgate_timing_ms``: from the end of the turn (``speech_stopped``, emitted silence_duration_ms after the
+``voxgate.timing``: from the end of the turn (``speech_stopped``, emitted silence_duration_ms after the
 user's last speech frame) to the final transcript, first token, first TTS audio and first audio packet sent.
 
     python bench/turns.py [--responder auto|scripted|smollm2] [--asr pocketsphinx|moonshine] [--rounds 1] [--json out.json]
@@ -28,9 +28,9 @@ import statistics
 import common  # noqa: F401  (first: it puts src/ on the path)
 
 from voxgate.agent import load_agent
-from voxgate.agent.harness import LocalCall
+from voxgate.lab.harness import LocalCall
 from voxgate.agent.models.piper import PiperTts
-from voxgate.wire.pcm import Resampler
+from voxgate.audio import Resampler
 
 UTTERANCES = [
     "What is the weather like today?",
@@ -67,7 +67,7 @@ async def one_turn(agent, speech: bytes, partial: bool) -> dict:
     done = call.events_of("response.done")
     if not done:
         raise RuntimeError("no response")
-    t = done[0]["response"]["voxgate_timing_ms"]
+    t = done[0]["response"]["voxgate"]["timing"]
     t["transcript"] = call.events_of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
     return t
 

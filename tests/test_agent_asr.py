@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from helpers import RelayProcess, TransceiverProcess, free_port, run_call
-from voxgate.agent.wer import normalize, word_errors
-from voxgate.wire.pcm import Resampler
+from voxgate.lab.wer import normalize, word_errors
+from voxgate.audio import Resampler
 from voxgate.wire.token import new_secret_line
 
-moonshine = pytest.importorskip("voxgate.agent.moonshine")
+moonshine = pytest.importorskip("voxgate.agent.models.moonshine")
 if importlib.util.find_spec("moonshine_cpp") is None:  # found, not imported: its own C library is not ours to load
     pytest.skip("moonshine-cpp ships for x86-64 Linux only", allow_module_level=True)
 
@@ -184,11 +184,11 @@ def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
     class FailsOnce(moonshine.MoonshineAsr):
         failures = 1
 
-        def peek(self):  # the decode at the pause (partial inference)
+        def peek_draft(self):  # the decode at the pause (partial inference)
             if FailsOnce.failures:
                 FailsOnce.failures -= 1
                 raise RuntimeError("model exploded")
-            return super().peek()
+            return super().peek_draft()
 
     stack = Stack(responder=ScriptedResponder(), tts=PiperTts(varied=False), asr_factory=FailsOnce,
                   asr_name="moonshine")
@@ -206,7 +206,7 @@ def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
 
 
 def test_the_rebuilt_model_hears_what_the_shipped_one_hears(tmp_path, monkeypatch):
-    """agent/ort_dequant.py rebuilds Moonshine's files: weights dequantized once (onnxruntime's ORT-format reader, the
+    """agent/models/ort_dequant.py rebuilds Moonshine's files: weights dequantized once (onnxruntime's ORT-format reader, the
     one place it is used), then int8 matrix products. The float rebuild says exactly what the file as shipped says;
     the int8 one the same words within one error per sentence over the set, on voices it never heard; the second load comes from
     the disk cache. Fails if an onnxruntime upgrade moves the reader or changes the format."""
@@ -214,7 +214,7 @@ def test_the_rebuilt_model_hears_what_the_shipped_one_hears(tmp_path, monkeypatc
 
     import onnxruntime as ort
 
-    from voxgate.agent import ort_dequant
+    from voxgate.agent.models import ort_dequant
 
     monkeypatch.setenv("VOXGATE_CACHE_DIR", str(tmp_path / "cache"))
     path = os.path.join(moonshine.model_dir(), "decoder_model_merged.ort")

@@ -39,7 +39,7 @@ def test_the_suppressor_lowers_steady_noise_and_keeps_speech(kind, tmp_path):
     import wave
 
     from voxgate.agent.noise import NoiseReduction
-    from voxgate.wire.pcm import Resampler
+    from voxgate.audio import Resampler
 
     with wave.open(speech_wav(tmp_path / "s.wav", "Turn off the lights in the kitchen.")) as w:
         speech = np.frombuffer(Resampler(w.getframerate(), 16000)(w.readframes(w.getnframes())), np.int16)

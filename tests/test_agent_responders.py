@@ -165,3 +165,136 @@ def test_smollm2_answers_from_a_tool_result_the_same_way_every_time(monkeypatch)
     assert len(answers) == 1, answers
     answer = answers.pop().lower()
     assert "18" in answer or "clear" in answer, answer
+
+
+def _spoken(reply: str, max_sentences: int = 2, said: str = "") -> tuple[str, bool]:
+    """A reply streamed through SpokenText in model-sized pieces: what passes, and whether it was ended."""
+    import re
+
+    from voxgate.agent.responders import SpokenText
+
+    s, out = SpokenText(max_sentences, said), ""
+    for piece in re.findall(r"\s*\S+|\s+", reply):
+        text, over = s.push(piece)
+        out += text
+        if over:
+            return out, True
+    return out + s.flush(), False
+
+
+def test_a_spoken_reply_ends_after_two_sentences_and_says_no_markup():
+    assert _spoken("The capital of France is Paris. It is a big city. It has a tower.") == \
+        ("The capital of France is Paris. It is a big city.", True)
+    assert _spoken("Sure, here's how:\n\n1. **Boil** water.\n2. Add tea.\n3. Wait.") == \
+        ("Sure, here's how: Boil water. Add tea.", True)
+    assert _spoken("Yes! Dr. Brown is 3.5 meters tall. Really.") == ("Yes! Dr. Brown is 3.5 meters tall.", True)
+    assert _spoken("Just words") == ("Just words", False)
+    assert _spoken("One. Two. Three.", 0) == ("One. Two. Three.", False)
+    # a reply being continued: what was said counts, and is not said again
+    assert _spoken(" is Paris. It is big. More.", said="The capital of France") == (" is Paris. It is big.", True)
+    assert _spoken(" It is big. More.", said="It is Paris.") == (" It is big.", True)
+
+
+def test_smollm2_continues_a_reply_it_was_stopped_in(monkeypatch):
+    """The agent stops the model after a reply's first words (their synthesis gets the cores) and has it continue
+    from them: given the words as an assistant message, the runtime goes on from them (greedy: the same reply)."""
+    pytest.importorskip("xllamacpp")
+    from voxgate.agent.responders import LlamaResponder
+
+    monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "0")
+    r = LlamaResponder(max_tokens=30)
+    question = [{"role": "user", "content": "How many legs does a spider have?"}]
+    whole = "".join(asyncio.run(parts(r, question)))
+
+    async def stopped_then_continued():
+        stream = r.stream(question, "Be brief.")
+        first = [await anext(stream) for _ in range(3)]
+        await stream.aclose()
+        said = "".join(first)
+        return said, [p async for p in r.stream(question + [{"role": "assistant", "content": said}], "Be brief.")]
+
+    said, rest = asyncio.run(stopped_then_continued())
+    assert rest and said + "".join(rest) == whole, (said, rest, whole)
+
+
+def test_first_words_go_before_the_rest_of_a_reply():
+    """TakeTurns: one model, one request at a time; a reply's first words wait for no reply being continued."""
+    import threading
+    import time
+
+    from voxgate.agent.responders import TakeTurns
+
+    turns, order = TakeTurns(), []
+    holding, release = threading.Event(), threading.Event()
+
+    def later(name, hold=False):
+        with turns.turn(TakeTurns.LATER):
+            order.append(name)
+            if hold:
+                holding.set()
+                release.wait(5)
+
+    def first(name):
+        with turns.turn(TakeTurns.FIRST):
+            order.append(name)
+
+    a = threading.Thread(target=later, args=("rest of A", True))
+    a.start()
+    holding.wait(5)
+    assert not turns.wanted(TakeTurns.LATER)
+    b = threading.Thread(target=later, args=("rest of B",))
+    b.start()
+    time.sleep(0.05)
+    c = threading.Thread(target=first, args=("first words of C",))
+    c.start()
+    time.sleep(0.05)
+    assert turns.wanted(TakeTurns.LATER) and not turns.wanted(TakeTurns.FIRST)
+    release.set()
+    for t in (a, b, c):
+        t.join(5)
+    assert order == ["rest of A", "first words of C", "rest of B"]
+
+
+def test_smollm2_gives_way_to_another_calls_first_words_and_goes_on(monkeypatch):
+    """A reply being continued stops at its next token when another call's first words wait, and continues from
+    what it said once they are out: that call's first token does not wait for the whole reply, and the reply is the
+    one it would have been (greedy)."""
+    pytest.importorskip("xllamacpp")
+    import time
+
+    from voxgate.agent.responders import LlamaResponder
+
+    monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "0")
+    monkeypatch.setenv("VOXGATE_LLM_MAX_SENTENCES", "0")
+    r = LlamaResponder(max_tokens=60)
+    story = [{"role": "user", "content": "Tell me a long story about a dragon and a knight."}]
+    whole = "".join(asyncio.run(parts(r, story)))
+    opening = whole.split(" ")[0]
+
+    async def both():
+        times = {}
+        rest = r.stream(story + [{"role": "assistant", "content": opening}], "Be brief.", max_tokens=59)
+        pieces = [await anext(rest)]
+        times["other starts"] = time.monotonic()
+        other = r.stream([{"role": "user", "content": "What is the capital of France?"}], "Be brief.")
+        first = await anext(other)
+        times["other's first word"] = time.monotonic()
+        await other.aclose()
+        pieces += [p async for p in rest]
+        times["reply done"] = time.monotonic()
+        return first, "".join(pieces), times
+
+    first, rest, times = asyncio.run(both())
+    assert first.strip()
+    assert times["other's first word"] < times["reply done"], times
+    assert opening + rest == whole, (opening, rest, whole)
+
+
+def test_a_long_conversation_is_cut_in_steps_so_the_prompt_cache_holds():
+    from voxgate.agent.responders import recent
+
+    history = [{"role": "user", "content": str(i)} for i in range(40)]
+    assert recent(history[:16]) == history[:16]
+    windows = [recent(history[:n])[0]["content"] for n in range(17, 41)]
+    assert all(8 <= len(recent(history[:n])) <= 16 for n in range(17, 41))
+    assert len(set(windows)) == 4  # its start moved four times over 24 more messages, not 24 times

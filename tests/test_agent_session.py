@@ -5,9 +5,9 @@ import asyncio
 import pytest
 
 from voxgate.agent import load_agent
-from voxgate.agent.harness import LocalCall
+from voxgate.lab.harness import LocalCall
 from voxgate.agent.models.piper import PiperTts
-from voxgate.wire.pcm import Resampler
+from voxgate.audio import Resampler
 
 SILENCE = b"\0" * 640
 
@@ -75,7 +75,7 @@ def test_one_turn_event_sequence_and_partial_inference(tts):
     assert all(e["event_id"].startswith("event_") for e in call.events_out)
     resp = call.events_of("response.done")[0]["response"]
     assert resp["status"] == "completed"
-    timing = resp["voxgate_timing_ms"]
+    timing = resp["voxgate"]["timing"]
     assert timing["speculative"] and timing["committed"], timing
     # prepared in the silence (speculative and committed, above). How soon its audio follows the turn is
     # bench/turns.py's to measure (~30 ms on a quiet machine); a loaded CI machine took 184 ms: a sanity bound here
@@ -91,7 +91,7 @@ def test_without_partial_inference_the_reply_starts_after_the_turn(tts):
     speech = say(tts, "What is the weather like today?")
     call = run(drive([SILENCE] * 10 + frames(speech) + [SILENCE] * 40,
                      events=[{"type": "session.update", "session": {"voxgate": {"partial_inference": False}}}]))
-    timing = call.events_of("response.done")[0]["response"]["voxgate_timing_ms"]
+    timing = call.events_of("response.done")[0]["response"]["voxgate"]["timing"]
     assert not timing["speculative"]
     assert timing["turn_end_to_final_transcript"] > 0 and timing["turn_end_to_first_tts_audio"] > 0
 
@@ -257,3 +257,102 @@ def test_semantic_vad_does_not_cut_in_on_a_mid_sentence_pause():
         turns[mode] = [e["transcript"] for e in call.events_of("conversation.item.input_audio_transcription.completed")]
     assert len(turns["server_vad"]) == 2, turns
     assert len(turns["semantic_vad"]) == 1, turns
+
+
+def test_a_local_model_is_stopped_for_the_first_audio_and_continues_from_its_words():
+    """A responder that ``continues`` (a model on this machine) is stopped once the first chunk is cut, so its
+    synthesis has the cores, then asked to continue from the words said: the reply comes out whole, said once."""
+    import re
+
+    from voxgate.agent.responders import ScriptedResponder
+
+    reply = "The capital of France is Paris. It is lovely in the spring."
+
+    class Continuing(ScriptedResponder):
+        continues = True
+
+        def __init__(self):
+            self.calls, self.closed = [], []
+
+        async def stream(self, messages, instructions, **kw):
+            self.calls.append(messages)
+            said = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+            assert reply.startswith(said)
+            try:
+                for word in re.findall(r"\s*\S+", reply[len(said):]):
+                    yield word
+                    await asyncio.sleep(0.01)
+            finally:
+                self.closed.append(len(self.calls))
+
+    agent = load_agent("voice", responder="scripted", progress=lambda *_: None, asr="pocketsphinx")
+    agent.stack.responder = responder = Continuing()
+    call = run(drive([SILENCE] * 5, tail_s=10, agent=agent, events=[
+        {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "Capital?"}]}},
+        {"type": "response.create"}], until=lambda c: c.events_of("response.done")))
+    assert len(responder.calls) == 2 and responder.closed == [1, 2]
+    assert responder.calls[1][-1] == {"role": "assistant", "content": "The capital of"}
+    assert responder.calls[1][:-1] == responder.calls[0]
+    assert call.events_of("response.output_audio_transcript.done")[0]["transcript"] == reply
+    deltas = "".join(e["delta"] for e in call.events_of("response.output_audio_transcript.delta"))
+    assert deltas == reply
+    assert call.events_of("response.done")[0]["response"]["status"] == "completed"
+
+
+class _DraftAsr:
+    """A whole-utterance recognizer whose greedy draft misheard a word and whose beam (``refine``) did not:
+    the words are fixed, the audio only paces it. ``refine_s``: how long the beam takes."""
+
+    name, partials = "draft", False
+
+    def __init__(self, draft, final, refine_s):
+        self.draft, self.final, self.refine_s = draft, final, refine_s
+        self.active = False
+
+    def start(self):
+        self.active = True
+
+    def feed(self, pcm):
+        self.active = True
+        return ""
+
+    def reset(self):
+        self.active = False
+
+    cancel = reset
+
+    def finish(self):
+        self.active = False
+        return self.final
+
+    def peek_draft(self):
+        import time
+
+        def refine():
+            time.sleep(self.refine_s)
+            return self.final
+        return self.draft, 0.1, refine
+
+
+@pytest.mark.parametrize("refine_s", [0.02, 0.6])
+def test_a_reply_prepared_from_the_draft_decode_is_redone_when_the_beam_hears_otherwise(tts, refine_s):
+    """At the pause the reply is prepared from the greedy decode while the beam decodes again; the beam's words
+    win: the draft's reply is dropped and one made from the beam's words is said, whether the beam finished within
+    the pause (0.02 s) or after the turn ended (0.6 s: then the turn's transcript waits for it)."""
+    from voxgate.agent.stack import Stack
+    from voxgate.agent.realtime import VoiceAgent
+    from voxgate.agent.responders import ScriptedResponder
+
+    stack = Stack(responder=ScriptedResponder(), tts=tts, asr_name="draft",
+                  asr_factory=lambda: _DraftAsr("What is the whether like?", "What is the weather like?", refine_s))
+    speech = say(tts, "What is the weather like?")
+    call = run(drive([SILENCE] * 10 + frames(speech) + [SILENCE] * 40, tail_s=10, agent=VoiceAgent(stack),
+                     events=[{"type": "session.update", "session": {"audio": {"input": {
+                         "turn_detection": {"type": "semantic_vad"}}}}}],
+                     until=lambda c: c.events_of("response.done")))
+    (done,) = call.events_of("conversation.item.input_audio_transcription.completed")
+    assert done["transcript"] == "What is the weather like?"
+    (created,) = call.events_of("response.created")  # the draft's reply never reached the client
+    reply = call.events_of("response.done")[0]["response"]
+    assert reply["status"] == "completed" and "weather" in reply["output"][0]["content"][0]["transcript"].lower()

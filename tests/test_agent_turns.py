@@ -192,8 +192,15 @@ def test_the_words_say_how_finished_a_turn_sounds():
     assert verdict("what is the capital of france") == QUESTION  # no punctuation (PocketSphinx)
     assert verdict("Set a timer for") == OPEN and verdict("Set a timer for...") == OPEN
     assert verdict("Transfer me to the Spanish agent. Spanish,") == OPEN
-    assert verdict("Set a timer for twenty minutes, please.") == COMPLETE
+    assert verdict("Set a timer for twenty minutes, please.") == QUESTION  # "please" hands the floor over
+    assert verdict("Tell me a fun fact about octopuses.") == QUESTION  # ... as a request for words does
+    assert verdict("Explain how rainbows form") == QUESTION
     assert verdict("Transfer me to the Spanish agent.") == COMPLETE  # another sentence may follow
+    assert verdict("Remind me to call.") == COMPLETE  # ... "my mother tomorrow"
+    assert verdict("Please") != QUESTION  # a request opener alone
+    assert verdict("What is the weather like?") == QUESTION and verdict("Where are you from?") == QUESTION
+    assert verdict("what is the weather like") == OPEN  # no "?" (PocketSphinx): it may go on
+    assert verdict("2 to timer 4") == OPEN and verdict("7 times 4.") == COMPLETE  # "for" heard as "4", unfinished
     assert verdict("") == COMPLETE
     for done in ("Thank you.", "Call me.", "Turn the lights on.", "I think so.", "Yes, I will.", "See you then."):
         assert verdict(done) != OPEN, done

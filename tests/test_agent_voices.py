@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from voxgate.agent import load_agent
-from voxgate.agent.harness import LocalCall
+from voxgate.lab.harness import LocalCall
 from voxgate.agent.models import piper
 from voxgate.agent.models.piper import PiperTts
 from voxgate.agent.voices import OPENAI_VOICES, VOICES
-from voxgate.wire.pcm import Resampler
+from voxgate.audio import Resampler
 
 SENTENCE = "The weather in Lisbon is sunny today."
 
@@ -56,8 +56,8 @@ def test_each_voice_is_pitched_as_declared_and_speed_changes_the_pace_not_the_pi
 
 
 def test_every_voice_is_understood(tts):
-    from voxgate.agent.moonshine import MoonshineAsr
-    from voxgate.agent.wer import word_errors
+    from voxgate.agent.models.moonshine import MoonshineAsr
+    from voxgate.lab.wer import word_errors
 
     asr = MoonshineAsr()
     errors = words = 0

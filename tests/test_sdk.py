@@ -172,7 +172,7 @@ def test_browser_sdk_push_to_talk(playwright, sdk_page, voice_tx, tmp_path):
     seen = browser_scenario(playwright, sdk_page, voice_tx, mic, "pushToTalkScenario", holdMs=int(seconds * 1000) + 3500)
     assert not seen["errors"], seen["errors"]
     assert "input_audio_buffer.speech_started" not in seen["events"]  # no VAD: the button made the turn
-    from voxgate.agent.wer import word_errors
+    from voxgate.lab.wer import word_errors
 
     # the whole buffer between the button's down and up was heard (a recognizer's word errors aside)
     assert seen["userTranscripts"], seen

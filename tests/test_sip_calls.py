@@ -145,8 +145,8 @@ def baresip_call(tmp: Path, wav: Path, sip_port: int, user="accept", codec="PCMU
 def transcribe(path: Path) -> str:
     import wave
 
-    from voxgate.agent import moonshine
-    from voxgate.wire.pcm import Resampler
+    from voxgate.agent.models import moonshine
+    from voxgate.audio import Resampler
 
     with wave.open(str(path)) as w:
         pcm = Resampler(w.getframerate(), 16000)(w.readframes(w.getnframes()))

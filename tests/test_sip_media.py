@@ -12,7 +12,7 @@ from aiortc.rtp import RtpPacket
 from voxgate.sip import webhook
 from voxgate.sip.media import DEPTH, PhoneIn, PhoneOut
 from voxgate.sip.sdp import Codec
-from voxgate.wire.pcm import AvCodec
+from voxgate.audio import AvCodec
 
 PCMU = Codec(0, "PCMU", 8000)
 G722 = Codec(9, "G722", 8000)

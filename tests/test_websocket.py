@@ -180,7 +180,7 @@ def test_out_of_band_text_response_leaves_the_conversation_alone(tx):
 def test_push_to_talk_and_g711(tx, weather_pcm):
     """turn_detection null, µ-law in and out: commit right after the last append commits all of it, and
     response.create answers; the audio comes back as G.711 (8 kHz, a byte a sample)."""
-    from voxgate.wire.pcm import G711, Resampler
+    from voxgate.audio import G711, Resampler
 
     ulaw = G711("audio/pcmu").encode(Resampler(24000, 8000)(weather_pcm))
 

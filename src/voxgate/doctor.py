@@ -107,7 +107,7 @@ def check_stack(stack) -> list[Check]:
     import array
     import math
 
-    from .wire.pcm import Resampler
+    from .audio import Resampler
 
     checks = []
     spoken: dict = {}

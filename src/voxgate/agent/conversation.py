@@ -17,12 +17,41 @@ Response states::
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from . import schema
-from .response import ResponseConfig, new_id
+from .events import error_event
 from .turns import TurnConfig
-from .voices import resolve_voice
+from .voices import DEFAULT_VOICE, resolve_voice
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+@dataclass
+class ResponseConfig:
+    """What one response is asked for: the session's settings, overridden by ``response.create``'s ``response``."""
+
+    instructions: str
+    tools: list = field(default_factory=list)
+    tool_choice: object = "auto"
+    modalities: tuple = ("audio",)
+    conversation: str = "auto"  # "none": out of band
+    metadata: dict | None = None
+    max_output_tokens: int | None = None  # None: "inf"
+    voice: str = DEFAULT_VOICE  # as asked (ours or an OpenAI name: agent/voices.py)
+    speed: float = 1.0
+    output_format: dict = field(default_factory=lambda: {"type": "audio/pcm", "rate": 24000})  # the session's
+
+    @property
+    def audio(self) -> bool:
+        return "audio" in self.modalities
+
+    @property
+    def in_conversation(self) -> bool:
+        return self.conversation != "none"
 
 
 # ---------------------------------------------------------------- actions
@@ -37,7 +66,6 @@ class StartResponse:
     config: ResponseConfig
     messages: list
     speculative: bool = False
-    transcript: str = ""  # what a speculation was made from
     marks: dict = field(default_factory=dict)
 
 
@@ -161,7 +189,7 @@ class Conversation:
     def response_config(self, **override) -> ResponseConfig:
         base = dict(instructions=self.instructions, tools=self.tools, tool_choice=self.tool_choice,
                     modalities=self.modalities, max_output_tokens=self.max_output_tokens, voice=self.voice,
-                    speed=self.speed)
+                    speed=self.speed, output_format=dict(self.formats["output"]))
         base.update(override)
         return ResponseConfig(**base)
 
@@ -233,10 +261,9 @@ class Conversation:
         out += self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
                                "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
         if asr_error is not None:
+            error = error_event("transcription_failed", f"the recognizer failed: {asr_error}", type_="server_error")
             out.append(Emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
-                             "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
-                                                           "message": f"the recognizer failed: {asr_error}",
-                                                           "param": None}}))
+                             "content_index": 0, "error": {k: v for k, v in error["error"].items() if k != "event_id"}}))
         else:
             out.append(Emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
                              "content_index": 0, "transcript": transcript,
@@ -269,7 +296,7 @@ class Conversation:
             self.responses[rid] = ResponseState(rid, config, "oob")
         return out + [StartResponse(rid, config, self.messages(items) + (extra or []), marks=marks)]
 
-    def speculate(self, transcript: str) -> list:
+    def speculate(self, transcript: str, marks: dict | None = None) -> list:
         """Partial inference: a held response from the transcript so far (if none is held already)."""
         if not transcript or self.spec is not None or not self.responds:
             return []
@@ -278,7 +305,7 @@ class Conversation:
         self.spec = rid
         self.responses[rid] = ResponseState(rid, config, "speculating", transcript)
         return [StartResponse(rid, config, self.messages() + [{"role": "user", "content": transcript}],
-                              speculative=True, transcript=transcript)]
+                              speculative=True, marks=marks or {})]
 
     def discard_speculation(self) -> list:
         if self.spec is None:
@@ -373,8 +400,7 @@ class Conversation:
         return handler(event, eid, now)
 
     def _error(self, code, message, param=None, event_id=None, type_="invalid_request_error") -> Emit:
-        return Emit({"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
-                                                "event_id": event_id}})
+        return Emit(error_event(code, message, param, event_id, type_))
 
     def _on_session_update(self, event, eid, now):
         session = event.get("session")

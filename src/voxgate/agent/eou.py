@@ -3,7 +3,8 @@
 ``semantic_vad`` asks this at the pause that starts partial inference (``turns.TurnTaker.judge``). This first model
 reads the words: a turn that stops on a word that cannot end a sentence ("Set a timer for"), on a filler ("um"),
 or on a comma or an ellipsis sounds unfinished (``OPEN``); a finished question hands the floor over and is answered
-soonest (``QUESTION``); any other finished sentence (``COMPLETE``) may still be followed by another one ("Transfer me
+soonest (``QUESTION``), and so does a finished request for something the agent says ("Tell me a fun fact about
+octopuses.", "Explain ...") or one closed by "please" or "thanks"; any other finished sentence (``COMPLETE``) may still be followed by another one ("Transfer me
 to the Spanish agent. Spanish, please."), so the turn taker waits a little longer on it. Moonshine's punctuation helps (it
 writes "for..." and "minutes, please."); PocketSphinx gives bare words, and the word rules still apply.
 Written here because the models that judge this from audio or text (Smart Turn, LiveKit's turn detector) either
@@ -33,6 +34,14 @@ can could will would shall should may might must have has had isn't aren't don't
 """.split())
 
 
+# a sentence that starts with one of these asks the agent to say something: it hands the floor over like a question
+REQUEST_WORDS = frozenset("""
+tell explain describe recommend suggest define summarize summarise translate name list spell recite
+""".split())
+# ... and so does a finished sentence that ends on one of these
+CLOSING_WORDS = frozenset("please thanks".split())
+
+
 def verdict(transcript: str) -> str:
     """``OPEN``, ``COMPLETE`` or ``QUESTION``: how the turn so far sounds (an empty one is complete)."""
     text = transcript.strip()
@@ -43,13 +52,20 @@ def verdict(transcript: str) -> str:
     words = re.findall(r"[a-z']+", text.lower())
     if not words:
         return COMPLETE
+    if text.endswith("?"):
+        return QUESTION  # "What is the weather like?", "Where are you from?": a question may end on a preposition
     last = words[-1]
+    if re.findall(r"[a-z0-9']+", text.lower())[-1] in ("2", "4") and not text.endswith((".", "!")):
+        return OPEN  # Moonshine writes an unfinished "Set a timer for" as "2 to timer 4": "for" and "to" as digits
     if last in OPEN_WORDS and not (last == "please" and len(words) > 1):
         return OPEN  # "twenty minutes, please." ends; "please" alone is a request opener
     sentence = re.split(r"[.!?]\s+", text.rstrip(" .!?"))[-1]  # the last sentence said
     first = re.findall(r"[a-z']+", sentence.lower())
     if text.endswith("?") or (first and first[0] in QUESTION_WORDS and not text.endswith("!")):
         return QUESTION
+    if first and (first[0] in REQUEST_WORDS or (len(first) > 1 and first[-1] in CLOSING_WORDS)
+                  or first[-2:] == ["thank", "you"]):
+        return QUESTION  # a request or a closing courtesy: the floor is handed over
     return COMPLETE
 
 

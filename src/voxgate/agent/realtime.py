@@ -18,9 +18,10 @@ import weakref
 
 from . import eou
 from .base import Agent, CallIO
+from .events import EventIds, error_event
 from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Conversation, Emit, EndInput,
                            SetResponding, StartResponse, CancelResponse, new_id)
-from .response import Response
+from .response import Event, Failed, Finished, ItemAdded, ItemDone, Response
 from .noise import NoiseReduction
 from .stages import MissingModel, level
 from .turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume, Speculate,
@@ -68,7 +69,7 @@ class RealtimeSession:
         self.partial = ""
         self.held_text = ""  # what was recognized of speech over the agent that is held (not yet a turn)
         self.user_item: str | None = None
-        self.event_seq = 0
+        self.event_ids = EventIds(self.session_id[5:17])
         self.closing: asyncio.Task | None = None  # the decode a speculation started (off the frame loop)
         self.asr_error: str | None = None  # the recognizer failed during this turn: the transcription failed
         self.sinks: list = []  # sideband connections: callables that take each server event too
@@ -86,15 +87,13 @@ class RealtimeSession:
 
     # ------------------------------------------------------------- plumbing
     def emit(self, event: dict):
-        self.event_seq += 1
-        event.setdefault("event_id", f"event_{self.session_id[5:]}{self.event_seq:05d}")
+        event.setdefault("event_id", self.event_ids.next())
         self.call.send_event(event)
         for sink in list(self.sinks):
             sink(event)
 
     def error(self, type_: str, code: str, message: str, param=None, event_id=None):
-        self.emit({"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
-                                              "event_id": event_id}})
+        self.emit(error_event(code, message, param, event_id, type_))
 
     def spawn(self, coro) -> asyncio.Future:
         task = asyncio.ensure_future(coro)
@@ -129,7 +128,8 @@ class RealtimeSession:
                 if configure is not None:  # a WebSocket call encodes its audio as the session says
                     configure(a.input_format, a.output_format)
             elif t is StartResponse:
-                r = Response(self, a.rid, a.config, a.messages, speculative=a.speculative, transcript=a.transcript)
+                r = Response(a.rid, a.config, a.messages, speculative=a.speculative, models=self.stack, call=self.call,
+                             report=self._reported, conversation_id=self.conversation_id)
                 r.marks.update(a.marks)
                 self.responses[a.rid] = r
                 r.start()
@@ -302,7 +302,7 @@ class RealtimeSession:
             # close the utterance so far and prepare the reply from it; if speech resumes, a new one opens. The
             # decode runs off the frame loop: a recognizer that decodes whole utterances takes hundreds of ms, and
             # turn-taking (the end of the turn, a resumption, a barge-in) must not wait for it
-            self.closing = asyncio.ensure_future(self._speculate(self.closing))
+            self.closing = asyncio.ensure_future(self._speculate(self.closing, time.monotonic()))
         elif t is Resume:
             await self._discard_speculation("resumed")
         elif t is EndOfTurn:
@@ -342,29 +342,49 @@ class RealtimeSession:
                                                   "kindly check whether they are still there."}
             await self.do(self.core.respond({"turn_end": time.monotonic()}, [nudge]))
 
-    async def _speculate(self, before: asyncio.Task | None):
+    async def _speculate(self, before: asyncio.Task | None, paused: float):
         if before is not None:  # segments keep their order
             await before
-        if hasattr(self.asr, "peek"):
+        refine = None
+        if hasattr(self.asr, "peek_draft"):
             # a whole-utterance recognizer decodes what was said so far and keeps listening: if speech resumes, the
-            # utterance goes on (a pause inside a word or a sentence must not cut it in two decodes)
+            # utterance goes on (a pause inside a word or a sentence must not cut it in two decodes). Its greedy
+            # decode comes first; where it was unsure of a word, the beam's decode follows (below) while the
+            # reply is already being prepared from the draft
+            text, _, refine = await self._asr(self.asr.peek_draft) or ("", 1.0, None)
+        elif hasattr(self.asr, "peek"):
             text = await self._asr(self.asr.peek)
-            if not self.tt.speculating:
-                return
+        else:
+            text = None
+            self._add_segment(await self._asr(self.asr.finish))
+        if not self.tt.speculating:
+            return
+        if text is not None:
             self.peeked = text
             if not getattr(self.asr, "partials", True):
                 self._on_text(self.transcript())
-        else:
-            self._add_segment(await self._asr(self.asr.finish))
-            if not self.tt.speculating:
+        self._judged(paused)
+        if refine is not None:
+            better = await self._asr(refine)
+            # speech resumed meanwhile (the draft was dropped: peeked is no longer it), or the beam agrees
+            if self.peeked is not text or transcript_fits(better, text):
                 return
+            pausing = self.tt.speculating  # else the turn has ended: _end_of_turn, waiting on this, takes it
+            await self._discard_speculation("refined")
+            self.peeked = better
+            if pausing:
+                self._judged(paused)
+
+    def _judged(self, paused: float):
+        """What was said up to this pause: the verdict (semantic_vad) and the reply prepared from it."""
         verdict = eou.verdict(self.transcript())
+        log.debug("%s: at the pause, %r sounds %s", self.session_id, self.transcript(), verdict)
         if self.turn_cfg.semantic:  # the turn ends on what was said: judge it now, at the pause
             self.tt.judge(verdict)
             if verdict == eou.OPEN:  # it waits for more speech: a reply prepared now would most likely be void
                 return
         if self.turn_cfg.partial_inference and self.turn_cfg.create_response:
-            self.do_now(self.core.speculate(self.transcript()))
+            self.do_now(self.core.speculate(self.transcript(), {"pause": paused, "peeked": time.monotonic()}))
 
     def _add_segment(self, text: str):
         self.segments.append(text)
@@ -455,15 +475,25 @@ class RealtimeSession:
         self.metrics.barge_ins.inc()
 
     # ------------------------------------------------------------- what responses report
-    def response_item_added(self, r: Response, item: dict):
-        self.do_now(self.core.item_added(r.config, item))
+    def _reported(self, r: Response, what) -> None:
+        """What a response runner reports (``response.Event`` ... ``Finished``), carried out in order."""
+        t = type(what)
+        if t is Event:
+            self.emit(what.event)
+        elif t is ItemAdded:
+            self.do_now(self.core.item_added(r.config, what.item))
+        elif t is ItemDone:
+            self.do_now(self.core.item_done(r.config, what.item, r.written_ms))
+        elif t is Failed:
+            self.error("server_error", "response_failed", what.message)
+        elif t is Finished:
+            self._response_finished(r)
+        else:
+            raise TypeError(f"unknown report {what!r}")
 
-    def response_item_done(self, r: Response, item: dict):
-        self.do_now(self.core.item_done(r.config, item, r.written_ms))
-
-    def on_response_done(self, r: Response):
-        """Called by the response once its closing events are out. ``response.done`` waits (at most a few
-        ticks) for the response's first packet to leave, so its timing field is complete."""
+    def _response_finished(self, r: Response):
+        """The response's closing events are out. ``response.done`` waits (at most a few ticks) for the response's
+        first packet to leave, so its timing field is complete."""
         self.responses.pop(r.id, None)
         self.do_now(self.core.response_done(r.id, r.status, self.call.queued_audio_ms))
         sent = r.first_sent

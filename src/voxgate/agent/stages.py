@@ -1,7 +1,7 @@
 """The pluggable stages of the voice agent, each behind a small interface, with the embedded implementations.
 
 VAD: webrtcvad (``webrtcvad-wheels``, C) with an energy fallback. ASR: PocketSphinx (ships an en-US model;
-streaming partial hypotheses); Moonshine is ``moonshine.py``. TTS is ``models/piper.py``; responders live in
+streaming partial hypotheses); Moonshine is ``models/moonshine.py``. TTS is ``models/piper.py``; responders live in
 ``responders.py``. Models come inside packages: nothing is downloaded at run time; a missing package raises
 ``MissingModel`` naming what to install.
 """
@@ -152,10 +152,6 @@ class Chunker:
         self.n = 0  # chunks cut so far
         self.first_words = first_words
         self.long_clause = long_clause
-
-    @property
-    def first(self) -> bool:
-        return self.n == 0
 
     def push(self, delta: str) -> list[str]:
         self.buf += delta

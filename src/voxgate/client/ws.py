@@ -18,7 +18,7 @@ import wave
 
 import aiohttp
 
-from ..wire.pcm import Resampler
+from ..audio import Resampler
 
 RATE = 24000
 CHUNK_MS = 40  # what a microphone callback hands over at once

@@ -18,7 +18,7 @@ from __future__ import annotations
 from aiortc.rtp import RtpPacket
 
 from ..transceiver.media import FRAME_MS, PacedOut
-from ..wire.pcm import AvCodec, Framer, Resampler
+from ..audio import AvCodec, Framer, Resampler
 from .core import DTMF_KEYS  # RFC 4733's event codes 0-15, as SIP INFO names them too
 from .sdp import Codec
 

@@ -11,8 +11,12 @@ from .ice import Connected, Deliver, Dropped, IceLiteMux, Send
 
 
 class MediaEndpoint(asyncio.DatagramProtocol):
+    """``calls``: the calls on this socket by id, each with ``deliver(data, via)`` and ``on_route(route)``; the mux
+    names a packet's call by the id its ICE session carries."""
+
     def __init__(self):
         self.mux = IceLiteMux()
+        self.calls: dict = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.drops: Counter = Counter()
         self.packets_in = self.packets_out = 0
@@ -51,13 +55,26 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         for a in actions:
             t = type(a)
             if t is Deliver:
-                a.session.key.deliver(a.data, a.via)
+                call = self.calls.get(a.session.call_id)
+                if call is not None:
+                    call.deliver(a.data, a.via)
             elif t is Send:
                 self.sendto(a.data, a.addr)
             elif t is Connected:
-                a.session.key.on_route(a.route)
+                call = self.calls.get(a.session.call_id)
+                if call is not None:
+                    call.on_route(a.route)
             elif t is Dropped:
                 self.drops[a.reason] += 1
+
+    def add(self, call) -> None:
+        """A call's ICE session joins the mux; its packets go to ``call``."""
+        self.calls[call.call_id] = call
+        self.mux.add(call.ice)
+
+    def remove(self, call) -> None:
+        self.calls.pop(call.call_id, None)
+        self.mux.remove(call.ice)
 
     def sendto(self, data: bytes, addr):
         if self.transport is not None:

@@ -22,7 +22,7 @@ import av
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
 from ..agent.base import CallIO, until_none
-from ..wire.pcm import Framer, Resampler
+from ..audio import Framer, Resampler
 
 OPUS_RATE = 48000
 FRAME_MS = 20

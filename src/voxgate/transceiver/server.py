@@ -19,7 +19,7 @@ from .ice import CONSENT_TIMEOUT
 from .media import DEFAULT_COMPLEXITY
 from .metrics import TransceiverMetrics
 from .sdp import build_answer, new_ice_pwd, parse_offer
-from .session import Session
+from .session import Host, Session
 
 log = logging.getLogger("voxgate.transceiver")
 
@@ -195,14 +195,14 @@ class Transceiver:
         ufrag = mint(self.cfg.keyring, self.token_target, time.time())
         pwd = new_ice_pwd()
         agent = self.agent_factory()
-        session = Session(self, offer, ufrag, pwd, agent, session_config,
+        session = Session(self.host, offer, ufrag, pwd, agent, session_config,
                           call_id=call_id(self.id, secrets.token_hex(10)))
         session.owner = owner  # the key that made the call: its sideband is open to it (and to server keys)
         answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint,
                               candidates=self.candidates_for(client_region),
                               ssrc=session.ssrc, session_id=int(time.time() * 1000))
         self.sessions[session.call_id] = session
-        self.endpoint.mux.add(session.ice)
+        self.endpoint.add(session)
         self._sessions_changed()
         session.start()
         return session, answer
@@ -255,14 +255,21 @@ class Transceiver:
         await session.close("hangup")
         return True
 
-    # callbacks from sessions
+    # what calls report (through their Host)
+    @property
+    def host(self) -> Host:
+        """What a call may reach of this transceiver (``session.Host``): no more than that."""
+        ep = self.endpoint
+        return Host(certificate=self.certificate, opus_complexity=self.cfg.opus_complexity, send=ep.sendto,
+                    authenticated=ep.mux.authenticated, connected=self.on_connected, closed=self.on_closed)
+
     def on_connected(self, session: Session):
         self.add_clocked(session)
 
     def on_closed(self, session: Session):
         self.sessions.pop(session.call_id, None)
         self.remove_clocked(session)
-        self.endpoint.mux.remove(session.ice)
+        self.endpoint.remove(session)
         self._sessions_changed()
         self.metrics.calls.labels(session.close_reason).inc()
         self.metrics.observe_setup(session.timings_ms())
@@ -304,7 +311,9 @@ class Transceiver:
             if s.state == "new" and now - s.times["created"] > self.cfg.setup_timeout:
                 await s.close("setup_timeout")
         for ice in self.endpoint.mux.expired(now, self.cfg.consent_timeout):
-            await ice.key.close("consent_expired")
+            session = self.sessions.get(ice.call_id)
+            if session is not None:
+                await session.close("consent_expired")
         for key, exp in list(self.client_secrets.items()):
             if exp < time.time():
                 del self.client_secrets[key]

@@ -15,12 +15,15 @@ import random
 import secrets
 import time
 import weakref
+from dataclasses import dataclass
+from typing import Callable
 
 from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from ..agent.base import SentWaiters
+from ..agent.events import error_event
 from . import aiortc_glue
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut, PacedCall
@@ -31,20 +34,34 @@ log = logging.getLogger("voxgate.transceiver")
 LIVE_OBJECTS: "weakref.WeakSet[Session]" = weakref.WeakSet()  # for leak checks: empty once every call is gone
 
 
+@dataclass(frozen=True)
+class Host:
+    """What a call needs of the transceiver that holds it, and all it may reach: the DTLS certificate, the Opus
+    complexity, the shared socket (``send``; ``authenticated``: a packet of this call authenticated, via this
+    route, now: ``IceLiteMux.authenticated``), and where to say that the call connected or closed."""
+
+    certificate: object
+    opus_complexity: int
+    send: Callable[[bytes, tuple], None]
+    authenticated: Callable
+    connected: Callable[["Session"], None]
+    closed: Callable[["Session"], None]
+
+
 class Session(PacedCall):
-    def __init__(self, server, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None,
+    def __init__(self, host: Host, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None,
                  call_id: str | None = None):
-        self.server = server
+        self.host = host
         self.offer = offer
         self.call_id = call_id or "rtc_" + secrets.token_hex(12)
         self.session_config = session_config  # the multipart offer's `session` part, for the agent
         self.agent = agent
         self.sample_rate = agent.sample_rate
-        self.ice = IceSession(ufrag=ufrag, pwd=pwd, key=self)
+        self.ice = IceSession(ufrag=ufrag, pwd=pwd, call_id=self.call_id)
         self.transport = aiortc_glue.IceTransport(self.send)
-        self.dtls = aiortc_glue.dtls_transport(self.transport, server.certificate)
+        self.dtls = aiortc_glue.dtls_transport(self.transport, host.certificate)
         self.ssrc = random.getrandbits(32) or 1
-        self.out = OpusOut(self.sample_rate, offer.opus_pt, self.ssrc, complexity=server.cfg.opus_complexity)
+        self.out = OpusOut(self.sample_rate, offer.opus_pt, self.ssrc, complexity=host.opus_complexity)
         self.inp = OpusIn(self.sample_rate, self._on_pcm)
         self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=500)
         self._event_q: asyncio.Queue = asyncio.Queue(maxsize=1000)
@@ -85,7 +102,7 @@ class Session(PacedCall):
         self.times["dtls_connected"] = time.monotonic()
         self.state = "connected"
         self.ice.verified = True  # the client finished DTLS with us: it receives what we send
-        self.server.on_connected(self)
+        self.host.connected(self)
         aiortc_glue.receive_rtp(self.dtls, self.inp, _receive_parameters(self.offer))
         if self.offer.sctp_port is not None:
             self.sctp = RTCSctpTransport(self.dtls)
@@ -121,7 +138,7 @@ class Session(PacedCall):
         for task in list(self.tasks):
             if task is not current:
                 task.cancel()
-        self.server.on_closed(self)
+        self.host.closed(self)
 
     # ------------------------------------------------------------- socket side
     def deliver(self, data: bytes, via: tuple):
@@ -130,14 +147,14 @@ class Session(PacedCall):
     def _authenticated(self):
         """The packet aiortc is handling authenticated (SRTP, or a DTLS record): replies follow the path it came
         by, which moves them to a relay that took over the client (restarted, replaced, sibling)."""
-        moved = self.server.endpoint.mux.authenticated(self.ice, self.transport.current, time.monotonic())
+        moved = self.host.authenticated(self.ice, self.transport.current, time.monotonic())
         if moved is not None:
             self.on_route(moved.route)
 
     def send(self, data: bytes):
         out = self.ice.outgoing(data)
         if out is not None:
-            self.server.endpoint.sendto(out.data, out.addr)
+            self.host.send(out.data, out.addr)
 
     def on_route(self, route):
         if "ice_connected" not in self.times:
@@ -173,15 +190,12 @@ class Session(PacedCall):
                 if not isinstance(event, dict):
                     raise ValueError("not an object")
             except ValueError as exc:
-                self.send_event({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_json",
-                                                            "message": f"data channel message is not a JSON object: {exc}",
-                                                            "param": None}})
+                self.send_event(error_event("invalid_json", f"data channel message is not a JSON object: {exc}"))
                 return
             try:
                 self._event_q.put_nowait(event)
             except asyncio.QueueFull:
-                self.send_event({"type": "error", "error": {"type": "rate_limit_error", "code": "too_many_events",
-                                                            "message": "event queue full", "param": None}})
+                self.send_event(error_event("too_many_events", "event queue full", type_="rate_limit_error"))
 
         pending, self._pending_events = self._pending_events, []
         for event in pending:  # what the agent said before the channel was there (session.created)

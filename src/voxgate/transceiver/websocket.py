@@ -33,8 +33,9 @@ import time
 
 from aiohttp import WSMsgType, web
 
+from ..agent import events
 from ..agent.base import CallIO, SentWaiters, until_none
-from ..wire.pcm import G711, Framer, Resampler
+from ..audio import G711, Framer, Resampler
 
 log = logging.getLogger("voxgate.transceiver")
 
@@ -60,8 +61,9 @@ def token_of(request) -> str | None:
 
 
 def error_event(code: str, message: str, param=None, event_id=None, type_="invalid_request_error") -> dict:
-    return {"type": "error", "event_id": "event_" + secrets.token_hex(8),
-            "error": {"type": type_, "code": code, "message": message, "param": param, "event_id": event_id}}
+    """The one error shape (``agent.events``), with an id of its own: a transport's errors are outside the session's
+    stream of events."""
+    return {**events.error_event(code, message, param, event_id, type_), "event_id": events.one_off_id()}
 
 
 class Outbox:
@@ -125,7 +127,7 @@ class WsCall(CallIO):
         self._event_q: asyncio.Queue = asyncio.Queue()
         self._framer = Framer(sample_rate // 50 * 2)
         self._sent = SentWaiters()
-        self._seq = 0
+        self._audio_ids = events.EventIds(self.call_id[3:12] + "a")  # its audio deltas: a stream of their own
         self.ended = False
         self.appended_ms = 0.0
         self.configure_audio({"type": "audio/pcm", "rate": PCM_RATE}, {"type": "audio/pcm", "rate": PCM_RATE})
@@ -213,8 +215,7 @@ class WsCall(CallIO):
             data = self._g711_out.encode(data)
         if not data:
             return
-        self._seq += 1
-        event = {"type": "response.output_audio.delta", "event_id": f"event_{self.call_id[3:15]}a{self._seq:06d}",
+        event = {"type": "response.output_audio.delta", "event_id": self._audio_ids.next(),
                  **(ids or {}), "delta": base64.b64encode(data).decode()}
         self.outbox.put(json.dumps(event), on_sent=self._on_audio_sent)
 

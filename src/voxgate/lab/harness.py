@@ -11,8 +11,8 @@ import asyncio
 import collections
 import time
 
-from ..wire.pcm import Framer
-from .base import CallIO, SentWaiters, until_none
+from ..audio import Framer
+from ..agent.base import CallIO, SentWaiters, until_none
 
 
 class LocalCall(CallIO):

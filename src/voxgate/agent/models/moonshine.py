@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from .stages import ASR_RATE, MissingModel
+from ..stages import ASR_RATE, MissingModel
 
 BOS, EOS = 1, 2
 TOKENS_PER_SECOND = 6.5  # a ceiling on the decode: speech runs at ~3–4 tokens a second
@@ -114,8 +114,15 @@ class MoonshineModel(SharedModel):
     def transcribe_scored(self, audio: np.ndarray, beam: int | None = None) -> tuple[str, float]:
         """The text and how sure the greedy decode was of its least likely word token (1.0: no word decoded). A
         laugh or a hum comes out as words guessed at under 0.05; words people said, rarely under 0.15."""
+        text, surest, refine = self.draft(audio, beam)
+        return (refine() if refine is not None else text), surest
+
+    def draft(self, audio: np.ndarray, beam: int | None = None):
+        """The greedy decode now, and the beam's later: ``(text, surest, refine)``, where ``refine`` (None when the
+        greedy decode was sure of every word) runs the beam on the same encoder output and returns its text. The
+        agent starts preparing a reply from the draft while the beam runs (``realtime._speculate``)."""
         if audio.size < ASR_RATE // 10:  # under 0.1 s: nothing a person said
-            return "", 1.0
+            return "", 1.0, None
         hidden = self.encoder.run(None, {"input_values": audio[None, :]})[0]
         steps = int(audio.size / ASR_RATE * TOKENS_PER_SECOND) + 4
         # nothing at all from seconds of voiced audio: Moonshine does that on some voices (~4 % of bench/asr.py's
@@ -124,8 +131,8 @@ class MoonshineModel(SharedModel):
         ids, surest, first = self._greedy(hidden, steps, words)
         beam = BEAM if beam is None else beam
         if beam > 1 and surest < UNSURE:
-            ids = self._beam(hidden, first, steps, words, beam)
-        return self.detokenize(ids), surest
+            return self.detokenize(ids), surest, lambda: self.detokenize(self._beam(hidden, first, steps, words, beam))
+        return self.detokenize(ids), surest, None
 
     def _step(self, ids: np.ndarray, hidden: np.ndarray, past: dict, cached: bool):
         return self.decoder.run(None, {"input_ids": ids, "encoder_hidden_states": hidden,
@@ -279,10 +286,19 @@ class UtteranceAsr:
     def peek_scored(self) -> tuple[str, float]:
         """``peek``, with the decode's certainty (``MoonshineModel.transcribe_scored``): speech over the agent is
         judged by both."""
+        text, surest, refine = self.peek_draft()
+        return (refine() if refine is not None else text), surest
+
+    def peek_draft(self):
+        """``peek`` in two steps (``MoonshineModel.draft``): ``(text, surest, refine)``; call ``refine`` (None: the
+        draft is final) on the recognizer's thread for the beam's text."""
         if not self.active or not self.chunks:
-            return "", 1.0
+            return "", 1.0, None
         pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
-        return self.model.transcribe_scored(trim_silence(pcm))
+        draft = getattr(self.model, "draft", None)
+        if draft is None:  # a model that decodes in one go (Whisper)
+            return (*self.model.transcribe_scored(trim_silence(pcm)), None)
+        return draft(trim_silence(pcm))
 
 
 class MoonshineAsr(UtteranceAsr):
