@@ -103,6 +103,8 @@ def main():
                                                                        .get("reason"))] += 1
                     if e.get("type") == "conversation.item.input_audio_transcription.completed":
                         heard.append(e["transcript"])
+                    if e.get("type") == "error":
+                        print(f"           error on a call: {e['error']}", flush=True)
                     if e.get("type") == "response.done" and e["response"]["status"] == "completed":
                         t = (e["response"].get("voxgate") or {}).get("timing") or {}
                         if "speech_end_to_first_audio_sent" in t:

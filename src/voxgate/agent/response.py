@@ -223,6 +223,7 @@ class Response:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failing model ends this response, not the call
+            log.warning("response %s failed", self.id, exc_info=True)
             self.status, self.reason = "failed", "error"
             self.report(self, Failed(f"response failed: {exc}"))
         else:

