@@ -134,7 +134,7 @@ def interjection_onset(result: dict) -> float | None:
 
 def kept(result: dict) -> dict:
     """A backchannel's outcome: was the answer kept, and how long was the agent held silent?"""
-    remote, events = result["remote"], result["events"]
+    remote, events = result["remote"], [row[:2] for row in result["events"]]  # (time, type): the rest is payload
     onset = interjection_onset(result)
     if onset is None:
         return {"landed": False}
@@ -161,7 +161,7 @@ def parts(result: dict) -> dict:
     """A real interruption's outcome: did it interrupt (a second speech_started, output_audio_buffer.cleared), and,
     when it began while the agent was loud, how long until each part (else ``landed`` is False: the agent was
     between two words, and the silence is not the barge-in's)."""
-    remote, events = result["remote"], result["events"]
+    remote, events = result["remote"], [row[:2] for row in result["events"]]  # (time, type): the rest is payload
     started = [t for t, e in events if e == "input_audio_buffer.speech_started"]
     cleared = [t for t, e in events if e == "output_audio_buffer.cleared"]
     onset = interjection_onset(result)

@@ -1,7 +1,8 @@
 """The pluggable stages of the voice agent, each behind a small interface, with the embedded implementations.
 
-VAD: webrtcvad (``webrtcvad-wheels``, C) with an energy fallback. ASR: PocketSphinx (ships an en-US model;
-streaming partial hypotheses); Moonshine is ``models/moonshine.py``. TTS is ``models/piper.py``; responders live in
+VAD: webrtcvad (``webrtcvad-wheels``, C) with an energy fallback. ASR: Moonshine (``models/moonshine.py``) is the
+default where its wheel exists (x86-64 Linux); PocketSphinx, here (ships an en-US model; streaming partial
+hypotheses), is the fallback elsewhere and ``--asr pocketsphinx``. TTS is ``models/piper.py``; responders live in
 ``responders.py``. Models come inside packages: nothing is downloaded at run time; a missing package raises
 ``MissingModel`` naming what to install.
 """
