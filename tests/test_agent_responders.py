@@ -242,12 +242,18 @@ def test_first_words_go_before_the_rest_of_a_reply():
     a.start()
     holding.wait(5)
     assert not turns.wanted(TakeTurns.LATER)
+    def waiting(first_words, rest):  # both are queued before A lets go, however slow the machine
+        deadline = time.monotonic() + 5
+        while turns._waiting != [first_words, rest] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert turns._waiting == [first_words, rest]
+
     b = threading.Thread(target=later, args=("rest of B",))
     b.start()
-    time.sleep(0.05)
+    waiting(0, 1)
     c = threading.Thread(target=first, args=("first words of C",))
     c.start()
-    time.sleep(0.05)
+    waiting(1, 1)
     assert turns.wanted(TakeTurns.LATER) and not turns.wanted(TakeTurns.FIRST)
     release.set()
     for t in (a, b, c):
