@@ -51,7 +51,8 @@ def serve_dir(directory: str = HERE):
 def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = None, relay_workers: int = 1):
     """``voxgate relay`` and ``voxgate transceiver --agent voice`` (the embedded stack) on free loopback ports, as
     ``voxgate demo`` runs them: ``(processes, http url)``; terminate the processes when done. ``log``: the
-    transceiver's INFO log (each response's stage marks) goes to this file."""
+    transceiver's log goes to this file, at INFO (each response's stage marks) or ``VOXGATE_BENCH_LOG_LEVEL``
+    (DEBUG adds each pause's verdict)."""
     import json
     import subprocess
 

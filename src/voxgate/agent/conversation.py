@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from . import schema
-from .events import error_event
+from .events import error_body, error_event
 from .turns import TurnConfig
 from .voices import DEFAULT_VOICE, resolve_voice
 
@@ -261,9 +261,9 @@ class Conversation:
         out += self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
                                "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
         if asr_error is not None:
-            error = error_event("transcription_failed", f"the recognizer failed: {asr_error}", type_="server_error")
+            error = error_body("transcription_failed", f"the recognizer failed: {asr_error}", type_="server_error")
             out.append(Emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
-                             "content_index": 0, "error": {k: v for k, v in error["error"].items() if k != "event_id"}}))
+                             "content_index": 0, "error": error}))
         else:
             out.append(Emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
                              "content_index": 0, "transcript": transcript,

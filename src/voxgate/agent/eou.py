@@ -61,7 +61,7 @@ def verdict(transcript: str) -> str:
         return OPEN  # "twenty minutes, please." ends; "please" alone is a request opener
     sentence = re.split(r"[.!?]\s+", text.rstrip(" .!?"))[-1]  # the last sentence said
     first = re.findall(r"[a-z']+", sentence.lower())
-    if text.endswith("?") or (first and first[0] in QUESTION_WORDS and not text.endswith("!")):
+    if first and first[0] in QUESTION_WORDS and not text.endswith("!"):
         return QUESTION
     if first and (first[0] in REQUEST_WORDS or (len(first) > 1 and first[-1] in CLOSING_WORDS)
                   or first[-2:] == ["thank", "you"]):

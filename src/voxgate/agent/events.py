@@ -10,12 +10,16 @@ from __future__ import annotations
 import secrets
 
 
+def error_body(code: str, message: str, param: str | None = None, type_: str = "invalid_request_error") -> dict:
+    """The API's error object, as it stands in an ``error`` event and in a failed transcription."""
+    return {"type": type_, "code": code, "message": message, "param": param}
+
+
 def error_event(code: str, message: str, param: str | None = None, event_id: str | None = None,
                 type_: str = "invalid_request_error") -> dict:
     """The API's error event; ``event_id`` names the client event it answers (the error's own id is added when
     it is sent)."""
-    return {"type": "error", "error": {"type": type_, "code": code, "message": message, "param": param,
-                                       "event_id": event_id}}
+    return {"type": "error", "error": {**error_body(code, message, param, type_), "event_id": event_id}}
 
 
 class EventIds:

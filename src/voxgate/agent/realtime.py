@@ -377,14 +377,15 @@ class RealtimeSession:
 
     def _judged(self, paused: float):
         """What was said up to this pause: the verdict (semantic_vad) and the reply prepared from it."""
-        verdict = eou.verdict(self.transcript())
-        log.debug("%s: at the pause, %r sounds %s", self.session_id, self.transcript(), verdict)
+        transcript = self.transcript()
+        verdict = eou.verdict(transcript)
+        log.debug("%s: at the pause, %r sounds %s", self.session_id, transcript, verdict)
         if self.turn_cfg.semantic:  # the turn ends on what was said: judge it now, at the pause
             self.tt.judge(verdict)
             if verdict == eou.OPEN:  # it waits for more speech: a reply prepared now would most likely be void
                 return
         if self.turn_cfg.partial_inference and self.turn_cfg.create_response:
-            self.do_now(self.core.speculate(self.transcript(), {"pause": paused, "peeked": time.monotonic()}))
+            self.do_now(self.core.speculate(transcript, {"pause": paused, "peeked": time.monotonic()}))
 
     def _add_segment(self, text: str):
         self.segments.append(text)

@@ -269,7 +269,7 @@ class LlamaResponder(Responder):
 
     name = "smollm2"
     continues = True
-    turns = None  # TakeTurns, set below: one llama context per process, decoding for one call at a time
+    turns = TakeTurns()  # one llama context per process, decoding for one call at a time
 
     def __init__(self, max_tokens: int = 60, model_path: str | None = None):
         from .models.llama import shared
@@ -507,6 +507,3 @@ class OpenAIChatResponder(Responder):
                         call["arguments"] += fn.get("arguments") or ""
         for _, call in sorted(calls.items()):
             yield ToolCall(call["name"], call["arguments"] or "{}", **({"call_id": call["id"]} if call["id"] else {}))
-
-
-LlamaResponder.turns = TakeTurns()

@@ -179,7 +179,7 @@ class Response:
     def _ask(self, messages: list[dict], max_tokens: int | None):
         c = self.config
         return self.models.responder.stream(messages, c.instructions, tools=c.tools or None,
-                                                 tool_choice=c.tool_choice, max_tokens=max_tokens)
+                                            tool_choice=c.tool_choice, max_tokens=max_tokens)
 
     async def _run(self):
         self._out("event", {"type": "response.created", "response": self.describe()})
@@ -292,27 +292,24 @@ class Response:
         log.info("response %s %s: %s", self.id, self.status,
                  " ".join(f"{k}={(v - s) * 1000:.0f}ms" for k, v in sorted(self.marks.items(), key=lambda kv: kv[1])))
         if self.message is not None:
-            ids = self._ids(self.message)
+            ids, emit = self._ids(self.message), lambda event: self.report(self, Event(event))
             if self.config.audio:
-                events = [{"type": "response.output_audio.done", **ids},
-                          {"type": "response.output_audio_transcript.done", **ids, "transcript": self.text}]
+                emit({"type": "response.output_audio.done", **ids})
+                emit({"type": "response.output_audio_transcript.done", **ids, "transcript": self.text})
                 part = {"type": "audio", "transcript": self.text}
             else:
-                events = [{"type": "response.output_text.done", **ids, "text": self.text}]
+                emit({"type": "response.output_text.done", **ids, "text": self.text})
                 part = {"type": "text", "text": self.text}
-            events.append({"type": "response.content_part.done", **ids, "part": part})
+            emit({"type": "response.content_part.done", **ids, "part": part})
             item = self._message_item(self.item_status)
-            events.append({"type": "response.output_item.done", "response_id": self.id,
-                           "output_index": ids["output_index"], "item": item})
-            for event in events:
-                self.report(self, Event(event))
+            emit({"type": "response.output_item.done", "response_id": self.id, "output_index": ids["output_index"],
+                  "item": item})
             self._deliver("item_done", item)
         self.report(self, Finished())
 
     # ------------------------------------------------------------- reporting
     STAGES = ("pause", "peeked", "started", "turn_end", "final_transcript", "first_token", "first_chunk",
-              "first_tts_audio",
-              "committed", "first_audio_written", "first_audio_sent")
+              "first_tts_audio", "committed", "first_audio_written", "first_audio_sent")
 
     def timing_ms(self) -> dict:
         """Each stage's time (ms) from the end of the turn (``speech_stopped``, ``turn_end_to_*``) and from the end of

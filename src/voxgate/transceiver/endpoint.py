@@ -6,23 +6,24 @@ import asyncio
 import socket
 import time
 from collections import Counter
+from typing import Mapping
 
 from .ice import Connected, Deliver, Dropped, IceLiteMux, Send
 
 
 class MediaEndpoint(asyncio.DatagramProtocol):
-    """``calls``: the calls on this socket by id, each with ``deliver(data, via)`` and ``on_route(route)``; the mux
-    names a packet's call by the id its ICE session carries."""
+    """``calls``: the owner's calls by id (a mapping it keeps; the endpoint only reads it), each with
+    ``deliver(data, via)`` and ``on_route(route)``; the mux names a packet's call by the id its ICE session carries."""
 
-    def __init__(self):
+    def __init__(self, calls: Mapping):
         self.mux = IceLiteMux()
-        self.calls: dict = {}
+        self.calls = calls
         self.transport: asyncio.DatagramTransport | None = None
         self.drops: Counter = Counter()
         self.packets_in = self.packets_out = 0
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "MediaEndpoint":
+    async def open(cls, host: str, port: int, calls: Mapping) -> "MediaEndpoint":
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -31,7 +32,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
             except OSError:
                 pass
         sock.bind((host, port))
-        ep = cls()
+        ep = cls(calls)
         await loop.create_datagram_endpoint(lambda: ep, sock=sock)
         return ep
 
@@ -66,15 +67,6 @@ class MediaEndpoint(asyncio.DatagramProtocol):
                     call.on_route(a.route)
             elif t is Dropped:
                 self.drops[a.reason] += 1
-
-    def add(self, call) -> None:
-        """A call's ICE session joins the mux; its packets go to ``call``."""
-        self.calls[call.call_id] = call
-        self.mux.add(call.ice)
-
-    def remove(self, call) -> None:
-        self.calls.pop(call.call_id, None)
-        self.mux.remove(call.ice)
 
     def sendto(self, data: bytes, addr):
         if self.transport is not None:

@@ -35,7 +35,7 @@ class Route:
 class IceSession:
     ufrag: str
     pwd: str
-    call_id: str = ""  # the call it belongs to (the shell finds the call by it: ``endpoint.MediaEndpoint.calls``)
+    call_id: str = ""  # the call it belongs to (the socket's shell finds the call by it)
     route: Route | None = None  # the selected (nominated) route
     routes: dict = field(default_factory=dict)  # every route that passed a check -> time of its last check
     tcp_routes: set = field(default_factory=set)  # the routes whose checks came over a relay's ICE-TCP front

@@ -106,7 +106,7 @@ class Transceiver:
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
-        self.endpoint = await MediaEndpoint.open(*self.cfg.media)
+        self.endpoint = await MediaEndpoint.open(*self.cfg.media, calls=self.sessions)
         self._tasks = [asyncio.ensure_future(self._reap())]
         self._start_clock()
         if self.cfg.sip is not None:
@@ -202,7 +202,7 @@ class Transceiver:
                               candidates=self.candidates_for(client_region),
                               ssrc=session.ssrc, session_id=int(time.time() * 1000))
         self.sessions[session.call_id] = session
-        self.endpoint.add(session)
+        self.endpoint.mux.add(session.ice)
         self._sessions_changed()
         session.start()
         return session, answer
@@ -269,7 +269,7 @@ class Transceiver:
     def on_closed(self, session: Session):
         self.sessions.pop(session.call_id, None)
         self.remove_clocked(session)
-        self.endpoint.remove(session)
+        self.endpoint.mux.remove(session.ice)
         self._sessions_changed()
         self.metrics.calls.labels(session.close_reason).inc()
         self.metrics.observe_setup(session.timings_ms())

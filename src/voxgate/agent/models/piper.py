@@ -124,9 +124,6 @@ class PiperTts:
         opts = ort.SessionOptions()  # the runtime's threads (one per core): a first chunk is ~15 ms sooner on two
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # than one; idle threads sleep, so
         # concurrent calls do not burn the cores spinning between chunks
-        threads = int(os.environ.get("VOXGATE_TTS_THREADS", "0"))  # 0: one per core
-        if threads:
-            opts.intra_op_num_threads = threads
         session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         phonemize = _LexiconPhonemizer() if phonemizer == "lexicon" else _EspeakPhonemizer(path)
         return session, config, phonemize
