@@ -39,7 +39,7 @@ import time
 
 import common  # noqa: F401  (first: it puts src/ on the path)
 
-from voxgate.agent.responders import DEFAULT_INSTRUCTIONS, LlamaResponder
+from voxgate.agent.shell.responders import DEFAULT_INSTRUCTIONS, LlamaResponder
 
 QUESTIONS = [
     ("What is the capital of France?", ["paris"]), ("How many days are in a week?", ["seven", "7"]),

@@ -223,7 +223,7 @@ def rss_mb() -> float:
 
 
 def make(name: str):
-    from voxgate.agent.stages import PocketSphinxAsr
+    from voxgate.agent.models.pocketsphinx import PocketSphinxAsr
 
     if name == "pocketsphinx":
         return PocketSphinxAsr()

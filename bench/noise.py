@@ -5,7 +5,7 @@ Speech: bench/asr.py's questions in voices the agent never uses (espeak-ng and f
 second of noise before it (as a call has) and the noise going on under it. Noise, made here, no recordings:
 - babble: five other voices (espeak-ng and flite) reading other sentences over each other;
 - street (synthetic): brown noise, low engine rumble (40–120 Hz tones swept slowly) and a passing swell.
-Each clip goes through what the agent runs, in its order: the suppressor (``agent/noise.py``, 20 ms frames at
+Each clip goes through what the agent runs, in its order: the suppressor (``agent/models/noise.py``, 20 ms frames at
 16 kHz), then Moonshine on the utterance. False turns: the agent's VAD and turn-taker (webrtcvad, ``TurnTaker``
 with the server defaults) over 30 s of noise alone, at the level it has in the mix; every ``SpeechStarted`` is a
 turn the agent would have opened (and, while it speaks, a barge-in).
@@ -25,7 +25,7 @@ import numpy as np
 import common  # noqa: F401  (first: it puts src/ on the path)
 from asr import PLAIN, UTTERANCES, hear, speak
 
-from voxgate.agent.noise import NoiseReduction
+from voxgate.agent.models.noise import NoiseReduction
 from voxgate.lab.wer import word_errors
 
 RATE = 16000
@@ -92,8 +92,9 @@ def heard_part(audio: np.ndarray, lead_s=1.0, padding_s=0.3) -> np.ndarray:
 
 def false_turns(noise: np.ndarray, scale: float, mode) -> tuple[int, float]:
     """Turns the agent opens on noise alone, and the share of the time it thinks someone is speaking."""
-    from voxgate.agent.stages import WebRtcVad, level
-    from voxgate.agent.turns import SpeechStarted, TurnTaker
+    from voxgate.agent.models.vad import WebRtcVad
+    from voxgate.agent.core.turns import level
+    from voxgate.agent.core.turns import SpeechStarted, TurnTaker
 
     audio = denoise(np.clip(noise * scale, -1, 1), mode)
     pcm = (audio * 32767).astype(np.int16).tobytes()

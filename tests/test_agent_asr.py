@@ -51,7 +51,7 @@ def test_word_error_counting():
 
 
 def test_moonshine_understands_voices_it_was_never_tuned_on_pocketsphinx_side_by_side(tmp_path):
-    from voxgate.agent.stages import PocketSphinxAsr
+    from voxgate.agent.models.pocketsphinx import PocketSphinxAsr
 
     recognizers = {"moonshine": moonshine.MoonshineAsr(), "pocketsphinx": PocketSphinxAsr()}
     errors = dict.fromkeys(recognizers, 0)
@@ -176,9 +176,9 @@ def test_a_failing_recognizer_fails_the_transcription_not_the_call(tmp_path):
     import asyncio
 
     from test_agent_session import SILENCE, drive, frames
-    from voxgate.agent.realtime import VoiceAgent
-    from voxgate.agent.responders import ScriptedResponder
-    from voxgate.agent.stack import Stack
+    from voxgate.agent.shell.realtime import VoiceAgent
+    from voxgate.agent.shell.responders import ScriptedResponder
+    from voxgate.agent.shell.stack import Stack
     from voxgate.agent.models.piper import PiperTts
 
     class FailsOnce(moonshine.MoonshineAsr):

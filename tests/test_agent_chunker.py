@@ -1,4 +1,4 @@
-from voxgate.agent.stages import Chunker
+from voxgate.agent.core.text import Chunker
 
 
 def chunks(tokens, **kw):

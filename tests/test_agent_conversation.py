@@ -1,8 +1,8 @@
 """The conversation core alone (sans-IO): events and reports in, typed actions out; no audio, no clock, no tasks."""
 
-from voxgate.agent.conversation import (CancelResponse, ClearInput, CommitResponse, ConfigureAudio, Conversation,
+from voxgate.agent.core.conversation import (CancelResponse, ClearInput, CommitResponse, ConfigureAudio, Conversation,
                                         Emit, EndInput, SetResponding, StartResponse)
-from voxgate.agent.turns import transcript_fits
+from voxgate.agent.core.turns import transcript_fits
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather.",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
@@ -15,7 +15,7 @@ def conv() -> Conversation:
 
 
 def events(actions, etype=None):
-    return [a.event for a in actions if type(a) is Emit and (etype is None or a.event["type"] == etype)]
+    return [a.event.as_dict() for a in actions if type(a) is Emit and (etype is None or a.event.type == etype)]
 
 
 def of(actions, kind):

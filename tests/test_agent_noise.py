@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from helpers import speech_wav
-from voxgate.agent.conversation import Conversation, Emit
+from voxgate.agent.core.conversation import Conversation, Emit
 
 
 def session_events(c, event):
-    return [a.event for a in c.client_event(event, 0.0) if type(a) is Emit]
+    return [a.event.as_dict() for a in c.client_event(event, 0.0) if type(a) is Emit]
 
 
 def test_the_session_reports_noise_reduction_and_turns_it_off():
@@ -38,7 +38,7 @@ def test_the_suppressor_lowers_steady_noise_and_keeps_speech(kind, tmp_path):
     pytest.importorskip("webrtc_noise_gain")
     import wave
 
-    from voxgate.agent.noise import NoiseReduction
+    from voxgate.agent.models.noise import NoiseReduction
     from voxgate.audio import Resampler
 
     with wave.open(speech_wav(tmp_path / "s.wav", "Turn off the lights in the kitchen.")) as w:

@@ -8,7 +8,7 @@ import json
 import pytest
 from aiohttp import web
 
-from voxgate.agent.responders import OpenAIChatResponder, ScriptedResponder
+from voxgate.agent.shell.responders import OpenAIChatResponder, ScriptedResponder
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +63,7 @@ def test_openai_compatible_endpoint_streams(unused_port=None):
 
 def test_smollm2_answers():
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.responders import LlamaResponder
+    from voxgate.agent.shell.responders import LlamaResponder
 
     text = asyncio.run(collect(LlamaResponder(max_tokens=20), "What color is the sky?"))
     assert len(text.split()) >= 3
@@ -78,7 +78,7 @@ async def parts(responder, messages, **kw):
 
 
 def test_scripted_calls_a_tool_whose_name_the_user_says_and_answers_from_its_result():
-    from voxgate.agent.responders import ToolCall
+    from voxgate.agent.shell.responders import ToolCall
 
     r = ScriptedResponder()
     ask = [{"role": "user", "content": "what is the weather in New York today"}]
@@ -95,7 +95,7 @@ def test_scripted_calls_a_tool_whose_name_the_user_says_and_answers_from_its_res
 
 
 def test_openai_compatible_endpoint_gets_tools_and_its_streamed_tool_calls_are_reassembled():
-    from voxgate.agent.responders import ToolCall
+    from voxgate.agent.shell.responders import ToolCall
 
     seen = {}
 
@@ -124,7 +124,7 @@ def test_openai_compatible_endpoint_gets_tools_and_its_streamed_tool_calls_are_r
 
 
 def test_grounding_keeps_calls_that_rest_on_what_the_user_said():
-    from voxgate.agent.responders import grounded
+    from voxgate.agent.shell.responders import grounded
 
     said = [{"role": "user", "content": "Is it raining in San Francisco?"}]
     assert grounded(said, WEATHER, {"location": "San Francisco"})
@@ -139,7 +139,7 @@ def test_grounding_keeps_calls_that_rest_on_what_the_user_said():
 
 def test_smollm2_makes_valid_grounded_tool_calls():
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.responders import LlamaResponder
+    from voxgate.agent.shell.responders import LlamaResponder
 
     r = LlamaResponder()
     call = r.decide_tool([{"role": "user", "content": "What is the weather like in Berlin?"}], [WEATHER], "auto")
@@ -151,7 +151,7 @@ def test_smollm2_answers_from_a_tool_result_the_same_way_every_time(monkeypatch)
     """Sampling is for conversation; an answer from a tool's result is greedy, so it carries the result's facts
     (at temperature 0.3, one answer in ten to this result was about a trip, not the weather)."""
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.responders import LlamaResponder
+    from voxgate.agent.shell.responders import LlamaResponder
 
     monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "1.0")  # a high setting must not reach the answer from a result
     r = LlamaResponder()
@@ -171,7 +171,7 @@ def _spoken(reply: str, max_sentences: int = 2, said: str = "") -> tuple[str, bo
     """A reply streamed through SpokenText in model-sized pieces: what passes, and whether it was ended."""
     import re
 
-    from voxgate.agent.responders import SpokenText
+    from voxgate.agent.core.text import SpokenText
 
     s, out = SpokenText(max_sentences, said), ""
     for piece in re.findall(r"\s*\S+|\s+", reply):
@@ -199,7 +199,7 @@ def test_smollm2_continues_a_reply_it_was_stopped_in(monkeypatch):
     """The agent stops the model after a reply's first words (their synthesis gets the cores) and has it continue
     from them: given the words as an assistant message, the runtime goes on from them (greedy: the same reply)."""
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.responders import LlamaResponder
+    from voxgate.agent.shell.responders import LlamaResponder
 
     monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "0")
     r = LlamaResponder(max_tokens=30)
@@ -222,7 +222,7 @@ def test_first_words_go_before_the_rest_of_a_reply():
     import threading
     import time
 
-    from voxgate.agent.responders import TakeTurns
+    from voxgate.agent.shell.responders import TakeTurns
 
     turns, order = TakeTurns(), []
     holding, release = threading.Event(), threading.Event()
@@ -268,7 +268,7 @@ def test_smollm2_gives_way_to_another_calls_first_words_and_goes_on(monkeypatch)
     pytest.importorskip("xllamacpp")
     import time
 
-    from voxgate.agent.responders import LlamaResponder
+    from voxgate.agent.shell.responders import LlamaResponder
 
     monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "0")
     monkeypatch.setenv("VOXGATE_LLM_MAX_SENTENCES", "0")
@@ -297,7 +297,7 @@ def test_smollm2_gives_way_to_another_calls_first_words_and_goes_on(monkeypatch)
 
 
 def test_a_long_conversation_is_cut_in_steps_so_the_prompt_cache_holds():
-    from voxgate.agent.responders import recent
+    from voxgate.agent.shell.responders import recent
 
     history = [{"role": "user", "content": str(i)} for i in range(40)]
     assert recent(history[:16]) == history[:16]

@@ -191,8 +191,8 @@ def test_a_deleted_item_leaves_the_conversation_the_model_sees():
 def test_a_pooled_recognizer_forgets_the_previous_caller(tts):
     """The decoder adapts to a caller's voice; the stack's pool hands the next caller one reset to the model's
     starting point, so the same audio is heard the same way whoever called before."""
-    from voxgate.agent.stack import Stack
-    from voxgate.agent.stages import PocketSphinxAsr
+    from voxgate.agent.shell.stack import Stack
+    from voxgate.agent.models.pocketsphinx import PocketSphinxAsr
 
     question, other = say(tts, "What is the weather like today?"), say(tts, "Tell me a long story about castles.")
 
@@ -264,7 +264,7 @@ def test_a_local_model_is_stopped_for_the_first_audio_and_continues_from_its_wor
     synthesis has the cores, then asked to continue from the words said: the reply comes out whole, said once."""
     import re
 
-    from voxgate.agent.responders import ScriptedResponder
+    from voxgate.agent.shell.responders import ScriptedResponder
 
     reply = "The capital of France is Paris. It is lovely in the spring."
 
@@ -340,9 +340,9 @@ def test_a_reply_prepared_from_the_draft_decode_is_redone_when_the_beam_hears_ot
     """At the pause the reply is prepared from the greedy decode while the beam decodes again; the beam's words
     win: the draft's reply is dropped and one made from the beam's words is said, whether the beam finished within
     the pause (0.02 s) or after the turn ended (0.6 s: then the turn's transcript waits for it)."""
-    from voxgate.agent.stack import Stack
-    from voxgate.agent.realtime import VoiceAgent
-    from voxgate.agent.responders import ScriptedResponder
+    from voxgate.agent.shell.stack import Stack
+    from voxgate.agent.shell.realtime import VoiceAgent
+    from voxgate.agent.shell.responders import ScriptedResponder
 
     stack = Stack(responder=ScriptedResponder(), tts=tts, asr_name="draft",
                   asr_factory=lambda: _DraftAsr("What is the whether like?", "What is the weather like?", refine_s))

@@ -1,7 +1,7 @@
 """The turn-taking state machine alone."""
 
-from voxgate.agent.eou import is_backchannel
-from voxgate.agent.turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume,
+from voxgate.agent.core.eou import is_backchannel
+from voxgate.agent.core.turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume,
                                  Speculate, SpeechStarted, TurnConfig, TurnTaker, transcript_fits)
 
 
@@ -102,7 +102,7 @@ def test_idle_timeout_after_the_agent_finished_once_per_silence():
 
 def _run_semantic(eagerness, pause_frames, verdict, tail_frames=300):
     """Speech, a pause of ``pause_frames`` (judged ``verdict`` at the Speculate), more speech, then silence."""
-    from voxgate.agent.turns import EndOfTurn, Speculate, TurnConfig, TurnTaker
+    from voxgate.agent.core.turns import EndOfTurn, Speculate, TurnConfig, TurnTaker
 
     cfg = TurnConfig()
     cfg.update({"type": "semantic_vad", "eagerness": eagerness})
@@ -126,7 +126,7 @@ def test_semantic_vad_waits_through_a_pause_in_an_unfinished_sentence():
     ends = _run_semantic("auto", 35, ["open", "complete"])
     assert len(ends) == 1 and ends[0][0] == (30 + 35 + 20) * 20 + EAGERNESS_AUTO  # after the second part
     # the same pause under server_vad (500 ms) cuts the turn in two
-    from voxgate.agent.turns import EndOfTurn, TurnTaker
+    from voxgate.agent.core.turns import EndOfTurn, TurnTaker
 
     tt = TurnTaker()
     cuts = [a for i, p in enumerate([1.0] * 30 + [0.0] * 35 + [1.0] * 20 + [0.0] * 40)
@@ -135,7 +135,7 @@ def test_semantic_vad_waits_through_a_pause_in_an_unfinished_sentence():
 
 
 def test_semantic_vad_ends_a_finished_turn_early_and_bounds_the_wait_by_eagerness():
-    from voxgate.agent.turns import EAGERNESS
+    from voxgate.agent.core.turns import EAGERNESS
 
     ends = _run_semantic("high", 0, ["complete"])
     assert ends and 0 <= ends[0][0] - 50 * 20 - EAGERNESS["high"][1] < 20  # the first frame at or past it
@@ -149,7 +149,7 @@ def test_semantic_vad_ends_a_finished_turn_early_and_bounds_the_wait_by_eagernes
 def test_the_end_of_a_word_is_taken_from_its_loudness_not_the_vads_hangover():
     """webrtcvad calls ~100 ms after the last word speech; with the frames' loudness the silence starts where the
     sound fell under 3 % of the turn's loudest frame, and in noise where it fell to the noise floor."""
-    from voxgate.agent.turns import TAIL_OF_PEAK
+    from voxgate.agent.core.turns import TAIL_OF_PEAK
 
     def end_of(levels, vad):
         tt = TurnTaker()
@@ -186,7 +186,7 @@ def test_semantic_vad_does_not_end_a_turn_before_its_verdict():
 
 
 def test_the_words_say_how_finished_a_turn_sounds():
-    from voxgate.agent.eou import COMPLETE, OPEN, QUESTION, verdict
+    from voxgate.agent.core.eou import COMPLETE, OPEN, QUESTION, verdict
 
     assert verdict("What is the capital of France?") == QUESTION
     assert verdict("what is the capital of france") == QUESTION  # no punctuation (PocketSphinx)

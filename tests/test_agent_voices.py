@@ -1,4 +1,4 @@
-"""Voices and speed (agent/voices.py, agent/models/piper.py): what a session asks for is what it hears, the
+"""Voices and speed (agent/core/voices.py, agent/models/piper.py): what a session asks for is what it hears, the
 phonemizer is the one tested, and the default install carries no GPL package."""
 
 import asyncio
@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 
-from voxgate.agent.realtime import VoiceAgent
-from voxgate.agent.responders import ScriptedResponder
-from voxgate.agent.stack import Stack
+from voxgate.agent.shell.realtime import VoiceAgent
+from voxgate.agent.shell.responders import ScriptedResponder
+from voxgate.agent.shell.stack import Stack
 from voxgate.lab.harness import LocalCall
 from voxgate.agent.models import piper
 from voxgate.agent.models.piper import PiperTts
-from voxgate.agent.voices import OPENAI_VOICES, VOICES
+from voxgate.agent.core.voices import OPENAI_VOICES, VOICES
 from voxgate.audio import Resampler
 
 SENTENCE = "The weather in Lisbon is sunny today."

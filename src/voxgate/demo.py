@@ -47,7 +47,7 @@ def run(args) -> int:
     try:
         if args.agent == "voice":
             from .agent import load_agent
-            from .agent.stages import MissingModel
+            from .agent.models import MissingModel
 
             _say("  loading the embedded voice stack:")
             t0 = time.monotonic()

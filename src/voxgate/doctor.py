@@ -47,7 +47,7 @@ class Check:
 
 def _timed(name: str, fn) -> Check:
     """Run ``fn() -> (status, detail, data)``; a MissingModel or any error becomes a failed check with its fix."""
-    from .agent.stages import MissingModel
+    from .agent.models import MissingModel
 
     t0 = time.monotonic()
     try:
@@ -293,8 +293,8 @@ def run(args) -> int:
     checks: list[Check] = []
     if c["llm_problem"]:
         print(f"  note       {c['llm_problem']}", flush=True)
-    from .agent.stages import MissingModel
-    from .agent.stack import Stack
+    from .agent.models import MissingModel
+    from .agent.shell.stack import Stack
 
     quiet: list[str] = []
     t0 = time.monotonic()

@@ -4,7 +4,7 @@
 agent for tests and benchmarks. ``load_agent`` maps ``--agent NAME`` to one.
 """
 
-from .base import Agent, CallIO
+from .shell.base import Agent, CallIO
 
 
 _STACKS: dict = {}
@@ -15,12 +15,12 @@ def load_agent(name: str, **options) -> Agent:
     ``asr=pocketsphinx|moonshine|auto``, ``tts=piper|piper-espeak``); or
     ``module:Class``. A voice stack is loaded once per process and shared by its calls."""
     if name == "echo":
-        from .echo import EchoAgent
+        from .shell.echo import EchoAgent
 
         return EchoAgent()
     if name == "voice":
-        from .realtime import VoiceAgent
-        from .stack import Stack
+        from .shell.realtime import VoiceAgent
+        from .shell.stack import Stack
 
         key = (options.get("responder", "auto"), options.get("asr", "pocketsphinx"), options.get("tts", "piper"))
         if key not in _STACKS:

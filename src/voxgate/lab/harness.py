@@ -12,7 +12,7 @@ import collections
 import time
 
 from ..audio import Framer
-from ..agent.base import CallIO, SentWaiters, until_none
+from ..agent.shell.base import CallIO, SentWaiters, until_none
 
 
 class LocalCall(CallIO):

@@ -23,7 +23,8 @@ import time
 
 import aiohttp
 
-from ..agent.base import SentWaiters
+from ..agent.core.events import DtmfReceived
+from ..agent.shell.base import SentWaiters
 from ..steering.placement import call_id
 from ..transceiver.media import PacedCall
 from . import core, webhook
@@ -437,8 +438,7 @@ class SipCall(PacedCall):
         self.dtmf.append(digit)
         session = getattr(self.agent, "session", None)
         if session is not None:  # what OpenAI's SIP calls send: input_audio_buffer.dtmf_event_received
-            session.emit({"type": "input_audio_buffer.dtmf_event_received", "event": digit,
-                          "received_at": int(time.time())})
+            session.emit(DtmfReceived(digit, int(time.time())))
 
     def renegotiated(self):
         """A re-INVITE: a new codec or address (the RTP latch starts over), or hold (we send nothing)."""

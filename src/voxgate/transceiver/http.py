@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..agent import schema
+from ..agent.core import schema
 from . import placing, turn, websocket
 from .errors import CORS, error
 from .sdp import OfferError
@@ -62,12 +62,11 @@ async def _refused(t, request) -> web.Response | None:
     if _is_api_key(t, token):
         return None
     if token is not None and token.startswith("ek_"):
-        if token not in t.client_secrets and t.registry is not None:
+        if not t.client_secrets.known(token) and t.registry is not None:
             shared = await t.registry.get_secret(token)
             if shared is not None:
-                t.client_secrets[token] = shared["expires_at"]
-                t.secret_sessions[token] = shared.get("session")
-        if t.client_secrets.get(token, 0) > time.time():
+                t.client_secrets.add(token, shared["expires_at"], shared.get("session"))
+        if t.client_secrets.valid(token, time.time()):
             return None
     return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
 
@@ -75,7 +74,7 @@ async def _refused(t, request) -> web.Response | None:
 def _session_for(t, token: str | None, given: dict | None) -> dict | None:
     """The session a call starts with: the one its client secret was minted with, and over it the one given with
     the offer (a multipart ``session`` part)."""
-    minted = t.secret_sessions.get(token) if token else None
+    minted = t.client_secrets.session(token)
     if not minted:
         return given
     if not given:
@@ -214,13 +213,12 @@ def make_app(t) -> web.Application:
             return error(400, "expires_after.seconds must be an integer in 10..7200", param="expires_after.seconds")
         value = "ek_" + secrets.token_urlsafe(24)
         expires_at = int(time.time()) + seconds
-        t.client_secrets[value] = expires_at
         session = body.get("session") or {"type": "realtime"}
         try:
             schema.check_session(session)
         except schema.Invalid as exc:
             return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
-        t.secret_sessions[value] = session
+        t.client_secrets.add(value, expires_at, session)
         if t.registry is not None:  # any transceiver of the fleet accepts it
             await t.registry.put_secret(value, expires_at, session, seconds)
         out = {"value": value, "expires_at": expires_at, "session": session}
@@ -283,7 +281,7 @@ def make_app(t) -> web.Application:
         if "gc" in request.query:  # ?gc: collect first, then count the call objects still in memory
             gc.collect()
             body["session_objects"] = len(LIVE_OBJECTS)
-            from ..agent.realtime import LIVE_SESSIONS
+            from ..agent.shell.realtime import LIVE_SESSIONS
 
             body["agent_sessions"] = len(LIVE_SESSIONS)
         return web.json_response(body, status=503 if t.draining else 200)

@@ -21,7 +21,7 @@ from typing import AsyncIterator
 import av
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
-from ..agent.base import CallIO, until_none
+from ..agent.shell.base import CallIO, until_none
 from ..audio import Framer, Resampler
 
 OPUS_RATE = 48000

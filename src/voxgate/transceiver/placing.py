@@ -31,19 +31,12 @@ HOLDER = "X-Voxgate-Transceiver"  # on an answer: the id of the transceiver hold
 REGION = "X-Voxgate-Region"  # on an answer: the client's region (whose relay the answer lists first)
 _FORWARD = ("Content-Type", "Authorization", "OpenAI-Beta", "X-OpenAI-Agents-SDK")
 _KEEP = ("Content-Type", "Location", HOLDER, REGION)
-_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=2)
-
-
-def _client(t) -> aiohttp.ClientSession:
-    if t.http_client is None or t.http_client.closed:
-        t.http_client = aiohttp.ClientSession(timeout=_TIMEOUT)
-    return t.http_client
 
 
 async def _proxy(t, request, base_url: str, body: bytes, extra: dict | None = None) -> web.Response:
     headers = {k: request.headers[k] for k in _FORWARD if k in request.headers}
     headers.update(extra or {})
-    async with _client(t).request(request.method, base_url + request.path_qs, data=body, headers=headers) as resp:
+    async with t.peer_client().request(request.method, base_url + request.path_qs, data=body, headers=headers) as resp:
         payload = await resp.read()
         return web.Response(status=resp.status, body=payload,
                             headers={k: resp.headers[k] for k in _KEEP if k in resp.headers})

@@ -14,6 +14,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from ..agent import load_agent
 from ..steering.placement import DRAINING, ID_RE, READY, Member, call_id
 from ..wire.token import Keyring, mint
+from .client_secrets import ClientSecrets
 from .endpoint import MediaEndpoint
 from .ice import CONSENT_TIMEOUT
 from .media import DEFAULT_COMPLEXITY
@@ -68,8 +69,7 @@ class Transceiver:
         self.agent_factory = lambda: load_agent(cfg.agent, **options)
         self.agent_factory()  # load models and fail at start-up, not on the first call
         self.draining = False
-        self.client_secrets: dict[str, float] = {}
-        self.secret_sessions: dict[str, dict] = {}  # the session each client secret was minted with
+        self.client_secrets = ClientSecrets()  # the ek_ keys calls may be made with
         self.ws_calls: dict = {}  # WebSocket sessions (transceiver.websocket.WsCall), by id
         self.sip_calls: dict = {}  # answered phone calls (sip.server.SipCall), by id
         self.sip = None  # sip.server.SipServer with --sip-listen
@@ -80,7 +80,7 @@ class Transceiver:
             raise ValueError(f"transceiver id {self.id!r}: use 1-16 lowercase letters and digits")
         self.registry = None  # steering.registry.Registry in a fleet
         self.regions = None  # steering.regions.RegionMap with --region-map
-        self.http_client = None  # aiohttp client for proxying to other transceivers (placing.py), made on first use
+        self._http_client = None  # aiohttp client for proxying to other transceivers (placing.py), made on first use
         self._idle = asyncio.Event()  # set whenever no call is live (draining waits on it)
         self._idle.set()
 
@@ -93,6 +93,14 @@ class Transceiver:
                       sessions=self.load, capacity=self.cfg.max_sessions,
                       state=DRAINING if self.draining else READY, updated=round(time.time(), 3),
                       tcp_sessions=sum(1 for s in self.sessions.values() if s.ice.transport == "tcp"))
+
+    def peer_client(self):
+        """The HTTP client that proxies a call's requests to the transceiver that owns it (``placing.py``)."""
+        import aiohttp
+
+        if self._http_client is None or self._http_client.closed:
+            self._http_client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, connect=2))
+        return self._http_client
 
     @property
     def load(self) -> int:
@@ -162,8 +170,8 @@ class Transceiver:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.registry is not None:
             await self.registry.leave()
-        if self.http_client is not None:
-            await self.http_client.close()
+        if self._http_client is not None:
+            await self._http_client.close()
         if self.endpoint:
             self.endpoint.close()
 
@@ -314,10 +322,7 @@ class Transceiver:
             session = self.sessions.get(ice.call_id)
             if session is not None:
                 await session.close("consent_expired")
-        for key, exp in list(self.client_secrets.items()):
-            if exp < time.time():
-                del self.client_secrets[key]
-                self.secret_sessions.pop(key, None)
+        self.client_secrets.expire(time.time())
 
 
 async def serve(cfg: TransceiverConfig, ready=None) -> int:

@@ -22,8 +22,8 @@ from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
-from ..agent.base import SentWaiters
-from ..agent.events import error_event
+from ..agent.shell.base import SentWaiters
+from ..agent.core.events import transport_error as error_event
 from . import aiortc_glue
 from .ice import IceSession
 from .media import FRAME_MS, OpusIn, OpusOut, PacedCall

@@ -33,8 +33,9 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from ..agent import events
-from ..agent.base import CallIO, SentWaiters, until_none
+from ..agent.core import events
+from ..agent.core.events import transport_error as error_event
+from ..agent.shell.base import CallIO, SentWaiters, until_none
 from ..audio import G711, Framer, Resampler
 
 log = logging.getLogger("voxgate.transceiver")
@@ -58,12 +59,6 @@ def token_of(request) -> str | None:
         if proto.startswith(SUBPROTOCOL_KEY):
             return proto[len(SUBPROTOCOL_KEY):]
     return None
-
-
-def error_event(code: str, message: str, param=None, event_id=None, type_="invalid_request_error") -> dict:
-    """The one error shape (``agent.events``), with an id of its own: a transport's errors are outside the session's
-    stream of events."""
-    return {**events.error_event(code, message, param, event_id, type_), "event_id": events.one_off_id()}
 
 
 class Outbox:
@@ -215,9 +210,8 @@ class WsCall(CallIO):
             data = self._g711_out.encode(data)
         if not data:
             return
-        event = {"type": "response.output_audio.delta", "event_id": self._audio_ids.next(),
-                 **(ids or {}), "delta": base64.b64encode(data).decode()}
-        self.outbox.put(json.dumps(event), on_sent=self._on_audio_sent)
+        event = events.AudioDelta(**ids, delta=base64.b64encode(data).decode())
+        self.outbox.put(json.dumps(event.as_dict(self._audio_ids.next())), on_sent=self._on_audio_sent)
 
     def _on_audio_sent(self):
         self._sent.resolve(time.monotonic())

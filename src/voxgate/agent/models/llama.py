@@ -27,7 +27,7 @@ import secrets
 import threading
 from typing import Callable
 
-from ..stages import MissingModel
+from . import MissingModel
 
 TESTED_VERSION = "2026.10.11549"
 # what the x86-64 wheel is built for (its get_system_info(): AVX2, F16C, FMA, BMI2)

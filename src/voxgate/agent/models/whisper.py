@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from .moonshine import SharedModel, UtteranceAsr
-from ..stages import MissingModel
+from . import MissingModel
 
 
 def model_dir() -> str:

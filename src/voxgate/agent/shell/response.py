@@ -19,10 +19,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..audio import Resampler
-from .conversation import ResponseConfig, new_id
+from ...audio import Resampler
+from ..core import events as ev
+from ..core.conversation import ResponseConfig
+from ..core.events import new_id
 from .responders import ToolCall
-from .stages import Chunker
+from ..core.text import Chunker
 
 
 log = logging.getLogger("voxgate.agent")
@@ -35,7 +37,7 @@ ARGUMENT_PIECE = 24  # function-call arguments go out in pieces of this many cha
 class Event:
     """A server event the response emits (in order; held while it is speculative)."""
 
-    event: dict
+    event: ev.ServerEvent
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class Response:
             if "first_audio_written" not in self.marks:
                 self.marks["first_audio_written"] = time.monotonic()
                 if self.call.paced:  # WebRTC and SIP only: a WebSocket client plays what it gets
-                    self.report(self, Event({"type": "output_audio_buffer.started", "response_id": self.id}))
+                    self.report(self, Event(ev.OutputStarted(self.id)))
                 self.first_sent = self.call.audio_sent()
                 self.first_sent.add_done_callback(lambda f: self.marks.setdefault("first_audio_sent", f.result())
                                                   if not f.cancelled() else None)
@@ -182,7 +184,7 @@ class Response:
                                             tool_choice=c.tool_choice, max_tokens=max_tokens)
 
     async def _run(self):
-        self._out("event", {"type": "response.created", "response": self.describe()})
+        self._out("event", ev.ResponseCreated(self.describe()))
         chunker = Chunker()
         resample = Resampler(self.models.tts.rate_of(self.config.voice), self.call.sample_rate)
         c = self.config
@@ -240,14 +242,13 @@ class Response:
             self.message = {"id": new_id("item")}
             self.output.append(self.message)
             item = self._message_item("in_progress")
-            self._out("event", {"type": "response.output_item.added", "response_id": self.id,
-                                "output_index": self.output.index(self.message), "item": item})
+            self._out("event", ev.OutputItemAdded(self.id, self.output.index(self.message), item))
             self._out("item_added", item)
             part = {"type": "audio", "transcript": ""} if self.config.audio else {"type": "text", "text": ""}
-            self._out("event", {"type": "response.content_part.added", **self._ids(self.message), "part": part})
+            self._out("event", ev.ContentPartAdded(**self._ids(self.message), part=part))
         self.text += delta
-        kind = "response.output_audio_transcript.delta" if self.config.audio else "response.output_text.delta"
-        self._out("event", {"type": kind, **self._ids(self.message), "delta": delta})
+        kind = ev.AudioTranscriptDelta if self.config.audio else ev.TextDelta
+        self._out("event", kind(**self._ids(self.message), delta=delta))
 
     def _tool_call(self, call: ToolCall):
         """A function call item, whole: added, its arguments in pieces, done (then the client runs the tool)."""
@@ -255,19 +256,15 @@ class Response:
                 "name": call.name, "call_id": call.call_id, "arguments": ""}
         self.output.append(item)
         index = len(self.output) - 1
-        ids = {"response_id": self.id, "item_id": item["id"], "output_index": index}
-        self._out("event", {"type": "response.output_item.added", "response_id": self.id, "output_index": index,
-                            "item": dict(item)})
+        ids = {"response_id": self.id, "item_id": item["id"], "output_index": index, "call_id": call.call_id}
+        self._out("event", ev.OutputItemAdded(self.id, index, dict(item)))
         self._out("item_added", dict(item))
         args = call.arguments
         for i in range(0, len(args), ARGUMENT_PIECE):
-            self._out("event", {"type": "response.function_call_arguments.delta", **ids, "call_id": call.call_id,
-                                "delta": args[i:i + ARGUMENT_PIECE]})
-        self._out("event", {"type": "response.function_call_arguments.done", **ids, "call_id": call.call_id,
-                            "name": call.name, "arguments": args})
+            self._out("event", ev.ArgumentsDelta(**ids, delta=args[i:i + ARGUMENT_PIECE]))
+        self._out("event", ev.ArgumentsDone(**ids, name=call.name, arguments=args))
         item.update(status="completed", arguments=args)
-        self._out("event", {"type": "response.output_item.done", "response_id": self.id, "output_index": index,
-                            "item": dict(item)})
+        self._out("event", ev.OutputItemDone(self.id, index, dict(item)))
         self._out("item_done", dict(item))
 
     async def _speak(self, text: str, resample):
@@ -294,16 +291,15 @@ class Response:
         if self.message is not None:
             ids, emit = self._ids(self.message), lambda event: self.report(self, Event(event))
             if self.config.audio:
-                emit({"type": "response.output_audio.done", **ids})
-                emit({"type": "response.output_audio_transcript.done", **ids, "transcript": self.text})
+                emit(ev.AudioDone(**ids))
+                emit(ev.AudioTranscriptDone(**ids, transcript=self.text))
                 part = {"type": "audio", "transcript": self.text}
             else:
-                emit({"type": "response.output_text.done", **ids, "text": self.text})
+                emit(ev.TextDone(**ids, text=self.text))
                 part = {"type": "text", "text": self.text}
-            emit({"type": "response.content_part.done", **ids, "part": part})
+            emit(ev.ContentPartDone(**ids, part=part))
             item = self._message_item(self.item_status)
-            emit({"type": "response.output_item.done", "response_id": self.id, "output_index": ids["output_index"],
-                  "item": item})
+            emit(ev.OutputItemDone(self.id, ids["output_index"], item))
             self._deliver("item_done", item)
         self.report(self, Finished())
 

@@ -1,0 +1,71 @@
+"""The agent's layout is its architecture: ``agent/core`` is sans-IO (no asyncio, no PyAV, no threads, no sockets,
+nothing from the shell or the model runtimes), ``agent/models`` wraps the inference libraries, ``agent/shell`` runs
+them. Every server event the shell sends is one of ``core/events``' types."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pathlib
+
+from voxgate.agent.core import events as ev
+
+AGENT = pathlib.Path(__file__).resolve().parents[1] / "src" / "voxgate" / "agent"
+NOT_IN_CORE = {"asyncio", "av", "threading", "socket", "concurrent", "aiohttp", "onnxruntime", "time"}
+
+
+def imports(path: pathlib.Path) -> set[str]:
+    """Every module a file imports, top-level name or relative path (``..shell.x`` as ``..shell``)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            out.add("." * node.level + mod.split(".")[0] if node.level else mod.split(".")[0])
+    return out
+
+
+def test_the_core_is_sans_io():
+    files = sorted((AGENT / "core").glob("*.py"))
+    assert len(files) >= 8, files
+    for f in files:
+        used = imports(f)
+        assert not used & NOT_IN_CORE, (f.name, used & NOT_IN_CORE)
+        assert not {m for m in used if m.startswith("..")}, (f.name, "the core imports nothing outside itself")
+
+
+def test_the_agent_package_is_core_shell_and_models():
+    loose = sorted(p.name for p in AGENT.glob("*.py") if p.name != "__init__.py")
+    assert loose == [], loose
+    assert {p.name for p in AGENT.iterdir() if p.is_dir() and not p.name.startswith("__")} == {"core", "shell", "models"}
+    for f in (AGENT / "models").glob("*.py"):  # runtimes import no shell
+        assert not {m for m in imports(f) if m.startswith("..shell")}, f.name
+
+
+def test_server_events_are_typed_once():
+    kinds = [c for c in vars(ev).values() if isinstance(c, type) and issubclass(c, ev.ServerEvent)
+             and c is not ev.ServerEvent]
+    types = [c.type for c in kinds]
+    assert len(kinds) >= 30 and all(types) and len(types) == len(set(types)), types
+    for c in kinds:
+        assert dataclasses.is_dataclass(c) and c.__dataclass_params__.frozen, c
+    wire = ev.SpeechStarted("item_1", 120).as_dict("event_x")
+    assert list(wire) == ["event_id", "type", "item_id", "audio_start_ms"] and wire["type"] == ev.SpeechStarted.type
+    assert ev.error_event("bad", "no", "p", "e1").as_dict() == {
+        "type": "error", "error": {"type": "invalid_request_error", "code": "bad", "message": "no", "param": "p",
+                                   "event_id": "e1"}}
+
+
+def test_no_server_event_is_written_as_a_dict_literal():
+    """Server events are built from ``core/events`` types everywhere in the agent and the transports."""
+    src = AGENT.parent
+    names = {c.type for c in vars(ev).values() if isinstance(c, type) and issubclass(c, ev.ServerEvent)} - {""}
+    for f in list(src.glob("agent/**/*.py")) + list(src.glob("transceiver/*.py")) + list(src.glob("sip/*.py")):
+        if f.name == "events.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Dict):
+                for k, v in zip(node.keys, node.values):
+                    if isinstance(k, ast.Constant) and k.value == "type" and isinstance(v, ast.Constant):
+                        assert v.value not in names, (f, v.value)
