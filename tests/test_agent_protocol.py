@@ -20,7 +20,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from voxgate.agent.core import events as ev
-from voxgate.agent.core.connection import CountSpeculation, RealtimeConnection
+from voxgate.agent.core.connection import CountSpeculation, RealtimeConnection, WarmResponder
 from voxgate.agent.core.conversation import (CancelResponse, ClearInput, ClearOutput, CommitResponse, ConfigureAudio,
                                              Emit, EndInput, StartResponse)
 from voxgate.agent.core.turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume,
@@ -65,6 +65,8 @@ class Shell:
                 self.turn_ends(EndOfTurn(end, a.create_response))
             elif t is ClearInput:
                 self.conn.clear_input()
+            elif t is WarmResponder:  # only while the agent is silent, with what the turn's request begins with
+                assert self.core.live is None and self.core.playing is None and a.messages == self.core.messages()
             else:
                 assert t in (ClearOutput, ConfigureAudio, CountSpeculation), a
 

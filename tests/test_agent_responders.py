@@ -304,3 +304,36 @@ def test_a_long_conversation_is_cut_in_steps_so_the_prompt_cache_holds():
     windows = [recent(history[:n])[0]["content"] for n in range(17, 41)]
     assert all(8 <= len(recent(history[:n])) <= 16 for n in range(17, 41))
     assert len(set(windows)) == 4  # its start moved four times over 24 more messages, not 24 times
+
+
+def test_warming_reads_what_the_turns_request_begins_with_and_never_waits(monkeypatch):
+    """While the user speaks the embedded model reads the conversation so far (the prompt the turn's request will
+    begin with, the history window included), and only when it is idle: a warm-up never holds anyone up."""
+    import asyncio
+
+    from voxgate.agent.shell.responders import LlamaResponder, TakeTurns, as_plain_chat, recent
+
+    asked = []
+
+    class Model:
+        def complete(self, chat, max_tokens):
+            asked.append((chat, max_tokens))
+            return ""
+
+    r = LlamaResponder.__new__(LlamaResponder)
+    r.llm = Model()
+    monkeypatch.setattr(LlamaResponder, "turns", TakeTurns())
+    for n in (3, 16, 23, 24):  # around the window's steps
+        history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(n)]
+        asked.clear()
+        asyncio.run(r.warm(history, "Be brief."))
+        nxt = [{"role": "system", "content": "Be brief."}] + recent(as_plain_chat(history + [
+            {"role": "user", "content": "next question"}]))
+        [(chat, max_tokens)] = asked
+        assert max_tokens == 1 and nxt[:len(chat)] == chat and len(chat) == len(nxt) - 1, n
+    asked.clear()
+    with LlamaResponder.turns.turn(TakeTurns.LATER):  # another call's reply is being made: no warm-up
+        asyncio.run(r.warm(history, "Be brief."))
+    assert asked == []
+    asyncio.run(r.warm([], "Be brief."))  # nothing said yet: the instructions were primed at start-up
+    assert asked == []

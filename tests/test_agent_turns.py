@@ -118,7 +118,7 @@ def _run_semantic(eagerness, pause_frames, verdict, tail_frames=300):
     return [(t, a) for t, a in log if isinstance(a, EndOfTurn)]
 
 
-EAGERNESS_AUTO = 800  # after a finished sentence that is not a question
+EAGERNESS_AUTO = 600  # after a finished sentence that is not a question
 
 
 def test_semantic_vad_waits_through_a_pause_in_an_unfinished_sentence():

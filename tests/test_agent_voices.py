@@ -116,8 +116,9 @@ def test_unknown_voice_is_refused_with_the_list_and_a_session_hears_the_voice_it
     assert done["audio"]["output"]["voice"] == "coral" and done["audio"]["output"]["speed"] == 1.25
     heard = pitch_hz(bytes(call.sent_audio), 16000)
     reply = "Hello! How can I help you today?"
-    joe = pitch_hz(b"".join(tts.synthesize(reply)), tts.rate)
-    juniper = pitch_hz(b"".join(tts.synthesize(reply, voice="juniper")), tts.rate_of("juniper"))
+    # the references spoken as the session asked (speed 1.25: a faster voice's pitch reads a little differently)
+    joe = pitch_hz(b"".join(tts.synthesize(reply, speed=1.25)), tts.rate)
+    juniper = pitch_hz(b"".join(tts.synthesize(reply, voice="juniper", speed=1.25)), tts.rate_of("juniper"))
     assert abs(heard - juniper) < abs(heard - joe) and heard > joe * 1.1, (heard, joe, juniper)
 
 
@@ -160,3 +161,17 @@ def test_a_number_past_the_spell_out_table_is_said_digit_by_digit(tts):
     huge = b"".join(tts.synthesize("It has up to 10000000000000000000000000000000000000000000000000000000 legs."))
     short = b"".join(tts.synthesize("It has up to ten legs."))
     assert len(huge) > 5 * len(short)
+
+
+@pytest.mark.parametrize("voice", sorted(VOICES))
+def test_a_sentence_starts_with_its_first_sound_and_keeps_a_short_pause_after(tts, voice):
+    """The voice's own silence around a sentence is trimmed: the first sound within ~10 ms of the start (that
+    silence was time the user waited for nothing) and ~150 ms kept after the last (a pause, not a gap)."""
+    rate = tts.rate_of(voice)
+    for text in ("The capital of France is Paris.", "One of"):
+        pcm = b"".join(tts.synthesize(text, voice=voice))
+        a = np.abs(np.frombuffer(pcm, np.int16).astype(np.float32)) / 32767
+        sound = np.flatnonzero(a > piper.QUIET * a.max())
+        assert sound[0] / rate <= piper.LEAD_S + 0.001, (text, sound[0] / rate)
+        tail = (a.size - 1 - sound[-1]) / rate
+        assert 0.1 <= tail <= piper.TAIL_S + 0.001, (text, tail)

@@ -11,8 +11,8 @@ through every sequence of client events and turns the protocol allows.
 
 The recognizer's work is the shell's (it blocks for hundreds of ms); the connection says what its results mean:
 ``transcribed`` (a partial hypothesis: a delta), ``paused`` (the decode at a pause: the verdict of ``semantic_vad``
-and the speculative response), ``refined`` (a better decode of the same audio), ``turn_committed`` (the final
-transcript: the user item, and the response committed or made anew).
+and the speculative response), ``refined`` (the beam's decode of the same audio, where the first was unsure),
+``turn_committed`` (the final transcript: the user item, and the response committed or made anew).
 """
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ from . import eou, events as ev
 from .conversation import CommitResponse, Conversation, Emit, ResponseConfig, SetResponding
 from .events import new_id
 from .turns import EndOfTurn, IdleTimeout, SpeechStarted, TurnTaker, transcript_fits
+
+
+@dataclass(frozen=True)
+class WarmResponder:
+    """The user started a turn: the responder may read the conversation so far now (``messages``: what the turn's
+    request will begin with), so that when the turn ends only the new words are left to read. The embedded model's
+    prompt cache then holds the last answer: a second question's first token ~60 ms instead of ~155."""
+
+    messages: list
+    instructions: str
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,9 @@ class RealtimeConnection:
         out = [Emit(ev.SpeechStarted(self.open_buffer(), action.audio_start_ms))]
         if action.held:  # what was recognized while it was held is the start of the turn
             out += self.transcribed(self.held_text)
+        c = self.conv
+        if c.responds and self.turn_cfg.create_response and c.items and c.live is None and c.playing is None:
+            out.append(WarmResponder(c.messages(), c.instructions))
         return out
 
     def held(self) -> None:
@@ -161,7 +174,10 @@ class RealtimeConnection:
 
     def paused(self, text: str | None, paused_at: float, now: float) -> list:
         """The decode of the utterance so far, at a pause (``text``; None from a recognizer that only finishes
-        utterances: its text came as a ``segment``)."""
+        utterances: its text came as a ``segment``). A recognizer unsure of a word decodes the audio again with a
+        beam meanwhile (``refined`` follows); the reply is prepared from this draft at once, and made again if the
+        beam hears other words. (Waiting for the beam instead, measured in the browser bench: the median turn
+        ~25 ms later, the p90 no better.)"""
         if not self.tt.speculating:  # speech resumed, or the turn ended, while it decoded
             return []
         out = []
@@ -172,8 +188,8 @@ class RealtimeConnection:
         return out + self._judged(paused_at, now)
 
     def refined(self, draft: str, better: str, paused_at: float, now: float) -> list:
-        """A better decode (beam search) of the audio the draft was decoded from. If its words differ, the
-        speculation made from the draft is void, and the verdict and speculation are made again from it."""
+        """The beam's decode of the audio the draft was decoded from. If its words differ, the speculation made
+        from the draft is void, and the verdict and speculation are made again from it."""
         if self.peeked is not draft or transcript_fits(better, draft):  # speech resumed meanwhile, or it agrees
             return []
         pausing = self.tt.speculating  # else the turn has ended and its end takes the better decode

@@ -156,4 +156,21 @@ class PiperTts:
             peak = float(np.max(np.abs(audio))) if audio.size else 0.0
             if peak < 1e-8:
                 continue
+            audio = trimmed(audio, peak, self.rate_of(voice))
             yield (np.clip(audio / peak, -1, 1) * 32767).astype(np.int16).tobytes()
+
+
+LEAD_S, TAIL_S = 0.01, 0.15  # the silence kept before a sentence's first sound and after its last
+QUIET = 0.01  # what is silence: under this share of the sentence's peak (-40 dB)
+
+
+def trimmed(audio, peak: float, rate: int):
+    """A sentence's audio without the silence the voice puts around it (~40-60 ms before, ~200 ms after): silence
+    before the first word is time the user waits for nothing, and between two pieces of one reply it is a pause in
+    the middle of a sentence (the first piece is two words)."""
+    import numpy as np
+
+    sound = np.flatnonzero(np.abs(audio) > QUIET * peak)
+    if not sound.size:
+        return audio
+    return audio[max(0, sound[0] - int(LEAD_S * rate)): sound[-1] + int(TAIL_S * rate)]

@@ -18,7 +18,7 @@ import time
 import weakref
 
 from ..core import events as ev
-from ..core.connection import CountSpeculation, RealtimeConnection
+from ..core.connection import CountSpeculation, RealtimeConnection, WarmResponder
 from ..core.conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Emit, EndInput,
                                  StartResponse, CancelResponse)
 from ..core.events import EventIds, error_event
@@ -138,6 +138,8 @@ class RealtimeSession:
                 r.commit(a.turn_end)
             elif t is CountSpeculation:
                 self.metrics.speculations.labels(a.outcome).inc()
+            elif t is WarmResponder:
+                self.spawn(self.stack.responder.warm(a.messages, a.instructions))
             else:
                 raise TypeError(f"{a!r} needs do()")
 

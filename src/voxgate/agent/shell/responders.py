@@ -59,6 +59,10 @@ class Responder:
                      tool_choice="auto", max_tokens: int | None = None) -> AsyncIterator[str | ToolCall]:
         yield ""  # pragma: no cover
 
+    async def warm(self, messages: list[dict], instructions: str) -> None:
+        """A turn has begun: read the conversation so far (``messages``) ahead of the request that will start with
+        it, if that makes the request faster (a local model's prompt cache). Nothing by default."""
+
 
 def forced_tool(tools: list, tool_choice) -> dict | None:
     """The tool ``tool_choice`` names (``{"type": "function", "name"}``), if any."""
@@ -212,6 +216,21 @@ class TakeTurns:
                 self._busy = False
                 self._cv.notify_all()
 
+    @contextlib.contextmanager
+    def idle_turn(self):
+        """A turn only if the model is free and nobody waits (for work that may be skipped): yields whether."""
+        with self._cv:
+            free = not self._busy and not any(self._waiting)
+            if free:
+                self._busy = True
+        try:
+            yield free
+        finally:
+            if free:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
     def wanted(self, priority: int) -> bool:
         """Is a request that goes before ``priority`` waiting?"""
         return any(self._waiting[p] for p in range(priority))
@@ -242,6 +261,21 @@ class LlamaResponder(Responder):
         with LlamaResponder.turns.turn(TakeTurns.FIRST):
             self.llm.complete([{"role": "system", "content": instructions}, {"role": "user", "content": "hi"}],
                               max_tokens=1)
+
+    async def warm(self, messages: list[dict], instructions: str) -> None:
+        """Evaluate the conversation so far while the user speaks (when the model is idle), so the turn's request
+        finds it in the prompt cache: the window ``stream`` will cut for one more message, without that message."""
+        if not messages:
+            return
+        chat = [{"role": "system", "content": instructions}]
+        chat += recent(as_plain_chat(messages) + [{"role": "user", "content": ""}])[:-1]
+
+        def run():
+            with LlamaResponder.turns.idle_turn() as free:
+                if free:
+                    self.llm.complete(chat, max_tokens=1)
+
+        await asyncio.to_thread(run)
 
     def decide_tool(self, messages: list[dict], tools: list, tool_choice, check: bool = True) -> ToolCall | None:
         """Whether to call a tool, and with what: generation constrained by a grammar built from the tools' JSON
