@@ -45,13 +45,15 @@ def test_the_agent_package_is_core_shell_and_models():
 
 def test_server_events_are_typed_once():
     kinds = [c for c in vars(ev).values() if isinstance(c, type) and issubclass(c, ev.ServerEvent)
-             and c is not ev.ServerEvent]
+             and not c.__name__.startswith("_") and c is not ev.ServerEvent]
     types = [c.type for c in kinds]
     assert len(kinds) >= 30 and all(types) and len(types) == len(set(types)), types
     for c in kinds:
         assert dataclasses.is_dataclass(c) and c.__dataclass_params__.frozen, c
     wire = ev.SpeechStarted("item_1", 120).as_dict("event_x")
     assert list(wire) == ["event_id", "type", "item_id", "audio_start_ms"] and wire["type"] == ev.SpeechStarted.type
+    assert list(ev.TextDelta("r", "i", 0, 0, "hi").as_dict()) == [  # the shared fields first, as the API orders them
+        "type", "response_id", "item_id", "output_index", "content_index", "delta"]
     assert ev.error_event("bad", "no", "p", "e1").as_dict() == {
         "type": "error", "error": {"type": "invalid_request_error", "code": "bad", "message": "no", "param": "p",
                                    "event_id": "e1"}}

@@ -174,6 +174,35 @@ class TranscriptionFailed(ServerEvent):
 
 # ---------------------------------------------------------------- responses
 @dataclass(frozen=True)
+class _InContent(ServerEvent):
+    """An event about one content part of a response's output item (the fields every such event starts with)."""
+
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+@dataclass(frozen=True)
+class _InOutput(ServerEvent):
+    """An event about a whole output item of a response."""
+
+    response_id: str
+    output_index: int
+    item: dict
+
+
+@dataclass(frozen=True)
+class _InCall(ServerEvent):
+    """An event about a function call's arguments."""
+
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+
+
+@dataclass(frozen=True)
 class ResponseCreated(ServerEvent):
     type: ClassVar[str] = "response.created"
     response: dict
@@ -186,119 +215,73 @@ class ResponseDone(ServerEvent):
 
 
 @dataclass(frozen=True)
-class OutputItemAdded(ServerEvent):
+class OutputItemAdded(_InOutput):
     type: ClassVar[str] = "response.output_item.added"
-    response_id: str
-    output_index: int
-    item: dict
 
 
 @dataclass(frozen=True)
-class OutputItemDone(ServerEvent):
+class OutputItemDone(_InOutput):
     type: ClassVar[str] = "response.output_item.done"
-    response_id: str
-    output_index: int
-    item: dict
 
 
 @dataclass(frozen=True)
-class ContentPartAdded(ServerEvent):
+class ContentPartAdded(_InContent):
     type: ClassVar[str] = "response.content_part.added"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
     part: dict
 
 
 @dataclass(frozen=True)
-class ContentPartDone(ServerEvent):
+class ContentPartDone(_InContent):
     type: ClassVar[str] = "response.content_part.done"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
     part: dict
 
 
 @dataclass(frozen=True)
-class AudioTranscriptDelta(ServerEvent):
+class AudioTranscriptDelta(_InContent):
     type: ClassVar[str] = "response.output_audio_transcript.delta"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
     delta: str
 
 
 @dataclass(frozen=True)
-class AudioTranscriptDone(ServerEvent):
+class AudioTranscriptDone(_InContent):
     type: ClassVar[str] = "response.output_audio_transcript.done"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
     transcript: str
 
 
 @dataclass(frozen=True)
-class TextDelta(ServerEvent):
+class TextDelta(_InContent):
     type: ClassVar[str] = "response.output_text.delta"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
     delta: str
 
 
 @dataclass(frozen=True)
-class TextDone(ServerEvent):
+class TextDone(_InContent):
     type: ClassVar[str] = "response.output_text.done"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
     text: str
 
 
 @dataclass(frozen=True)
-class AudioDelta(ServerEvent):
+class AudioDelta(_InContent):
     """Audio for a WebSocket client (base64 in ``delta``); over WebRTC and SIP the audio is the media track."""
 
     type: ClassVar[str] = "response.output_audio.delta"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
     delta: str
 
 
 @dataclass(frozen=True)
-class AudioDone(ServerEvent):
+class AudioDone(_InContent):
     type: ClassVar[str] = "response.output_audio.done"
-    response_id: str
-    item_id: str
-    output_index: int
-    content_index: int
 
 
 @dataclass(frozen=True)
-class ArgumentsDelta(ServerEvent):
+class ArgumentsDelta(_InCall):
     type: ClassVar[str] = "response.function_call_arguments.delta"
-    response_id: str
-    item_id: str
-    output_index: int
-    call_id: str
     delta: str
 
 
 @dataclass(frozen=True)
-class ArgumentsDone(ServerEvent):
+class ArgumentsDone(_InCall):
     type: ClassVar[str] = "response.function_call_arguments.done"
-    response_id: str
-    item_id: str
-    output_index: int
-    call_id: str
     name: str
     arguments: str
 
