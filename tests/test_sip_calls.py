@@ -313,21 +313,24 @@ def test_malformed_sip_gets_the_right_answer_and_nothing_breaks(phone):
     assert tcp.recv(4096).startswith(b"SIP/2.0 200")
 
 
-def test_a_caller_outside_the_allowlist_is_403(tmp_path):
-    """A transceiver that takes calls only from a trunk's network."""
+@pytest.mark.parametrize("scenario,options", [
+    ("forbidden", ["--sip-allow", "198.51.100.0/24"]),  # a transceiver that takes calls only from a trunk's network
+    ("busy", ["--capacity", "0"]),  # a full transceiver: 486 Busy Here (the phone's caller tries elsewhere)
+])
+def test_a_call_the_transceiver_will_not_take_is_refused_with_its_status(tmp_path, scenario, options):
     port, http, media = free_port(), free_port(socket.SOCK_STREAM), free_port()
     secret = tmp_path / "secret"
     secret.write_text(new_secret_line(1) + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "voxgate", "transceiver", "--agent", "echo", "--no-auth",
                              "--secret-file", str(secret),
                              "--http", f"127.0.0.1:{http}", "--media", f"127.0.0.1:{media}",
-                             "--sip-listen", f"127.0.0.1:{port}", "--sip-allow", "198.51.100.0/24"],
+                             "--sip-listen", f"127.0.0.1:{port}", *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert '"transceiver_ready"' in line, line + proc.stderr.read()
         assert json.loads(line)["sip"]["udp"] == f"127.0.0.1:{port}"
-        finished(sipp("forbidden", port))
+        finished(sipp(scenario, port))
     finally:
         proc.terminate()
         proc.wait(10)

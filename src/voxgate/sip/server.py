@@ -20,6 +20,7 @@ import secrets
 import socket
 import ssl
 import time
+from typing import Callable
 
 import aiohttp
 
@@ -58,11 +59,27 @@ class CallError(Exception):
         self.status, self.code = status, code
 
 
+@dataclasses.dataclass
+class SipHost:
+    """What the SIP server needs of the transceiver it answers phones for, and all it may reach: its id (in call
+    ids), whether it takes a call now (``refusal``: None, or the SIP status to refuse with), a new agent, the
+    transceiver's clock for a call's audio, where to say a call was answered or ended (``added``, ``removed``) and
+    to count how calls ended (``ended``: the reason)."""
+
+    id: str
+    refusal: Callable[[], int | None]
+    new_agent: Callable[[], object]
+    clocked: Callable[[object], None]
+    added: Callable[[object], None]
+    removed: Callable[[object], None]
+    ended: Callable[[str], None]
+
+
 class SipServer:
-    def __init__(self, t, cfg: SipConfig):
-        self.t, self.cfg = t, cfg
+    def __init__(self, host: SipHost, cfg: SipConfig):
+        self.host, self.cfg = host, cfg
         contact = {k: v for k, v in (("udp", cfg.udp), ("tcp", cfg.tcp), ("tls", cfg.tls)) if v}
-        self.core = SipCore(cfg.policy, contact, new_id=lambda: call_id(t.id, secrets.token_hex(10)))
+        self.core = SipCore(cfg.policy, contact, new_id=lambda: call_id(host.id, secrets.token_hex(10)))
         self.calls: dict[str, SipCall] = {}  # answered calls, by id
         self.udp: asyncio.DatagramTransport | None = None
         self.servers: list[asyncio.AbstractServer] = []
@@ -209,7 +226,7 @@ class SipServer:
             call = self.calls.get(a.call.id)
             if call is not None:
                 self._spawn(call.close(a.reason))
-            self.t.metrics.calls.labels("sip_" + a.reason).inc()
+            self.host.ended(a.reason)
 
     def _spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -220,8 +237,9 @@ class SipServer:
     # ------------------------------------------------------------- the application's side
     def _incoming(self, call: Call):
         now = time.monotonic()
-        if self.t.draining or not self.t.ready:
-            self._execute(self.core.reject(call, 486 if not self.t.draining else 503, now))
+        refusal = self.host.refusal()
+        if refusal is not None:
+            self._execute(self.core.reject(call, refusal, now))
             return
         if not self.cfg.webhook_url:
             self._spawn(self._accept_soon(call))
@@ -262,7 +280,7 @@ class SipServer:
         timer = self._ring_timers.pop(call.id, None)
         if timer:
             timer.cancel()
-        sip_call = SipCall(self, call, self.t.agent_factory(), session)
+        sip_call = SipCall(self, call, self.host.new_agent(), session)
         try:
             await sip_call.open(self.bind_host, self.advertise, self.cfg.rtp_ports)
         except OSError as exc:
@@ -275,7 +293,7 @@ class SipServer:
             sip_call.release_ports()
             raise CallError(409, "call_not_ringing", str(exc)) from None
         self.calls[call.id] = sip_call
-        self.t.add_sip_call(sip_call)
+        self.host.added(sip_call)
         self._execute(actions)
         sip_call.start()
 
@@ -390,7 +408,7 @@ class SipCall(PacedCall):
         raise last or OSError("no port in the range")
 
     def start(self):
-        self.server.t.add_clocked(self)
+        self.server.host.clocked(self)
         self.task = asyncio.ensure_future(self._run_agent())
 
     async def agent_failed(self):
@@ -413,7 +431,7 @@ class SipCall(PacedCall):
                 self.task.cancel()
         self.release_ports()
         self.server.calls.pop(self.call_id, None)
-        self.server.t.remove_sip_call(self)
+        self.server.host.removed(self)
 
     def release_ports(self):
         for tr in (self.rtp, self.rtcp):

@@ -118,9 +118,13 @@ class Transceiver:
         self._tasks = [asyncio.ensure_future(self._reap())]
         self._start_clock()
         if self.cfg.sip is not None:
-            from ..sip.server import SipServer
+            from ..sip.server import SipHost, SipServer
 
-            self.sip = SipServer(self, self.cfg.sip)
+            host = SipHost(id=self.id, refusal=lambda: 503 if self.draining else None if self.ready else 486,
+                           new_agent=self.agent_factory, clocked=self.add_clocked, added=self.add_sip_call,
+                           removed=self.remove_sip_call,
+                           ended=lambda reason: self.metrics.calls.labels("sip_" + reason).inc())
+            self.sip = SipServer(host, self.cfg.sip)
             await self.sip.start()
         if self.cfg.redis_url:
             from ..steering.registry import Registry
