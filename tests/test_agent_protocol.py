@@ -61,7 +61,7 @@ class Shell:
                     self.do(self.conn.response_done(a.rid, "cancelled", 0))
             elif t is EndInput:
                 end = self.conn.t_ms
-                self.conn.tt.reset()
+                self.conn.reset_turn()
                 self.turn_ends(EndOfTurn(end, a.create_response))
             elif t is ClearInput:
                 self.conn.clear_input()

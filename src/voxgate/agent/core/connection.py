@@ -101,6 +101,19 @@ class RealtimeConnection:
         self.t_ms += 20
         return self.tt.frame(speech_prob, self.t_ms, level)
 
+    def buffered_frame(self) -> bool:
+        """With turn detection off (push-to-talk) every frame goes to the input buffer until the client commits or
+        clears it: True when this one opens a new buffer (the recognizer then starts an utterance)."""
+        self.t_ms += 20
+        if self.item is not None:
+            return False
+        self.open_buffer()
+        return True
+
+    def reset_turn(self) -> None:
+        """The turn taker starts over (the client committed or cleared the input itself)."""
+        self.tt.reset()
+
     def open_buffer(self) -> str:
         """A new input buffer (the user item it will become): nothing recognized in it yet."""
         self.item = self.conv.new_id("item")
@@ -108,7 +121,7 @@ class RealtimeConnection:
         return self.item
 
     def clear_input(self) -> None:
-        self.tt.reset()
+        self.reset_turn()
         self.item, self.segments, self.partial, self.peeked = None, [], "", None
 
     def transcript(self) -> str:

@@ -194,9 +194,7 @@ class RealtimeSession:
             if self.core.noise_reduction is not None:
                 frame = self._denoised(frame)
             if not cfg.enabled:
-                self.conn.t_ms += 20
-                if self.conn.item is None:  # the buffer was committed or cleared: a new one starts
-                    self.conn.open_buffer()
+                if self.conn.buffered_frame():  # the buffer was committed or cleared: a new one starts
                     await self._asr(self.asr.start)
                 self._feed(frame)
                 continue
@@ -356,7 +354,7 @@ class RealtimeSession:
 
     def _reset_turn(self):
         """The turn taker starts over; speech over the agent that it held goes with it, so the answer plays on."""
-        self.tt.reset()
+        self.conn.reset_turn()
         self.call.pause_audio(False)
 
     async def _clear_input(self):
