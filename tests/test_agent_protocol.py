@@ -87,7 +87,7 @@ class Shell:
             assert rid is None or rid in self.started
             if rid is not None:
                 self.do(actions)
-                self.do(self.conn.heard(rid, None, "", 0, 0))
+                self.do(self.conn.heard(rid, None, 0, 0))
         elif t is Speculate:
             self.do(self.conn.paused(self.heard, self.now, self.now))
         elif t is Resume:

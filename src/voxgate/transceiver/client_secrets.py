@@ -10,30 +10,22 @@ from __future__ import annotations
 
 class ClientSecrets:
     def __init__(self):
-        self._expires: dict[str, float] = {}  # value -> expiry (seconds since the epoch)
-        self._sessions: dict[str, dict | None] = {}  # value -> the session it was minted with
-
-    def __len__(self) -> int:
-        return len(self._expires)
+        self._minted: dict[str, tuple[float, dict | None]] = {}  # value -> (expiry, epoch seconds; its session)
 
     def add(self, value: str, expires_at: float, session: dict | None) -> None:
         """One minted here, or by another transceiver of the fleet (then read from the registry)."""
-        self._expires[value] = expires_at
-        self._sessions[value] = session
+        self._minted[value] = (expires_at, session)
 
     def known(self, value: str) -> bool:
-        return value in self._expires
+        return value in self._minted
 
     def valid(self, value: str, now: float) -> bool:
-        return self._expires.get(value, 0) > now
+        return self._minted.get(value, (0, None))[0] > now
 
     def session(self, value: str | None) -> dict | None:
-        return self._sessions.get(value) if value else None
+        return self._minted.get(value, (0, None))[1] if value else None
 
-    def expire(self, now: float) -> int:
-        """Forget the secrets whose time has passed; how many."""
-        gone = [v for v, exp in self._expires.items() if exp < now]
-        for v in gone:
-            del self._expires[v]
-            self._sessions.pop(v, None)
-        return len(gone)
+    def expire(self, now: float) -> None:
+        """Forget the secrets whose time has passed."""
+        for value in [v for v, (expires_at, _) in self._minted.items() if expires_at < now]:
+            del self._minted[value]

@@ -274,12 +274,10 @@ class RealtimeConnection:
         rid, actions = self.conv.barge_in()
         return rid, self._own(actions)
 
-    def heard(self, rid: str, item_id: str | None, text: str, written_ms: float, heard_ms: int) -> list:
+    def heard(self, rid: str, item_id: str | None, written_ms: float, heard_ms: int) -> list:
         """After a barge-in on a paced transport (WebRTC, SIP: the server knows what was played), the output is
-        cleared and the reply truncated to what the user heard of it (its words in proportion to the audio)."""
+        cleared and the reply (its item is in the conversation by now) truncated to what the user heard of it."""
         out = [Emit(ev.OutputCleared(rid))]
         if written_ms > 0 and item_id is not None:
-            words = text.split()
-            keep = max(0, round(len(words) * heard_ms / written_ms))
-            out += self.conv.truncate(item_id, heard_ms, " ".join(words[:keep]))
+            out += self.conv.truncate(item_id, heard_ms, written_ms)
         return out

@@ -263,10 +263,15 @@ class Conversation:
             out.append(Emit(ev.TranscriptionCompleted(item_id, 0, transcript, {"type": "duration", "seconds": 0})))
         return out
 
-    def truncate(self, item_id: str, audio_end_ms: int, transcript: str) -> list:
+    def truncate(self, item_id: str, audio_end_ms: int, audio_ms: float | None) -> list:
+        """An assistant item cut to what was heard of it: its transcript to the words said in the first
+        ``audio_end_ms`` of its ``audio_ms`` (in proportion to the audio; all of them when that is unknown). A
+        client's ``conversation.item.truncate`` and a barge-in on a paced transport both end here."""
         item = self.find(item_id)
         if item is not None:
-            item["content"][0]["transcript"] = transcript
+            words = (item["content"][0].get("transcript") or "").split()
+            keep = len(words) if not audio_ms else max(0, round(len(words) * min(1.0, audio_end_ms / audio_ms)))
+            item["content"][0]["transcript"] = " ".join(words[:keep])
         return [Emit(ev.ItemTruncated(item_id, 0, audio_end_ms))]
 
     # ------------------------------------------------------------- responses
@@ -460,9 +465,7 @@ class Conversation:
         if total is not None and end > total + 20:
             return [self._error("invalid_value", f"audio_end_ms {end} is past the item's audio ({total} ms)",
                                 "audio_end_ms", eid)]
-        words = (item["content"][0].get("transcript") or "").split()
-        keep = len(words) if not total else max(0, round(len(words) * min(1.0, end / total)))
-        return self.truncate(item["id"], end, " ".join(words[:keep]))
+        return self.truncate(item["id"], end, total)
 
     def _on_response_create(self, event, eid, now):
         spec = event.get("response") or {}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import array
-import math
-
+from ..core.turns import level as loudness
 from . import ASR_RATE, MissingModel
 
 
@@ -17,11 +15,7 @@ class EnergyVad:
         self.level = level
 
     def __call__(self, pcm16k: bytes) -> float:
-        a = array.array("h", pcm16k)
-        if not a:
-            return 0.0
-        rms = math.sqrt(sum(x * x for x in a) / len(a))
-        return min(1.0, rms / (2 * self.level))
+        return min(1.0, loudness(pcm16k) / (2 * self.level))
 
 
 class WebRtcVad:

@@ -358,7 +358,7 @@ class RealtimeSession:
         self.call.pause_audio(False)
 
     async def _clear_input(self):
-        self._reset_turn()
+        self.call.pause_audio(False)  # speech over the agent that was held goes with the input: the answer plays on
         # first in the recognizer's queue, before the next frame opens a new buffer: drop what was heard (no
         # decode: a whole-utterance recognizer would spend hundreds of ms on audio that is thrown away)
         dropped = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.cancel)
@@ -383,7 +383,7 @@ class RealtimeSession:
             # WebRTC: the server knows what was played, so it clears and truncates itself. Over a WebSocket the
             # client plays the audio: it truncates (conversation.item.truncate) to what it played, as the API says
             heard_ms = max(0, int(r.written_ms - dropped_ms))
-            self.do_now(self.conn.heard(rid, r.item_id, r.text, r.written_ms, heard_ms))
+            self.do_now(self.conn.heard(rid, r.item_id, r.written_ms, heard_ms))
         self.metrics.barge_ins.inc()
 
     # ------------------------------------------------------------- what responses report
