@@ -120,6 +120,39 @@ def add_sip_args(p, demo: bool) -> None:
     p.add_argument("--sip-rate", type=float, default=5.0, help="new calls per second per source address")
 
 
+LIMIT_HELP = {
+    "calls_per_key": "live calls and WebSocket sessions one client secret (ek_) may hold; 0: no limit",
+    "calls_per_address": "... one source address may hold (server keys are not counted); 0: no limit",
+    "ws_idle_timeout": "seconds a WebSocket session may pass with nothing sent either way; 0: never closed",
+    "header_timeout": "seconds a connection has to send a request's headers (slowloris)",
+    "body_timeout": "seconds a request has to send its body",
+    "keepalive_timeout": "seconds an idle keep-alive HTTP connection is kept",
+    "connections_per_address": "open HTTP connections per source address",
+    "max_connections": "open HTTP connections in all",
+    "input_audio_total_mb": "MiB of appended WebSocket audio decoded at once across sessions (appends wait past it)",
+    "diagnostics_interval": "seconds between two collections for /healthz?gc (others get the last result)",
+}
+
+
+def add_limit_args(p) -> None:
+    """One flag per ``transceiver.access.Limits`` field, with its default (the README's limits table)."""
+    import dataclasses
+
+    from .transceiver.access import Limits
+
+    for f in dataclasses.fields(Limits):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       metavar="N", help=f"{LIMIT_HELP[f.name]} (default {f.default:g})")
+
+
+def limits_from(args):
+    import dataclasses
+
+    from .transceiver.access import Limits
+
+    return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
+
+
 def sip_config(args, listen: tuple[str, int] | None):
     """The SipConfig the options ask for, or None without a SIP address."""
     if listen is None:
@@ -174,7 +207,7 @@ def cmd_transceiver(args) -> int:
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
-        sip=sip_config(args, args.sip_listen),
+        sip=sip_config(args, args.sip_listen), limits=limits_from(args),
     )
 
     def ready(t):
@@ -295,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a TURN server the page should use (its secret in $VOXGATE_TURN_SECRET)")
     d.add_argument("--open", action="store_true", help="open the page in the browser")
     add_sip_args(d, demo=True)
+    add_limit_args(d)
     d.set_defaults(func=cmd_demo)
 
     dr = sub.add_parser("doctor", help="check this install: versions, CPU, each embedded model once, the relay and a "
@@ -347,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_transceiver)
 
     add_sip_args(x, demo=False)
+    add_limit_args(x)
 
     f = sub.add_parser("fleet", help="print the transceiver fleet registered in Redis, as JSON")
     f.add_argument("--redis-url", required=True)

@@ -69,7 +69,7 @@ def run(args) -> int:
         from .transceiver import turn
 
         turn_cfg = turn.load(args.turn_url or [], None, os.environ.get("VOXGATE_TURN_SECRET"))
-        from .cli import parse_hostport, sip_config
+        from .cli import limits_from, parse_hostport, sip_config
 
         sip = None
         if args.sip is not None:
@@ -79,7 +79,7 @@ def run(args) -> int:
             turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
             relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr, tts=args.tts,
-            drain_timeout=1.0, sip=sip)
+            drain_timeout=1.0, sip=sip, limits=limits_from(args))
         url = f"http://{host}:{args.port}/demo"
 
         def ready(t):
@@ -89,6 +89,11 @@ def run(args) -> int:
                 how = "the webhook's app answers" if t.cfg.sip.webhook_url else "answered at once"
                 _say(f"  sip        udp+tcp {t.cfg.sip.udp[0]}:{t.cfg.sip.udp[1]}, {how}: "
                      f"dial sip:agent@{t.cfg.sip.udp[0]}:{t.cfg.sip.udp[1]}")
+            loopback = host in ("127.0.0.1", "::1", "localhost")
+            _say(f"  auth       none: anyone who reaches {host}:{args.port} may call, hang up and read every call"
+                 + ("" if loopback else " (not loopback: run `voxgate transceiver --api-key` to serve others)"))
+            if t.sip is not None and not (t.cfg.sip.policy.auth or t.cfg.sip.policy.allow):
+                _say("  sip auth   none: any phone that reaches the SIP port may call (--sip-auth, --sip-allow)")
             _say("")
             _say(f"Open {url} and click Talk. Ctrl-C stops.")
             _say(json.dumps({"event": "demo_ready", "url": url}))

@@ -264,14 +264,19 @@ class TransceiverProcess(VoxgateProcess):
             cmd += ["--id", id]
         if region:
             cmd += ["--region", region]
-        if "--api-key" not in extra:
+        extra = list(extra)
+        self.api_key = extra[extra.index("--api-key") + 1] if "--api-key" in extra else None
+        if self.api_key is None:
             cmd.append("--no-auth")
         self._start(cmd, env, "transceiver")
         self.url = f"http://127.0.0.1:{self.http_port}"
 
-    def get(self, path):
+    def get(self, path, key=None):
+        """GET ``path`` with ``key`` (default: the transceiver's server key, if it has one)."""
+        key = key if key is not None else self.api_key
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {key}"} if key else {})
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()

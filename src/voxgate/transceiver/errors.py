@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 CORS = {
@@ -16,3 +18,31 @@ def error(status: int, message: str, type_: str = "invalid_request_error", code:
           param: str | None = None) -> web.Response:
     body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
     return web.json_response(body, status=status, headers=CORS)
+
+
+class BadRequest(Exception):
+    """Input a client sent that we refuse: becomes its 4xx (400 unless said) with the reason, never a 500."""
+
+    def __init__(self, message: str, code: str = "invalid_request", param: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.code, self.param, self.status = code, param, status
+
+    def response(self) -> web.Response:
+        return error(self.status, str(self), code=self.code, param=self.param)
+
+
+def json_object(text, what: str = "the body", param: str | None = None) -> dict:
+    """``text`` (str or UTF-8 bytes) as a JSON object, or ``BadRequest`` saying why not: not UTF-8, not JSON, nested
+    deeper than the parser goes, or not an object. The one parser of client JSON (HTTP bodies, WebSocket and
+    data-channel events)."""
+    try:
+        value = json.loads(text)
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} is not UTF-8", "invalid_json", param) from None
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply", "invalid_json", param) from None
+    except ValueError as exc:
+        raise BadRequest(f"{what} is not JSON: {exc}", "invalid_json", param) from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} is not a JSON object", "invalid_json", param)
+    return value

@@ -20,19 +20,24 @@ GET  /demo                          the demo page: talk to the agent (static/dem
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import gc
 import hmac
-import json
 import os
 import secrets
 import time
 from pathlib import Path
 
+import aiohttp
+import aiohttp.http_exceptions
 from aiohttp import web
 
 from ..agent.core import schema
 from . import placing, turn, websocket
-from .errors import CORS, error
+from .access import Caller
+from .errors import CORS, BadRequest, error, json_object
+from .guard import ConnectionGuard
 from .sdp import OfferError
 from .session import LIVE_OBJECTS
 
@@ -46,6 +51,15 @@ async def cors(request, handler):
     return resp
 
 
+@web.middleware
+async def bad_request(request, handler):
+    """Input we refuse (``errors.BadRequest``, raised wherever a body or a field is read) answered as its 4xx."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return exc.response()
+
+
 _bearer = websocket.token_of  # Authorization: Bearer, or a browser WebSocket's key subprotocol
 
 
@@ -53,22 +67,35 @@ def _is_api_key(t, token: str | None) -> bool:
     return token is not None and any(hmac.compare_digest(token, k) for k in t.cfg.api_keys)
 
 
-async def _refused(t, request) -> web.Response | None:
-    """The 401 for a call request without a configured API key or a live client secret; None if it may pass.
-    In a fleet a client secret minted by another transceiver is found in the registry (and remembered)."""
+async def _caller(t, request) -> Caller | web.Response:
+    """The request's credential (``access.Caller``), or the 401 for one without a configured API key or a live
+    client secret. In a fleet a client secret minted by another transceiver is found in the registry (and
+    remembered)."""
+    address = placing.client_address(t, request)
     if not t.cfg.auth:
-        return None
+        return Caller("open", _bearer(request), address)
     token = _bearer(request)
     if _is_api_key(t, token):
-        return None
+        return Caller("server", token, address)
     if token is not None and token.startswith("ek_"):
         if not t.client_secrets.known(token) and t.registry is not None:
             shared = await t.registry.get_secret(token)
             if shared is not None:
                 t.client_secrets.add(token, shared["expires_at"], shared.get("session"))
         if t.client_secrets.valid(token, time.time()):
-            return None
+            return Caller("client", token, address)
     return error(401, "missing or invalid Authorization: Bearer key", code="invalid_api_key")
+
+
+def _server_key(t, request) -> bool:
+    """Whether the request may see diagnostics: a server key, or auth is off."""
+    return not t.cfg.auth or _is_api_key(t, _bearer(request))
+
+
+def _not_yours() -> web.Response:
+    """What a client secret gets for a call it did not make: the same 404 as for no call at all, so call ids
+    cannot be probed."""
+    return error(404, "no such call", code="call_not_found", param="call_id")
 
 
 def _session_for(t, token: str | None, given: dict | None) -> dict | None:
@@ -82,53 +109,159 @@ def _session_for(t, token: str | None, given: dict | None) -> dict | None:
     return {**minted, **given}
 
 
-async def _read_offer(request) -> tuple[str, dict | None]:
+async def _body(t, request) -> bytes:
+    """The request's body, whole, within ``--body-timeout`` (a client that sends it slowly holds nothing long)."""
+    try:
+        return await asyncio.wait_for(request.read(), t.cfg.limits.body_timeout)
+    except asyncio.TimeoutError:
+        raise BadRequest("the body did not arrive in time", "request_timeout", status=408) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequest("the body is too large", "body_too_large", status=413) from None
+    except (aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError, ConnectionError) as exc:
+        raise BadRequest(f"the body could not be read: {exc}", "invalid_body") from None
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OfferError(f"{what} is not UTF-8") from None
+
+
+def _form_parts(body: bytes, content_type: str) -> dict[str, bytes] | None:
+    """The named parts of a multipart/form-data body (the standard library's MIME parser), or None if it is
+    malformed: no closing boundary (truncated), no boundary at all, or a part without a name."""
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+    if not msg.is_multipart() or msg.defects:
+        return None
+    parts = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name or part.defects:
+            return None
+        parts[name] = part.get_payload(decode=True) or b""
+    return parts
+
+
+async def _read_offer(t, request) -> tuple[str, dict | None]:
     ctype = request.content_type
     if ctype.startswith("multipart/"):
-        sdp, session = None, None
-        reader = await request.multipart()
-        async for part in reader:
-            if part.name == "sdp":
-                sdp = await part.text()
-            elif part.name == "session":
-                try:
-                    session = json.loads(await part.text())
-                except ValueError:
-                    raise OfferError("the 'session' part is not JSON", param="session") from None
+        if "boundary" not in request.content_type and "boundary=" not in request.headers.get("Content-Type", ""):
+            raise OfferError("multipart/form-data without a boundary", param="Content-Type")
+        parts = _form_parts(await _body(t, request), request.headers["Content-Type"])
+        if parts is None:
+            raise OfferError("the multipart body is malformed (truncated, or its boundary is missing)")
+        sdp = parts.get("sdp")
         if sdp is None:
             raise OfferError("multipart body has no 'sdp' part")
-        return sdp, session
+        session = None
+        if "session" in parts:
+            try:
+                session = json_object(parts["session"], "the 'session' part", "session")
+            except BadRequest as exc:
+                raise OfferError(str(exc), param="session") from None
+        return _text(sdp, "the SDP"), session
     if ctype not in ("application/sdp", "text/plain", "application/octet-stream", ""):
         raise OfferError(f"unsupported Content-Type {ctype!r}: send application/sdp or multipart/form-data",
                          param="Content-Type")
-    return await request.text(), None
+    return _text(await _body(t, request), "the SDP"), None
 
 
-def make_app(t) -> web.Application:
-    app = web.Application(middlewares=[cors], client_max_size=256 * 1024)
+async def _json_body(t, request) -> dict:
+    data = await _body(t, request)
+    return json_object(data) if data.strip() else {}
+
+
+class Diagnostics:
+    """``/healthz?gc`` for a server key: a full collection, then the call objects still alive (leak checks).
+
+    A collection holds the interpreter for as long as it takes, so it never runs more than once per ``interval``
+    seconds: requests in between get the last result (``cached_s`` says how old), and concurrent ones share one.
+    The transceiver freezes what it loaded at start-up (``gc.freeze``: the models' objects), so a collection walks
+    only what calls made since, a few milliseconds (docs/security.md has the figures)."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._last: tuple[float, dict] | None = None
+
+    async def collected(self) -> dict:
+        now = time.monotonic()
+        if self._last is not None and now - self._last[0] < self.interval:
+            return {**self._last[1], "cached_s": round(now - self._last[0], 3)}
+        t0 = time.perf_counter()
+        gc.collect()
+        from ..agent.shell.realtime import LIVE_SESSIONS
+
+        result = {"session_objects": len(LIVE_OBJECTS), "agent_sessions": len(LIVE_SESSIONS),
+                  "gc_ms": round((time.perf_counter() - t0) * 1000, 1)}
+        self._last = (time.monotonic(), result)
+        return {**result, "cached_s": 0.0}
+
+
+def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
+    @web.middleware
+    async def deadline(request, handler):
+        """The connection's header deadline is off while its request is served, and on again after."""
+        conn = guard.of(request.transport) if guard is not None else None
+        if conn is not None:
+            conn.started()
+        try:
+            return await handler(request)
+        finally:
+            if conn is not None:
+                conn.answered()
+
+    app = web.Application(middlewares=[deadline, cors, bad_request], client_max_size=256 * 1024)
+    limits = t.cfg.limits
+
+    def refuse_new() -> web.Response | None:
+        """Whether this transceiver takes a new call or session now: draining, full, or the caller over its share."""
+        if t.draining:
+            return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
+        if t.load >= t.cfg.max_sessions:
+            return error(503, "at capacity", "server_error", "capacity")
+        return None
+
+    def admit(caller):
+        ticket = t.admission.take(caller)
+        if isinstance(ticket, str):
+            t.metrics.limited.labels(ticket).inc()
+            what = "client secret" if ticket == "calls_per_key" else "address"
+            limit = limits.calls_per_key if ticket == "calls_per_key" else limits.calls_per_address
+            return error(429, f"this {what} has {limit} live calls already (--{ticket.replace('_', '-')})",
+                         code="rate_limit_exceeded", param=None), None
+        return None, ticket
 
     async def create_call(request):
-        if (refused := await _refused(t, request)) is not None:
-            return refused
+        caller = await _caller(t, request)
+        if isinstance(caller, web.Response):
+            return caller
         region = placing.client_region(t, request)
         if t.registry is not None and placing.PLACED not in request.headers:
             placed = await placing.place_call(t, request, region)
             if placed is not None:
                 return placed
-        if t.draining:
-            return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
-        if t.load >= t.cfg.max_sessions:
-            return error(503, "at capacity", "server_error", "capacity")
+        if (refused := refuse_new()) is not None:
+            return refused
+        refused, ticket = admit(caller)
+        if refused is not None:
+            return refused
         try:
-            sdp, session_config = await _read_offer(request)
+            sdp, session_config = await _read_offer(t, request)
             if session_config is not None:
                 schema.check_session(session_config)
-            token = _bearer(request)
-            session, answer = t.create_call(sdp, _session_for(t, token, session_config), region, owner=token)
+            session, answer = t.create_call(sdp, _session_for(t, caller.key, session_config), region,
+                                            owner=caller.key, ticket=ticket)
         except OfferError as exc:
+            ticket.release()
             return error(400, str(exc), "invalid_request_error", "invalid_offer", exc.param)
         except schema.Invalid as exc:
+            ticket.release()
             return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        except BaseException:
+            ticket.release()
+            raise
         if t.registry is not None:
             await t.registry.publish()  # the next placement, wherever it runs, sees this call
         return web.Response(status=201, text=answer, content_type="application/sdp",
@@ -136,18 +269,30 @@ def make_app(t) -> web.Application:
                                      placing.HOLDER: t.id, placing.REGION: region or t.cfg.region})
 
     async def hangup(request):
-        if (refused := await _refused(t, request)) is not None:
-            return refused
+        caller = await _caller(t, request)
+        if isinstance(caller, web.Response):
+            return caller
         if (elsewhere := await placing.to_owner(t, request)) is not None:
             return elsewhere
-        if not await t.hangup(request.match_info["call_id"]):
-            return error(404, "no such call", code="call_not_found", param="call_id")
+        call_id = request.match_info["call_id"]
+        phone = t.sip is not None and call_id in t.sip.core.calls
+        call = t.call(call_id)
+        if phone and not caller.server:
+            return error(403, "a phone call is controlled with a server key", code="forbidden", param="call_id")
+        if not phone and (call is None or not caller.owns(call.owner)):
+            return _not_yours()
+        if not await t.hangup(call_id):
+            return _not_yours()
         return web.json_response({}, status=200)
 
     async def sip_command(request):
         """accept / reject / refer on a phone call, with the bodies OpenAI's ``realtime.calls`` methods send."""
-        if (refused := await _refused(t, request)) is not None:
-            return refused
+        caller = await _caller(t, request)
+        if isinstance(caller, web.Response):
+            return caller
+        if not caller.server:  # a phone call was made by no client secret: only the app's backend answers it
+            return error(403, "phone calls are accepted, rejected and referred with a server key", code="forbidden",
+                         param="call_id")
         if (elsewhere := await placing.to_owner(t, request)) is not None:
             return elsewhere  # the phone transceiver holding the call answers (call ids name it)
         if t.sip is None:
@@ -156,12 +301,7 @@ def make_app(t) -> web.Application:
         from ..sip.server import CallError
 
         call_id, verb = request.match_info["call_id"], request.match_info["verb"]
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            return error(400, "the body is not JSON")
-        if not isinstance(body, dict):
-            return error(400, "the body is not a JSON object")
+        body = await _json_body(t, request)
         try:
             if verb == "accept":
                 if body.get("type") != "realtime":
@@ -172,7 +312,7 @@ def make_app(t) -> web.Application:
                 await t.sip.accept(call_id, session)
             elif verb == "reject":
                 code = body.get("status_code", 603)
-                if not isinstance(code, int) or not 300 <= code <= 699:
+                if not isinstance(code, int) or isinstance(code, bool) or not 300 <= code <= 699:
                     return error(400, "status_code is a SIP final status, 300-699", code="invalid_value",
                                  param="status_code")
                 t.sip.reject(call_id, code)
@@ -189,27 +329,26 @@ def make_app(t) -> web.Application:
         return web.json_response({}, status=200)
 
     async def get_call(request):
-        if (refused := await _refused(t, request)) is not None:
-            return refused
+        caller = await _caller(t, request)
+        if isinstance(caller, web.Response):
+            return caller
         if (elsewhere := await placing.to_owner(t, request)) is not None:
             return elsewhere
         session = t.call(request.match_info["call_id"])
-        if session is None:
-            return error(404, "no such call", code="call_not_found", param="call_id")
+        if session is None or not caller.owns(session.owner):
+            return _not_yours()
         return web.json_response(session.describe())
 
     async def client_secrets(request):
         if t.cfg.auth and not _is_api_key(t, _bearer(request)):
             return error(401, "client secrets are minted with an API key", code="invalid_api_key")
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            return error(400, "body is not JSON")
-        body = body or {}
-        if not isinstance(body, dict):
-            return error(400, "body must be a JSON object")
-        seconds = (body.get("expires_after") or {}).get("seconds", 600)
-        if not isinstance(seconds, int) or not 10 <= seconds <= 7200:
+        body = await _json_body(t, request)
+        expires = body.get("expires_after") or {}
+        if not isinstance(expires, dict):
+            return error(400, "expires_after must be an object: {\"anchor\": \"created_at\", \"seconds\": N}",
+                         code="invalid_type", param="expires_after")
+        seconds = expires.get("seconds", 600)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 10 <= seconds <= 7200:
             return error(400, "expires_after.seconds must be an integer in 10..7200", param="expires_after.seconds")
         value = "ek_" + secrets.token_urlsafe(24)
         expires_at = int(time.time()) + seconds
@@ -230,27 +369,26 @@ def make_app(t) -> web.Application:
         """``GET /v1/voxgate/ice_servers``: TURN credentials for one call (an API key or a client secret), so an app
         whose users sit behind a TLS-only firewall can give them to its ``RTCPeerConnection``; ``[]`` without
         ``--turn-url``."""
-        if (refused := await _refused(t, request)) is not None:
-            return refused
+        caller = await _caller(t, request)
+        if isinstance(caller, web.Response):
+            return caller
         servers = [turn.ice_server(t.cfg.turn, time.time())] if t.cfg.turn is not None else []
         return web.json_response({"ice_servers": servers, "ttl": t.cfg.turn.ttl if t.cfg.turn else None},
                                  headers={"Cache-Control": "no-store"})
 
     async def realtime_ws(request):
         """A WebSocket session, or (``call_id``) the sideband of a live call, wherever it lives in the fleet."""
-        if (refused := await _refused(t, request)) is not None:
-            return refused
-        token = _bearer(request)
+        caller = await _caller(t, request)
+        if isinstance(caller, web.Response):
+            return caller
         call_id = request.query.get("call_id")
         if call_id is not None:
-            if (elsewhere := await placing.ws_to_owner(t, request, call_id, token)) is not None:
+            if (elsewhere := await placing.ws_to_owner(t, request, call_id, caller.key)) is not None:
                 return elsewhere
             session = t.call(call_id)
-            if session is None:
-                return error(404, "no such call", code="call_not_found", param="call_id")
-            if t.cfg.auth and not _is_api_key(t, token) and token != session.owner:
-                return error(403, "a call's sideband is for the key that made the call, or a server key",
-                             code="forbidden", param="call_id")
+            if session is None or not caller.owns(session.owner):
+                return error(404, "no such call (a call's sideband is for the key that made it, or a server key)",
+                             code="call_not_found", param="call_id")
             agent = session.agent
             if not hasattr(agent, "started"):
                 return error(409, "this call's agent takes no Realtime events", code="no_sideband", param="call_id")
@@ -263,32 +401,38 @@ def make_app(t) -> web.Application:
                     return error(409, "the call ended or never connected", code="call_not_connected",
                                  param="call_id")
             return await websocket.serve_sideband(session, request)
-        if t.draining:
-            return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
-        if t.load >= t.cfg.max_sessions:
-            return error(503, "at capacity", "server_error", "capacity")
-        return await websocket.serve_session(t, request, _session_for(t, token, None))
+        if (refused := refuse_new()) is not None:
+            return refused
+        refused, ticket = admit(caller)
+        if refused is not None:
+            return refused
+        try:
+            return await websocket.serve_session(t, request, _session_for(t, caller.key, None), limits)
+        finally:
+            ticket.release()
+
+    diagnostics = Diagnostics(limits.diagnostics_interval)
 
     async def healthz(request):
+        """Health for anyone (is it up, is it draining); with a server key, what it holds (sessions, tasks,
+        descriptors), ``?calls`` the live calls' ids and ``?gc`` the call objects left after a collection."""
         body = {"status": "draining" if t.draining else "ok", "id": t.id, "region": t.cfg.region,
-                "ready": t.ready, "registry": None if t.registry is None else t.registry.up,
+                "ready": t.ready, "registry": None if t.registry is None else t.registry.up}
+        if _server_key(t, request):
+            body.update({
                 "sessions": len(t.sessions), "websocket_sessions": len(t.ws_calls), "capacity": t.cfg.max_sessions,
                 "media": "%s:%d" % t.media_address, "candidates": ["%s:%d" % c for c in t.candidates],
                 # for leak checks: these return to their idle values once every call has ended
-                "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))}
-        if "calls" in request.query:  # ?calls: the ids of the live calls (operators, and tests placing a sideband)
-            body["calls"] = sorted(t.sessions)
-        if "gc" in request.query:  # ?gc: collect first, then count the call objects still in memory
-            gc.collect()
-            body["session_objects"] = len(LIVE_OBJECTS)
-            from ..agent.shell.realtime import LIVE_SESSIONS
-
-            body["agent_sessions"] = len(LIVE_SESSIONS)
+                "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))})
+            if "calls" in request.query:  # ?calls: the ids of the live calls (operators, tests placing a sideband)
+                body["calls"] = sorted(t.sessions)
+            if "gc" in request.query:  # ?gc: collect, then count the call objects still in memory
+                body.update(await diagnostics.collected())
         return web.json_response(body, status=503 if t.draining else 200)
 
     async def readyz(request):
         """Readiness for a Service: takes new calls (not draining, not full)."""
-        return web.json_response({"ready": t.ready, "sessions": len(t.sessions)}, status=200 if t.ready else 503)
+        return web.json_response({"ready": t.ready}, status=200 if t.ready else 503)
 
     async def livez(request):
         """Liveness: the process serves (draining included: live calls must not be killed)."""
@@ -322,9 +466,27 @@ def make_app(t) -> web.Application:
     return app
 
 
-async def start_http(t, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(make_app(t), access_log=None)
+class HttpServer:
+    """The signaling server: aiohttp's runner behind a ``guard.ConnectionGuard`` on one listening socket."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.AbstractServer, guard: ConnectionGuard):
+        self.runner, self.server, self.guard = runner, server, guard
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.sockets[0].getsockname()[:2]
+
+    async def cleanup(self):
+        self.server.close()
+        await self.runner.cleanup()  # closes the connections the server still holds, then the app
+        await self.server.wait_closed()
+
+
+async def start_http(t, host: str, port: int) -> HttpServer:
+    limits = t.cfg.limits
+    guard = ConnectionGuard(None, limits, lambda name: t.metrics.limited.labels(name).inc())
+    runner = web.AppRunner(make_app(t, guard), access_log=None, keepalive_timeout=limits.keepalive_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner
+    guard.factory = runner.server
+    server = await asyncio.get_running_loop().create_server(guard, host, port, reuse_address=True)
+    return HttpServer(runner, server, guard)

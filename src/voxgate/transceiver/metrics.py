@@ -22,6 +22,8 @@ class TransceiverMetrics:
         self.packets = Counter("voxgate_transceiver_packets", "Datagrams on the media socket", ["direction"], registry=r)
         self.drops = Counter("voxgate_transceiver_drops", "Datagrams dropped by the media socket, by reason",
                              ["reason"], registry=r)
+        self.limited = Counter("voxgate_transceiver_limited", "Requests, connections, sessions and audio refused or "
+                               "cut by a limit (access.Limits), by limit", ["limit"], registry=r)
         self._seen: dict = {}
 
     def observe_setup(self, timings_ms: dict):

@@ -15,6 +15,8 @@ one URL for the client whatever transceiver holds its call. The cost is one HTTP
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 
 import aiohttp
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from ..steering.placement import owner_of, place
 from .errors import error
+from .websocket import MAX_MESSAGE
 
 log = logging.getLogger("voxgate.transceiver")
 
@@ -29,17 +32,44 @@ PLACED = "X-Voxgate-Placed"  # on a proxied offer: the id of the transceiver tha
 CLIENT_REGION = "X-Voxgate-Client-Region"  # on a proxied offer: the client's region, as the placer located it
 HOLDER = "X-Voxgate-Transceiver"  # on an answer: the id of the transceiver holding the call
 REGION = "X-Voxgate-Region"  # on an answer: the client's region (whose relay the answer lists first)
+CLIENT_ADDRESS = "X-Voxgate-Client-Address"  # on a proxied request: the client's address, signed (``client_address``)
 _FORWARD = ("Content-Type", "Authorization", "OpenAI-Beta", "X-OpenAI-Agents-SDK")
 _KEEP = ("Content-Type", "Location", HOLDER, REGION)
 
 
 async def _proxy(t, request, base_url: str, body: bytes, extra: dict | None = None) -> web.Response:
     headers = {k: request.headers[k] for k in _FORWARD if k in request.headers}
+    headers[CLIENT_ADDRESS] = _signed_address(t, request)
     headers.update(extra or {})
     async with t.peer_client().request(request.method, base_url + request.path_qs, data=body, headers=headers) as resp:
         payload = await resp.read()
         return web.Response(status=resp.status, body=payload,
                             headers={k: resp.headers[k] for k in _KEEP if k in resp.headers})
+
+
+def _address_mac(t, address: str) -> str:
+    key = t.cfg.keyring.keys[t.cfg.keyring.active]
+    return hmac.new(key, b"client-address:" + address.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _signed_address(t, request) -> str:
+    address = client_address(t, request)
+    return f"{address};{_address_mac(t, address)}"
+
+
+def client_address(t, request) -> str:
+    """The address a request came from, for the per-address limits: the peer's, or on a request another
+    transceiver of the fleet proxied here, the client's as that transceiver saw it. That header is signed with the
+    cluster secret, so a client cannot name an address of its choosing (a forged one is ignored)."""
+    named = request.headers.get(CLIENT_ADDRESS)
+    if named:
+        address, _, mac = named.rpartition(";")
+        try:
+            if address and hmac.compare_digest(mac, _address_mac(t, address)):
+                return address
+        except (TypeError, ValueError):
+            pass
+    return request.remote or "?"
 
 
 def client_region(t, request) -> str | None:
@@ -105,10 +135,12 @@ async def ws_to_owner(t, request, call_id: str, token: str | None) -> web.Stream
     if m is None:
         return error(404, "no such call (its transceiver is gone)", code="call_not_found", param="call_id")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers[CLIENT_ADDRESS] = _signed_address(t, request)
     # a session of its own: the shared client's total timeout would cut a long-lived socket
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=2))
     try:
-        upstream = await http.ws_connect(m.url + request.path_qs, headers=headers, max_msg_size=0, heartbeat=30)
+        upstream = await http.ws_connect(m.url + request.path_qs, headers=headers, max_msg_size=MAX_MESSAGE,
+                                         heartbeat=30)
     except aiohttp.WSServerHandshakeError as exc:
         await http.close()
         return error(exc.status, f"the transceiver holding this call refused: {exc.message}", code="sideband_refused",
@@ -117,7 +149,7 @@ async def ws_to_owner(t, request, call_id: str, token: str | None) -> web.Stream
         await http.close()
         return error(502, f"the transceiver holding this call did not answer: {exc!r}", "server_error",
                      "holder_unreachable")
-    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=0, heartbeat=30)
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
     await ws.prepare(request)
 
     async def pump(src, dst):

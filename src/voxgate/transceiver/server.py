@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import signal
@@ -14,6 +15,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from ..agent import load_agent
 from ..steering.placement import DRAINING, ID_RE, READY, Member, call_id
 from ..wire.token import Keyring, mint
+from .access import Admission, Limits
 from .client_secrets import ClientSecrets
 from .endpoint import MediaEndpoint
 from .ice import CONSENT_TIMEOUT
@@ -55,6 +57,7 @@ class TransceiverConfig:
     id: str | None = None  # [a-z0-9]{1,16}; default: random
     signaling_url: str | None = None  # how other transceivers reach our HTTP (default: from --http)
     region_map: str | None = None  # JSON/YAML file, or "redis" (the map in Redis): regions, their relays, steering
+    limits: Limits = field(default_factory=Limits)  # what one client may hold (access.py; flags in the README)
 
 
 class Transceiver:
@@ -70,6 +73,8 @@ class Transceiver:
         self.agent_factory()  # load models and fail at start-up, not on the first call
         self.draining = False
         self.client_secrets = ClientSecrets()  # the ek_ keys calls may be made with
+        self.admission = Admission(cfg.limits)  # live calls per client secret and per source address
+        self.audio_budget = None  # websocket.AudioBudget: appended audio in flight across sessions (made in start)
         self.ws_calls: dict = {}  # WebSocket sessions (transceiver.websocket.WsCall), by id
         self.sip_calls: dict = {}  # answered phone calls (sip.server.SipCall), by id
         self.sip = None  # sip.server.SipServer with --sip-listen
@@ -114,6 +119,10 @@ class Transceiver:
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
+        from .websocket import AudioBudget
+
+        self.audio_budget = AudioBudget(int(self.cfg.limits.input_audio_total_mb * 1024 * 1024),
+                                        lambda name: self.metrics.limited.labels(name).inc())
         self.endpoint = await MediaEndpoint.open(*self.cfg.media, calls=self.sessions)
         self._tasks = [asyncio.ensure_future(self._reap())]
         self._start_clock()
@@ -202,14 +211,16 @@ class Transceiver:
         return self.regions.candidates(client_region or self.cfg.region, self.cfg.region) + tcp
 
     def create_call(self, offer_sdp: str, session_config: dict | None = None,
-                    client_region: str | None = None, owner: str | None = None) -> tuple[Session, str]:
+                    client_region: str | None = None, owner: str | None = None,
+                    ticket=None) -> tuple[Session, str]:
         offer = parse_offer(offer_sdp)
         ufrag = mint(self.cfg.keyring, self.token_target, time.time())
         pwd = new_ice_pwd()
         agent = self.agent_factory()
         session = Session(self.host, offer, ufrag, pwd, agent, session_config,
                           call_id=call_id(self.id, secrets.token_hex(10)))
-        session.owner = owner  # the key that made the call: its sideband is open to it (and to server keys)
+        session.owner = owner  # the key that made the call: its URLs and sideband are open to it (and server keys)
+        session.ticket = ticket  # its place under the caller's limits (access.Admission), given back when it ends
         answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint,
                               candidates=self.candidates_for(client_region),
                               ssrc=session.ssrc, session_id=int(time.time() * 1000))
@@ -279,6 +290,8 @@ class Transceiver:
         self.add_clocked(session)
 
     def on_closed(self, session: Session):
+        if session.ticket is not None:
+            session.ticket.release()
         self.sessions.pop(session.call_id, None)
         self.remove_clocked(session)
         self.endpoint.mux.remove(session.ice)
@@ -329,12 +342,30 @@ class Transceiver:
         self.client_secrets.expire(time.time())
 
 
+def _raise_descriptor_limit():
+    """Every connection, call and socket is a descriptor: take the hard limit the system allows, not the 1024 a
+    shell often gives (the limits of ``access.Limits`` then bind before descriptors run out)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 async def serve(cfg: TransceiverConfig, ready=None) -> int:
     from .http import start_http
 
+    _raise_descriptor_limit()
     t = Transceiver(cfg)
     await t.start()
     runner = await start_http(t, *cfg.http)
+    gc.collect()
+    gc.freeze()  # what start-up loaded (the models) is never garbage: collections walk only what calls make
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,7 @@ from ..agent.shell.base import SentWaiters
 from ..agent.core.events import transport_error as error_event
 from . import aiortc_glue
 from .ice import IceSession
+from .errors import BadRequest, json_object
 from .media import FRAME_MS, OpusIn, OpusOut, PacedCall
 from .sdp import Offer
 
@@ -70,6 +71,7 @@ class Session(PacedCall):
         self.tasks: set[asyncio.Task] = set()
         self.state = "new"
         self.owner: str | None = None  # the key that made the call
+        self.ticket = None  # access.Ticket: its place under the caller's limits
         self.ended = asyncio.Event()  # set when the call closes (its sideband ends with it)
         self.close_reason = ""
         self.times = {"created": time.monotonic()}
@@ -186,11 +188,9 @@ class Session(PacedCall):
         @channel.on("message")
         def on_message(message):
             try:
-                event = json.loads(message)
-                if not isinstance(event, dict):
-                    raise ValueError("not an object")
-            except ValueError as exc:
-                self.send_event(error_event("invalid_json", f"data channel message is not a JSON object: {exc}"))
+                event = json_object(message, "the data channel message")
+            except BadRequest as exc:
+                self.send_event(error_event("invalid_json", str(exc)))
                 return
             try:
                 self._event_q.put_nowait(event)

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import json
 import logging
 import secrets
@@ -37,6 +38,7 @@ from ..agent.core import events
 from ..agent.core.events import transport_error as error_event
 from ..agent.shell.base import CallIO, SentWaiters, until_none
 from ..audio import G711, Framer, Resampler
+from .errors import BadRequest, json_object
 
 log = logging.getLogger("voxgate.transceiver")
 
@@ -61,6 +63,37 @@ def token_of(request) -> str | None:
     return None
 
 
+# the ids of audio an agent writes outside any response (the echo agent's): a WebSocket client still gets deltas
+UNPROMPTED = {"response_id": "resp_unprompted", "item_id": "item_unprompted", "output_index": 0, "content_index": 0}
+
+
+class AudioBudget:
+    """Bytes of appended audio being decoded at once, across every WebSocket session of the transceiver
+    (``--input-audio-total-mb``): an append that would pass it waits (its reader stops reading, and TCP slows its
+    client) until others are done. One append alone is always let through, whatever its size."""
+
+    def __init__(self, limit: int, limited=None):
+        self.limit, self.used = limit, 0
+        self._freed = asyncio.Condition()
+        self.limited = limited or (lambda limit: None)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int):
+        if self.limit:
+            async with self._freed:
+                if self.used and self.used + size > self.limit:
+                    self.limited("input_audio_total")
+                    await self._freed.wait_for(lambda: not self.used or self.used + size <= self.limit)
+                self.used += size
+        try:
+            yield
+        finally:
+            if self.limit:
+                async with self._freed:
+                    self.used -= size
+                    self._freed.notify_all()
+
+
 class Outbox:
     """Server events for one WebSocket, sent in order by one writer task; at most ``limit`` bytes queued."""
 
@@ -71,6 +104,7 @@ class Outbox:
         self.closed = False
         self.overflowed = False
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()  # set whenever the queue has been written out
         self.task = asyncio.ensure_future(self._run())
 
     def put(self, text: str, on_sent=None) -> bool:
@@ -84,6 +118,7 @@ class Outbox:
             return False
         self.queue.append((text, on_sent))
         self.bytes += len(text)
+        self._drained.clear()
         self._ready.set()
         return True
 
@@ -98,8 +133,17 @@ class Outbox:
                     if on_sent is not None:
                         on_sent()
                 self._ready.clear()
+                self._drained.set()
         except (ConnectionError, RuntimeError):  # the client went away
             self.closed = True
+
+    async def flushed(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until everything queued has been written."""
+        if self.queue and not self.closed:
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
 
     async def close(self):
         self.closed = True
@@ -112,7 +156,8 @@ class WsCall(CallIO):
 
     paced = False
 
-    def __init__(self, ws: web.WebSocketResponse, sample_rate: int, session_config: dict | None = None):
+    def __init__(self, ws: web.WebSocketResponse, sample_rate: int, session_config: dict | None = None,
+                 budget: "AudioBudget | None" = None, limited=None):
         self.call_id = "ws_" + secrets.token_hex(12)
         self.sample_rate = sample_rate
         self.session_config = session_config
@@ -125,6 +170,9 @@ class WsCall(CallIO):
         self._audio_ids = events.EventIds(self.call_id[3:12] + "a")  # its audio deltas: a stream of their own
         self.ended = False
         self.appended_ms = 0.0
+        self.budget = budget or AudioBudget(0)
+        self.metrics_limited = limited or (lambda limit: None)  # counts a limit that bit (voxgate_transceiver_limited)
+        self.last_activity = time.monotonic()  # the client's last message or our last event (the idle timeout)
         self.configure_audio({"type": "audio/pcm", "rate": PCM_RATE}, {"type": "audio/pcm", "rate": PCM_RATE})
 
     def configure_audio(self, input_format: dict | None, output_format: dict | None) -> None:
@@ -141,13 +189,13 @@ class WsCall(CallIO):
     # ------------------------------------------------------------- from the client
     async def take(self, text: str) -> None:
         """One text message from the client."""
+        self.last_activity = time.monotonic()
         try:
-            event = json.loads(text)
-            if not isinstance(event, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            self.send_event(error_event("invalid_json", f"message is not a JSON object: {exc}"))
+            event = json_object(text, "the message")
+        except BadRequest as exc:
+            self.send_event(error_event("invalid_json", str(exc)))
             return
+        del text  # an append's audio is large: hold one copy of it, not two
         if event.get("type") == "input_audio_buffer.append":
             await self._append(event)
             return
@@ -155,12 +203,13 @@ class WsCall(CallIO):
         self._event_q.put_nowait(event)
 
     async def _append(self, event: dict):
-        audio, eid = event.get("audio"), event.get("event_id")
+        audio, eid = event.pop("audio", None), event.get("event_id")
         if not isinstance(audio, str):
             self.send_event(error_event("invalid_value", "input_audio_buffer.append needs 'audio' (base64)", "audio",
                                         eid))
             return
         if len(audio) > MAX_APPEND:
+            self.metrics_limited("max_append")
             self.send_event(error_event("audio_too_large", f"one append takes at most {MAX_APPEND} base64 characters",
                                         "audio", eid))
             return
@@ -169,17 +218,24 @@ class WsCall(CallIO):
         except (binascii.Error, ValueError):
             self.send_event(error_event("invalid_value", "'audio' is not base64", "audio", eid))
             return
-        if self._g711_in is not None:
-            data = self._g711_in.decode(data)
-        elif len(data) % 2:
+        del audio
+        if self._g711_in is None and len(data) % 2:
             self.send_event(error_event("invalid_value", "PCM16 audio must be a whole number of 2-byte samples",
                                         "audio", eid))
             return
-        self.appended_ms += len(data) / 2 / (G711.RATE if self._g711_in else PCM_RATE) * 1000
-        for frame in self._framer.push(self._in(data)):
-            if self.ended:
-                return
-            await self._audio_q.put(frame)
+        async with self.budget.hold(len(data)):  # appends in flight across all sessions are bounded
+            rate = G711.RATE if self._g711_in else PCM_RATE
+            width = 1 if self._g711_in else 2
+            self.appended_ms += len(data) / width / rate * 1000
+            step = rate * width  # one second of input at a time: the resampler never sees more
+            for i in range(0, len(data), step):
+                chunk = data[i:i + step]
+                if self._g711_in is not None:
+                    chunk = self._g711_in.decode(chunk)
+                for frame in self._framer.push(self._in(chunk)):
+                    if self.ended:
+                        return
+                    await self._audio_q.put(frame)
 
     def end(self):
         """The socket closed (or the agent ended): the agent's streams end, and a reader waiting on the queue goes on."""
@@ -202,6 +258,7 @@ class WsCall(CallIO):
         return until_none(self._event_q)
 
     def send_event(self, event: dict) -> bool:
+        self.last_activity = time.monotonic()
         return self.outbox.put(json.dumps(event))
 
     def write_audio(self, pcm: bytes, ids: dict | None = None) -> None:
@@ -210,7 +267,7 @@ class WsCall(CallIO):
             data = self._g711_out.encode(data)
         if not data:
             return
-        event = events.AudioDelta(**ids, delta=base64.b64encode(data).decode())
+        event = events.AudioDelta(**(ids or UNPROMPTED), delta=base64.b64encode(data).decode())
         self.outbox.put(json.dumps(event.as_dict(self._audio_ids.next())), on_sent=self._on_audio_sent)
 
     def _on_audio_sent(self):
@@ -230,22 +287,39 @@ class WsCall(CallIO):
         return self._sent.add()
 
 
-async def serve_session(t, request, session_config: dict | None) -> web.WebSocketResponse:
-    """A WebSocket session: the agent runs on it until either side ends."""
+async def serve_session(t, request, session_config: dict | None, limits) -> web.WebSocketResponse:
+    """A WebSocket session: the agent runs on it until either side ends, or nothing passes either way for
+    ``limits.ws_idle_timeout`` seconds (then an ``error`` event says so and the socket closes with 1000)."""
     ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
     await ws.prepare(request)
     agent = t.agent_factory()
-    call = WsCall(ws, agent.sample_rate, session_config)
+    limited = lambda name: t.metrics.limited.labels(name).inc()  # noqa: E731
+    call = WsCall(ws, agent.sample_rate, session_config, t.audio_budget, limited)
     t.add_ws_call(call)
     task = asyncio.ensure_future(agent.run(call))
     task.add_done_callback(lambda _: (call.end(), asyncio.ensure_future(ws.close())))
+    idle = limits.ws_idle_timeout
     try:
-        async for msg in ws:
+        while not task.done():
+            wait = idle - (time.monotonic() - call.last_activity) if idle else None
+            if wait is not None and wait <= 0:
+                limited("ws_idle_timeout")
+                call.send_event(error_event("session_idle", f"nothing was sent either way for {idle:g} s: "
+                                            "the session is closed (--ws-idle-timeout)"))
+                await call.outbox.flushed(1.0)  # let the outbox write it before the socket closes
+                break
+            try:
+                msg = await ws.receive(timeout=wait)
+            except asyncio.TimeoutError:
+                continue
             if msg.type == WSMsgType.TEXT:
-                await call.take(msg.data)
+                text = msg.data
+                del msg
+                await call.take(text)
+                del text
             elif msg.type == WSMsgType.BINARY:
                 call.send_event(error_event("invalid_message", "binary messages are not events: send JSON text"))
-            if task.done():
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
     finally:
         call.end()
@@ -280,11 +354,9 @@ async def serve_sideband(session, request) -> web.WebSocketResponse:
                 outbox.put(json.dumps(error_event("invalid_message", "binary messages are not events: send JSON")))
                 continue
             try:
-                event = json.loads(msg.data)
-                if not isinstance(event, dict):
-                    raise ValueError("not an object")
-            except ValueError as exc:
-                outbox.put(json.dumps(error_event("invalid_json", f"message is not a JSON object: {exc}")))
+                event = json_object(msg.data, "the message")
+            except BadRequest as exc:
+                outbox.put(json.dumps(error_event("invalid_json", str(exc))))
                 continue
             if event.get("type") == "input_audio_buffer.append":
                 outbox.put(json.dumps(error_event("not_supported", "a sideband sends no audio: the call's audio is "
