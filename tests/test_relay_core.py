@@ -69,3 +69,46 @@ def test_unknown_flow_lookup_holds_packets_with_limits(keyring):
     # unanswered lookups time out and their packets are counted
     assert core.expire_pending(NOW + 10) == 2
     assert core.on_lookup_result(("1.1.1.1", 1), None, NOW + 10) == (Drop("unknown_flow"), [])
+
+
+def test_a_revoked_token_teaches_no_new_flow_but_keeps_its_live_ones(keyring):
+    """Its transceiver says the call ended (FORGET naming the ufrag): new addresses are refused, and only the
+    transceiver the token routes to may revoke it."""
+    from voxgate.relay.core import FlowBounds  # noqa: F401 - same module
+
+    core = RelayCore(keyring)
+    ufrag = mint(keyring, T, NOW)
+    assert not core.revoke(ufrag.encode(), ("10.0.0.99", 7000), NOW)  # another transceiver cannot
+    assert isinstance(core.on_client_packet(binding_request(ufrag), C, None, NOW), Forward)
+    assert core.revoke(ufrag.encode(), T, NOW)
+    assert core.on_client_packet(binding_request(ufrag), ("203.0.113.9", 1), None, NOW + 1) == Drop("token_revoked")
+    assert core.on_client_packet(binding_request(ufrag), C, T, NOW + 1) == Forward(T)  # its flow still forwards
+    assert not core.revoke(b"garbage", T, NOW)
+
+
+def test_flow_bounds_evict_the_oldest_unverified_flow_never_a_verified_one():
+    from voxgate.relay.core import FlowBounds
+
+    verified = {}
+    bounds = FlowBounds(lambda c: verified.get(c), per_token=3, per_address=4, total=6)
+
+    def learn(client, ufrag):
+        verified[client] = False
+        out = bounds.learned(client, ufrag)
+        for victim, _ in out:
+            del verified[victim]
+        return out
+
+    clients = [("198.51.100.%d" % i, 1000 + i) for i in range(10)]
+    assert [learn(c, b"A") for c in clients[:3]] == [[], [], []]
+    verified[clients[0]] = True  # the call's own flow finished DTLS
+    assert learn(clients[3], b"A") == []  # the oldest was verified: untracked, nothing evicted
+    assert learn(clients[4], b"A") == [(clients[1], "per_token")]
+    assert clients[0] in verified  # never evicted
+    # one source IP, many ports
+    same_ip = [("203.0.113.7", 2000 + i) for i in range(6)]
+    evicted = [v for c in same_ip for v in learn(c, b"T%d" % c[1])]
+    assert [e[1] for e in evicted].count("per_address") == 2
+    assert len(bounds) <= 6 and all(v is False for v in (verified[c] for c in verified if c != clients[0]))
+    bounds.prune()  # flows that verified or went are forgotten
+    assert len(bounds) == sum(1 for v in verified.values() if v is False)

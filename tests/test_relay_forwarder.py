@@ -143,3 +143,33 @@ def test_expire_capacity_and_active(rig):
         assert fwd.remove(("192.0.2.9", i))
     fwd.expire(100.0, 1.0)
     assert len(fwd) == 0
+
+
+def test_forget_drops_an_unverified_flow_never_a_verified_one_and_is_never_sent_on(rig):
+    """The transceiver's FORGET (its check failed there): the flow goes unless verified; a ufrag in it is queued
+    for the slow path to revoke; nothing reaches the client; only the flow's own transceiver is heard."""
+    fwd, pub, internal, client, trans = rig
+    c, t = client.getsockname(), trans.getsockname()
+    other = udp()
+    o = other.getsockname()
+    fwd.add(c, t)
+    fwd.add(o, t, verified=True)
+    dest = ("127.0.0.1", internal.getsockname()[1])
+    intruder = udp()
+    intruder.sendto(encap.forget(c, "tokenA"), dest)  # not the flow's transceiver: ignored
+    time.sleep(0.02)
+    fwd.pump_internal(1.0)
+    assert fwd.get(c) is not None and fwd.take_revoked() == []
+    trans.sendto(encap.forget(c, "tokenA"), dest)
+    trans.sendto(encap.forget(o), dest)
+    time.sleep(0.02)
+    assert fwd.pump_internal(1.0) == 0
+    assert fwd.get(c) is None, "an unverified flow its transceiver disowned stays"
+    assert fwd.get(o) is not None, "a verified flow (a live call) was dropped"
+    assert fwd.take_revoked() == [(b"tokenA", t)] and fwd.take_revoked() == []
+    assert fwd.stats()["forgotten"] == 1 and fwd.stats()["to_client_packets"] == 0
+    client.settimeout(0.05)
+    with pytest.raises(socket.timeout):
+        client.recvfrom(4096)
+    for s in (other, intruder):
+        s.close()

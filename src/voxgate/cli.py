@@ -117,7 +117,14 @@ def add_sip_args(p, demo: bool) -> None:
                    help="trunk addresses that may call (repeatable; default: any)")
     p.add_argument("--sip-auth", default=os.environ.get("VOXGATE_SIP_AUTH"), metavar="USER:PASSWORD",
                    help="require digest auth on INVITEs (or $VOXGATE_SIP_AUTH)")
-    p.add_argument("--sip-rate", type=float, default=5.0, help="new calls per second per source address")
+    p.add_argument("--sip-rate", type=float, default=5.0, help="new calls per second per source address (default 5)")
+    p.add_argument("--sip-global-rate", type=float, default=20.0,
+                   help="new calls per second from all sources together (default 20; the burst is twice it)")
+    p.add_argument("--sip-max-calls", type=int, default=100, help="phone calls at once (default 100)")
+    p.add_argument("--sip-max-ringing", type=int, default=20,
+                   help="calls waiting for the app's accept at once (default 20); more get 503")
+    p.add_argument("--sip-ring-timeout", type=float, default=30.0,
+                   help="seconds a call waits for the app's accept or reject before 480 (default 30)")
 
 
 LIMIT_HELP = {
@@ -174,12 +181,14 @@ def sip_config(args, listen: tuple[str, int] | None):
             sys.exit("voxgate: --sip-rtp-ports is LO-HI, e.g. 40000-40999")
     try:
         policy = Policy(allow=args.sip_allow, rate=args.sip_rate, burst=max(1, int(args.sip_rate * 4)),
+                        global_rate=args.sip_global_rate, global_burst=max(1, int(args.sip_global_rate * 2)),
+                        max_calls=args.sip_max_calls, max_ringing=args.sip_max_ringing,
                         user=user or None, password=password or None)
     except ValueError as exc:
         sys.exit(f"voxgate: --sip-allow: {exc}")
     return SipConfig(udp=listen, tcp=listen, tls=args.sip_tls, tls_cert=args.sip_tls_cert, tls_key=args.sip_tls_key,
                      rtp_host=args.sip_rtp_host, rtp_ports=ports, webhook_url=args.sip_webhook_url,
-                     webhook_secret=args.sip_webhook_secret, policy=policy)
+                     webhook_secret=args.sip_webhook_secret, policy=policy, ring_timeout=args.sip_ring_timeout)
 
 
 def cmd_transceiver(args) -> int:

@@ -22,6 +22,7 @@
 #define FLAG_IPV6 1
 #define FLAG_VERIFIED 2
 #define FLAG_TCP 4 /* relay -> transceiver only (the ICE-TCP front sets it); known here so both parsers agree */
+#define FLAG_FORGET 8 /* transceiver -> relay only: drop this client's unverified flow; payload: a revoked ufrag */
 /* before the transceiver marks a flow VERIFIED, a client may be sent at most this many times the bytes it
  * sent: a DTLS server flight (~1 KB) answers a ~250-byte ClientHello; QUIC uses the same bound (RFC 9000 s8) */
 #define AMPLIFICATION 3
@@ -52,13 +53,14 @@ typedef struct {
 
 enum {
     C_CLIENT_PKTS, C_CLIENT_BYTES, C_TO_T_PKTS, C_TO_T_BYTES, C_T_PKTS, C_T_BYTES, C_TO_C_PKTS, C_TO_C_BYTES,
-    C_SLOW, D_OVERSIZED, D_BAD_ENCAP, D_NO_FLOW, D_WRONG_T, D_AMPLIFICATION, D_SEND_ERROR, D_TABLE_FULL, N_COUNTERS
+    C_SLOW, D_OVERSIZED, D_BAD_ENCAP, D_NO_FLOW, D_WRONG_T, D_AMPLIFICATION, D_SEND_ERROR, D_TABLE_FULL,
+    C_FORGOTTEN, N_COUNTERS
 };
 static const char *counter_names[N_COUNTERS] = {
     "client_packets", "client_bytes", "to_transceiver_packets", "to_transceiver_bytes",
     "transceiver_packets", "transceiver_bytes", "to_client_packets", "to_client_bytes",
     "slow_path", "drop_oversized", "drop_bad_encap", "drop_no_flow", "drop_wrong_transceiver",
-    "drop_amplification", "drop_send_error", "drop_table_full"};
+    "drop_amplification", "drop_send_error", "drop_table_full", "forgotten"};
 
 typedef struct {
     PyObject_HEAD
@@ -71,6 +73,7 @@ typedef struct {
     struct iovec *in_iov, *out_iov;
     addr_u *addrs;
     uint64_t c[N_COUNTERS];
+    PyObject *revoked; /* [(ufrag bytes, transceiver (ip, port))] from FORGET messages, until take_revoked() */
 } Forwarder;
 
 /* ------------------------------------------------------------------ keys and addresses */
@@ -191,7 +194,7 @@ static unsigned encap_write(const key_t18 *k, int verified, uint8_t *hdr) {
 
 /* read a header: the client key and flags; return the header length, or 0 if malformed */
 static unsigned encap_read(const uint8_t *data, size_t len, key_t18 *k, uint8_t *flags) {
-    if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED | FLAG_TCP))) return 0;
+    if (len < 8 || data[0] != MAGIC || (data[1] & ~(FLAG_IPV6 | FLAG_VERIFIED | FLAG_TCP | FLAG_FORGET))) return 0;
     unsigned hlen = (data[1] & FLAG_IPV6) ? 20 : 8;
     if (len < hlen) return 0;
     if (hlen == 8) {
@@ -260,7 +263,10 @@ static int rehash(Forwarder *f) {
 
 /* ------------------------------------------------------------------ type */
 
+static void remove_entry(Forwarder *f, flow_t *e);
+
 static void Forwarder_dealloc(Forwarder *f) {
+    Py_XDECREF(f->revoked);
     PyMem_Free(f->table);
     PyMem_Free(f->bufs);
     PyMem_Free(f->in);
@@ -296,6 +302,8 @@ static int Forwarder_init(Forwarder *f, PyObject *args, PyObject *kw) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    f->revoked = PyList_New(0);
+    if (!f->revoked) return -1;
     f->capacity = (size_t)capacity;
     f->size = 16;
     while (f->size < f->capacity * 2) f->size <<= 1; /* load factor <= 0.5 */
@@ -458,6 +466,22 @@ static PyObject *Forwarder_pump_internal(Forwarder *f, PyObject *arg) {
                 continue;
             }
             unsigned size = len - hlen;
+            if (flags & FLAG_FORGET) { /* a control message from the flow's transceiver: never sent on */
+                if (size > 0 && size <= 256) {
+                    PyObject *item = Py_BuildValue("(y#N)", (const char *)data + hlen, (Py_ssize_t)size,
+                                                   tuple_from_key(&flow->tkey));
+                    if (!item || PyList_Append(f->revoked, item) < 0) {
+                        Py_XDECREF(item);
+                        return NULL;
+                    }
+                    Py_DECREF(item);
+                }
+                if (!flow->verified) {
+                    remove_entry(f, flow);
+                    f->c[C_FORGOTTEN]++;
+                }
+                continue;
+            }
             if (flags & FLAG_VERIFIED) flow->verified = 1;
             if (!flow->verified) {
                 if ((int64_t)size > flow->credit) {
@@ -652,6 +676,13 @@ static PyObject *Forwarder_stats(Forwarder *f, PyObject *Py_UNUSED(ignored)) {
     return d;
 }
 
+static PyObject *Forwarder_take_revoked(Forwarder *f, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = f->revoked, *fresh = PyList_New(0);
+    if (!fresh) return NULL;
+    f->revoked = fresh;
+    return out;
+}
+
 static PyObject *Forwarder_close(Forwarder *f, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE; /* the sockets belong to the caller */
 }
@@ -669,6 +700,8 @@ static PyMethodDef Forwarder_methods[] = {
     {"active_since", (PyCFunction)Forwarder_active_since, METH_O, "Flows seen since t."},
     {"send_to_transceiver", (PyCFunction)Forwarder_send_to_transceiver, METH_VARARGS, "Slow-path forward."},
     {"stats", (PyCFunction)Forwarder_stats, METH_NOARGS, "Counters."},
+    {"take_revoked", (PyCFunction)Forwarder_take_revoked, METH_NOARGS,
+     "The (ufrag, transceiver) pairs FORGET messages revoked since the last call."},
     {"close", (PyCFunction)Forwarder_close, METH_NOARGS, "No-op: sockets belong to the caller."},
     {NULL}};
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..wire import stun
 from ..wire.demux import PacketClass, classify
@@ -26,6 +26,7 @@ class Forward:
 
     transceiver: Address
     learn: bool = False
+    ufrag: bytes | None = field(default=None, compare=False)  # the token a learned flow came from (FlowBounds)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,63 @@ class TokenBucket:
         return False
 
 
+class FlowBounds:
+    """How many flows a token may teach the relay before any of them proves itself, sans-IO.
+
+    A flow learned from a STUN check is *unverified* until its transceiver marks it VERIFIED (the client finished
+    DTLS: it receives what we send, and holds the call's keys). A captured token replayed from many source
+    addresses would otherwise fill the flow table with flows that never verify (each replayed check is forwarded
+    once; its transceiver answers FORGET, but a flood outruns that). So unverified flows are bounded per token,
+    per source IP and in all (a share of the table); the oldest unverified one is evicted to make room, and a
+    verified flow (a live call) is never evicted. ``verified(client)`` asks the forwarder: True, False, or None
+    when the flow is gone."""
+
+    def __init__(self, verified, per_token: int = 8, per_address: int = 64, total: int = 32768):
+        self.verified = verified
+        self.per_token, self.per_address, self.total = per_token, per_address, total
+        self._all: OrderedDict[Address, tuple[bytes, str]] = OrderedDict()  # client -> (ufrag, ip), oldest first
+        self._by_token: dict[bytes, OrderedDict] = {}
+        self._by_ip: dict[str, OrderedDict] = {}
+
+    def __len__(self):
+        return len(self._all)
+
+    def learned(self, client: Address, ufrag: bytes) -> list[tuple[Address, str]]:
+        """``client``'s flow was learned from ``ufrag``: the ``(client, why)`` flows to evict to keep the bounds."""
+        self._untrack(client)
+        ip = client[0]
+        self._all[client] = (ufrag, ip)
+        self._by_token.setdefault(ufrag, OrderedDict())[client] = None
+        self._by_ip.setdefault(ip, OrderedDict())[client] = None
+        evict: list = []
+        for group, limit, why in ((self._by_token.get(ufrag), self.per_token, "per_token"),
+                                  (self._by_ip.get(ip), self.per_address, "per_address"),
+                                  (self._all, self.total, "unverified_share")):
+            while group and len(group) > limit:
+                victim = next(iter(group))
+                self._untrack(victim)
+                if self.verified(victim) is False:
+                    evict.append((victim, why))
+        return evict
+
+    def prune(self) -> None:
+        """Forget the flows that verified or went (idle, forgotten, evicted) since they were learned."""
+        for client in [c for c in self._all if self.verified(c) is not False]:
+            self._untrack(client)
+
+    def _untrack(self, client: Address) -> None:
+        entry = self._all.pop(client, None)
+        if entry is None:
+            return
+        ufrag, ip = entry
+        for table, name in ((self._by_token, ufrag), (self._by_ip, ip)):
+            group = table.get(name)
+            if group is not None:
+                group.pop(client, None)
+                if not group:
+                    del table[name]
+
+
 class RelayCore:
     """Slow-path policy: verify tokens, enforce the allow-list, refuse replays, hold packets for lookups."""
 
@@ -95,6 +153,8 @@ class RelayCore:
         self.max_pending_per_client = max_pending_per_client
         self.pending_timeout = pending_timeout
         self._verified: OrderedDict[bytes, Address] = OrderedDict()  # ufrag -> transceiver, small LRU
+        self._revoked: OrderedDict[bytes, float] = OrderedDict()  # ufrag -> until when (its calls have ended)
+        self.max_revoked = 65536
 
     # ------------------------------------------------------------- policy
     def allowed(self, transceiver: Address) -> bool:
@@ -150,6 +210,8 @@ class RelayCore:
             return Drop("stun_" + exc.reason)
         if self._replayed(stun.transaction_id(data), client, now):
             return Drop("replayed")
+        if server_ufrag in self._revoked and flow is None:
+            return Drop("token_revoked")
         cached = self._verified.get(server_ufrag)
         if cached is not None and flow == cached:
             return Forward(flow)
@@ -160,7 +222,27 @@ class RelayCore:
         self._verified[server_ufrag] = transceiver
         if len(self._verified) > 4096:
             self._verified.popitem(last=False)
-        return Forward(transceiver, learn=flow != transceiver)
+        return Forward(transceiver, learn=flow != transceiver, ufrag=server_ufrag)
+
+    def revoke(self, ufrag: bytes, transceiver: Address, now: float) -> bool:
+        """A transceiver says the call of ``ufrag`` has ended (a FORGET naming it): no new flow is learned from it
+        until it would have expired anyway. Only the transceiver the token routes to can revoke it."""
+        try:
+            if self.route_token(ufrag, now) != normalize(transceiver):
+                return False
+        except TokenError:
+            return False  # expired or not ours to verify: it routes nothing new anyway
+        self._revoked[ufrag] = now + self.max_age
+        self._revoked.move_to_end(ufrag)
+        self._verified.pop(ufrag, None)
+        while len(self._revoked) > self.max_revoked:
+            self._revoked.popitem(last=False)
+        while self._revoked:
+            oldest, until = next(iter(self._revoked.items()))
+            if until > now:
+                break
+            del self._revoked[oldest]
+        return True
 
     # ------------------------------------------------------------- flow-store lookups
     def _hold(self, data: bytes, client: Address, now: float):

@@ -14,7 +14,9 @@ its transceiver behind an encapsulation header; everything else is returned as
 ``[(bytes, (ip, port))]`` for the slow path. ``pump_internal`` reads from the
 internal socket, decapsulates, and sends to the client only if the client has a
 live flow whose transceiver is the sender; until the transceiver marks the flow
-VERIFIED, bytes to the client may not exceed ``AMPLIFICATION`` (3) times the bytes from it.
+VERIFIED, bytes to the client may not exceed ``AMPLIFICATION`` (3) times the bytes from it. A FORGET control
+message from a flow's transceiver (``wire.encap``) removes the flow unless it is verified, and queues the ufrag it
+names for ``take_revoked``; it is never sent to the client.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ COUNTERS = (
     "client_packets", "client_bytes", "to_transceiver_packets", "to_transceiver_bytes",
     "transceiver_packets", "transceiver_bytes", "to_client_packets", "to_client_bytes",
     "slow_path", "drop_oversized", "drop_bad_encap", "drop_no_flow", "drop_wrong_transceiver",
-    "drop_amplification", "drop_send_error", "drop_table_full",
+    "drop_amplification", "drop_send_error", "drop_table_full", "forgotten",
 )
 
 # before the transceiver marks a flow VERIFIED, a client may be sent at most this many times the bytes it sent:
@@ -91,6 +93,7 @@ class PyForwarder:
         self.view = memoryview(self.buf)
         self.flows: dict[tuple, _Flow] = {}
         self.c = dict.fromkeys(COUNTERS, 0)
+        self.revoked: list = []
 
     def close(self):
         self.pub.close()
@@ -126,6 +129,11 @@ class PyForwarder:
 
     def stats(self) -> dict:
         return dict(self.c)
+
+    def take_revoked(self) -> list:
+        """The (ufrag, transceiver) pairs FORGET messages revoked since the last call."""
+        out, self.revoked = self.revoked, []
+        return out
 
     # ------------------------------------------------------------- packets
     def _receive(self, sock, packets_key: str, bytes_key: str):
@@ -187,6 +195,13 @@ class PyForwarder:
                 c["drop_wrong_transceiver"] += 1
                 continue
             size = n - hlen
+            if flags & encap.FLAG_FORGET:  # a control message from the flow's transceiver: never sent on
+                if 0 < size <= 256:
+                    self.revoked.append((bytes(view[hlen:n]), flow.transceiver))
+                if not flow.verified:
+                    del flows[client]
+                    c["forgotten"] += 1
+                continue
             if flags & encap.FLAG_VERIFIED:
                 flow.verified = True
             if not flow.verified:

@@ -49,6 +49,8 @@ class WorkerMetrics:
         self.slow = Counter("voxgate_relay_slow_path", "Datagrams handled by the Python slow path")
         self.learned = Counter("voxgate_relay_flows_learned", "Flows installed, by source", ["source"])
         self.expired = Counter("voxgate_relay_flows_expired", "Flows removed after idling")
+        self.removed = Counter("voxgate_relay_flows_removed", "Flows removed before idling, and tokens revoked, by "
+                               "reason (forgotten by their transceiver, evicted by a bound, token_revoked)", ["reason"])
         self.flows = Gauge("voxgate_relay_flows", "Live flows", multiprocess_mode="livesum")
         self.worker_flows = Gauge("voxgate_relay_worker_flows", "Live flows per worker", multiprocess_mode="liveall")
         self.redis_up = Gauge("voxgate_relay_redis_up", "1 if every worker reaches Redis", multiprocess_mode="livemin")
@@ -60,7 +62,8 @@ class WorkerMetrics:
         self._last[key] = value
         return d
 
-    def flush(self, fwd_stats: dict, drops: dict, learned: dict, expired: int, flows: int, store):
+    def flush(self, fwd_stats: dict, drops: dict, learned: dict, expired: int, flows: int, store,
+              removed: dict | None = None):
         for name, value in fwd_stats.items():
             d = self._delta("f:" + name, value)
             if not d:
@@ -70,12 +73,18 @@ class WorkerMetrics:
                 (self.packets if kind == "packets" else self.bytes).labels(direction).inc(d)
             elif name == "slow_path":
                 self.slow.inc(d)
+            elif name == "forgotten":
+                self.removed.labels("forgotten").inc(d)
             elif name.startswith("drop_"):
                 self.drops.labels(name[5:]).inc(d)
         for reason, value in drops.items():
             d = self._delta("d:" + reason, value)
             if d:
                 self.drops.labels(reason).inc(d)
+        for reason, value in (removed or {}).items():
+            d = self._delta("r:" + reason, value)
+            if d:
+                self.removed.labels(reason).inc(d)
         for source, value in learned.items():
             d = self._delta("l:" + source, value)
             if d:

@@ -18,7 +18,7 @@ import socket
 import time
 from collections import Counter
 
-from ..wire.encap import EncapError, decapsulate, encapsulate
+from ..wire.encap import FLAG_FORGET, EncapError, decapsulate, encapsulate
 from ..wire.rfc4571 import frame
 from .core import RelayCore, normalize
 from .tcpcore import Close, Dropped, TcpFlow, TcpRouter, ToTransceiver
@@ -148,6 +148,11 @@ class TcpFront:
             return
         if normalize(addr[:2]) != conn.flow.transceiver and addr[:2] != conn.flow.transceiver:
             self.counts["drop_wrong_transceiver"] += 1  # only the flow's own transceiver writes to it
+            return
+        if data[1] & FLAG_FORGET:  # a control message, never written to the client: its check failed there
+            self.counts["forget"] += 1
+            if payload:
+                self.router.core.revoke(payload, conn.flow.transceiver, time.time())
             return
         conn.write(payload)
 

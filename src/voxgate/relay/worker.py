@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..wire.token import DEFAULT_MAX_AGE, Keyring
-from .core import Drop, Forward, Hold, RelayCore
+from .core import Drop, FlowBounds, Forward, Hold, RelayCore
 from .forwarder import make_forwarder
 
 log = logging.getLogger("voxgate.relay")
@@ -42,6 +42,9 @@ class RelayConfig:
     batch: int = 64
     internal_host: str | None = None  # address to send to transceivers from; default: any
     tcp_listen: tuple[str, int] | None = None  # ICE-TCP (RFC 6544, passive) on this address too: relay/tcp.py
+    flows_per_token: int = 8  # unverified flows one token may have learned at once (core.FlowBounds)
+    flows_per_address: int = 64  # ... one source IP
+    unverified_share: float = 0.5  # ... all tokens, as a share of --capacity: the rest is kept for live calls
 
 
 def _family(host: str) -> int:
@@ -110,10 +113,17 @@ class Worker:
         self.fwd = make_forwarder(self.pub.fileno(), self.internal.fileno(), capacity=cfg.capacity, batch=cfg.batch)
         self.store = store
         self.core = RelayCore(cfg.keyring, cfg.allow, max_age=cfg.token_max_age, lookups=store is not None)
+        self.bounds = FlowBounds(self._verified, cfg.flows_per_token, cfg.flows_per_address,
+                                 max(1, int(cfg.capacity * cfg.unverified_share)))
+        self.removed: Counter = Counter()  # flows removed before idling, by why (evicted, revoked)
         self.drops: Counter = Counter()
         self.learned: Counter = Counter()
         self.expired = 0
         self.running = True
+
+    def _verified(self, client):
+        flow = self.fwd.get(client)
+        return None if flow is None else flow[1]
 
     @property
     def fast(self) -> bool:
@@ -148,6 +158,9 @@ class Worker:
             if d.learn:
                 if not self.learn(client, d.transceiver, False, now, "token"):
                     return
+                for victim, why in self.bounds.learned(client, d.ufrag):
+                    if self.fwd.remove(victim):
+                        self.removed["evicted_" + why] += 1
             else:
                 self.fwd.touch(client, now)
             self.fwd.send_to_transceiver(client, d.transceiver, data)
@@ -170,6 +183,7 @@ class Worker:
 
     def housekeeping(self, now: float, wall: float):
         self.expired += len(self.fwd.expire(now, self.cfg.idle_timeout))
+        self.bounds.prune()
         held = self.core.expire_pending(wall)
         if held:
             self.drops["lookup_timeout"] += held
@@ -197,13 +211,17 @@ class Worker:
                         self.handle_slow(slow, now, wall_clock())
                 elif fd == int_fd:
                     fwd.pump_internal(now)
+                    for ufrag, transceiver in fwd.take_revoked():
+                        if self.core.revoke(ufrag, transceiver, wall_clock()):
+                            self.removed["token_revoked"] += 1
                 elif fd == store_fd:
                     self.handle_lookups(now, wall_clock())
             if now >= next_tick:
                 next_tick = now + 1.0
                 self.housekeeping(now, wall_clock())
                 if metrics:
-                    metrics.flush(fwd.stats(), self.drops, self.learned, self.expired, len(fwd), self.store)
+                    metrics.flush(fwd.stats(), self.drops, self.learned, self.expired, len(fwd), self.store,
+                                  self.removed)
                 if self.store and now >= next_refresh:
                     next_refresh = now + self.cfg.refresh_interval
                     self.store.refresh(fwd.active_since(now - self.cfg.refresh_interval))

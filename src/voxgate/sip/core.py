@@ -157,7 +157,7 @@ class SipCore:
         self._outgoing: dict[tuple[str, int], _Outgoing] = {}  # (Call-ID, CSeq) -> our request
         self._answered: dict[tuple[str, str, str], tuple[bytes, float]] = {}  # non-INVITE retransmissions
         self.counters = {"malformed": 0, "answered_400": 0, "forbidden": 0, "rate_limited": 0, "unauthorized": 0,
-                         "busy": 0, "not_acceptable": 0, "no_dialog": 0}
+                         "busy": 0, "not_acceptable": 0, "no_dialog": 0, "ringing_full": 0}
 
     # ------------------------------------------------------------- input
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
@@ -258,7 +258,7 @@ class SipCore:
         if not self.policy.authorized(req, now):
             self.counters["unauthorized"] += 1
             return out + [self._final_stateless(req, peer, now, 401, None,
-                                                {"WWW-Authenticate": self.policy.challenge(now)})]
+                                                [("WWW-Authenticate", c) for c in self.policy.challenge(now)])]
         if not self.policy.take(peer.host, now):
             self.counters["rate_limited"] += 1
             return out + [self._final_stateless(req, peer, now, 503, "too many calls from this address",
@@ -266,6 +266,10 @@ class SipCore:
         if sum(1 for c in self.calls.values() if c.state != "ended") >= self.policy.max_calls:
             self.counters["busy"] += 1
             return out + [self._final_stateless(req, peer, now, 486, "at capacity")]
+        if sum(1 for c in self.calls.values() if c.state in ("incoming", "ringing")) >= self.policy.max_ringing:
+            self.counters["ringing_full"] += 1
+            return out + [self._final_stateless(req, peer, now, 503, "too many calls waiting to be answered",
+                                                {"Retry-After": "5"})]
         try:
             if not req.body:
                 raise sdp.SdpError("an INVITE without an SDP offer is not supported: offer audio in the INVITE")
@@ -291,12 +295,12 @@ class SipCore:
         return out + [Incoming(call)]
 
     def _final_stateless(self, req: Request, peer: Peer, now: float, code: int, why: str | None,
-                         headers: dict | None = None) -> Send:
+                         headers: dict | list | None = None) -> Send:
         """A refusal before any call exists. Retransmissions of the INVITE get it again (kept 64·T1); its ACK needs
         nothing (it matches no dialog and is dropped)."""
-        headers = dict(headers or {})
+        headers = list(headers.items() if isinstance(headers, dict) else headers or [])
         if why:
-            headers["Warning"] = _warning(why)
+            headers.append(("Warning", _warning(why)))
         send = self._reply(req, code, peer, to_tag=message.tag(), headers=headers)
         self._answered[self._txn(req)] = (send.data, now + TIMEOUT)
         return send

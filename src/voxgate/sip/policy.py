@@ -1,7 +1,9 @@
-"""Who may call: a trunk CIDR allowlist, a token bucket per source address, optional digest auth (RFC 8760/2617).
+"""Who may call: a trunk CIDR allowlist, a token bucket per source address and one for all, optional digest auth
+(RFC 7616 / 8760, ``qop=auth``).
 
-Pure logic on addresses, headers and time, used by the SIP core before a call exists. The digest nonce is
-stateless (a timestamp and its HMAC under a per-process key), so a flood of INVITEs leaves nothing behind.
+Pure logic on addresses, headers and time, used by the SIP core before a call exists. Digest nonces are remembered
+(at most ``MAX_NONCES``, oldest dropped) with the highest nonce count seen and the dialog each placed, so a sniffed
+``Authorization`` header cannot be replayed into a new call.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import hmac
 import ipaddress
 import secrets
 
-from sipmessage import AuthChallenge, AuthCredentials, AuthParameters, Request
+from collections import OrderedDict
+
+from sipmessage import URI, AuthChallenge, AuthCredentials, AuthParameters, Request
 
 NONCE_TTL = 300.0  # seconds a digest challenge stays good
 
@@ -22,7 +26,10 @@ class Policy:
     allow: list[str] = dataclasses.field(default_factory=list)  # CIDRs; empty: anyone
     rate: float = 5.0  # new calls per second per source address, sustained
     burst: int = 20  # ... and at once
+    global_rate: float = 20.0  # new calls per second from all sources together, sustained
+    global_burst: int = 40  # ... and at once: a spread of sources cannot pass this
     max_calls: int = 100  # calls at once on this server
+    max_ringing: int = 20  # calls waiting for the app's accept at once (each holds a webhook POST and a slot)
     user: str | None = None  # digest auth: both set, or neither
     password: str | None = None
     realm: str = "voxgate"
@@ -30,7 +37,8 @@ class Policy:
     def __post_init__(self):
         self._nets = [ipaddress.ip_network(c, strict=False) for c in self.allow]
         self._buckets: dict[str, tuple[float, float]] = {}  # source host -> (tokens, when)
-        self._key = secrets.token_bytes(16)
+        self._global = (float(self.global_burst), 0.0)  # every source's new calls: (tokens, when)
+        self._nonces: OrderedDict[str, _Nonce] = OrderedDict()  # the challenges we issued, oldest first
 
     def allowed(self, host: str) -> bool:
         if not self._nets:
@@ -42,13 +50,18 @@ class Policy:
         return any(ip in net for net in self._nets)
 
     def take(self, host: str, now: float) -> bool:
-        """One new call from ``host`` at ``now``: False when it is over its rate (answered 503 + Retry-After)."""
+        """One new call from ``host`` at ``now``: False when it is over its rate, or all sources together are over
+        theirs (answered 503 + Retry-After)."""
         tokens, when = self._buckets.get(host, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - when) * self.rate)
-        if tokens < 1:
+        g_tokens, g_when = self._global
+        g_tokens = min(float(self.global_burst), g_tokens + (now - g_when) * self.global_rate)
+        if tokens < 1 or g_tokens < 1:
             self._buckets[host] = (tokens, now)
+            self._global = (g_tokens, now)
             return False
         self._buckets[host] = (tokens - 1, now)
+        self._global = (g_tokens - 1, now)
         if len(self._buckets) > 10000:  # forget full buckets: they are what a new source starts with anyway
             self._buckets = {h: b for h, b in self._buckets.items() if b[0] < self.burst - 1}
         return True
@@ -59,23 +72,27 @@ class Policy:
         return bool(self.user and self.password)
 
     def nonce(self, now: float) -> str:
-        stamp = f"{now:.0f}"
-        return stamp + "." + hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:24]
+        """A new nonce, remembered: its age, the highest ``nc`` used with it, and the dialog it was used for."""
+        value = secrets.token_hex(16)
+        self._nonces[value] = _Nonce(issued=now)
+        while len(self._nonces) > MAX_NONCES:  # a flood of INVITEs evicts the oldest challenges, nothing else
+            self._nonces.popitem(last=False)
+        return value
 
-    def challenge(self, now: float) -> str:
-        return str(AuthChallenge(scheme="Digest", parameters=AuthParameters(
-            realm=self.realm, nonce=self.nonce(now), algorithm="MD5", qop="auth")))
-
-    def _nonce_ok(self, nonce: str, now: float) -> bool:
-        stamp, _, mac = nonce.partition(".")
-        good = hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:24]
-        try:
-            return hmac.compare_digest(mac, good) and 0 <= now - float(stamp) <= NONCE_TTL
-        except ValueError:
-            return False
+    def challenge(self, now: float, stale: bool = False) -> list[str]:
+        """``WWW-Authenticate`` values: SHA-256 first (RFC 8760), then MD5 for the phones that know only it; both
+        over one nonce, ``qop=auth``."""
+        nonce = self.nonce(now)
+        return [str(AuthChallenge(scheme="Digest", parameters=AuthParameters(
+            realm=self.realm, nonce=nonce, algorithm=alg, qop="auth", **({"stale": "true"} if stale else {}))))
+            for alg in ("SHA-256", "MD5")]
 
     def authorized(self, req: Request, now: float) -> bool:
-        """The request carries a digest response for our user, over a nonce of ours still fresh."""
+        """The request carries a digest response (RFC 7616 / 8760, ``qop=auth``) for our user, over a nonce we issued
+        in the last ``NONCE_TTL`` seconds, for this very Request-URI and method, with a nonce count above every one
+        seen with that nonce, and (an INVITE) in the dialog the nonce was first used for. A sniffed
+        ``Authorization`` header therefore places no second call: not with a new Call-ID (another dialog), not
+        with the same count (a replay), and not after the nonce's time."""
         if not self.auth:
             return True
         try:
@@ -85,13 +102,53 @@ class Policy:
         if creds is None or creds.scheme.lower() != "digest":
             return False
         p = dict(creds.parameters)
-        if p.get("username") != self.user or p.get("realm") != self.realm or not self._nonce_ok(p.get("nonce", ""), now):
+        state = self._nonces.get(p.get("nonce", ""))
+        if (p.get("username") != self.user or p.get("realm") != self.realm or state is None
+                or not 0 <= now - state.issued <= NONCE_TTL):
             return False
-        md5 = lambda s: hashlib.md5(s.encode()).hexdigest()  # noqa: E731 - RFC 2617's H()
-        ha1 = md5(f"{self.user}:{self.realm}:{self.password}")
-        ha2 = md5(f"{req.method}:{p.get('uri', '')}")
-        if p.get("qop"):
-            expect = md5(f"{ha1}:{p['nonce']}:{p.get('nc', '')}:{p.get('cnonce', '')}:{p['qop']}:{ha2}")
-        else:
-            expect = md5(f"{ha1}:{p['nonce']}:{ha2}")
-        return hmac.compare_digest(expect, p.get("response", ""))
+        if p.get("qop") != "auth" or not _same_uri(p.get("uri", ""), req.uri):
+            return False
+        try:
+            nc = int(p.get("nc", ""), 16)
+        except ValueError:
+            return False
+        if nc <= state.nc:
+            return False  # a count already used: a replay
+        hash_ = _HASHES.get((p.get("algorithm") or "MD5").upper())
+        if hash_ is None:
+            return False
+        ha1 = hash_(f"{self.user}:{self.realm}:{self.password}")
+        ha2 = hash_(f"{req.method}:{p['uri']}")
+        expect = hash_(f"{ha1}:{p['nonce']}:{p['nc']}:{p.get('cnonce', '')}:auth:{ha2}")
+        if not hmac.compare_digest(expect, p.get("response", "")):
+            return False
+        if req.method == "INVITE" and "tag" not in req.to_address.parameters:  # a new dialog
+            if state.dialog is not None and state.dialog != req.call_id:
+                return False  # the nonce placed another call already
+            state.dialog = req.call_id
+        state.nc = nc
+        return True
+
+
+MAX_NONCES = 10000  # challenges remembered at once
+
+
+@dataclasses.dataclass
+class _Nonce:
+    issued: float
+    nc: int = 0  # the highest nonce count used with it
+    dialog: str | None = None  # the Call-ID of the call it placed
+
+
+_HASHES = {"MD5": lambda s: hashlib.md5(s.encode()).hexdigest(),
+           "SHA-256": lambda s: hashlib.sha256(s.encode()).hexdigest()}
+
+
+def _same_uri(text: str, uri) -> bool:
+    """The digest's ``uri`` names the Request-URI (as sent, or the same once parsed)."""
+    if text == str(uri):
+        return True
+    try:
+        return URI.parse(text) == uri
+    except (ValueError, TypeError):
+        return False

@@ -35,7 +35,7 @@ from .message import SipError, StreamFramer
 from .policy import Policy
 
 log = logging.getLogger("voxgate.sip")
-RING_TIMEOUT = 60.0  # seconds an incoming call waits for the app's accept or reject before 480
+RING_TIMEOUT = 30.0  # seconds an incoming call waits for the app's accept or reject before 480 (--sip-ring-timeout)
 
 
 @dataclasses.dataclass
@@ -51,6 +51,7 @@ class SipConfig:
     webhook_secret: str | None = None
     auto_session: dict | None = None  # the session an auto-answered call runs with
     policy: Policy = dataclasses.field(default_factory=Policy)
+    ring_timeout: float = RING_TIMEOUT
 
 
 class CallError(Exception):
@@ -107,6 +108,10 @@ class SipServer:
             self.servers.append(srv)
             self.cfg.tls = srv.sockets[0].getsockname()[:2]
         listen = (self.cfg.udp or self.cfg.tcp or self.cfg.tls)[0]
+        policy = self.cfg.policy
+        if not (policy.auth or policy.allow) and listen not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("SIP listens on %s with neither --sip-auth nor --sip-allow: any phone that reaches it may "
+                        "call (bounded by --sip-rate, --sip-global-rate, --sip-max-ringing)", listen)
         self.bind_host = listen  # RTP binds where SIP does (a wildcard included)
         self.advertise = self.cfg.rtp_host or (listen if listen not in ("0.0.0.0", "::", "") else local_address())
         self.core.contact = {k: (self.advertise, v[1]) for k, v in
@@ -246,7 +251,7 @@ class SipServer:
             return
         self._execute(self.core.ring(call, now))
         loop = asyncio.get_running_loop()
-        self._ring_timers[call.id] = loop.call_later(RING_TIMEOUT, self._ring_timeout, call)
+        self._ring_timers[call.id] = loop.call_later(self.cfg.ring_timeout, self._ring_timeout, call)
         self._spawn(self._notify(call))
 
     async def _accept_soon(self, call: Call):

@@ -439,7 +439,8 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
         return web.json_response({"live": True})
 
     async def metrics(request):
-        return web.Response(body=t.metrics.render(t.endpoint, list(t.sessions.values())), content_type="text/plain",
+        sip = t.sip.core.counters if t.sip is not None else None
+        return web.Response(body=t.metrics.render(t.endpoint, list(t.sessions.values()), sip), content_type="text/plain",
                             charset="utf-8")
 
     static = Path(__file__).with_name("static")

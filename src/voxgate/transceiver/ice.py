@@ -168,10 +168,12 @@ class IceLiteMux:
             return [self._error(msg, route, 400, "Bad Request"), Dropped("stun_no_username")]
         ufrag = name.split(":", 1)[0]
         session = self.by_ufrag.get(ufrag)
-        if session is None:
-            return [self._error(msg, route, 401, "Unauthorized"), Dropped("stun_unknown_ufrag")]
-        if not msg.check_integrity(session.pwd.encode()):
-            return [self._error(msg, route, 401, "Unauthorized"), Dropped("stun_bad_integrity")]
+        if session is None:  # no live call has this ufrag (it ended): the relay drops the flow, and the token
+            return [self._error(msg, route, 401, "Unauthorized"), *self._forget(route, ufrag),
+                    Dropped("stun_unknown_ufrag")]
+        if not msg.check_integrity(session.pwd.encode()):  # not the client: the relay drops the flow it learned
+            forget = self._forget(route) if route.client not in self.by_client else []
+            return [self._error(msg, route, 401, "Unauthorized"), *forget, Dropped("stun_bad_integrity")]
         actions: list = []
         if session.transactions.setdefault(msg.transaction_id, route) != route:
             # the same transaction from another path: a client's retransmission after its relay changed, or a
@@ -214,6 +216,14 @@ class IceLiteMux:
             session.route, session.route_seen = route, now
             return [Connected(session, route)]
         return []
+
+    @staticmethod
+    def _forget(route: Route, ufrag: str = "") -> list:
+        """Tell the relay that learned this flow to drop it (it is not a client of ours: its check failed), and with
+        ``ufrag`` to learn no new flow from that token (its call has ended). Nothing when the client came direct."""
+        if route.relay is None:
+            return []
+        return [Send(encap.forget(route.client, ufrag), route.relay)]
 
     @staticmethod
     def _error(msg, route: Route, code: int, reason: str) -> Send:

@@ -24,6 +24,9 @@ class TransceiverMetrics:
                              ["reason"], registry=r)
         self.limited = Counter("voxgate_transceiver_limited", "Requests, connections, sessions and audio refused or "
                                "cut by a limit (access.Limits), by limit", ["limit"], registry=r)
+        self.sip_requests = Counter("voxgate_transceiver_sip_refused", "SIP requests refused or dropped, by why "
+                                    "(malformed, forbidden, rate_limited, unauthorized, busy, ringing_full, …)",
+                                    ["reason"], registry=r)
         self._seen: dict = {}
 
     def observe_setup(self, timings_ms: dict):
@@ -37,7 +40,7 @@ class TransceiverMetrics:
             counter.labels(label).inc(delta)
             self._seen[(counter, label)] = value
 
-    def render(self, endpoint, sessions=()) -> bytes:
+    def render(self, endpoint, sessions=(), sip_counters: dict | None = None) -> bytes:
         counts = {"udp": 0, "tcp": 0}
         for s in sessions:
             if s.ice.transport in counts:
@@ -48,5 +51,7 @@ class TransceiverMetrics:
         self._add(self.packets, "out", endpoint.packets_out)
         for reason, n in list(endpoint.drops.items()):
             self._add(self.drops, reason, n)
+        for outcome, n in (sip_counters or {}).items():  # SipCore's: malformed, forbidden, rate_limited, …
+            self._add(self.sip_requests, outcome, n)
         # plus the process-wide registry, where the agent's turn timings live
         return generate_latest(self.registry) + generate_latest(REGISTRY)

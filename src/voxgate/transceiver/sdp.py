@@ -38,6 +38,15 @@ class Offer:
     audio_direction: str
 
 
+MAX_OFFER = 64 * 1024  # characters: a browser's offer is 2-6 KB
+_ICE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
+
+
+def _check_ice_field(name: str, value: str, lo: int, hi: int) -> None:
+    if not lo <= len(value) <= hi or not set(value) <= _ICE_CHARS:
+        raise OfferError(f"a={name} must be {lo}-{hi} ice-chars (RFC 8839), got {len(value)} characters")
+
+
 def parse_offer(text: str) -> Offer:
     if not text or "v=0" not in text:
         raise OfferError("the body is not an SDP offer (no v=0 line)")
@@ -69,6 +78,13 @@ def parse_offer(text: str) -> Offer:
         raise OfferError("the offer has no a=fingerprint (DTLS-SRTP is required)")
     if not audio.rtcp_mux:
         raise OfferError("the offer does not allow a=rtcp-mux")
+    if not 0 <= opus.payloadType <= 127 or (64 <= opus.payloadType <= 95):
+        raise OfferError(f"opus payload type {opus.payloadType} is not a dynamic RTP payload type (96-127)")
+    # RFC 8839: ice-ufrag 4-256 ice-chars, ice-pwd 22-256; their bytes ride in every STUN check's USERNAME
+    _check_ice_field("ice-ufrag", audio.ice.usernameFragment, 4, 256)
+    _check_ice_field("ice-pwd", audio.ice.password, 22, 256)
+    if len(text) > MAX_OFFER:
+        raise OfferError(f"the offer is longer than {MAX_OFFER} characters")
     role = getattr(audio.dtls, "role", "auto")
     setup = {"auto": "actpass", "client": "active", "server": "passive"}.get(role, "actpass")
     if setup == "passive":

@@ -12,7 +12,11 @@ Header, big-endian::
                 so it cannot be mistaken for STUN, DTLS or RTP on a socket that takes both)
     1  1 byte   flags: bit 0 = IPv6, bit 1 = VERIFIED (transceiver -> relay only: the client has proven
                 it receives what we send, e.g. finished DTLS; lifts the relay's anti-amplification cap),
-                bit 2 = TCP (relay -> transceiver only: the client reached the relay over ICE-TCP, RFC 6544)
+                bit 2 = TCP (relay -> transceiver only: the client reached the relay over ICE-TCP, RFC 6544),
+                bit 3 = FORGET (transceiver -> relay only: a control message, never sent to the client. The client's
+                packets fail here (a STUN check for no live call, or one that fails integrity): drop its flow unless
+                it is VERIFIED. The payload, if any, is the server ufrag the check named, whose call has ended: the
+                relay learns no new flow from that token again)
     2  2 bytes  client port
     4  4|16     client IP
     .  ...      the original datagram
@@ -30,7 +34,8 @@ MAGIC = 0xF1
 FLAG_IPV6 = 0x01
 FLAG_VERIFIED = 0x02
 FLAG_TCP = 0x04
-_KNOWN_FLAGS = FLAG_IPV6 | FLAG_VERIFIED | FLAG_TCP
+FLAG_FORGET = 0x08
+_KNOWN_FLAGS = FLAG_IPV6 | FLAG_VERIFIED | FLAG_TCP | FLAG_FORGET
 V4_HEADER_LEN = 8
 V6_HEADER_LEN = 20
 
@@ -48,6 +53,15 @@ def header(client: tuple[str, int], verified: bool = False, tcp: bool = False) -
         ip = ip.ipv4_mapped
     flags = (FLAG_IPV6 if ip.version == 6 else 0) | (FLAG_VERIFIED if verified else 0) | (FLAG_TCP if tcp else 0)
     return struct.pack("!BBH", MAGIC, flags, client[1]) + ip.packed
+
+
+def forget(client: tuple[str, int], ufrag: str | bytes = b"") -> bytes:
+    """The FORGET control message for ``client``'s flow; with ``ufrag``, its token is revoked for new flows too."""
+    if isinstance(ufrag, str):
+        ufrag = ufrag.encode()
+    hdr = bytearray(header(client))
+    hdr[1] |= FLAG_FORGET
+    return bytes(hdr) + ufrag
 
 
 def encapsulate(client: tuple[str, int], payload: bytes, verified: bool = False, tcp: bool = False) -> bytes:
