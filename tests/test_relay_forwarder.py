@@ -146,8 +146,9 @@ def test_expire_capacity_and_active(rig):
 
 
 def test_forget_drops_an_unverified_flow_never_a_verified_one_and_is_never_sent_on(rig):
-    """The transceiver's FORGET (its check failed there): the flow goes unless verified; a ufrag in it is queued
-    for the slow path to revoke; nothing reaches the client; only the flow's own transceiver is heard."""
+    """The transceiver's FORGET (its check failed there): the flow goes unless verified, and only its own
+    transceiver can make it go; a ufrag in it is queued with its sender, for the slow path to revoke if the token
+    routes to that sender (even when the flow is gone already); nothing reaches the client."""
     fwd, pub, internal, client, trans = rig
     c, t = client.getsockname(), trans.getsockname()
     other = udp()
@@ -156,10 +157,11 @@ def test_forget_drops_an_unverified_flow_never_a_verified_one_and_is_never_sent_
     fwd.add(o, t, verified=True)
     dest = ("127.0.0.1", internal.getsockname()[1])
     intruder = udp()
-    intruder.sendto(encap.forget(c, "tokenA"), dest)  # not the flow's transceiver: ignored
+    intruder.sendto(encap.forget(c, "tokenA"), dest)  # not the flow's transceiver: the flow stays
     time.sleep(0.02)
     fwd.pump_internal(1.0)
-    assert fwd.get(c) is not None and fwd.take_revoked() == []
+    assert fwd.get(c) is not None
+    assert fwd.take_revoked() == [(b"tokenA", intruder.getsockname())]  # RelayCore.revoke refuses it
     trans.sendto(encap.forget(c, "tokenA"), dest)
     trans.sendto(encap.forget(o), dest)
     time.sleep(0.02)

@@ -60,7 +60,13 @@ def cmd_relay(args) -> int:
         token_max_age=args.token_max_age,
         internal_host=args.internal_host,
         tcp_listen=args.tcp_listen,
+        capacity=args.capacity,
+        flows_per_token=args.flows_per_token,
+        flows_per_address=args.flows_per_address,
+        unverified_share=args.unverified_share,
     )
+    if not 0 < args.unverified_share <= 1:
+        sys.exit("voxgate: --unverified-share is a fraction in (0, 1]")
     return run_relay(cfg)
 
 
@@ -313,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before an idle flow is forgotten")
     r.add_argument("--token-max-age", type=float, default=DEFAULT_MAX_AGE, help="seconds a ufrag may create new flows")
     r.add_argument("--internal-host", help="local address toward transceivers (default: any)")
+    r.add_argument("--capacity", type=int, default=65536, help="flows per worker (default 65536)")
+    r.add_argument("--flows-per-token", type=int, default=8,
+                   help="unverified flows one token may have taught a worker at once (default 8)")
+    r.add_argument("--flows-per-address", type=int, default=64,
+                   help="unverified flows from one source IP per worker (default 64)")
+    r.add_argument("--unverified-share", type=float, default=0.5,
+                   help="share of --capacity unverified flows may take; the rest is kept for live calls (default 0.5)")
     r.add_argument("--tcp-listen", type=parse_hostport, metavar="HOST:PORT",
                    help="also take ICE-TCP (RFC 6544 passive, RFC 4571 framing) here, for clients whose network "
                         "drops UDP (443 in production); routed by the same tokens")

@@ -455,6 +455,26 @@ static PyObject *Forwarder_pump_internal(Forwarder *f, PyObject *arg) {
                 f->c[D_BAD_ENCAP]++;
                 continue;
             }
+            if (flags & FLAG_FORGET) { /* a control message from a transceiver: never sent on */
+                key_t18 src;
+                if (key_from_sockaddr(&f->addrs[i], &src) < 0) continue;
+                unsigned size = len - hlen;
+                if (size > 0 && size <= 256) { /* a ufrag to revoke: the slow path checks it routes to the sender */
+                    PyObject *item = Py_BuildValue("(y#N)", (const char *)data + hlen, (Py_ssize_t)size,
+                                                   tuple_from_key(&src));
+                    if (!item || PyList_Append(f->revoked, item) < 0) {
+                        Py_XDECREF(item);
+                        return NULL;
+                    }
+                    Py_DECREF(item);
+                }
+                flow_t *flow = lookup(f, &k);
+                if (flow && !flow->verified && memcmp(src.k, flow->tkey.k, 18) == 0) {
+                    remove_entry(f, flow);
+                    f->c[C_FORGOTTEN]++;
+                }
+                continue;
+            }
             flow_t *flow = lookup(f, &k);
             if (!flow) {
                 f->c[D_NO_FLOW]++;
@@ -466,22 +486,6 @@ static PyObject *Forwarder_pump_internal(Forwarder *f, PyObject *arg) {
                 continue;
             }
             unsigned size = len - hlen;
-            if (flags & FLAG_FORGET) { /* a control message from the flow's transceiver: never sent on */
-                if (size > 0 && size <= 256) {
-                    PyObject *item = Py_BuildValue("(y#N)", (const char *)data + hlen, (Py_ssize_t)size,
-                                                   tuple_from_key(&flow->tkey));
-                    if (!item || PyList_Append(f->revoked, item) < 0) {
-                        Py_XDECREF(item);
-                        return NULL;
-                    }
-                    Py_DECREF(item);
-                }
-                if (!flow->verified) {
-                    remove_entry(f, flow);
-                    f->c[C_FORGOTTEN]++;
-                }
-                continue;
-            }
             if (flags & FLAG_VERIFIED) flow->verified = 1;
             if (!flow->verified) {
                 if ((int64_t)size > flow->credit) {

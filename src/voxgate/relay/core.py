@@ -208,10 +208,10 @@ class RelayCore:
             server_ufrag, _ = stun.split_username(username)
         except stun.StunError as exc:
             return Drop("stun_" + exc.reason)
+        if server_ufrag in self._revoked and flow is None:  # first: a flood of them costs one lookup each
+            return Drop("token_revoked")
         if self._replayed(stun.transaction_id(data), client, now):
             return Drop("replayed")
-        if server_ufrag in self._revoked and flow is None:
-            return Drop("token_revoked")
         cached = self._verified.get(server_ufrag)
         if cached is not None and flow == cached:
             return Forward(flow)

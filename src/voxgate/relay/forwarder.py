@@ -187,6 +187,15 @@ class PyForwarder:
                 c["drop_bad_encap"] += 1
                 continue
             hlen, flags, client = parsed
+            if flags & encap.FLAG_FORGET:  # a control message from a transceiver: never sent on
+                sender = _norm(addr)
+                if 0 < n - hlen <= 256:  # a ufrag to revoke: the slow path checks it routes to the sender
+                    self.revoked.append((bytes(view[hlen:n]), sender[:2]))
+                flow = flows.get(client)
+                if flow is not None and not flow.verified and flow.transceiver == sender[:2]:
+                    del flows[client]
+                    c["forgotten"] += 1
+                continue
             flow = flows.get(client)
             if flow is None:
                 c["drop_no_flow"] += 1
@@ -195,13 +204,6 @@ class PyForwarder:
                 c["drop_wrong_transceiver"] += 1
                 continue
             size = n - hlen
-            if flags & encap.FLAG_FORGET:  # a control message from the flow's transceiver: never sent on
-                if 0 < size <= 256:
-                    self.revoked.append((bytes(view[hlen:n]), flow.transceiver))
-                if not flow.verified:
-                    del flows[client]
-                    c["forgotten"] += 1
-                continue
             if flags & encap.FLAG_VERIFIED:
                 flow.verified = True
             if not flow.verified:

@@ -1,9 +1,9 @@
 """Who may call: a trunk CIDR allowlist, a token bucket per source address and one for all, optional digest auth
 (RFC 7616 / 8760, ``qop=auth``).
 
-Pure logic on addresses, headers and time, used by the SIP core before a call exists. Digest nonces are remembered
-(at most ``MAX_NONCES``, oldest dropped) with the highest nonce count seen and the dialog each placed, so a sniffed
-``Authorization`` header cannot be replayed into a new call.
+Pure logic on addresses, headers and time, used by the SIP core before a call exists. A digest nonce is stateless
+until it authenticates (a flood of INVITEs leaves nothing behind); from then on it is remembered with the highest
+nonce count seen and the dialog it placed, so a sniffed ``Authorization`` header cannot be replayed into a call.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Policy:
         self._nets = [ipaddress.ip_network(c, strict=False) for c in self.allow]
         self._buckets: dict[str, tuple[float, float]] = {}  # source host -> (tokens, when)
         self._global = (float(self.global_burst), 0.0)  # every source's new calls: (tokens, when)
-        self._nonces: OrderedDict[str, _Nonce] = OrderedDict()  # the challenges we issued, oldest first
+        self._key = secrets.token_bytes(16)
+        self._used: OrderedDict[str, _Nonce] = OrderedDict()  # nonces that authenticated: their count and dialog
 
     def allowed(self, host: str) -> bool:
         if not self._nets:
@@ -72,20 +73,27 @@ class Policy:
         return bool(self.user and self.password)
 
     def nonce(self, now: float) -> str:
-        """A new nonce, remembered: its age, the highest ``nc`` used with it, and the dialog it was used for."""
-        value = secrets.token_hex(16)
-        self._nonces[value] = _Nonce(issued=now)
-        while len(self._nonces) > MAX_NONCES:  # a flood of INVITEs evicts the oldest challenges, nothing else
-            self._nonces.popitem(last=False)
-        return value
+        """A nonce we can recognise without remembering it (a timestamp and its HMAC under a per-process key): a
+        flood of INVITEs leaves nothing behind. What a nonce was used for is remembered once it authenticates."""
+        stamp = f"{now:.3f}"
+        return stamp + "." + hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:24]
+
+    def _issued_at(self, nonce: str) -> float | None:
+        stamp, _, mac = nonce.rpartition(".")
+        good = hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:24]
+        try:
+            return float(stamp) if hmac.compare_digest(mac, good) else None
+        except (TypeError, ValueError):
+            return None
 
     def challenge(self, now: float, stale: bool = False) -> list[str]:
-        """``WWW-Authenticate`` values: SHA-256 first (RFC 8760), then MD5 for the phones that know only it; both
-        over one nonce, ``qop=auth``."""
+        """``WWW-Authenticate`` values over one nonce, ``qop=auth``: MD5 first, then SHA-256 (RFC 8760). MD5 leads
+        because many SIP stacks read only the first challenge and know only MD5 (SIPp refuses a SHA-256 one
+        outright); a client that knows both may answer either, and both are checked the same way."""
         nonce = self.nonce(now)
         return [str(AuthChallenge(scheme="Digest", parameters=AuthParameters(
             realm=self.realm, nonce=nonce, algorithm=alg, qop="auth", **({"stale": "true"} if stale else {}))))
-            for alg in ("SHA-256", "MD5")]
+            for alg in ("MD5", "SHA-256")]
 
     def authorized(self, req: Request, now: float) -> bool:
         """The request carries a digest response (RFC 7616 / 8760, ``qop=auth``) for our user, over a nonce we issued
@@ -102,10 +110,11 @@ class Policy:
         if creds is None or creds.scheme.lower() != "digest":
             return False
         p = dict(creds.parameters)
-        state = self._nonces.get(p.get("nonce", ""))
-        if (p.get("username") != self.user or p.get("realm") != self.realm or state is None
-                or not 0 <= now - state.issued <= NONCE_TTL):
+        issued = self._issued_at(p.get("nonce", ""))
+        if (p.get("username") != self.user or p.get("realm") != self.realm or issued is None
+                or not 0 <= now - issued <= NONCE_TTL):
             return False
+        state = self._used.get(p["nonce"]) or _Nonce(issued=issued)
         if p.get("qop") != "auth" or not _same_uri(p.get("uri", ""), req.uri):
             return False
         try:
@@ -126,11 +135,17 @@ class Policy:
             if state.dialog is not None and state.dialog != req.call_id:
                 return False  # the nonce placed another call already
             state.dialog = req.call_id
+        if p["nonce"] not in self._used:
+            for old in [n for n, u in self._used.items() if now - u.issued > NONCE_TTL]:
+                del self._used[old]
+            if len(self._used) >= MAX_NONCES:
+                return False  # so many live nonces in use that one more could not be tracked: a fresh challenge
         state.nc = nc
+        self._used[p["nonce"]] = state
         return True
 
 
-MAX_NONCES = 10000  # challenges remembered at once
+MAX_NONCES = 10000  # nonces in use at once (each one authenticated a request of our user)
 
 
 @dataclasses.dataclass

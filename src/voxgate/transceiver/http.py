@@ -58,6 +58,11 @@ async def bad_request(request, handler):
         return await handler(request)
     except BadRequest as exc:
         return exc.response()
+    except web.HTTPException as exc:  # aiohttp's own (no route, wrong method, too large): in the API's shape too
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "invalid_request")
+        return error(exc.status, f"{exc.reason}: {request.method} {request.path}", code=code)
 
 
 _bearer = websocket.token_of  # Authorization: Bearer, or a browser WebSocket's key subprotocol
@@ -182,6 +187,9 @@ class Diagnostics:
     only what calls made since, a few milliseconds (docs/security.md has the figures)."""
 
     def __init__(self, interval: float):
+        from ..agent.shell.realtime import LIVE_SESSIONS  # imported now, before start-up's objects are frozen
+
+        self.live_sessions = LIVE_SESSIONS
         self.interval = interval
         self._last: tuple[float, dict] | None = None
 
@@ -191,9 +199,7 @@ class Diagnostics:
             return {**self._last[1], "cached_s": round(now - self._last[0], 3)}
         t0 = time.perf_counter()
         gc.collect()
-        from ..agent.shell.realtime import LIVE_SESSIONS
-
-        result = {"session_objects": len(LIVE_OBJECTS), "agent_sessions": len(LIVE_SESSIONS),
+        result = {"session_objects": len(LIVE_OBJECTS), "agent_sessions": len(self.live_sessions),
                   "gc_ms": round((time.perf_counter() - t0) * 1000, 1)}
         self._last = (time.monotonic(), result)
         return {**result, "cached_s": 0.0}
@@ -425,7 +431,7 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
                 # for leak checks: these return to their idle values once every call has ended
                 "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))})
             if "calls" in request.query:  # ?calls: the ids of the live calls (operators, tests placing a sideband)
-                body["calls"] = sorted(t.sessions)
+                body["calls"] = sorted([*t.sessions, *t.sip_calls])
             if "gc" in request.query:  # ?gc: collect, then count the call objects still in memory
                 body.update(await diagnostics.collected())
         return web.json_response(body, status=503 if t.draining else 200)

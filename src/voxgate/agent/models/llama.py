@@ -161,7 +161,11 @@ class LlamaModel:
 
         self.server.handle_chat_completions(body, on_chunk)
         if state["error"] is not None:
-            raise GenerationError(f"llama.cpp: {state['error']}")
+            err = state["error"]
+            if isinstance(err, dict) and err.get("type") == "exceed_context_size_error":
+                raise GenerationError(f"the conversation ({err.get('n_prompt_tokens')} tokens) is larger than the "
+                                      f"model's context ({err.get('n_ctx')} tokens): shorten it, or delete items")
+            raise GenerationError(f"llama.cpp: {err.get('message', err) if isinstance(err, dict) else err}")
         return state["finish"]
 
     def complete(self, messages: list[dict], *, max_tokens: int = 60, temperature: float = 0.3,

@@ -371,6 +371,8 @@ class LlamaResponder(Responder):
                             loop.call_soon_threadsafe(q.put_nowait, rest)
                         break
                     state["priority"] = TakeTurns.LATER
+            except Exception as exc:  # the model refused (a prompt over its context) or failed: the response fails
+                state["error"] = exc
             finally:
                 loop.call_soon_threadsafe(q.put_nowait, None)
 
@@ -380,6 +382,8 @@ class LlamaResponder(Responder):
             while True:
                 delta = await q.get()
                 if delta is None:
+                    if state.get("error") is not None:
+                        raise state["error"]
                     return
                 yield delta
         finally:
