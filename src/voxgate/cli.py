@@ -158,6 +158,15 @@ def add_limit_args(p) -> None:
                        metavar="N", help=f"{LIMIT_HELP[f.name]} (default {f.default:g})")
 
 
+def trusted_proxies(args) -> list:
+    import ipaddress
+
+    try:
+        return [ipaddress.ip_network(c, strict=False) for c in args.trusted_proxy]
+    except ValueError as exc:
+        sys.exit(f"voxgate: --trusted-proxy: {exc}")
+
+
 def limits_from(args):
     import dataclasses
 
@@ -222,7 +231,7 @@ def cmd_transceiver(args) -> int:
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
-        sip=sip_config(args, args.sip_listen), limits=limits_from(args),
+        sip=sip_config(args, args.sip_listen), limits=limits_from(args), trusted_proxies=trusted_proxies(args),
     )
 
     def ready(t):
@@ -404,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sip_args(x, demo=False)
     add_limit_args(x)
+    x.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                   help="a load balancer or ingress in front: the client address of the per-address limits is then "
+                        "the last X-Forwarded-For hop outside these networks (repeatable)")
 
     f = sub.add_parser("fleet", help="print the transceiver fleet registered in Redis, as JSON")
     f.add_argument("--redis-url", required=True)

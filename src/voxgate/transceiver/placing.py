@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 
 import aiohttp
@@ -69,7 +70,22 @@ def client_address(t, request) -> str:
                 return address
         except (TypeError, ValueError):
             pass
-    return request.remote or "?"
+    peer = request.remote or "?"
+    if t.cfg.trusted_proxies and _within(peer, t.cfg.trusted_proxies):
+        # behind a load balancer or ingress (--trusted-proxy): the last X-Forwarded-For hop it did not add itself
+        hops = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+        for hop in reversed(hops):
+            if not _within(hop, t.cfg.trusted_proxies):
+                return hop
+    return peer
+
+
+def _within(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def client_region(t, request) -> str | None:

@@ -58,6 +58,7 @@ class TransceiverConfig:
     signaling_url: str | None = None  # how other transceivers reach our HTTP (default: from --http)
     region_map: str | None = None  # JSON/YAML file, or "redis" (the map in Redis): regions, their relays, steering
     limits: Limits = field(default_factory=Limits)  # what one client may hold (access.py; flags in the README)
+    trusted_proxies: list = field(default_factory=list)  # ipaddress networks whose X-Forwarded-For is believed
 
 
 class Transceiver:

@@ -26,6 +26,7 @@ TOKENS_PER_SECOND = 6.5  # a ceiling on the decode: speech runs at ~3–4 tokens
 BEAM = int(os.environ.get("VOXGATE_ASR_BEAM", "4"))  # the width of the second decode (1: greedy only)
 UNSURE = 0.3  # a greedy token less likely than this makes the utterance worth a second, beam decode
 MIN_WORDS_SECONDS = 0.8  # a trimmed utterance this long (0.6 s of it the padding) has words in it
+LONG_SECONDS = 10  # a decode of more audio than this waits for any other such decode (``MoonshineModel.draft``)
 MAX_SECONDS = 30  # an utterance keeps at most its last 30 s (push-to-talk without a commit must not grow forever)
 
 
@@ -83,6 +84,8 @@ class SharedModel:
 class MoonshineModel(SharedModel):
     """The two sessions and the vocabulary, loaded once per process (``shared()``)."""
 
+    _long = threading.Lock()  # held by a decode of more than LONG_SECONDS (``draft``)
+
     def __init__(self, path: str | None = None, threads: int = 1):
         try:
             import onnxruntime as ort
@@ -123,6 +126,22 @@ class MoonshineModel(SharedModel):
         agent starts preparing a reply from the draft while the beam runs (``realtime._speculate``)."""
         if audio.size < ASR_RATE // 10:  # under 0.1 s: nothing a person said
             return "", 1.0, None
+        if audio.size > LONG_SECONDS * ASR_RATE:
+            # a long utterance (push-to-talk, a long append) costs ~8 MB of activations per second decoded, which
+            # onnxruntime's arena keeps: one at a time across the process, so six clients that each commit 30 s at
+            # once cost one decode's memory, not six (docs/security.md). A turn's usual few seconds never wait here.
+            with self._long:
+                text, surest, refine = self._draft(audio, beam)
+                return text, surest, (None if refine is None else self._one_long(refine))
+        return self._draft(audio, beam)
+
+    def _one_long(self, refine):
+        def run():
+            with self._long:
+                return refine()
+        return run
+
+    def _draft(self, audio: np.ndarray, beam: int | None):
         hidden = self.encoder.run(None, {"input_values": audio[None, :]})[0]
         steps = int(audio.size / ASR_RATE * TOKENS_PER_SECOND) + 4
         # nothing at all from seconds of voiced audio: Moonshine does that on some voices (~4 % of bench/asr.py's

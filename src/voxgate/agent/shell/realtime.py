@@ -32,6 +32,7 @@ from .response import Event, Failed, Finished, ItemAdded, ItemDone, Response
 log = logging.getLogger("voxgate.agent")
 
 LIVE_SESSIONS: "weakref.WeakSet[RealtimeSession]" = weakref.WeakSet()  # for leak checks: empty once calls are gone
+FEED_AHEAD = 250  # frames (5 s) a push-to-talk buffer may run ahead of its recognizer before the reader waits
 
 
 class VoiceAgent(Agent):
@@ -62,6 +63,7 @@ class RealtimeSession:
         self.asr = None  # taken from the stack's pool when the call starts
         self.denoise = None  # models/noise.NoiseReduction, while the session asks for it
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")  # keeps ASR ops in order
+        self._feeding = 0  # frames handed to the recognizer's thread and not yet taken
         self.responses: dict[str, Response] = {}  # the runners of the responses in progress, by id
         self.ring: collections.deque = collections.deque()  # the frames before speech started (prefix padding)
         self.event_ids = EventIds(self.session_id[5:17])
@@ -196,7 +198,9 @@ class RealtimeSession:
             if not cfg.enabled:
                 if self.conn.buffered_frame():  # the buffer was committed or cleared: a new one starts
                     await self._asr(self.asr.start)
-                self._feed(frame)
+                fed = self._feed(frame)
+                if self._feeding > FEED_AHEAD:  # appended faster than the recognizer takes it: wait for it, so
+                    await asyncio.wait([fed])  # the frames queue in the client's socket, not in our memory
                 continue
             self.ring.append(frame)
             while len(self.ring) > pad_frames:
@@ -230,9 +234,12 @@ class RealtimeSession:
 
     def _feed(self, frame: bytes):
         fut = asyncio.get_running_loop().run_in_executor(self.asr_pool, self.asr.feed, frame)
+        self._feeding += 1
         fut.add_done_callback(self._on_partial)
+        return fut
 
     def _on_partial(self, fut):
+        self._feeding -= 1
         if fut.cancelled():
             return
         if fut.exception() is not None:
