@@ -67,7 +67,7 @@ def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = No
     level, err = (os.environ.get("VOXGATE_BENCH_LOG_LEVEL", "INFO"), open(log, "w")) if log else ("WARNING", None)
     procs.append(subprocess.Popen([sys.executable, "-m", "voxgate", "--log-level", level, "transceiver", "--http",
                                    f"127.0.0.1:{http}", "--media", f"127.0.0.1:{free_port()}", "--relay",
-                                   f"127.0.0.1:{relay}", "--no-auth", "--agent", "voice", "--responder", responder,
+                                   f"127.0.0.1:{relay}", "--no-auth", "--calls-per-address", "0", "--agent", "voice", "--responder", responder,
                                    "--asr", asr, "--drain-timeout", "0"], stdout=subprocess.PIPE, stderr=err,
                                   text=True, env=env))
     json.loads(procs[-1].stdout.readline())

@@ -54,7 +54,7 @@ def start_server(kind: str, tmp: str, complexity: int = 3):
         with open(secret, "w") as fh:
             fh.write(new_secret_line() + "\n")
         cmd = [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "transceiver", "--http", f"127.0.0.1:{http}",
-               "--media", f"127.0.0.1:{free_port()}", "--secret-file", secret, "--no-auth", "--agent", "echo", "--drain-timeout", "0",
+               "--media", f"127.0.0.1:{free_port()}", "--secret-file", secret, "--no-auth", "--calls-per-address", "0", "--agent", "echo", "--drain-timeout", "0",
                "--opus-complexity", str(complexity)]
     else:
         cmd = [sys.executable, os.path.join(HERE, "aiortc_server.py"), str(http)]

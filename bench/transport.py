@@ -59,7 +59,7 @@ def start(kind: str, tmp: str):
         json.loads(procs[-1].stdout.readline())
         procs.append(subprocess.Popen([sys.executable, "-m", "voxgate", "--log-level", "WARNING", "transceiver",
                                        "--http", f"127.0.0.1:{http}", "--media", f"127.0.0.1:{free_port()}", "--relay",
-                                       f"127.0.0.1:{relay}", "--no-auth", "--agent", "echo", "--drain-timeout", "0"],
+                                       f"127.0.0.1:{relay}", "--no-auth", "--calls-per-address", "0", "--agent", "echo", "--drain-timeout", "0"],
                                       stdout=subprocess.PIPE, text=True, env=env))
     else:
         procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "aiortc_server.py"), str(http)],

@@ -247,7 +247,7 @@ def test_bad_input_gets_clear_errors_and_affects_nothing_else(tx):
             assert c.of("error")[5]["error"]["code"] == "audio_too_large"
             await c.send({"type": "session.update", "session": {}})
             await c.wait(lambda c: len(c.of("session.updated")) == 2)
-            # one over 32 MiB ends that socket (aiohttp closes as soon as the frame header says how big it is)
+            # one over 20 MiB ends that socket (aiohttp closes as soon as the frame header says how big it is)
             try:
                 await c.ws.send_str(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (33 << 20)}))
             except ConnectionError:

@@ -15,8 +15,8 @@ right after the last append commits all of it).
 Back-pressure, both ways:
 - up: appended audio waits in a queue of ``AUDIO_QUEUE`` frames; when the agent is behind, the reader stops reading
   the socket and TCP slows the client down. An append over the API's 15 MiB is answered with an error and dropped;
-  a message over ``MAX_MESSAGE`` (16 MiB: the largest append and its envelope) closes the socket (1009, message
-  too big).
+  a message over ``MAX_MESSAGE`` (20 MiB: an append somewhat over the limit still gets its error) closes the
+  socket (1009, message too big).
 - down: server events wait in an outbox of at most ``OUTBOX_LIMIT`` bytes. A client that stops reading for so long
   that the outbox fills is closed with 1008 and its session ends: the server's memory never grows without bound.
 """
@@ -43,7 +43,7 @@ from .errors import BadRequest, json_object
 
 log = logging.getLogger("voxgate.transceiver")
 
-MAX_MESSAGE = 16 * 1024 * 1024  # bytes of one WebSocket message: past this aiohttp drops the connection (1009)
+MAX_MESSAGE = 20 * 1024 * 1024  # bytes of one WebSocket message: past this aiohttp drops the connection (1009)
 MAX_APPEND = 15 * 1024 * 1024  # base64 characters of one input_audio_buffer.append
 AUDIO_QUEUE = 50  # 20 ms frames the agent may be behind before the reader stops reading
 OUTBOX_LIMIT = 8 * 1024 * 1024  # bytes of server events queued for a client that does not read
