@@ -138,20 +138,9 @@ def test_answer_lists_the_clients_relay_first_and_a_backup(secret_file, redis_se
 
 
 def _aiortc_offer() -> str:
-    import asyncio
+    from helpers import aiortc_offer
 
-    from aiortc import RTCPeerConnection
-
-    async def make():
-        pc = RTCPeerConnection()
-        pc.addTransceiver("audio")
-        pc.createDataChannel("oai-events")
-        await pc.setLocalDescription(await pc.createOffer())
-        sdp = pc.localDescription.sdp
-        await pc.close()
-        return sdp
-
-    return asyncio.run(make())
+    return aiortc_offer()
 
 
 def test_lab_geo_steering_and_failover():

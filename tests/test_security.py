@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import os
-import random
 import re
 import socket
 import threading
@@ -25,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (CallProcess, RelayProcess, TransceiverProcess, assert_audio_both_ways, binding_request,
-                     free_port, long_speech_wav, metric_value, wait_for)
+from helpers import (CallProcess, RelayProcess, TransceiverProcess, aiortc_offer, assert_audio_both_ways,
+                     binding_request, free_port, long_speech_wav, metric_value, wait_for)
 
 KEY = "sk-security-test"
 SIPP = Path(__file__).parent / "sipp"
@@ -36,18 +35,7 @@ _OFFER: list[bytes] = []
 def offer() -> bytes:
     """A real aiortc offer (made once)."""
     if not _OFFER:
-        from aiortc import RTCPeerConnection
-
-        async def make():
-            pc = RTCPeerConnection()
-            pc.addTransceiver("audio")
-            pc.createDataChannel("oai-events")
-            await pc.setLocalDescription(await pc.createOffer())
-            sdp = pc.localDescription.sdp
-            await pc.close()
-            return sdp
-
-        _OFFER.append(asyncio.run(make()).encode())
+        _OFFER.append(aiortc_offer().encode())
     return _OFFER[0]
 
 

@@ -294,6 +294,24 @@ class TransceiverProcess(VoxgateProcess):
 
 
 
+def aiortc_offer() -> str:
+    """A real aiortc offer (audio and the events data channel), as a client would POST it."""
+    import asyncio
+
+    from aiortc import RTCPeerConnection
+
+    async def make():
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio")
+        pc.createDataChannel("oai-events")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return asyncio.run(make())
+
+
 def fleet(redis_url) -> list[dict]:
     """`voxgate fleet` in its own process: the registry as operators see it."""
     out = subprocess.run([sys.executable, "-m", "voxgate", "fleet", "--redis-url", redis_url, "--compact"],

@@ -230,6 +230,9 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
         return None
 
     def admit(caller):
+        """``(refusal, None)`` or ``(None, ticket)``: the capacity and draining rule, then the caller's share."""
+        if (refused := refuse_new()) is not None:
+            return refused, None
         ticket = t.admission.take(caller)
         if isinstance(ticket, str):
             t.metrics.limited.labels(ticket).inc()
@@ -248,8 +251,6 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
             placed = await placing.place_call(t, request, region)
             if placed is not None:
                 return placed
-        if (refused := refuse_new()) is not None:
-            return refused
         refused, ticket = admit(caller)
         if refused is not None:
             return refused
@@ -407,8 +408,6 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
                     return error(409, "the call ended or never connected", code="call_not_connected",
                                  param="call_id")
             return await websocket.serve_sideband(session, request)
-        if (refused := refuse_new()) is not None:
-            return refused
         refused, ticket = admit(caller)
         if refused is not None:
             return refused
