@@ -167,7 +167,58 @@ def test_one_client_secret_cannot_take_every_call_slot(tx):
     assert metric_value(metrics, "voxgate_transceiver_limited_total", limit="calls_per_key") == 2
 
 
-def test_slow_and_piled_up_connections_are_cut_and_a_good_call_gets_through(secret_file):
+def test_a_thousand_offers_and_idle_websockets_from_one_client_leave_a_good_call_normal(secret_file, tmp_path):
+    """One client secret's 1 100 offers and 1 000 idle WebSocket sessions from one address: the client gets its
+    share (429 past it), and a good call from elsewhere connects as fast as before, audio both ways."""
+    import aiohttp
+
+    wav = long_speech_wav(tmp_path / "talk.wav", 3.0)
+    tx = TransceiverProcess(secret_file, extra=["--api-key", KEY, "--drain-timeout", "1", "--setup-timeout", "60"])
+    try:
+        before = CallProcess(tx.url, wav, tmp_path / "before.wav", "--api-key", KEY).result()
+        ek = client_secret(tx)
+        many = [client_secret(tx) for _ in range(250)]  # 1 000 sessions at 4 each: the address's bound bites first
+
+        async def flood():
+            conn = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=200)
+            async with aiohttp.ClientSession(connector=conn) as s:
+                async def one_offer():
+                    async with s.post(tx.url + "/v1/realtime/calls", data=offer(),
+                                      headers={"Authorization": f"Bearer {ek}", "Content-Type": "application/sdp"}) as r:
+                        return r.status
+
+                offers = await asyncio.gather(*(one_offer() for _ in range(1100)))
+                sockets, refused = [], 0
+                for i in range(1000):
+                    try:
+                        sockets.append(await s.ws_connect(tx.url.replace("http", "ws") + "/v1/realtime?model=x",
+                                                          headers={"Authorization": f"Bearer {many[i % 250]}"}))
+                    except aiohttp.WSServerHandshakeError as exc:
+                        assert exc.status == 429
+                        refused += 1
+                held = len(sockets)
+                # the good call, while all of that is held
+                after = await asyncio.to_thread(
+                    lambda: CallProcess(tx.url, wav, tmp_path / "after.wav", "--api-key", KEY).result())
+                for ws in sockets:
+                    await ws.close()
+                return offers, held, refused, after
+
+        offers, held, refused, after = asyncio.run(asyncio.wait_for(flood(), 180))
+        assert offers.count(201) == 4 and offers.count(429) == 1096, sorted(set(offers))
+        assert (held, refused) == (96, 904), (held, refused)  # 100 per address, 4 of them the offers' calls
+        assert_audio_both_ways(after)
+        assert after["setup"]["ice_connected_ms"] < before["setup"]["ice_connected_ms"] + 500, (before, after)
+        metrics = req(tx, "GET", "/metrics", key=KEY)[2].decode()
+        assert metric_value(metrics, "voxgate_transceiver_limited_total", limit="calls_per_key") == 1096
+        assert metric_value(metrics, "voxgate_transceiver_limited_total", limit="calls_per_address") == 904
+        print(f"1100 offers: 4 taken, 1096 refused; {held} WebSocket sessions held, {refused} refused; "
+              f"good call ICE {before['setup']['ice_connected_ms']} -> {after['setup']['ice_connected_ms']} ms")
+    finally:
+        tx.stop()
+
+
+def test_slow_and_piled_up_connections_are_cut_and_a_good_call_gets_through(secret_file, tmp_path):
     """500 requests that never finish their headers, from one address, more than it may hold: the transceiver
     answers a good offer from elsewhere at once, and closes the slow ones at the header deadline."""
     tx = TransceiverProcess(secret_file, extra=["--api-key", KEY, "--drain-timeout", "1", "--header-timeout", "2",
@@ -178,10 +229,11 @@ def test_slow_and_piled_up_connections_are_cut_and_a_good_call_gets_through(secr
             s = socket.create_connection(("127.0.0.1", tx.http_port), source_address=("127.0.0.2", 0))
             s.sendall(b"POST /v1/realtime/calls HTTP/1.1\r\nHost: x\r\n")  # and then nothing
             socks.append(s)
-        t0 = time.monotonic()
-        status, _ = new_call(tx, KEY)
-        assert status == 201 and time.monotonic() - t0 < 1.0
-        time.sleep(3.0)
+        good = CallProcess(tx.url, long_speech_wav(tmp_path / "talk.wav", 3.0), tmp_path / "heard.wav",
+                           "--api-key", KEY).result()
+        assert_audio_both_ways(good)
+        assert good["setup"]["answer_ms"] < 500 and good["setup"]["ice_connected_ms"] < 1000, good["setup"]
+        time.sleep(2.5)
         closed = 0
         for s in socks:
             s.settimeout(0.01)
@@ -340,6 +392,27 @@ def test_a_replayed_relay_token_floods_nothing(secret_file, tmp_path, fast_path)
         tx.stop()
 
 
+def test_a_conversation_over_the_models_context_fails_with_a_reason():
+    """llama.cpp refuses a prompt over its context; the reply must fail with that reason (it came back
+    ``completed`` and empty), so the client gets an error event, never silence."""
+    pytest.importorskip("xllamacpp")
+    from voxgate.agent.models.llama import GenerationError
+    from voxgate.agent.shell.responders import LlamaResponder
+
+    responder = LlamaResponder()
+
+    async def reply():
+        return [piece async for piece in responder.stream([{"role": "user", "content": "word " * 250000}], "Be brief.")]
+
+    with pytest.raises(GenerationError, match="larger than the model's context"):
+        asyncio.run(reply())
+    assert asyncio.run(asyncio.wait_for(_short(responder), 60))  # the model still answers the next one
+
+
+async def _short(responder):
+    return "".join([p async for p in responder.stream([{"role": "user", "content": "Say hello."}], "Be brief.")])
+
+
 # ------------------------------------------------------------------ bad input: a 4xx with a reason
 def test_the_inputs_that_cost_a_500_get_a_4xx_with_a_reason(tx):
     deep = b"[" * 100000 + b"]" * 100000
@@ -373,9 +446,12 @@ _PATHS = ["/v1/realtime/calls", "/v1/realtime/client_secrets", "/v1/realtime/cal
           "/v1/realtime/calls/rtc_abc", "/v1/voxgate/ice_servers", "/healthz", "/readyz", "/v1/realtime"]
 _TYPES = ["application/sdp", "application/json", "multipart/form-data; boundary=X", "multipart/form-data",
           "text/plain", "application/octet-stream", "", "multipart/mixed; boundary=\"", "application/json; charset=x"]
+def _nested(inner):
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+
+
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                  max_size=4), max_leaves=20)
+                     _nested, max_leaves=20)
 _bodies = st.one_of(
     st.binary(max_size=2000),
     _json.map(lambda v: json.dumps(v).encode()),
@@ -461,6 +537,12 @@ def test_a_sniffed_digest_places_no_second_call(secret_file):
         thief.close()
         health = json.loads(tx.get("/healthz?calls")[1])
         assert len(health["calls"]) == 1, health  # the one real call
+        # a phone call is a server key's: a client secret can neither see nor end it
+        phone_call, ek = health["calls"][0], client_secret(tx)
+        assert req(tx, "GET", f"/v1/realtime/calls/{phone_call}", key=ek)[0] == 404
+        assert req(tx, "POST", f"/v1/realtime/calls/{phone_call}/hangup", b"", ek)[0] == 403
+        assert req(tx, "GET", f"/v1/realtime/calls/{phone_call}", key=KEY)[0] == 200
+        assert req(tx, "POST", f"/v1/realtime/calls/{phone_call}/hangup", b"", KEY)[0] == 200
     finally:
         sock.close()
         tx.stop()
@@ -503,6 +585,43 @@ def test_sipp_authenticates_and_a_spread_flood_takes_no_slot(secret_file):
         metrics = req(tx, "GET", "/metrics", key=KEY)[2].decode()
         assert metric_value(metrics, "voxgate_transceiver_sip_refused_total", reason="unauthorized") >= 301
     finally:
+        tx.stop()
+
+
+def test_sip_tcp_connections_are_bounded_and_must_speak_soon(secret_file):
+    """40 TCP connections from one address to the SIP port, sending a byte now and then but never a message: 32 are
+    held, the rest closed at once; the held ones are closed 10 s after they opened."""
+    port = free_port(socket.SOCK_STREAM)
+    tx = TransceiverProcess(secret_file, extra=["--api-key", KEY, "--drain-timeout", "1",
+                                                "--sip-listen", f"127.0.0.1:{port}"])
+    socks = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.settimeout(0.2)
+            socks.append(s)
+
+        def closed(s):
+            try:
+                s.sendall(b"I")
+                return s.recv(1) == b""
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+
+        time.sleep(0.5)
+        assert sum(closed(s) for s in socks) == 8
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 12 and not all(closed(s) for s in socks):
+            time.sleep(1.0)  # a byte a second: never a whole message
+        assert all(closed(s) for s in socks)
+        metrics = req(tx, "GET", "/metrics", key=KEY)[2].decode()
+        assert metric_value(metrics, "voxgate_transceiver_sip_refused_total", reason="connection_limit") == 8
+        assert metric_value(metrics, "voxgate_transceiver_sip_refused_total", reason="connection_timeout") == 32
+    finally:
+        for s in socks:
+            s.close()
         tx.stop()
 
 

@@ -157,7 +157,8 @@ class SipCore:
         self._outgoing: dict[tuple[str, int], _Outgoing] = {}  # (Call-ID, CSeq) -> our request
         self._answered: dict[tuple[str, str, str], tuple[bytes, float]] = {}  # non-INVITE retransmissions
         self.counters = {"malformed": 0, "answered_400": 0, "forbidden": 0, "rate_limited": 0, "unauthorized": 0,
-                         "busy": 0, "not_acceptable": 0, "no_dialog": 0, "ringing_full": 0}
+                         "busy": 0, "not_acceptable": 0, "no_dialog": 0, "ringing_full": 0,
+                         "connection_limit": 0, "connection_timeout": 0}
 
     # ------------------------------------------------------------- input
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:

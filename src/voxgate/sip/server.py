@@ -12,6 +12,7 @@ state changes; no polling. Every call's audio goes out on the transceiver's shar
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import itertools
 import logging
@@ -35,6 +36,10 @@ from .message import SipError, StreamFramer
 from .policy import Policy
 
 log = logging.getLogger("voxgate.sip")
+MAX_STREAMS = 1024  # TCP and TLS connections at once
+STREAMS_PER_SOURCE = 32  # ... from one address
+FIRST_MESSAGE_TIMEOUT = 10.0  # seconds a new connection has to send a whole SIP message (and a TLS handshake)
+STREAM_IDLE_TIMEOUT = 300.0  # seconds a connection with no call on it may send nothing (RFC 5626 keep-alives count)
 RING_TIMEOUT = 30.0  # seconds an incoming call waits for the app's accept or reject before 480 (--sip-ring-timeout)
 
 
@@ -85,6 +90,7 @@ class SipServer:
         self.udp: asyncio.DatagramTransport | None = None
         self.servers: list[asyncio.AbstractServer] = []
         self.conns: dict[int, asyncio.StreamWriter] = {}
+        self._streams_from: collections.Counter = collections.Counter()  # TCP/TLS connections per source address
         self._conn_ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._ring_timers: dict[str, asyncio.TimerHandle] = {}
@@ -104,7 +110,8 @@ class SipServer:
         if self.cfg.tls:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
-            srv = await asyncio.start_server(lambda r, w: self._stream(r, w, "tls"), *self.cfg.tls, ssl=ctx)
+            srv = await asyncio.start_server(lambda r, w: self._stream(r, w, "tls"), *self.cfg.tls, ssl=ctx,
+                                             ssl_handshake_timeout=FIRST_MESSAGE_TIMEOUT)
             self.servers.append(srv)
             self.cfg.tls = srv.sockets[0].getsockname()[:2]
         listen = (self.cfg.udp or self.cfg.tcp or self.cfg.tls)[0]
@@ -153,14 +160,33 @@ class SipServer:
         self._execute(actions)
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str):
+        host, port = writer.get_extra_info("peername")[:2]
+        if len(self.conns) >= MAX_STREAMS or self._streams_from[host] >= STREAMS_PER_SOURCE:
+            self.core.counters["connection_limit"] += 1  # a trunk needs a few; a flood of them holds descriptors
+            writer.close()
+            return
         conn = next(self._conn_ids)
         self.conns[conn] = writer
-        host, port = writer.get_extra_info("peername")[:2]
+        self._streams_from[host] += 1
         peer = Peer(transport, host, port, conn)
         framer = StreamFramer()
+        loop = asyncio.get_running_loop()
+        first_by = loop.time() + FIRST_MESSAGE_TIMEOUT  # a whole SIP message soon (a byte at a time is not enough)
+        spoke = False
         try:
-            while data := await reader.read(65536):
+            while True:
+                wait = STREAM_IDLE_TIMEOUT if spoke else max(0.0, first_by - loop.time())
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), wait)
+                except asyncio.TimeoutError:
+                    if any(c.peer.conn == conn for c in self.core.calls.values()):
+                        continue  # a call's dialog runs on it: it stays while the call does
+                    self.core.counters["connection_timeout"] += 1
+                    break
+                if not data:
+                    break
                 for msg in framer.push(data):
+                    spoke = True
                     self.feed(msg, peer)
         except SipError as exc:
             log.info("closing a %s connection from %s: %s", transport, peer.text, exc)
@@ -169,6 +195,9 @@ class SipServer:
             pass
         finally:
             self.conns.pop(conn, None)
+            self._streams_from[host] -= 1
+            if self._streams_from[host] <= 0:
+                del self._streams_from[host]
             writer.close()
 
     def _send(self, data: bytes, peer: Peer):
