@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 
 from aiohttp import web
@@ -46,3 +48,19 @@ def json_object(text, what: str = "the body", param: str | None = None) -> dict:
     if not isinstance(value, dict):
         raise BadRequest(f"{what} is not a JSON object", "invalid_json", param)
     return value
+
+
+def form_parts(body: bytes, content_type: str) -> dict[str, bytes] | None:
+    """The named parts of a multipart/form-data body (the standard library's MIME parser), or None if it is
+    malformed: no closing boundary (truncated), no boundary at all, or a part without a name."""
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+    if not msg.is_multipart() or msg.defects:
+        return None
+    parts = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name or part.defects:
+            return None
+        parts[name] = part.get_payload(decode=True) or b""
+    return parts

@@ -20,8 +20,6 @@ GET  /demo                          the demo page: talk to the agent (static/dem
 from __future__ import annotations
 
 import asyncio
-import email.parser
-import email.policy
 import gc
 import hmac
 import os
@@ -34,9 +32,9 @@ import aiohttp.http_exceptions
 from aiohttp import web
 
 from ..agent.core import schema
-from . import placing, turn, websocket
+from . import models_api, placing, turn, websocket
 from .access import Caller
-from .errors import CORS, BadRequest, error, json_object
+from .errors import CORS, BadRequest, error, form_parts, json_object
 from .guard import ConnectionGuard
 from .sdp import OfferError
 from .session import LIVE_OBJECTS
@@ -133,28 +131,12 @@ def _text(data: bytes, what: str) -> str:
         raise OfferError(f"{what} is not UTF-8") from None
 
 
-def _form_parts(body: bytes, content_type: str) -> dict[str, bytes] | None:
-    """The named parts of a multipart/form-data body (the standard library's MIME parser), or None if it is
-    malformed: no closing boundary (truncated), no boundary at all, or a part without a name."""
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
-    if not msg.is_multipart() or msg.defects:
-        return None
-    parts = {}
-    for part in msg.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name or part.defects:
-            return None
-        parts[name] = part.get_payload(decode=True) or b""
-    return parts
-
-
 async def _read_offer(t, request) -> tuple[str, dict | None]:
     ctype = request.content_type
     if ctype.startswith("multipart/"):
         if "boundary" not in request.content_type and "boundary=" not in request.headers.get("Content-Type", ""):
             raise OfferError("multipart/form-data without a boundary", param="Content-Type")
-        parts = _form_parts(await _body(t, request), request.headers["Content-Type"])
+        parts = form_parts(await _body(t, request), request.headers["Content-Type"])
         if parts is None:
             raise OfferError("the multipart body is malformed (truncated, or its boundary is missing)")
         sdp = parts.get("sdp")
@@ -465,6 +447,7 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
     app.router.add_post("/v1/realtime/calls/{call_id}/{verb:accept|reject|refer}", sip_command)
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_get("/v1/voxgate/ice_servers", ice_servers)
+    models_api.add_routes(app, t, lambda request: _caller(t, request))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/livez", livez)

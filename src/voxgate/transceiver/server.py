@@ -114,6 +114,14 @@ class Transceiver:
         return len(self.sessions) + len(self.ws_calls) + len(self.sip_calls)
 
     @property
+    def stack(self):
+        """The agent's model stack (``agent.shell.stack.Stack``) with ``--agent voice``, else None: what the model
+        APIs (``models_api``) serve."""
+        if not hasattr(self, "_stack"):
+            self._stack = getattr(self.agent_factory(), "stack", None)
+        return self._stack
+
+    @property
     def ready(self) -> bool:
         """Takes new calls here: not draining, not full."""
         return not self.draining and self.load < self.cfg.max_sessions

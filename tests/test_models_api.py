@@ -1,0 +1,115 @@
+"""The embedded models by OpenAI's model APIs, driven by the official `openai` SDK against a voxgate transceiver
+process: it transcribes a voice the agent never uses, speaks (streamed PCM, WAV, MP3) and what it says is heard back,
+and answers chat completions, plain and streamed."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import wave
+
+import pytest
+
+from helpers import TransceiverProcess
+
+openai = pytest.importorskip("openai")
+KEY = "sk-models"
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    from voxgate.wire.token import new_secret_line
+
+    secret = tmp_path_factory.mktemp("models") / "secret"
+    secret.write_text(new_secret_line(2) + "\n")
+    tx = TransceiverProcess(secret, agent="voice", extra=["--api-key", KEY, "--drain-timeout", "1"])
+    yield tx, openai.OpenAI(base_url=tx.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+    tx.stop()
+
+
+def spoken(path, text: str) -> str:
+    """``text`` in flite's voice (the agent speaks with Piper's): 16 kHz WAV."""
+    if not shutil.which("flite"):
+        pytest.fail("flite is not installed (apt-get install flite)")
+    subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True)
+    return str(path)
+
+
+def test_the_sdk_transcribes_a_voice_the_agent_never_uses(box, tmp_path):
+    tx, client = box
+    wav = spoken(tmp_path / "q.wav", "What is the capital of France?")
+    with open(wav, "rb") as fh:
+        result = client.audio.transcriptions.create(model="whisper-1", file=fh)
+    words = result.text.lower()
+    assert "capital" in words and "france" in words, result.text
+    with open(wav, "rb") as fh:
+        text = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=fh, response_format="text")
+    assert "france" in text.lower()
+    with open(wav, "rb") as fh:  # streamed: deltas, then the whole text
+        events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=fh, stream=True))
+    assert events[-1].type == "transcript.text.done" and "france" in events[-1].text.lower()
+    assert any(e.type == "transcript.text.delta" for e in events)
+
+
+def test_the_sdk_synthesizes_speech_that_is_heard_back(box, tmp_path):
+    tx, client = box
+    said = "The quick brown fox jumps over the lazy dog."
+    # streamed PCM, 24 kHz s16le, as the SDK reads it
+    pcm = bytearray()
+    with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input=said,
+                                                            response_format="pcm") as resp:
+        assert resp.headers["X-Voxgate-Model"]
+        for chunk in resp.iter_bytes():
+            pcm += chunk
+    seconds = len(pcm) / 2 / 24000
+    assert 1.5 < seconds < 6, seconds
+    out = tmp_path / "said.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000)
+        w.writeframes(bytes(pcm))
+    with open(out, "rb") as fh:
+        heard = client.audio.transcriptions.create(model="whisper-1", file=fh).text.lower()
+    assert "fox" in heard and "dog" in heard, heard
+    # the SDK's default format, MP3, decodes
+    mp3 = client.audio.speech.create(model="gpt-4o-mini-tts", voice="ash", input="Hello there.", speed=1.25)
+    import av
+
+    with av.open(io.BytesIO(mp3.content)) as c:
+        assert c.streams.audio and sum(f.samples for f in c.decode(audio=0)) > 24000 * 0.3
+    with pytest.raises(openai.BadRequestError):
+        client.audio.speech.create(model="tts-1", voice="nobody", input="Hi.")
+    with pytest.raises(openai.BadRequestError):
+        client.audio.speech.create(model="tts-1", voice="alloy", input="x" * 5000)
+
+
+def test_the_sdk_gets_chat_completions_plain_and_streamed(box):
+    tx, client = box
+    answer = client.chat.completions.create(model="gpt-4o-mini",
+                                            messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert "paris" in answer.choices[0].message.content.lower(), answer
+    assert answer.model.startswith("voxgate-")  # says which model served it
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="anything", stream=True, messages=[{"role": "user", "content": "What is the capital of France?"}])
+        if c.choices]
+    assert "paris" in "".join(pieces).lower() and len(pieces) > 2
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="x", messages=[])
+
+
+def test_only_a_server_key_uses_the_models(box):
+    tx, client = box
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(tx.url + "/v1/realtime/client_secrets", data=b"{}", method="POST",
+                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    ek = json.load(urllib.request.urlopen(req))["value"]
+    browser = openai.OpenAI(base_url=tx.url + "/v1", api_key=ek, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        browser.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+    stranger = openai.OpenAI(base_url=tx.url + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        stranger.audio.speech.create(model="tts-1", voice="alloy", input="Hi.")
+    with pytest.raises(openai.BadRequestError):  # not audio
+        client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"not audio at all", "audio/wav"))
