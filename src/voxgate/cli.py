@@ -303,12 +303,28 @@ def cmd_call(args) -> int:
 RESPONDER_HELP = "the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL"
 RESPONDER_KEY_HELP = ("the key for --responder openai:… (default: $VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY); "
                       "prefer the environment: a flag shows in the process list")
+LLM_HELP = ("the voice agent's language model: a gguf file of your own (1-8B instruct models fit), run on the same "
+            "prebuilt llama.cpp runtime with the file's own chat template (instead of --responder)")
 ASR_HELP = ("the voice agent's recognizer: pocketsphinx (streams partial transcripts), moonshine (Moonshine base-en: "
-            "far fewer word errors on unseen voices, see bench/asr.py), auto (moonshine if installed)")
-TTS_CHOICES = ("piper", "piper-espeak")
+            "far fewer word errors on unseen voices, see bench/asr.py), auto (moonshine if installed), or "
+            "openai:URL#MODEL (a server's /audio/transcriptions, key from $VOXGATE_ASR_API_KEY or $OPENAI_API_KEY)")
+
+
+def _choice(*names):
+    """An argparse type: one of ``names``, or ``openai:URL#MODEL`` (a model server)."""
+    def check(value: str) -> str:
+        if value in names or value.startswith("openai:http://") or value.startswith("openai:https://"):
+            return value
+        raise argparse.ArgumentTypeError(f"{value!r}: one of {', '.join(names)}, or openai:http(s)://HOST/v1#MODEL")
+    return check
+
+
+ASR_CHOICE = _choice("pocketsphinx", "moonshine", "whisper", "auto")
+TTS_CHOICE = _choice("piper", "piper-espeak")
 TTS_HELP = ("the voice agent's synthesizer: piper (the Piper voice, phonemized by an MIT/Apache front end: the default, "
             "no GPL code), piper-espeak (the same voice phonemized by espeak-ng through piper-tts, GPL-3.0: "
-            "pip install piper-tts)")
+            "pip install piper-tts), or openai:URL#MODEL (a server's /audio/speech as 24 kHz PCM, key from "
+            "$VOXGATE_TTS_API_KEY or $OPENAI_API_KEY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,11 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--agent", default="voice", help="voice (the embedded stack) or echo (no models)")
     d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     d.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
+    d.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     # the demo is where people judge whether it understands them: Moonshine when installed (3 x fewer word errors
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
-    d.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"),
+    d.add_argument("--asr", default="auto", type=ASR_CHOICE,
                    help=ASR_HELP + " (default here: auto)")
-    d.add_argument("--tts", default="piper", choices=TTS_CHOICES, help=TTS_HELP)
+    d.add_argument("--tts", default="piper", type=TTS_CHOICE, help=TTS_HELP)
     d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
     d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
     d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
@@ -365,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check this install: versions, CPU, each embedded model once, the relay and a "
                                        "loopback call; says what fixes what failed")
     dr.add_argument("--responder", default="auto", help=RESPONDER_HELP)
-    dr.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"), help=ASR_HELP)
-    dr.add_argument("--tts", default="piper", choices=TTS_CHOICES, help=TTS_HELP)
+    dr.add_argument("--asr", default="auto", type=ASR_CHOICE, help=ASR_HELP)
+    dr.add_argument("--tts", default="piper", type=TTS_CHOICE, help=TTS_HELP)
     dr.add_argument("--no-call", action="store_true", help="skip the relay and the loopback call")
     dr.add_argument("--no-models", action="store_true",
                     help="skip the embedded models (a relay, or the core install with models elsewhere)")
@@ -390,11 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     x.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
+    x.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     # auto: Moonshine when installed. The SDKs ask for semantic_vad, whose verdict reads the words: PocketSphinx's
     # on unseen voices would make it wait for sentences nobody is finishing
-    x.add_argument("--asr", default="auto", choices=("pocketsphinx", "moonshine", "whisper", "auto"),
+    x.add_argument("--asr", default="auto", type=ASR_CHOICE,
                    help=ASR_HELP + " (default: auto)")
-    x.add_argument("--tts", default="piper", choices=TTS_CHOICES, help=TTS_HELP)
+    x.add_argument("--tts", default="piper", type=TTS_CHOICE, help=TTS_HELP)
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")
@@ -478,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if getattr(args, "responder_api_key", None):  # where OpenAIChatResponder looks for it
         os.environ["VOXGATE_RESPONDER_API_KEY"] = args.responder_api_key
+    if getattr(args, "llm", None):  # a gguf of the user's own, on the same llama.cpp runtime
+        if not os.path.isfile(args.llm):
+            sys.exit(f"voxgate: --llm {args.llm}: no such file")
+        args.responder = "gguf:" + os.path.abspath(args.llm)
     return args.func(args)
 
 

@@ -249,6 +249,8 @@ class LlamaResponder(Responder):
         # VOXGATE_LLM_THREADS: llama.cpp's threads (the recognizer and the synthesizer run beside it; measured in
         # docs/performance.md)
         self.llm = shared(model_path or smollm2_path(), threads=int(os.environ.get("VOXGATE_LLM_THREADS", "2")))
+        if model_path:  # --llm PATH: named after its file
+            self.name = os.path.splitext(os.path.basename(model_path))[0]
         self.max_tokens = max_tokens
         self.temperature = float(os.environ.get("VOXGATE_LLM_TEMPERATURE", "0.3"))
         # a spoken reply ends after this many sentences (SpokenText; 0: as long as the model goes on)

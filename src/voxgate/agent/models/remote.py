@@ -1,0 +1,194 @@
+"""Recognizer and voice by URL: any server that speaks OpenAI's audio APIs (another voxgate, a Whisper server, a
+hosted API) as the agent's ASR or TTS stage.
+
+- ``RemoteTranscriber`` is a model for ``UtteranceAsr`` (the agent's whole-utterance recognizer): each decode —
+  the pause's peek, the turn's end — is one ``POST {url}/audio/transcriptions`` of the utterance as a 16 kHz WAV.
+  VAD, semantic end of turn, barge-in judgement and partial inference stay on the box; what a remote recognizer
+  costs is one round trip per decode (docs/performance.md).
+- ``RemoteTts`` is a synthesizer: ``POST {url}/audio/speech`` with ``response_format=pcm`` (24 kHz s16le), read as
+  it arrives, a chunk of text at a time (the agent's chunker sends the first clause first).
+
+Both keep one HTTP/1.1 connection per instance alive (``http.client``: the standard library's, no TLS handshake per
+utterance); a recognizer instance serves one call at a time and the stack pools them, so connections are reused
+across calls. The key comes from the environment (``VOXGATE_ASR_API_KEY`` / ``VOXGATE_TTS_API_KEY``, else
+``OPENAI_API_KEY``), never the command line. A server that is down, slow (``timeout``) or answers garbage raises
+``RemoteError``, which the agent reports as it reports a failing embedded model.
+
+Why ``http.client`` and not the ``openai`` SDK: these run on the recognizer's and the synthesizer's own threads,
+blocking, per utterance; the SDK would bring its own client stack and retries into the hot path of every turn.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import secrets
+import threading
+import urllib.parse
+import wave
+
+ASR_RATE = 16000
+SPEECH_RATE = 24000
+
+
+class RemoteError(RuntimeError):
+    """A model server failed: unreachable, too slow, refused the key, or answered something that is not the API."""
+
+
+def parse_spec(spec: str, default_model: str) -> tuple[str, str]:
+    """``openai:URL#MODEL`` (the ``openai:`` already stripped or not) -> (base URL ending in /v1 or as given, model)."""
+    if spec.startswith("openai:"):
+        spec = spec[len("openai:"):]
+    url, _, model = spec.partition("#")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{spec!r}: give openai:http(s)://HOST[:PORT]/v1#MODEL")
+    return url.rstrip("/"), model or default_model
+
+
+class _Client:
+    """One kept-alive connection to a model server, used from one thread at a time (a lock makes sure)."""
+
+    def __init__(self, base_url: str, key_env: str, timeout: float):
+        u = urllib.parse.urlsplit(base_url)
+        self.https, self.host, self.port = u.scheme == "https", u.hostname, u.port
+        self.path = u.path.rstrip("/")
+        self.timeout = timeout
+        self.key = os.environ.get(key_env) or os.environ.get("OPENAI_API_KEY")
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            self._conn = cls(self.host, self.port, timeout=self.timeout)
+        return self._conn
+
+    def request(self, path: str, body: bytes, content_type: str, stream: bool = False):
+        """POST; the response (read it whole, or iterate ``read(n)`` when streaming); ``RemoteError`` on failure.
+        A connection the server closed while idle is opened again once."""
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request("POST", self.path + path, body=body, headers=headers)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self.close()
+                if attempt:
+                    raise RemoteError(f"{self.host}:{self.port}: {exc}") from None
+                continue
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise RemoteError(f"{self.host}:{self.port}{self.path}{path}: {exc}") from None
+            if resp.status >= 400:
+                detail = resp.read()[:300].decode("utf-8", "replace")
+                raise RemoteError(f"{self.path}{path} answered {resp.status}: {detail}")
+            return resp
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _wav(pcm16k: bytes) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(ASR_RATE)
+        w.writeframes(pcm16k)
+    return buf.getvalue()
+
+
+def _multipart(fields: dict, file: bytes) -> tuple[bytes, str]:
+    boundary = "voxgate" + secrets.token_hex(12)
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="utterance.wav"\r\n'
+              "Content-Type: audio/wav\r\n\r\n".encode() + file + f"\r\n--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+class RemoteTranscriber:
+    """A model for ``UtteranceAsr``: ``transcribe_scored(float32 16 kHz audio) -> (text, 1.0)``."""
+
+    def __init__(self, spec: str, timeout: float = 10.0, language: str | None = None, prompt: str | None = None):
+        self.url, self.model = parse_spec(spec, "whisper-1")
+        self.client = _Client(self.url, "VOXGATE_ASR_API_KEY", timeout)
+        self.language, self.prompt = language, prompt
+
+    def transcribe_scored(self, audio) -> tuple[str, float]:
+        import numpy as np
+
+        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
+        fields = {"model": self.model, "response_format": "json"}
+        if self.language:
+            fields["language"] = self.language
+        if self.prompt:
+            fields["prompt"] = self.prompt
+        body, ctype = _multipart(fields, _wav(pcm))
+        with self.client._lock:
+            resp = self.client.request("/audio/transcriptions", body, ctype)
+            raw = resp.read()
+        try:
+            text = json.loads(raw)["text"]
+        except (ValueError, KeyError, TypeError):
+            raise RemoteError(f"{self.url}/audio/transcriptions answered no transcription: {raw[:200]!r}") from None
+        if not isinstance(text, str):
+            raise RemoteError(f"{self.url}/audio/transcriptions answered a {type(text).__name__} as text")
+        return text.strip(), 1.0  # a server says nothing of its certainty: every decode counts as sure
+
+
+def remote_asr_factory(spec: str):
+    """The stack's ASR factory for ``--asr openai:URL#MODEL``: one ``UtteranceAsr`` per call, each with its own
+    kept-alive connection (the stack pools them, and so their connections)."""
+    from .moonshine import UtteranceAsr
+
+    parse_spec(spec, "whisper-1")  # a bad spec fails at start-up, not on the first call
+
+    class RemoteAsr(UtteranceAsr):
+        name = "openai:" + parse_spec(spec, "whisper-1")[1]
+
+        def __init__(self):
+            super().__init__(RemoteTranscriber(spec))
+
+    return RemoteAsr
+
+
+class RemoteTts:
+    """A synthesizer by URL: ``synthesize(text, voice, speed)`` yields 24 kHz s16le PCM as it arrives."""
+
+    def __init__(self, spec: str, timeout: float = 10.0):
+        self.url, self.model = parse_spec(spec, "tts-1")
+        self.name = "openai:" + self.model
+        self.client = _Client(self.url, "VOXGATE_TTS_API_KEY", timeout)
+
+    def rate_of(self, voice: str | None = None) -> int:
+        return SPEECH_RATE
+
+    def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0):
+        body = json.dumps({"model": self.model, "input": text, "voice": voice or "alloy", "speed": speed,
+                           "response_format": "pcm"}).encode()
+        with self.client._lock:
+            resp = self.client.request("/audio/speech", body, "application/json")
+            carry, done = b"", False
+            try:
+                while chunk := resp.read1(9600):
+                    chunk = carry + chunk
+                    cut = len(chunk) - len(chunk) % 2
+                    carry = chunk[cut:]
+                    if cut:
+                        yield chunk[:cut]
+                done = True
+            except (OSError, http.client.HTTPException) as exc:
+                raise RemoteError(f"{self.url}/audio/speech: {exc}") from None
+            finally:
+                if not done:  # abandoned or broken mid-answer: this connection cannot carry the next request
+                    self.client.close()
