@@ -69,6 +69,26 @@ def test_smollm2_answers():
     assert len(text.split()) >= 3
 
 
+def test_the_embedded_model_answers_in_english_whatever_the_app_says():
+    """With an app's own instructions (the commonest, "You are a helpful assistant.") the 135M model answered
+    "What is the capital of France?" in French one time in five; the spoken rules follow the app's instructions,
+    and a reply that starts in another language is made again, greedy, before a word of it is spoken."""
+    pytest.importorskip("xllamacpp")
+    from voxgate.agent.shell.responders import LlamaResponder, english, foreign
+
+    assert foreign("Le Grand Paris, le") and foreign("L'Étoile de la") and foreign("C'est la France")
+    assert not foreign("The capital of") and not foreign("Paris is the")
+    assert english("What is the capital of France?") and not english("Quelle est la capitale de la France ?")
+    r = LlamaResponder()
+
+    async def ask():
+        return "".join([p async for p in r.stream([{"role": "user", "content": "What is the capital of France?"}],
+                                                  "You are a helpful assistant.")])
+
+    answers = [asyncio.run(ask()) for _ in range(12)]
+    assert all("paris" in a.lower() and not foreign(a) for a in answers), answers
+
+
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
 
@@ -311,7 +331,7 @@ def test_warming_reads_what_the_turns_request_begins_with_and_never_waits(monkey
     begin with, the history window included), and only when it is idle: a warm-up never holds anyone up."""
     import asyncio
 
-    from voxgate.agent.shell.responders import LlamaResponder, TakeTurns, as_plain_chat, recent
+    from voxgate.agent.shell.responders import LlamaResponder, TakeTurns, as_plain_chat, recent, spoken_rules
 
     asked = []
 
@@ -327,7 +347,7 @@ def test_warming_reads_what_the_turns_request_begins_with_and_never_waits(monkey
         history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(n)]
         asked.clear()
         asyncio.run(r.warm(history, "Be brief."))
-        nxt = [{"role": "system", "content": "Be brief."}] + recent(as_plain_chat(history + [
+        nxt = [{"role": "system", "content": spoken_rules("Be brief.")}] + recent(as_plain_chat(history + [
             {"role": "user", "content": "next question"}]))
         [(chat, max_tokens)] = asked
         assert max_tokens == 1 and nxt[:len(chat)] == chat and len(chat) == len(nxt) - 1, n
