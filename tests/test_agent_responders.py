@@ -88,6 +88,11 @@ def test_the_embedded_model_answers_in_english_whatever_the_app_says():
     answers = [asyncio.run(ask()) for _ in range(12)]
     assert all("paris" in a.lower() and not foreign(a) for a in answers), answers
 
+    async def unprompted():  # response.create before anything was said: no question to check the reply against
+        return "".join([p async for p in r.stream([], "You are a helpful assistant.")])
+
+    assert isinstance(asyncio.run(unprompted()), str)
+
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}

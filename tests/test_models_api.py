@@ -166,3 +166,70 @@ def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
         assert c.of("session.created")[0]["session"]["model"] == "voxgate-" + os.path.basename(gguf)[:-5]  # --llm
     finally:
         edge.stop()
+
+
+def _ask_over_websocket(tx, key, pcm):
+    import asyncio
+    import base64
+
+    import aiohttp
+
+    from test_websocket import Client
+
+    async def go():
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(tx.url.replace("http", "ws") + "/v1/realtime?model=x",
+                                       headers={"Authorization": f"Bearer {key}"})
+            c = Client(ws)
+            await c.wait(lambda c: c.of("session.created"))
+            await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+            for i in range(0, len(pcm), 9600):
+                await c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i:i + 9600]).decode()})
+            await c.send({"type": "input_audio_buffer.commit"})
+            await c.send({"type": "response.create"})
+            await c.wait(lambda c: c.of("response.done"), timeout=60)
+            await c.send({"type": "session.update", "session": {"instructions": "Be brief."}})  # still up
+            await c.wait(lambda c: len(c.of("session.updated")) == 2)
+            await ws.close()
+            return c
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_model_server_that_is_down_loses_nothing(box, tmp_path, fallback):
+    """Recognizer and voice by URL, and nothing listens there: with fallbacks the embedded models hear and speak
+    the turn (counted); without, the client gets error events and the session goes on."""
+    import os
+
+    from helpers import free_port, metric_value
+    from voxgate.audio import Resampler
+
+    remote, _ = box
+    dead = f"http://127.0.0.1:{free_port(__import__('socket').SOCK_STREAM)}/v1"
+    extra = ["--api-key", "sk-edge", "--drain-timeout", "1", "--asr", f"openai:{dead}#whisper-1",
+             "--tts", f"openai:{dead}#tts-1"]
+    if fallback:
+        extra += ["--asr-fallback", "moonshine", "--tts-fallback", "piper"]
+    edge = TransceiverProcess(remote.proc.args[remote.proc.args.index("--secret-file") + 1], agent="voice",
+                              extra=extra, env={**os.environ, "OPENAI_API_KEY": "sk-nobody"})
+    wav = spoken(tmp_path / "q.wav", "What is the capital of France?")
+    with wave.open(wav) as w:
+        pcm = Resampler(w.getframerate(), 24000)(w.readframes(w.getnframes()))
+    try:
+        c = _ask_over_websocket(edge, "sk-edge", pcm)
+        metrics = edge.get("/metrics")[1].decode()
+        if fallback:
+            heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+            assert "france" in heard, heard
+            assert len(c.audio) / 2 / 24000 > 0.5 and not c.of("error"), [e for e in c.of("error")]
+            assert metric_value(metrics, "voxgate_agent_model_fallbacks_total", stage="asr") >= 1
+            assert metric_value(metrics, "voxgate_agent_model_fallbacks_total", stage="tts") >= 1
+        else:  # each failure said, with the server it was; the session answered the next event
+            failed = c.of("conversation.item.input_audio_transcription.failed")[0]["error"]
+            assert failed["code"] == "transcription_failed" and "/audio/transcriptions" in failed["message"], failed
+            spoke = [e["error"] for e in c.of("error") if e["error"]["code"] == "response_failed"]
+            assert spoke and "/audio/speech" in spoke[0]["message"], c.of("error")
+            assert c.of("response.done")[0]["response"]["status"] == "failed" and not c.audio
+    finally:
+        edge.stop()

@@ -230,6 +230,7 @@ def cmd_transceiver(args) -> int:
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
+        asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
         sip=sip_config(args, args.sip_listen), limits=limits_from(args), trusted_proxies=trusted_proxies(args),
     )
@@ -327,6 +328,13 @@ TTS_HELP = ("the voice agent's synthesizer: piper (the Piper voice, phonemized b
             "$VOXGATE_TTS_API_KEY or $OPENAI_API_KEY)")
 
 
+def add_fallback_args(p) -> None:
+    p.add_argument("--asr-fallback", choices=("moonshine",),
+                   help="with --asr openai:…: the embedded recognizer decodes a turn whenever the server fails")
+    p.add_argument("--tts-fallback", choices=("piper",),
+                   help="with --tts openai:…: the embedded voice speaks whenever the server fails")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .wire.token import DEFAULT_MAX_AGE
 
@@ -366,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--asr", default="auto", type=ASR_CHOICE,
                    help=ASR_HELP + " (default here: auto)")
     d.add_argument("--tts", default="piper", type=TTS_CHOICE, help=TTS_HELP)
+    add_fallback_args(d)
     d.add_argument("--port", type=int, default=8080, help="HTTP port of the page and signaling")
     d.add_argument("--media-port", type=int, default=40000, help="the transceiver's UDP port")
     d.add_argument("--relay-port", type=int, default=3478, help="the relay's public UDP port")
@@ -413,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--asr", default="auto", type=ASR_CHOICE,
                    help=ASR_HELP + " (default: auto)")
     x.add_argument("--tts", default="piper", type=TTS_CHOICE, help=TTS_HELP)
+    add_fallback_args(x)
     x.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; or $VOXGATE_API_KEY)")
     x.add_argument("--no-auth", action="store_true", help="accept calls without a key (local use)")
     x.add_argument("--drain-timeout", type=float, default=30.0, help="seconds live calls may run after SIGTERM")

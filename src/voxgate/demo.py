@@ -52,7 +52,8 @@ def run(args) -> int:
             _say("  loading the embedded voice stack:")
             t0 = time.monotonic()
             try:
-                agent = load_agent("voice", responder=args.responder, asr=args.asr, tts=args.tts, progress=_say)
+                agent = load_agent("voice", responder=args.responder, asr=args.asr, tts=args.tts, progress=_say,
+                                   asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback)
             except MissingModel as exc:
                 _say(f"voxgate demo: {exc}")
                 _say("  (`voxgate doctor` checks the whole install; `voxgate demo --agent echo` needs no models)")
@@ -79,7 +80,7 @@ def run(args) -> int:
             turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
             relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr, tts=args.tts,
-            drain_timeout=1.0, sip=sip, limits=limits_from(args))
+            asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, drain_timeout=1.0, sip=sip, limits=limits_from(args))
         url = f"http://{host}:{args.port}/demo"
 
         def ready(t):

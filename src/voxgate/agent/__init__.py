@@ -22,9 +22,11 @@ def load_agent(name: str, **options) -> Agent:
         from .shell.realtime import VoiceAgent
         from .shell.stack import Stack
 
-        key = (options.get("responder", "auto"), options.get("asr", "pocketsphinx"), options.get("tts", "piper"))
+        key = (options.get("responder", "auto"), options.get("asr", "pocketsphinx"), options.get("tts", "piper"),
+               options.get("asr_fallback"), options.get("tts_fallback"))
         if key not in _STACKS:
-            _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1], tts=key[2])
+            _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1], tts=key[2],
+                                          asr_fallback=key[3], tts_fallback=key[4])
         return VoiceAgent(_STACKS[key])
     if ":" in name:  # module:attribute, for agents that live outside voxgate
         import importlib

@@ -50,7 +50,9 @@ class TransceiverConfig:
     opus_complexity: int = DEFAULT_COMPLEXITY
     responder: str = "auto"  # for --agent voice
     asr: str = "auto"  # for --agent voice: pocketsphinx | moonshine | whisper | auto (moonshine if installed)
-    tts: str = "piper"  # for --agent voice: piper (no GPL) | piper-espeak (piper-tts, GPL-3.0)
+    tts: str = "piper"  # for --agent voice: piper (no GPL) | piper-espeak (piper-tts, GPL-3.0) | openai:URL#MODEL
+    asr_fallback: str | None = None  # with --asr openai:…: the embedded recognizer that decodes when the server fails
+    tts_fallback: str | None = None  # with --tts openai:…: the embedded voice that speaks when the server fails
     # the fleet (voxgate.steering): with a Redis URL the transceiver registers itself and places calls
     redis_url: str | None = None
     region: str = "default"
@@ -69,7 +71,8 @@ class Transceiver:
         self.certificate = RTCCertificate.generateCertificate()
         self.fingerprint = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
         self.endpoint: MediaEndpoint | None = None
-        options = {"responder": cfg.responder, "asr": cfg.asr, "tts": cfg.tts, "progress": lambda line: log.warning("%s", line.strip())}
+        options = {"responder": cfg.responder, "asr": cfg.asr, "tts": cfg.tts, "asr_fallback": cfg.asr_fallback,
+                   "tts_fallback": cfg.tts_fallback, "progress": lambda line: log.warning("%s", line.strip())}
         self.agent_factory = lambda: load_agent(cfg.agent, **options)
         self.agent_factory()  # load models and fail at start-up, not on the first call
         self.draining = False

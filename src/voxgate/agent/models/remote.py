@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import logging
 import json
 import os
 import secrets
@@ -29,12 +30,20 @@ import threading
 import urllib.parse
 import wave
 
+from prometheus_client import Counter
+
 ASR_RATE = 16000
 SPEECH_RATE = 24000
+log = logging.getLogger("voxgate.agent")
 
 
 class RemoteError(RuntimeError):
     """A model server failed: unreachable, too slow, refused the key, or answered something that is not the API."""
+
+
+# work an embedded model did because a model server failed (the default registry: a transceiver's /metrics has it)
+FALLBACKS = Counter("voxgate_agent_model_fallbacks", "Work an embedded model did because a model server failed, by "
+                    "stage", ["stage"])
 
 
 def parse_spec(spec: str, default_model: str) -> tuple[str, str]:
@@ -146,18 +155,39 @@ class RemoteTranscriber:
         return text.strip(), 1.0  # a server says nothing of its certainty: every decode counts as sure
 
 
-def remote_asr_factory(spec: str):
+class FallbackTranscriber:
+    """A model server's transcriber, with an embedded model that decodes whenever the server fails (``RemoteError``:
+    down, slow, refusing the key, answering garbage): that turn is heard all the same, and it is counted."""
+
+    def __init__(self, remote: RemoteTranscriber, backup):
+        self.remote, self.backup = remote, backup
+
+    def transcribe_scored(self, audio) -> tuple[str, float]:
+        try:
+            return self.remote.transcribe_scored(audio)
+        except RemoteError as exc:
+            log.warning("the recognizer at %s failed (%s): the embedded one decodes this turn", self.remote.url, exc)
+            FALLBACKS.labels("asr").inc()
+            return self.backup.transcribe_scored(audio)
+
+
+def remote_asr_factory(spec: str, fallback: str | None = None):
     """The stack's ASR factory for ``--asr openai:URL#MODEL``: one ``UtteranceAsr`` per call, each with its own
-    kept-alive connection (the stack pools them, and so their connections)."""
-    from .moonshine import UtteranceAsr
+    kept-alive connection (the stack pools them, and so their connections). ``fallback`` (``moonshine``): the
+    embedded model that decodes when the server fails."""
+    from .moonshine import MoonshineModel, UtteranceAsr
 
     parse_spec(spec, "whisper-1")  # a bad spec fails at start-up, not on the first call
+    if fallback not in (None, "moonshine"):
+        raise ValueError(f"--asr-fallback {fallback!r}: moonshine (or none)")
+    backup = MoonshineModel.shared() if fallback else None
 
     class RemoteAsr(UtteranceAsr):
         name = "openai:" + parse_spec(spec, "whisper-1")[1]
 
         def __init__(self):
-            super().__init__(RemoteTranscriber(spec))
+            model = RemoteTranscriber(spec)
+            super().__init__(FallbackTranscriber(model, backup) if backup is not None else model)
 
     return RemoteAsr
 
@@ -192,3 +222,38 @@ class RemoteTts:
             finally:
                 if not done:  # abandoned or broken mid-answer: this connection cannot carry the next request
                     self.client.close()
+
+
+class FallbackTts:
+    """A model server's voice, with the embedded one speaking whenever the server fails before the first audio of a
+    piece (a failure after it ends that piece, as a failing embedded model would). Both at 24 kHz."""
+
+    def __init__(self, remote: RemoteTts, backup):
+        self.remote, self.backup = remote, backup
+        self.name = remote.name
+
+    def rate_of(self, voice: str | None = None) -> int:
+        return SPEECH_RATE
+
+    def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0):
+        from ...audio import Resampler
+
+        pieces = self.remote.synthesize(text, voice, speed)
+        try:
+            first = next(pieces, None)
+        except RemoteError as exc:
+            log.warning("the voice at %s failed (%s): the embedded one speaks this piece", self.remote.url, exc)
+            FALLBACKS.labels("tts").inc()
+            resample = Resampler(self.backup.rate_of(voice), SPEECH_RATE)
+            from ..core.voices import resolve_voice
+
+            try:
+                resolve_voice(voice)
+            except ValueError:
+                voice = None  # a voice only the server has: the embedded default
+            for pcm in self.backup.synthesize(text, voice, speed=speed):
+                yield resample(pcm)
+            return
+        if first is not None:
+            yield first
+        yield from pieces

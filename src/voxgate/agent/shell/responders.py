@@ -345,7 +345,8 @@ class LlamaResponder(Responder):
         state = {"priority": TakeTurns.LATER if said is not None else TakeTurns.FIRST, "yielded": False, "made": 0,
                  "temperature": temperature, "head": "", "redo": False, "redone": False,
                  # a fresh reply to an English question is checked for its language before it is spoken
-                 "checking": said is None and last_heard == "user" and english(messages[-1].get("content") or "")}
+                 "checking": (said is None and bool(messages) and last_heard == "user"
+                              and english(messages[-1].get("content") or ""))}
 
         def piece(text: str) -> bool:
             if cancelled.is_set():

@@ -87,7 +87,8 @@ class Stack:
             self._asr_pool.append(self.asr_factory())
 
     @classmethod
-    def embedded(cls, responder: str = "auto", progress=print, asr: str = "pocketsphinx", tts: str = "piper") -> "Stack":
+    def embedded(cls, responder: str = "auto", progress=print, asr: str = "pocketsphinx", tts: str = "piper",
+                 asr_fallback: str | None = None, tts_fallback: str | None = None) -> "Stack":
         """Load the offline stack, saying what loads and how long it took. ``asr``: pocketsphinx (streaming partial
         hypotheses, weak on voices it was not tuned on), moonshine (Moonshine base-en: far fewer word errors, decodes
         whole utterances, see ``bench/asr.py``), or auto (moonshine if installed). ``tts``: piper (the Piper voice with an
@@ -104,7 +105,7 @@ class Stack:
             return value
 
         vad = load("vad", default_vad)
-        asr_factory = _asr_factory(asr)
+        asr_factory = _asr_factory(asr, asr_fallback)
         recognizer = load("asr", asr_factory)
         if recognizer is None and asr == "auto":
             asr_factory = PocketSphinxAsr
@@ -118,6 +119,12 @@ class Stack:
             from ..models.remote import RemoteTts
 
             synthesizer = load("tts", lambda: RemoteTts(tts))
+            if synthesizer is not None and tts_fallback:  # the embedded voice speaks when the server fails
+                from ..models.remote import FallbackTts
+
+                if tts_fallback != "piper":
+                    raise ValueError(f"--tts-fallback {tts_fallback!r}: piper (or none)")
+                synthesizer = FallbackTts(synthesizer, PiperTts(phonemizer="lexicon"))
         elif tts not in ("piper", "piper-espeak"):
             raise ValueError(f"unknown synthesizer {tts!r} (piper, piper-espeak, openai:URL#MODEL)")
         else:
@@ -165,11 +172,11 @@ class Stack:
         return stack
 
 
-def _asr_factory(name: str):
+def _asr_factory(name: str, fallback: str | None = None):
     if name.startswith("openai:"):  # a recognizer by URL (models/remote.py)
         from ..models.remote import remote_asr_factory
 
-        return remote_asr_factory(name)
+        return remote_asr_factory(name, fallback)
     if name == "pocketsphinx":
         return PocketSphinxAsr
     if name in ("moonshine", "auto"):
