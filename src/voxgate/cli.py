@@ -365,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_relay)
 
     d = sub.add_parser("demo", help="relay + transceiver + embedded agent on localhost, and a page to talk to it")
-    d.add_argument("--agent", default="voice", help="voice (the embedded stack) or echo (no models)")
+    d.add_argument("--agent", default="voice", help="voice (the embedded stack), echo (no models), or "
+                   "upstream:ws(s)://HOST/v1/realtime (a Realtime model server per call; key from "
+                   "$VOXGATE_UPSTREAM_API_KEY or $OPENAI_API_KEY)")
     d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     d.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
     d.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
@@ -413,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--advertise", type=parse_hostport, help="media address relays reach us on (default: --media)")
     x.add_argument("--public", type=parse_hostport, help="direct mode: the candidate clients send to (default: --media)")
     x.add_argument("--secret-file", help="cluster secret(s), as for the relay; else $VOXGATE_SECRET")
-    x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), or module:Class")
+    x.add_argument("--agent", default="echo", help="echo, voice (the embedded voice agent), upstream:ws(s)://HOST/"
+                   "v1/realtime (a Realtime model server per call; key from $VOXGATE_UPSTREAM_API_KEY or "
+                   "$OPENAI_API_KEY), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     x.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
     x.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)

@@ -11,7 +11,7 @@ _STACKS: dict = {}
 
 
 def load_agent(name: str, **options) -> Agent:
-    """``echo``; ``voice`` (the embedded stack; ``responder=auto|scripted|smollm2|openai:URL#MODEL``,
+    """``echo``; ``upstream:ws(s)://HOST/v1/realtime`` (a Realtime model server per call); ``voice`` (the embedded stack; ``responder=auto|scripted|smollm2|openai:URL#MODEL``,
     ``asr=pocketsphinx|moonshine|auto``, ``tts=piper|piper-espeak``); or
     ``module:Class``. A voice stack is loaded once per process and shared by its calls."""
     if name == "echo":
@@ -28,6 +28,10 @@ def load_agent(name: str, **options) -> Agent:
             _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1], tts=key[2],
                                           asr_fallback=key[3], tts_fallback=key[4])
         return VoiceAgent(_STACKS[key])
+    if name.startswith("upstream:"):  # a Realtime model server behind the edge (shell/upstream.py)
+        from .shell.upstream import UpstreamAgent
+
+        return UpstreamAgent(name[len("upstream:"):])
     if ":" in name:  # module:attribute, for agents that live outside voxgate
         import importlib
 
