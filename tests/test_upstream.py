@@ -201,3 +201,25 @@ def test_a_barge_in_at_the_edge_cancels_and_truncates_upstream():
     assert types.index("output_audio_buffer.started") < types.index("output_audio_buffer.cleared") \
         < types.index("input_audio_buffer.speech_started")
     assert "response.output_audio.delta" not in types  # the audio was played, not sent as events
+
+
+def test_a_phone_call_through_the_edge_hears_the_models_answer(secret, model_box, tmp_path):
+    """baresip dials the edge (SIP, answered at once); the question goes up, the answer comes down over μ-law."""
+    import subprocess
+
+    from test_sip_calls import baresip_call
+
+    sip_port = free_port()
+    edge = edge_of(secret, ws_url(model_box), "--sip-listen", f"127.0.0.1:{sip_port}")
+    raw = tmp_path / "raw.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", "What is the capital of France?", "-o", str(raw)], check=True)
+    wav = tmp_path / "q8k.wav"
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(wav), "pad", "0.5", "7"], check=True)
+    try:
+        reply = baresip_call(tmp_path, wav, sip_port)
+        client = openai.OpenAI(base_url=model_box.url + "/v1", api_key=KEY, max_retries=0)
+        with open(reply, "rb") as fh:
+            heard = client.audio.transcriptions.create(model="whisper-1", file=fh).text.lower()
+        assert "paris" in heard, heard
+    finally:
+        edge.stop()
