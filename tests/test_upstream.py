@@ -228,35 +228,12 @@ def test_a_phone_call_through_the_edge_hears_the_models_answer(secret, model_box
 def test_chromium_through_the_edge_gets_the_models_answer(playwright, secret, model_box, tmp_path):
     """Debian's Chromium calls the edge with the question as its microphone; the answer the voxgate behind it
     makes comes back on the data channel (its transcript) and as audio on the track."""
-    import time
+    from helpers import chromium_asks
 
-    from helpers import launch_chromium
-
-    import subprocess
-
-    wav = tmp_path / "q_padded.wav"  # Chromium loops its fake microphone: a pause after the question ends the turn
-    subprocess.run(["sox", spoken(tmp_path / "q.wav", "What is the capital of France?"), str(wav), "pad", "0.3", "4"],
-                   check=True)
     edge = edge_of(secret, ws_url(model_box))
-    browser = launch_chromium(playwright, str(wav))
     try:
-        page = browser.new_page()
-        page.goto(edge.url + "/")
-        page.evaluate("start({apiKey: 'sk-edge'})")
-        page.wait_for_function("window.voxgate.state === 'connected'", timeout=15000)
-        try:
-            page.wait_for_function("window.voxgate.events.some(e => e.type === "
-                                   "'response.output_audio_transcript.done')", timeout=30000)
-        except Exception:
-            raise AssertionError(page.evaluate("window.voxgate.events.map(e => e.type)")) from None
-        said = page.evaluate("window.voxgate.events.filter(e => e.type === 'response.output_audio_transcript.done')"
-                             ".map(e => e.transcript).join(' ')")
-        assert "paris" in said.lower(), said
-        deadline, energy = time.monotonic() + 10, 0
-        while time.monotonic() < deadline and not energy:
-            energy = page.evaluate("inboundAudio().then(s => s ? (s.totalAudioEnergy || 0) : 0)")
-            time.sleep(0.25)
-        assert energy > 0  # the answer was heard, not only read
+        said, energy = chromium_asks(playwright, edge.url, "sk-edge",
+                                     spoken(tmp_path / "q.wav", "What is the capital of France?"))
+        assert "paris" in said.lower() and energy > 0, (said, energy)
     finally:
-        browser.close()
         edge.stop()

@@ -459,3 +459,33 @@ def running_demo(*extra: str, timeout: float = 180):
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def chromium_asks(playwright, url: str, api_key: str | None, wav: str, timeout_s: float = 30.0) -> tuple[str, float]:
+    """Debian's Chromium calls ``url`` (its ``/`` page) with ``wav`` as its microphone (padded with a pause, since
+    Chromium loops it) and waits for the agent's answer: ``(what the answer's transcript said, the audio energy
+    the track carried)``."""
+    import subprocess
+
+    padded = str(wav) + ".padded.wav"
+    subprocess.run(["sox", str(wav), padded, "pad", "0.3", "4"], check=True)
+    browser = launch_chromium(playwright, padded)
+    try:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.evaluate(f"start({{apiKey: {json.dumps(api_key)}}})")
+        page.wait_for_function("window.voxgate.state === 'connected'", timeout=15000)
+        try:
+            page.wait_for_function("window.voxgate.events.some(e => e.type === "
+                                   "'response.output_audio_transcript.done')", timeout=timeout_s * 1000)
+        except Exception:
+            raise AssertionError(page.evaluate("window.voxgate.events.map(e => e.type)")) from None
+        said = page.evaluate("window.voxgate.events.filter(e => e.type === 'response.output_audio_transcript.done')"
+                             ".map(e => e.transcript).join(' ')")
+        deadline, energy = time.monotonic() + 10, 0
+        while time.monotonic() < deadline and not energy:
+            energy = page.evaluate("inboundAudio().then(s => s ? (s.totalAudioEnergy || 0) : 0)")
+            time.sleep(0.25)
+        return said, energy
+    finally:
+        browser.close()
