@@ -28,6 +28,7 @@ import json
 import logging
 import os
 
+from ..core import events as ev
 from .base import Agent, CallIO
 
 log = logging.getLogger("voxgate.agent")
@@ -42,9 +43,12 @@ class UpstreamFailed(RuntimeError):
 
 
 def _error(code: str, message: str) -> dict:
-    from ..core.events import transport_error
+    return ev.transport_error(code, message, type_="server_error")
 
-    return transport_error(code, message, type_="server_error")
+
+def _buffer(event: "ev.ServerEvent") -> dict:
+    """The edge's own output-buffer events (the upstream, a WebSocket server, sends none): ids of their own."""
+    return event.as_dict(ev.one_off_id())
 
 
 class UpstreamAgent(Agent):
@@ -155,7 +159,7 @@ class Bridge:
             call.write_audio(pcm, ids)
             if call.paced and not self.buffer_started:
                 self.buffer_started = True
-                call.send_event({"type": "output_audio_buffer.started", "response_id": ids["response_id"]})
+                call.send_event(_buffer(ev.OutputStarted(ids["response_id"])))
             return
         if kind == "response.created":
             self.live_response = (event.get("response") or {}).get("id")
@@ -173,7 +177,7 @@ class Bridge:
         await self.call.queue_below(0)
         if self.buffer_started:
             self.buffer_started = False
-            self.call.send_event({"type": "output_audio_buffer.stopped", "response_id": response_id})
+            self.call.send_event(_buffer(ev.OutputStopped(response_id)))
 
     async def _barge_in(self):
         """The caller spoke: what is queued here is dropped, and the upstream learns what was heard."""
@@ -190,5 +194,5 @@ class Bridge:
                               "content_index": playing.get("content_index") or 0, "audio_end_ms": heard})
             if self.buffer_started:
                 self.buffer_started = False
-                call.send_event({"type": "output_audio_buffer.cleared", "response_id": playing["response_id"]})
+                call.send_event(_buffer(ev.OutputCleared(playing["response_id"])))
         self.playing = None
