@@ -124,18 +124,14 @@ def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
 
     remote, _ = box
     gguf = smollm2_path()
-    edge = TransceiverProcess(remote.proc.args[remote.proc.args.index("--secret-file") + 1], agent="voice",
+    edge = TransceiverProcess(remote.secret_file, agent="voice",
                               extra=["--api-key", "sk-edge", "--drain-timeout", "1", "--llm", gguf,
                                      "--asr", f"openai:{remote.url}/v1#whisper-1",
                                      "--tts", f"openai:{remote.url}/v1#tts-1"],
                               env={**os.environ, "OPENAI_API_KEY": KEY})
     try:
         c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
-        heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
-        assert "capital" in heard and "france" in heard, heard
-        said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
-        assert "paris" in said, said
-        assert len(c.audio) / 2 / 24000 > 0.5  # spoken by the other box's voice
+        assert_heard_and_answered(c)  # spoken by the other box's voice
         assert c.of("session.created")[0]["session"]["model"] == "voxgate-" + os.path.basename(gguf)[:-5]  # --llm
     finally:
         edge.stop()
@@ -147,6 +143,15 @@ def question_pcm(tmp_path) -> bytes:
 
     with wave.open(spoken(tmp_path / "q.wav", "What is the capital of France?")) as w:
         return Resampler(w.getframerate(), 24000)(w.readframes(w.getnframes()))
+
+
+def assert_heard_and_answered(c) -> None:
+    """The question was heard, answered "Paris", and the answer spoken (half a second of audio at least)."""
+    heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+    assert "capital" in heard and "france" in heard, heard
+    said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
+    assert "paris" in said, said
+    assert len(c.audio) / 2 / 24000 > 0.5
 
 
 def _ask_over_websocket(tx, key, pcm):
@@ -194,7 +199,7 @@ def test_a_model_server_that_is_down_loses_nothing(box, tmp_path, fallback):
              "--tts", f"openai:{dead}#tts-1"]
     if fallback:
         extra += ["--asr-fallback", "moonshine", "--tts-fallback", "piper"]
-    edge = TransceiverProcess(remote.proc.args[remote.proc.args.index("--secret-file") + 1], agent="voice",
+    edge = TransceiverProcess(remote.secret_file, agent="voice",
                               extra=extra, env={**os.environ, "OPENAI_API_KEY": "sk-nobody"})
     try:
         c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))

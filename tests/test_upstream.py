@@ -14,26 +14,20 @@ import socket
 import pytest
 
 from helpers import CallProcess, TransceiverProcess, free_port
-from test_models_api import _ask_over_websocket, question_pcm, spoken
+from test_models_api import KEY, _ask_over_websocket, assert_heard_and_answered, box, question_pcm, spoken  # noqa: F401 (box: a fixture)
 
 openai = pytest.importorskip("openai")
-KEY = "sk-upstream"
 
 
 @pytest.fixture(scope="module")
-def secret(tmp_path_factory):
-    from voxgate.wire.token import new_secret_line
-
-    path = tmp_path_factory.mktemp("up") / "secret"
-    path.write_text(new_secret_line(4) + "\n")
-    return path
+def model_box(box):
+    """The model server behind the edges: a voice transceiver (test_models_api's, this module's own instance)."""
+    return box[0]
 
 
 @pytest.fixture(scope="module")
-def model_box(secret):
-    tx = TransceiverProcess(secret, agent="voice", extra=["--api-key", KEY, "--drain-timeout", "1"])
-    yield tx
-    tx.stop()
+def secret(model_box):
+    return model_box.secret_file
 
 
 def edge_of(secret, upstream_url: str, *extra) -> TransceiverProcess:
@@ -50,11 +44,7 @@ def test_a_websocket_client_talks_to_the_model_behind_the_edge(secret, model_box
     edge = edge_of(secret, ws_url(model_box))
     try:
         c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
-        heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
-        assert "capital" in heard and "france" in heard, heard
-        said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
-        assert "paris" in said, said
-        assert len(c.audio) / 2 / 24000 > 0.5
+        assert_heard_and_answered(c)
         assert c.of("session.created")[0]["session"]["model"].startswith("voxgate-")  # the upstream's session
         assert c.of("response.done")[0]["response"]["status"] == "completed"
     finally:

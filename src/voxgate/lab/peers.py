@@ -253,6 +253,7 @@ class TransceiverProcess(VoxgateProcess):
     def __init__(self, secret_file, relay_port=None, agent="echo", extra=(), env=None, redis_url=None, id=None,
                  region=None):
         self.http_port, self.media_port = free_port(kind=socket.SOCK_STREAM), free_port()
+        self.secret_file = secret_file  # what another process of the same cluster (an edge in front of it) needs
         cmd = [sys.executable, "-m", "voxgate", "transceiver", "--http", f"127.0.0.1:{self.http_port}",
                "--media", f"127.0.0.1:{self.media_port}", "--secret-file", str(secret_file), "--agent", agent,
                *extra]

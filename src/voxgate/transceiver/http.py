@@ -27,14 +27,12 @@ import secrets
 import time
 from pathlib import Path
 
-import aiohttp
-import aiohttp.http_exceptions
 from aiohttp import web
 
 from ..agent.core import schema
 from . import models_api, placing, turn, websocket
 from .access import Caller
-from .errors import CORS, BadRequest, error, form_parts, json_object
+from .errors import CORS, BadRequest, error, form_parts, json_object, read_body
 from .guard import ConnectionGuard
 from .sdp import OfferError
 from .session import LIVE_OBJECTS
@@ -113,15 +111,7 @@ def _session_for(t, token: str | None, given: dict | None) -> dict | None:
 
 
 async def _body(t, request) -> bytes:
-    """The request's body, whole, within ``--body-timeout`` (a client that sends it slowly holds nothing long)."""
-    try:
-        return await asyncio.wait_for(request.read(), t.cfg.limits.body_timeout)
-    except asyncio.TimeoutError:
-        raise BadRequest("the body did not arrive in time", "request_timeout", status=408) from None
-    except web.HTTPRequestEntityTooLarge:
-        raise BadRequest("the body is too large", "body_too_large", status=413) from None
-    except (aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError, ConnectionError) as exc:
-        raise BadRequest(f"the body could not be read: {exc}", "invalid_body") from None
+    return await read_body(request, t.cfg.limits.body_timeout)
 
 
 def _text(data: bytes, what: str) -> str:
@@ -134,7 +124,7 @@ def _text(data: bytes, what: str) -> str:
 async def _read_offer(t, request) -> tuple[str, dict | None]:
     ctype = request.content_type
     if ctype.startswith("multipart/"):
-        if "boundary" not in request.content_type and "boundary=" not in request.headers.get("Content-Type", ""):
+        if "boundary=" not in request.headers.get("Content-Type", ""):
             raise OfferError("multipart/form-data without a boundary", param="Content-Type")
         parts = form_parts(await _body(t, request), request.headers["Content-Type"])
         if parts is None:
@@ -164,7 +154,7 @@ class Diagnostics:
     """``/healthz?gc`` for a server key: a full collection, then the call objects still alive (leak checks).
 
     A collection holds the interpreter for as long as it takes, so it never runs more than once per ``interval``
-    seconds: requests in between get the last result (``cached_s`` says how old), and concurrent ones share one.
+    seconds: requests in between get the last result (``cached_s`` says how old).
     The transceiver freezes what it loaded at start-up (``gc.freeze``: the models' objects), so a collection walks
     only what calls made since, a few milliseconds (docs/security.md has the figures)."""
 
@@ -203,18 +193,12 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
     app = web.Application(middlewares=[deadline, cors, bad_request], client_max_size=256 * 1024)
     limits = t.cfg.limits
 
-    def refuse_new() -> web.Response | None:
-        """Whether this transceiver takes a new call or session now: draining, full, or the caller over its share."""
-        if t.draining:
-            return error(503, "this transceiver is draining; retry on another", "server_error", "draining")
-        if t.load >= t.cfg.max_sessions:
-            return error(503, "at capacity", "server_error", "capacity")
-        return None
-
     def admit(caller):
         """``(refusal, None)`` or ``(None, ticket)``: the capacity and draining rule, then the caller's share."""
-        if (refused := refuse_new()) is not None:
-            return refused, None
+        if t.draining:
+            return error(503, "this transceiver is draining; retry on another", "server_error", "draining"), None
+        if t.load >= t.cfg.max_sessions:
+            return error(503, "at capacity", "server_error", "capacity"), None
         ticket = t.admission.take(caller)
         if isinstance(ticket, str):
             t.metrics.limited.labels(ticket).inc()

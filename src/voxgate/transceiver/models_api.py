@@ -29,7 +29,7 @@ import time
 from aiohttp import web
 
 from ..audio import Framer, Resampler
-from .errors import BadRequest, error, form_parts, json_object
+from .errors import BadRequest, error, form_parts, json_object, read_body
 
 MAX_UPLOAD = 25 * 1024 * 1024  # bytes of one audio file (OpenAI's limit)
 MAX_INPUT = 4096  # characters of text to speak (OpenAI's limit)
@@ -315,22 +315,9 @@ async def _sse(resp: web.StreamResponse, event: dict) -> None:
 
 
 async def _read(t, request, limit: int) -> bytes:
-    """The body, at most ``limit`` bytes, within the body deadline (scaled for large uploads)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BadRequest(f"the body is larger than {limit} bytes", "body_too_large", status=413)
-
-    async def read():
-        out = bytearray()
-        async for chunk in request.content.iter_chunked(65536):
-            out += chunk
-            if len(out) > limit:
-                raise BadRequest(f"the body is larger than {limit} bytes", "body_too_large", status=413)
-        return bytes(out)
-
-    try:
-        return await asyncio.wait_for(read(), t.cfg.limits.body_timeout * max(1, limit // (1024 * 1024)))
-    except asyncio.TimeoutError:
-        raise BadRequest("the body did not arrive in time", "request_timeout", status=408) from None
+    """The body, at most ``limit`` bytes, within the body deadline once per MiB it may hold (an upload of 25 MiB
+    gets 25 of them)."""
+    return await read_body(request, t.cfg.limits.body_timeout * max(1, limit // (1024 * 1024)), limit)
 
 
 async def _form(t, request) -> tuple[dict, bytes | None]:
