@@ -461,5 +461,7 @@ async def start_http(t, host: str, port: int) -> HttpServer:
     runner = web.AppRunner(make_app(t, guard), access_log=None, keepalive_timeout=limits.keepalive_timeout)
     await runner.setup()
     guard.factory = runner.server
-    server = await asyncio.get_running_loop().create_server(guard, host, port, reuse_address=True)
+    # asyncio's default backlog (100) makes a burst of connects wait a second for SYN retries, long enough for the
+    # header deadline to pass; the kernel caps this at net.core.somaxconn
+    server = await asyncio.get_running_loop().create_server(guard, host, port, reuse_address=True, backlog=4096)
     return HttpServer(runner, server, guard)
