@@ -13,7 +13,14 @@ voices the agent never uses (espeak-ng and flite), their starts spread over the 
 
 The headline: calls per core at p90 <= 1 s, the most calls that kept the p90 turn under a second, over the cores.
 
-    python bench/agents.py [--calls 1,2,4,6,8] [--seconds 48] [--period 12] [--json out.json]
+``--models-elsewhere``: the three models in other processes, the way LiveKit counts its ~6 agents per core (media,
+VAD and turn detection on the agent's box, the models served elsewhere): faster-whisper-server (Whisper tiny.en),
+llama.cpp's own server (SmolLM2) and another voxgate's /v1/audio/speech (Piper), all pinned to the second core with
+the clients; the relay and the transceiver pinned to the first. The transceiver's own CPU per call is then what an
+agent call costs the box, and ``100 / that`` its calls per core; the turn is measured too, but it is bounded by the
+one core the three model servers share here, not by the transceiver.
+
+    python bench/agents.py [--calls 1,2,4,6,8] [--seconds 48] [--period 12] [--models-elsewhere] [--json out.json]
 """
 
 from __future__ import annotations
@@ -75,23 +82,69 @@ def pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 
+def pin(pid: int, cpus: str) -> None:
+    """Every thread of ``pid`` (and the threads it makes later) onto ``cpus``."""
+    import subprocess
+
+    subprocess.run(["taskset", "-a", "-c", "-p", cpus, str(pid)], check=True, capture_output=True)
+
+
+def models_elsewhere(tmp: str) -> tuple[list, dict, callable]:
+    """The three model servers on the second core: (their processes, start_agent's arguments, stop)."""
+    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.lab.model_servers import llama_server, whisper_server
+    from voxgate.lab.peers import TransceiverProcess
+    from voxgate.wire.token import new_secret_line
+
+    secret = os.path.join(tmp, "secret")
+    with open(secret, "w") as fh:
+        fh.write(new_secret_line(1) + "\n")
+    whisper, whisper_url = whisper_server()
+    llama, llama_url = llama_server(smollm2_path(), threads=1)
+    voice = TransceiverProcess(secret, agent="voice", extra=["--api-key", "sk-models", "--drain-timeout", "0"])
+    for p in (whisper.pid, llama.pid, voice.proc.pid):
+        pin(p, "1")
+
+    def stop():
+        voice.stop()
+        for p in (whisper, llama):
+            p.kill()
+            p.wait(10)
+
+    return [whisper.pid, llama.pid, voice.proc.pid], dict(
+        asr=f"openai:{whisper_url}#whisper-1", responder=f"openai:{llama_url}#smollm2",
+        tts=f"openai:{voice.url}/v1#tts-1", env={"OPENAI_API_KEY": "sk-models"}), stop
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", default="1,2,4,6,8")
     ap.add_argument("--seconds", type=float, default=48.0)
     ap.add_argument("--period", type=float, default=12.0, help="a question every this many seconds, per call")
+    ap.add_argument("--models-elsewhere", action="store_true",
+                    help="ASR, language model and voice in other processes on the second core")
     ap.add_argument("--json")
     args = ap.parse_args()
-    procs, url = start_agent()
-    transceiver = procs[1].pid
     tmp = tempfile.mkdtemp(prefix="voxgate-agents-")
+    model_pids, stop_models = [], None
+    if args.models_elsewhere:
+        model_pids, kwargs, stop_models = models_elsewhere(tmp)
+        procs, url = start_agent(**kwargs)
+        for p in procs:
+            pin(p.pid, "0")
+        os.sched_setaffinity(0, {1})  # the clients beside the models, off the transceiver's core
+    else:
+        procs, url = start_agent()
+    transceiver = procs[1].pid
     rows = []
     try:
         for n in [int(x) for x in args.calls.split(",")]:
             cpu0, me0, t0 = cpu_seconds([transceiver]), time.process_time(), time.monotonic()
+            models0 = cpu_seconds(model_pids)
             results, asked = asyncio.run(calls(url, n, args.seconds, args.period, tmp))
             wall = time.monotonic() - t0
             cpu, mine = cpu_seconds([transceiver]) - cpu0, time.process_time() - me0
+            models_cpu = cpu_seconds(model_pids) - models0
             turns, stages, failed = [], {}, [r for r in results if isinstance(r, BaseException)]
             statuses, heard = collections.Counter(), []
             for r in results:
@@ -118,6 +171,7 @@ def main():
                    "p90_ms": round(pct(turns, 0.9)) if turns else None,
                    "cpu_per_call_pct": round(100 * cpu / (n * wall), 1), "server_cpu_pct": round(100 * cpu / wall),
                    "clients_cpu_pct": round(100 * mine / wall),
+                   "models_cpu_pct": round(100 * models_cpu / wall) if model_pids else None,
                    "stages_median_ms": {k: round(statistics.median(v)) for k, v in stages.items()},
                    "responses": dict(statuses), "turns_heard": len(heard), "heard": heard}
             rows.append(row)
@@ -125,6 +179,7 @@ def main():
                   f"rest cut short by the caller's next question), turn median {row['median_ms']} ms, "
                   f"p90 {row['p90_ms']} ms; transceiver {row['server_cpu_pct']} % of a core "
                   f"({row['cpu_per_call_pct']} % per call), clients {row['clients_cpu_pct']} %"
+                  + (f", model servers {row['models_cpu_pct']} %" if model_pids else "")
                   + (f"; {len(failed)} calls failed: {failed[0]!r}" if failed else ""), flush=True)
             print("           stages, median ms from the end of speech: "
                   + ", ".join(f"{k} {v}" for k, v in row["stages_median_ms"].items())
@@ -133,6 +188,8 @@ def main():
         for p in procs:
             p.terminate()
             p.wait(10)
+        if stop_models is not None:
+            stop_models()
     ok = [r for r in rows if r["p90_ms"] is not None and r["p90_ms"] <= 1000 and not r["failed_calls"]
           and r["answered"] >= 0.9 * r["questions"]]
     cores = os.cpu_count() or 1
@@ -141,6 +198,10 @@ def main():
         print(f"\ncalls per core at p90 <= 1 s: {best['calls'] / cores:.1f} ({best['calls']} calls on {cores} cores)")
     else:
         print("\nno load kept the p90 turn under 1 s")
+    if args.models_elsewhere and rows:
+        per_call = statistics.median(r["cpu_per_call_pct"] for r in rows)
+        print(f"the transceiver's own CPU per agent call, median over the loads: {per_call:.1f} % of a core -> "
+              f"{100 / per_call:.0f} calls per core for the agent's box (LiveKit documents ~6)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"cores": cores, "rows": rows}, fh, indent=1)

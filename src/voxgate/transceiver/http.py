@@ -223,7 +223,7 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
         try:
             sdp, session_config = await _read_offer(t, request)
             if session_config is not None:
-                schema.check_session(session_config)
+                schema.check_session(session_config, any_voice=t.any_voice)
             session, answer = t.create_call(sdp, _session_for(t, caller.key, session_config), region,
                                             owner=caller.key, ticket=ticket)
         except OfferError as exc:
@@ -281,7 +281,7 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
                     return error(400, "accept takes a realtime session config: 'type' must be 'realtime'",
                                  code="invalid_value", param="type")
                 session = {k: v for k, v in body.items() if k != "type"}
-                schema.check_session(session)
+                schema.check_session(session, any_voice=t.any_voice)
                 await t.sip.accept(call_id, session)
             elif verb == "reject":
                 code = body.get("status_code", 603)
@@ -327,7 +327,7 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
         expires_at = int(time.time()) + seconds
         session = body.get("session") or {"type": "realtime"}
         try:
-            schema.check_session(session)
+            schema.check_session(session, any_voice=t.any_voice)
         except schema.Invalid as exc:
             return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
         t.client_secrets.add(value, expires_at, session)

@@ -125,6 +125,13 @@ class Transceiver:
         return self._stack
 
     @property
+    def any_voice(self) -> bool:
+        """The agent's voice is a model server's (a remote voice, an upstream model): a session may name any voice."""
+        if not hasattr(self, "_any_voice"):
+            self._any_voice = bool(getattr(self.agent_factory(), "any_voice", False))
+        return self._any_voice
+
+    @property
     def ready(self) -> bool:
         """Takes new calls here: not draining, not full."""
         return not self.draining and self.load < self.cfg.max_sessions

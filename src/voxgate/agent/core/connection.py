@@ -45,9 +45,9 @@ class CountSpeculation:
 
 class RealtimeConnection:
     def __init__(self, *, instructions: str, model: str, asr: str, voice: str, vad: str, responder: str,
-                 partials: bool = True, ids=new_id):
+                 partials: bool = True, ids=new_id, languages=None):
         self.conv = Conversation(instructions=instructions, model=model, asr=asr, voice=voice, vad=vad,
-                                 responder=responder, ids=ids)
+                                 responder=responder, ids=ids, languages=languages)
         self.turn_cfg = self.conv.turn_cfg
         self.tt = TurnTaker(self.turn_cfg)
         self.partials = partials  # the recognizer streams partial hypotheses (else each decode is the delta)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from . import events as ev, schema
 from .events import error_body, error_event, new_id
+from .languages import LANGUAGE_NAMES, Languages
 from .turns import TurnConfig
 from .voices import DEFAULT_VOICE, resolve_voice
 
@@ -39,6 +40,7 @@ class ResponseConfig:
     voice: str = DEFAULT_VOICE  # as asked (ours or an OpenAI name: agent/core/voices.py)
     speed: float = 1.0
     output_format: dict = field(default_factory=lambda: {"type": "audio/pcm", "rate": 24000})  # the session's
+    language: str | None = None  # the caller's language (ISO-639-1) when the reply is to be in it; None: as asked
 
     @property
     def audio(self) -> bool:
@@ -109,6 +111,16 @@ class ConfigureAudio:
     output_format: dict | None
 
 
+@dataclass(frozen=True)
+class ConfigureRecognizer:
+    """``audio.input.transcription``'s hints for the call's recognizer (one that takes them: ``hints``)."""
+
+    language: str | None
+    prompt: str | None
+
+
+
+
 CLIENT_EVENTS = {
     "session.update", "input_audio_buffer.commit", "input_audio_buffer.clear", "input_audio_buffer.append",
     "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
@@ -126,7 +138,7 @@ class ResponseState:
 
 class Conversation:
     def __init__(self, *, instructions: str, model: str, asr: str, voice: str, vad: str, responder: str,
-                 turn_cfg: TurnConfig | None = None, ids=new_id):
+                 turn_cfg: TurnConfig | None = None, ids=new_id, languages: Languages | None = None):
         self.new_id = ids  # makes the ids of sessions, items and responses (a test's are predictable)
         self.turn_cfg = turn_cfg or TurnConfig()
         self.instructions = instructions
@@ -138,6 +150,9 @@ class Conversation:
         self.formats = {"input": {"type": "audio/pcm", "rate": 24000}, "output": {"type": "audio/pcm", "rate": 24000}}
         self.noise_reduction: str | None = None  # near_field, far_field (agent/models/noise.py), or off
         self.voice, self.speed = voice, 1.0  # audio.output: a name from agent/core/voices.py, as asked
+        self.languages = languages or Languages()
+        self.transcription: dict = {}  # audio.input.transcription's language and prompt, as asked
+        self.reply_language: str | None = None  # the session's language, when the voice speaks it
         self.names = {"model": model, "asr": asr, "vad": vad, "responder": responder}
         self.session_id = self.new_id("sess")
         self.conversation_id = self.new_id("conv")
@@ -159,12 +174,12 @@ class Conversation:
             "audio": {
                 "input": {"format": self.formats["input"],
                           "noise_reduction": {"type": self.noise_reduction} if self.noise_reduction else None,
-                          "transcription": {"model": self.names["asr"]},
+                          "transcription": {"model": self.names["asr"], **self.transcription},
                           "turn_detection": self.turn_cfg.as_dict()},
                 "output": {"format": self.formats["output"], "voice": self.voice, "speed": self.speed},
             },
             "voxgate": {"partial_inference": self.turn_cfg.partial_inference, "pause_ms": self.turn_cfg.pause_ms,
-                        "voice": resolve_voice(self.voice).name,  # what an OpenAI name sounds as
+                        "voice": self._voice_heard(),  # what an OpenAI name sounds as
                         "resume_false_interruption": self.turn_cfg.resume_false_interruption,
                         "min_interruption_ms": self.turn_cfg.min_interruption_ms,
                         "vad": self.names["vad"], "responder": self.names["responder"]},
@@ -173,12 +188,18 @@ class Conversation:
             out["voxgate"]["ignored"] = ignored
         return out
 
+    def _voice_heard(self) -> str:
+        try:
+            return resolve_voice(self.voice).name
+        except ValueError:  # a remote voice's own name
+            return self.voice
+
     def start(self, initial: dict | None) -> list:
         """The session begins: ``initial`` is a client secret's or an offer's session, if any."""
         out, ignored = [], []
         if isinstance(initial, dict):
             try:
-                ignored = schema.check_session(initial)
+                ignored = schema.check_session(initial, any_voice=self.languages.any_voice)
                 ignored += self._apply(initial, out)
             except schema.Invalid as exc:  # a secret minted before a change is told here
                 out.append(self._error(exc.code, str(exc), exc.param))
@@ -187,7 +208,7 @@ class Conversation:
     def response_config(self, **override) -> ResponseConfig:
         base = dict(instructions=self.instructions, tools=self.tools, tool_choice=self.tool_choice,
                     modalities=self.modalities, max_output_tokens=self.max_output_tokens, voice=self.voice,
-                    speed=self.speed, output_format=dict(self.formats["output"]))
+                    speed=self.speed, output_format=dict(self.formats["output"]), language=self.reply_language)
         base.update(override)
         return ResponseConfig(**base)
 
@@ -215,6 +236,8 @@ class Conversation:
             self.speed = float(outp["speed"])
         if "noise_reduction" in inp:
             self.noise_reduction = (inp["noise_reduction"] or {}).get("type")
+        if inp.get("transcription") is not None:
+            ignored += self._transcription(inp["transcription"], out)
         if "turn_detection" in inp or "turn_detection" in session:
             ignored += self.turn_cfg.update(inp.get("turn_detection", session.get("turn_detection")))
         if "format" in inp or "format" in outp:
@@ -230,6 +253,33 @@ class Conversation:
         if session.get("model"):
             ignored.append(f"model (served by {self.names['model']})")
         return ignored
+
+    def _transcription(self, tr: dict, out: list) -> list[str]:
+        """``audio.input.transcription``: its language and prompt go to the recognizer, and the language to the
+        replies when the voice speaks it; what a stage cannot do is said, not pretended."""
+        notes = []
+        for key in ("language", "prompt"):
+            if key in tr:
+                if tr[key]:
+                    self.transcription[key] = tr[key]
+                else:
+                    self.transcription.pop(key, None)
+        if tr.get("model") and tr["model"] != self.names["asr"]:
+            notes.append(f"audio.input.transcription.model={tr['model']} (heard by {self.names['asr']})")
+        lang = self.transcription.get("language")
+        name = LANGUAGE_NAMES.get(lang, lang)
+        hears, speaks = self.languages.asr, self.languages.voice
+        if lang and hears is not None and lang not in hears:
+            notes.append(f"audio.input.transcription.language={lang}: {self.names['asr']} hears English only "
+                         "(--asr whisper-base, or a recognizer by URL, hears it)")
+        if lang and speaks is not None and lang not in speaks:
+            notes.append(f"audio.input.transcription.language={lang}: the voice speaks English only, so replies "
+                         f"are in English, not {name}")
+            self.reply_language = None
+        else:
+            self.reply_language = lang
+        out.append(ConfigureRecognizer(lang, self.transcription.get("prompt")))
+        return notes
 
     # ------------------------------------------------------------- items
     def last_item_id(self) -> str | None:
@@ -402,7 +452,7 @@ class Conversation:
     def _on_session_update(self, event, eid, now):
         session = event.get("session")
         try:
-            ignored = schema.check_session(session, tools_now=self.tools)
+            ignored = schema.check_session(session, tools_now=self.tools, any_voice=self.languages.any_voice)
         except schema.Invalid as exc:
             return [self._error(exc.code, str(exc), exc.param, eid)]
         out: list = []
@@ -470,7 +520,7 @@ class Conversation:
     def _on_response_create(self, event, eid, now):
         spec = event.get("response") or {}
         try:
-            schema.check_response(spec, self.tools)
+            schema.check_response(spec, self.tools, self.languages.any_voice)
         except schema.Invalid as exc:
             return [self._error(exc.code, str(exc), exc.param, eid)]
         if not self.responds:

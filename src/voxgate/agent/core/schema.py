@@ -144,8 +144,9 @@ def _max_tokens(obj, key, param):
         _num(obj, key, param, 1, 4096, integer=True)
 
 
-def check_session(session, param: str = "session", tools_now: list | None = None) -> list[str]:
-    """Validate a session object; returns what is accepted but not acted on."""
+def check_session(session, param: str = "session", tools_now: list | None = None, any_voice: bool = False) -> list[str]:
+    """Validate a session object; returns what is accepted but not acted on. ``any_voice``: the voice is a model
+    server's, which knows its own voices (any name is passed on)."""
     s = _obj(session, param)
     _known(s, param, ("type", "object", "id", "model", "instructions", "output_modalities", "tools", "tool_choice",
                       "max_output_tokens", "audio", "tracing", "truncation", "include", "prompt", "expires_at",
@@ -189,13 +190,17 @@ def check_session(session, param: str = "session", tools_now: list | None = None
                 _known(tr, f"{p}.transcription", ("model", "language", "prompt"))
                 for key in ("model", "language", "prompt"):
                     _str(tr, key, f"{p}.transcription")
-                if tr.get("language") not in (None, "en"):
-                    ignored.append(f"audio.input.transcription.language={tr['language']} (English only)")
+                lang = tr.get("language")
+                if lang and not re.fullmatch(r"[a-z]{2,3}", lang):
+                    raise Invalid(f"{p}.transcription.language", f"{lang!r} is not an ISO-639-1 language code "
+                                  "(such as en, fr, de)")
+                if len(tr.get("prompt") or "") > 1000:
+                    raise Invalid(f"{p}.transcription.prompt", "a prompt of more than 1000 characters")
             if "turn_detection" in inp:
                 ignored += check_turn_detection(inp["turn_detection"], f"{p}.turn_detection")
         if "output" in audio:
             p = f"{param}.audio.output"
-            check_audio_output(audio["output"], p)
+            check_audio_output(audio["output"], p, any_voice)
     if "voxgate" in s:
         vx = _obj(s["voxgate"], f"{param}.voxgate")
         _known(vx, f"{param}.voxgate", ("partial_inference", "resume_false_interruption", "min_interruption_ms"))
@@ -205,22 +210,23 @@ def check_session(session, param: str = "session", tools_now: list | None = None
     return ignored
 
 
-def check_audio_output(value, p: str) -> None:
-    """``audio.output``: a format, one of our voices (or an OpenAI name mapped to one), a speed in 0.25..1.5."""
+def check_audio_output(value, p: str, any_voice: bool = False) -> None:
+    """``audio.output``: a format, one of our voices (or an OpenAI name mapped to one; with ``any_voice``, any
+    name: a model server's voice), a speed in 0.25..1.5."""
     out = _obj(value, p)
     _known(out, p, ("format", "voice", "speed"))
     if "format" in out:
         _format(out["format"], f"{p}.format")
     _str(out, "voice", p)
     _num(out, "speed", p, 0.25, 1.5)
-    if "voice" in out:
+    if "voice" in out and not any_voice:
         try:
             resolve_voice(out["voice"])
         except ValueError as exc:
             raise Invalid(f"{p}.voice", str(exc)) from None
 
 
-def check_response(response, tools_now: list | None) -> None:
+def check_response(response, tools_now: list | None, any_voice: bool = False) -> None:
     """Validate ``response.create``'s ``response``."""
     param = "response"
     r = _obj(response, param)
@@ -241,7 +247,7 @@ def check_response(response, tools_now: list | None) -> None:
         a = _obj(r["audio"], f"{param}.audio")
         _known(a, f"{param}.audio", ("output",))
         if "output" in a:
-            check_audio_output(a["output"], f"{param}.audio.output")
+            check_audio_output(a["output"], f"{param}.audio.output", any_voice)
     if r.get("metadata") is not None:
         md = _obj(r["metadata"], f"{param}.metadata")
         if len(md) > 16 or any(not isinstance(v, str) or len(v) > 512 or len(k) > 64 for k, v in md.items()):

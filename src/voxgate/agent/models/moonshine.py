@@ -271,12 +271,24 @@ class UtteranceAsr:
         self.model = model
         self.chunks: list[bytes] = []
         self.active = False
+        self.hints: dict = {}  # the session's language and prompt, for a model that takes them
+
+    def configure(self, language: str | None = None, prompt: str | None = None):
+        """``audio.input.transcription``'s language and prompt, passed to each decode of a model that takes them
+        (``hints``: Whisper base, a recognizer by URL); the others hear English as they always do."""
+        if getattr(self.model, "hints", False):
+            self.hints = {k: v for k, v in (("language", language), ("prompt", prompt)) if v}
 
     def reset(self):
+        """Back to the model's defaults (a pooled recognizer's next call starts here)."""
         self.chunks.clear()
         self.active = False
+        self.hints = {}
 
-    cancel = reset  # the input buffer was cleared: nothing to decode
+    def cancel(self):
+        """The input buffer was cleared: nothing to decode."""
+        self.chunks.clear()
+        self.active = False  # the input buffer was cleared: nothing to decode
 
     def start(self):
         self.chunks.clear()
@@ -294,7 +306,7 @@ class UtteranceAsr:
     def finish(self) -> str:
         """Decode the utterance (blocking, ~0.05 × its length on one core: call it off the event loop)."""
         text = self.peek()
-        self.reset()
+        self.cancel()
         return text
 
     def peek(self) -> str:
@@ -315,8 +327,8 @@ class UtteranceAsr:
             return "", 1.0, None
         pcm = np.frombuffer(b"".join(self.chunks), np.int16).astype(np.float32) / 32768.0
         draft = getattr(self.model, "draft", None)
-        if draft is None:  # a model that decodes in one go (Whisper)
-            return (*self.model.transcribe_scored(trim_silence(pcm)), None)
+        if draft is None:  # a model that decodes in one go (Whisper, a server)
+            return (*self.model.transcribe_scored(trim_silence(pcm), **self.hints), None)
         return draft(trim_silence(pcm))
 
 

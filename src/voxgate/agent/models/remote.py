@@ -126,22 +126,25 @@ def _multipart(fields: dict, file: bytes) -> tuple[bytes, str]:
 
 
 class RemoteTranscriber:
-    """A model for ``UtteranceAsr``: ``transcribe_scored(float32 16 kHz audio) -> (text, 1.0)``."""
+    """A model for ``UtteranceAsr``: ``transcribe_scored(float32 16 kHz audio, language=, prompt=) -> (text, 1.0)``;
+    the session's language and prompt go to the server as the API's own fields."""
 
-    def __init__(self, spec: str, timeout: float = 10.0, language: str | None = None, prompt: str | None = None):
+    languages = None  # what the server hears is its business: a session's language is passed on
+    hints = True
+
+    def __init__(self, spec: str, timeout: float = 10.0):
         self.url, self.model = parse_spec(spec, "whisper-1")
         self.client = _Client(self.url, "VOXGATE_ASR_API_KEY", timeout)
-        self.language, self.prompt = language, prompt
 
-    def transcribe_scored(self, audio) -> tuple[str, float]:
+    def transcribe_scored(self, audio, language: str | None = None, prompt: str | None = None) -> tuple[str, float]:
         import numpy as np
 
         pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
         fields = {"model": self.model, "response_format": "json"}
-        if self.language:
-            fields["language"] = self.language
-        if self.prompt:
-            fields["prompt"] = self.prompt
+        if language:
+            fields["language"] = language
+        if prompt:
+            fields["prompt"] = prompt
         body, ctype = _multipart(fields, _wav(pcm))
         with self.client._lock:
             resp = self.client.request("/audio/transcriptions", body, ctype)
@@ -159,12 +162,15 @@ class FallbackTranscriber:
     """A model server's transcriber, with an embedded model that decodes whenever the server fails (``RemoteError``:
     down, slow, refusing the key, answering garbage): that turn is heard all the same, and it is counted."""
 
+    languages = None
+    hints = True
+
     def __init__(self, remote: RemoteTranscriber, backup):
         self.remote, self.backup = remote, backup
 
-    def transcribe_scored(self, audio) -> tuple[str, float]:
+    def transcribe_scored(self, audio, **hints) -> tuple[str, float]:
         try:
-            return self.remote.transcribe_scored(audio)
+            return self.remote.transcribe_scored(audio, **hints)
         except RemoteError as exc:
             log.warning("the recognizer at %s failed (%s): the embedded one decodes this turn", self.remote.url, exc)
             FALLBACKS.labels("asr").inc()
@@ -193,7 +199,12 @@ def remote_asr_factory(spec: str, fallback: str | None = None):
 
 
 class RemoteTts:
-    """A synthesizer by URL: ``synthesize(text, voice, speed)`` yields 24 kHz s16le PCM as it arrives."""
+    """A synthesizer by URL: ``synthesize(text, voice, speed)`` yields 24 kHz s16le PCM as it arrives. The voice
+    is the session's, named as the server names it (``alloy`` when the session names none)."""
+
+    languages = None  # the server's voice reads what it is given
+    any_voice = True
+    default_voice = "alloy"
 
     def __init__(self, spec: str, timeout: float = 10.0):
         self.url, self.model = parse_spec(spec, "tts-1")
@@ -231,6 +242,7 @@ class FallbackTts:
     def __init__(self, remote: RemoteTts, backup):
         self.remote, self.backup = remote, backup
         self.name = remote.name
+        self.languages, self.any_voice, self.default_voice = None, True, remote.default_voice
 
     def rate_of(self, voice: str | None = None) -> int:
         return SPEECH_RATE

@@ -19,8 +19,8 @@ import weakref
 
 from ..core import events as ev
 from ..core.connection import CountSpeculation, RealtimeConnection, WarmResponder
-from ..core.conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, Emit, EndInput,
-                                 StartResponse, CancelResponse)
+from ..core.conversation import (ClearInput, ClearOutput, CommitResponse, ConfigureAudio, ConfigureRecognizer, Emit,
+                                 EndInput, StartResponse, CancelResponse)
 from ..core.events import EventIds, error_event
 from ..core.turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume, Speculate,
                           SpeechStarted, TurnTaker, level)
@@ -40,6 +40,7 @@ class VoiceAgent(Agent):
 
     def __init__(self, stack):
         self.stack = stack
+        self.any_voice = stack.languages.any_voice  # the transceiver checks session voices by it
         self.session: RealtimeSession | None = None  # the running session (a sideband attaches to it)
         self.started = asyncio.Event()  # set once it runs
 
@@ -58,7 +59,8 @@ class RealtimeSession:
         self.metrics = stack.metrics
         self.vad = stack.new_vad()
         self.conn = RealtimeConnection(instructions=stack.instructions, model=stack.model_name, asr=stack.asr_name,
-                                       voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name)
+                                       voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name,
+                                       languages=stack.languages)
         self.core = self.conn.conv  # the conversation (settings, items, responses)
         self.asr = None  # taken from the stack's pool when the call starts
         self.denoise = None  # models/noise.NoiseReduction, while the session asks for it
@@ -126,6 +128,10 @@ class RealtimeSession:
                 configure = getattr(self.call, "configure_audio", None)
                 if configure is not None:  # a WebSocket call encodes its audio as the session says
                     configure(a.input_format, a.output_format)
+            elif t is ConfigureRecognizer:
+                configure = getattr(self.asr, "configure", None)
+                if configure is not None:  # read by its next decode, on its own thread
+                    configure(a.language, a.prompt)
             elif t is StartResponse:
                 r = Response(a.rid, a.config, a.messages, speculative=a.speculative, models=self.stack, call=self.call,
                              report=self._reported, conversation_id=self.conversation_id)
@@ -350,7 +356,7 @@ class RealtimeSession:
         if self.asr.active:
             peeked = self.conn.take_peeked()
             if peeked is not None:  # decoded at the last pause, and nothing said since
-                await self._asr(self.asr.reset)
+                await self._asr(self.asr.cancel)
                 self.do_now(self.conn.segment(peeked))
             else:  # no speculation closed it: decode the turn now (this is what partial inference saves)
                 self.do_now(self.conn.segment(await self._asr(self.asr.finish)))

