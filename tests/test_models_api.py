@@ -154,8 +154,9 @@ def assert_heard_and_answered(c) -> None:
     assert len(c.audio) / 2 / 24000 > 0.5
 
 
-def _ask_over_websocket(tx, key, pcm):
-    """Push-to-talk over a WebSocket session: the question, committed, answered; then one more event."""
+def _ask_over_websocket(tx, key, pcm, session=None):
+    """Push-to-talk over a WebSocket session: the question, committed, answered; then one more event. ``session``:
+    more of the session.update that turns turn detection off."""
     import asyncio
     import base64
 
@@ -169,7 +170,12 @@ def _ask_over_websocket(tx, key, pcm):
                                        headers={"Authorization": f"Bearer {key}"})
             c = Client(ws)
             await c.wait(lambda c: c.of("session.created"))
-            await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+            update = {"audio": {"input": {"turn_detection": None}}}
+            for k, v in (session or {}).items():
+                update[k] = {**update.get(k, {}), **v} if isinstance(v, dict) else v
+            if "input" in (session or {}).get("audio", {}):
+                update["audio"]["input"] = {"turn_detection": None, **session["audio"]["input"]}
+            await c.send({"type": "session.update", "session": update})
             for i in range(0, len(pcm), 9600):
                 await c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i:i + 9600]).decode()})
             await c.send({"type": "input_audio_buffer.commit"})
@@ -252,3 +258,63 @@ def test_a_recognizer_by_realtime_websocket_hears_the_turn_and_a_dead_one_falls_
         assert metric_value(edge.get("/metrics")[1].decode(), "voxgate_agent_model_fallbacks_total", stage="asr") >= 1
     finally:
         edge.stop()
+
+
+def test_the_callers_language_reaches_a_multilingual_recognizer_and_the_model(box, tmp_path):
+    """A German session (audio.input.transcription.language=de): --asr whisper-base hears German it never heard
+    (espeak-ng's), the language model by URL is asked to answer in German, and the voice by URL speaks it; with the
+    embedded English voice the same session is told plainly that replies stay English."""
+    import json
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from voxgate.audio import Resampler
+
+    seen = []
+
+    class Chat(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece in ("Es ist", " fünf Uhr."):
+                self.wfile.write(f"data: {json.dumps({'choices': [{'delta': {'content': piece}}]})}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Chat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    remote, _ = box
+    subprocess.run(["espeak-ng", "-v", "de", "-s", "150", "-w", str(tmp_path / "de.wav"), "Guten Morgen, wie geht es dir?"],
+                   check=True)
+    with wave.open(str(tmp_path / "de.wav")) as w:
+        pcm = Resampler(w.getframerate(), 24000)(w.readframes(w.getnframes()))
+    german = {"audio": {"input": {"transcription": {"language": "de"}}}}
+    chat = f"openai:http://127.0.0.1:{server.server_port}/v1#m"
+    edge = TransceiverProcess(remote.secret_file, agent="voice", extra=[
+        "--api-key", "sk-edge", "--drain-timeout", "1", "--asr", "whisper-base", "--responder", chat,
+        "--tts", f"openai:{remote.url}/v1#tts-1"], env={**os.environ, "VOXGATE_TTS_API_KEY": KEY})
+    try:
+        c = _ask_over_websocket(edge, "sk-edge", pcm, german)
+        heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+        assert "guten morgen" in heard and "geht es" in heard, heard  # German words, as German
+        assert seen[-1]["messages"][0]["content"].endswith("always answer in German."), seen[-1]["messages"][0]
+        assert "voxgate" not in c.of("session.updated")[0]["session"] or not c.of("session.updated")[0]["session"][
+            "voxgate"].get("ignored"), c.of("session.updated")[0]
+        assert len(c.audio) / 2 / 24000 > 0.5 and not c.of("error"), c.of("error")
+    finally:
+        edge.stop()
+    edge = TransceiverProcess(remote.secret_file, agent="voice", extra=[
+        "--api-key", "sk-edge", "--drain-timeout", "1", "--asr", "whisper-base", "--responder", chat])
+    try:
+        c = _ask_over_websocket(edge, "sk-edge", pcm, german)
+        ignored = " ".join(c.of("session.updated")[0]["session"]["voxgate"]["ignored"])
+        assert "replies are in English, not German" in ignored, ignored
+        assert not seen[-1]["messages"][0]["content"].endswith("always answer in German.")
+    finally:
+        edge.stop()
+        server.shutdown()
