@@ -168,6 +168,8 @@ def add_routes(app: web.Application, t, caller_of) -> None:
                 pcm = await asyncio.to_thread(decode_audio, data)
                 asr = await stack.acquire_asr()
                 try:
+                    if hasattr(asr, "configure"):  # a recognizer that takes them (Whisper base, one by URL)
+                        asr.configure(language=fields.get("language") or None, prompt=fields.get("prompt") or None)
                     texts = await asyncio.to_thread(recognize, asr, pcm)
                 finally:
                     stack.release_asr(asr)

@@ -2,7 +2,9 @@
 hosted API) as the agent's ASR or TTS stage.
 
 - ``RemoteTranscriber`` is a model for ``UtteranceAsr`` (the agent's whole-utterance recognizer): each decode —
-  the pause's peek, the turn's end — is one ``POST {url}/audio/transcriptions`` of the utterance as a 16 kHz WAV.
+  the pause's peek, the turn's end — is one ``POST {url}/audio/transcriptions`` of the utterance as a 16 kHz WAV,
+  asked with ``stream=true``: a server that streams answers in server-sent events (OpenAI's deltas, or a segment
+  per event), one that does not in JSON, and both are read (a server that ignores ``stream`` is the common case).
   VAD, semantic end of turn, barge-in judgement and partial inference stay on the box; what a remote recognizer
   costs is one round trip per decode (docs/performance.md).
 - ``RemoteTts`` is a synthesizer: ``POST {url}/audio/speech`` with ``response_format=pcm`` (24 kHz s16le), read as
@@ -140,7 +142,7 @@ class RemoteTranscriber:
         import numpy as np
 
         pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
-        fields = {"model": self.model, "response_format": "json"}
+        fields = {"model": self.model, "response_format": "json", "stream": "true"}
         if language:
             fields["language"] = language
         if prompt:
@@ -148,14 +150,35 @@ class RemoteTranscriber:
         body, ctype = _multipart(fields, _wav(pcm))
         with self.client._lock:
             resp = self.client.request("/audio/transcriptions", body, ctype)
+            streamed = (resp.getheader("Content-Type") or "").startswith("text/event-stream")
             raw = resp.read()
         try:
-            text = json.loads(raw)["text"]
+            text = _streamed_text(raw) if streamed else json.loads(raw)["text"]
         except (ValueError, KeyError, TypeError):
             raise RemoteError(f"{self.url}/audio/transcriptions answered no transcription: {raw[:200]!r}") from None
         if not isinstance(text, str):
             raise RemoteError(f"{self.url}/audio/transcriptions answered a {type(text).__name__} as text")
         return text.strip(), 1.0  # a server says nothing of its certainty: every decode counts as sure
+
+
+def _streamed_text(raw: bytes) -> str:
+    """A transcription streamed as server-sent events: OpenAI's (``transcript.text.delta`` pieces, then
+    ``transcript.text.done`` with the whole text), or one ``{"text"}`` per segment (faster-whisper-server's)."""
+    pieces, done = [], None
+    for line in raw.decode("utf-8", "replace").splitlines():
+        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+            continue
+        event = json.loads(line[5:])
+        kind = event.get("type")
+        if kind == "transcript.text.done":
+            done = event["text"]
+        elif kind == "transcript.text.delta":
+            pieces.append(event["delta"])
+        elif "text" in event:
+            pieces.append(" " + event["text"].strip())
+    if done is None and not pieces and b"data:" not in raw:
+        raise ValueError("no events")
+    return done if done is not None else "".join(pieces)
 
 
 class FallbackTranscriber:

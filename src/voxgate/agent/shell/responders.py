@@ -392,8 +392,13 @@ class LlamaResponder(Responder):
                     if state["redo"] and not state["redone"]:
                         state.update(redo=False, redone=True, made=0, head="", checking=True, temperature=0.0)
                         continue
-                    if state["checking"] and state["head"]:  # a reply of under three words: it is what it is
+                    if state["checking"] and state["head"]:  # a reply of under three words ("L'Alma: Paris")
                         state["checking"] = False
+                        why = unfit(state["head"], asked_english)
+                        if why is not None and not state["redone"] and not cancelled.is_set():
+                            REDONE.labels(why).inc()
+                            state.update(redone=True, made=0, head="", checking=True, temperature=0.0)
+                            continue
                         text, _ = spoken.push(state["head"])
                         if text:
                             loop.call_soon_threadsafe(q.put_nowait, text)
