@@ -36,7 +36,7 @@ import tempfile
 import time
 import wave
 
-from common import cpu_seconds, start_agent  # first: it puts src/ on the path
+from common import cpu_seconds, models_elsewhere, pin, start_agent  # first: it puts src/ on the path
 
 from bargein import RATE, say
 
@@ -82,40 +82,6 @@ def pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 
-def pin(pid: int, cpus: str) -> None:
-    """Every thread of ``pid`` (and the threads it makes later) onto ``cpus``."""
-    import subprocess
-
-    subprocess.run(["taskset", "-a", "-c", "-p", cpus, str(pid)], check=True, capture_output=True)
-
-
-def models_elsewhere(tmp: str) -> tuple[list, dict, callable]:
-    """The three model servers on the second core: (their processes, start_agent's arguments, stop)."""
-    from voxgate.agent.shell.responders import smollm2_path
-    from voxgate.lab.model_servers import llama_server, whisper_server
-    from voxgate.lab.peers import TransceiverProcess
-    from voxgate.wire.token import new_secret_line
-
-    secret = os.path.join(tmp, "secret")
-    with open(secret, "w") as fh:
-        fh.write(new_secret_line(1) + "\n")
-    whisper, whisper_url = whisper_server()
-    llama, llama_url = llama_server(smollm2_path(), threads=1)
-    voice = TransceiverProcess(secret, agent="voice", extra=["--api-key", "sk-models", "--drain-timeout", "0"])
-    for p in (whisper.pid, llama.pid, voice.proc.pid):
-        pin(p, "1")
-
-    def stop():
-        voice.stop()
-        for p in (whisper, llama):
-            p.kill()
-            p.wait(10)
-
-    return [whisper.pid, llama.pid, voice.proc.pid], dict(
-        asr=f"openai:{whisper_url}#whisper-1", responder=f"openai:{llama_url}#smollm2",
-        tts=f"openai:{voice.url}/v1#tts-1", env={"OPENAI_API_KEY": "sk-models"}), stop
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", default="1,2,4,6,8")
@@ -128,7 +94,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="voxgate-agents-")
     model_pids, stop_models = [], None
     if args.models_elsewhere:
-        model_pids, kwargs, stop_models = models_elsewhere(tmp)
+        model_pids, kwargs, stop_models = models_elsewhere(tmp, cpus="1")
         procs, url = start_agent(**kwargs)
         for p in procs:
             pin(p.pid, "0")

@@ -16,7 +16,11 @@ Per question, on the browser's clock:
 A sentence with a 0.7 s pause in the middle ("Set a timer for ... twenty minutes, please.") is also asked in each
 call: it must stay one turn (`--pauses 0` leaves it out).
 
-    python bench/browser_turns.py [--rounds 1] [--voices en-us+f3,en+m3,...] [--json out.json]
+``--models-elsewhere``: the same, with the three stages in other processes on loopback (faster-whisper-server with
+Whisper tiny.en, llama.cpp's server with SmolLM2, another voxgate's /v1/audio/speech: ``common.models_elsewhere``),
+for the turn with each stage remote against the embedded stack; both on this machine's two cores.
+
+    python bench/browser_turns.py [--rounds 1] [--voices en-us+f3,en+m3,...] [--models-elsewhere] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import tempfile
 import time
 import wave
 
-from common import serve_dir, start_agent  # first: it puts src/ on the path
+from common import models_elsewhere, serve_dir, start_agent  # first: it puts src/ on the path
 
 from bargein import RATE, say
 
@@ -127,6 +131,7 @@ def main():
     ap.add_argument("--pauses", type=int, default=1, help="1: each call also says the sentence with a 0.7 s pause")
     ap.add_argument("--responder", default="auto")
     ap.add_argument("--asr", default="auto")
+    ap.add_argument("--models-elsewhere", action="store_true", help="ASR, language model and voice by URL")
     ap.add_argument("--json")
     ap.add_argument("--server-log", help="the transceiver's INFO log (each response's stage marks) to this file")
     args = ap.parse_args()
@@ -136,7 +141,12 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="voxgate-turns-")
     server, page_port = serve_dir()
-    procs, url = start_agent(args.responder, args.asr, args.server_log)
+    stop_models = None
+    if args.models_elsewhere:
+        _, kwargs, stop_models = models_elsewhere(tmp)
+        procs, url = start_agent(log=args.server_log, **kwargs)
+    else:
+        procs, url = start_agent(args.responder, args.asr, args.server_log)
     rows, paused_rows, k = [], [], 0
     try:
         with sync_playwright() as p:
@@ -167,6 +177,8 @@ def main():
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+        if stop_models is not None:
+            stop_models()
         server.shutdown()
     heard = [r["heard"] for r in rows if r["heard"] is not None]
     print(f"\n{len(heard)}/{len(rows)} questions answered and timed ({len(args.voices.split(','))} voices, "

@@ -73,3 +73,40 @@ def start_agent(responder: str = "auto", asr: str = "auto", log: str | None = No
                                   text=True, env=env))
     json.loads(procs[-1].stdout.readline())
     return procs, f"http://127.0.0.1:{http}"
+
+
+def pin(pid: int, cpus: str) -> None:
+    """Every thread of ``pid`` (and the threads it makes later) onto ``cpus``."""
+    import subprocess
+
+    subprocess.run(["taskset", "-a", "-c", "-p", cpus, str(pid)], check=True, capture_output=True)
+
+
+def models_elsewhere(tmp: str, cpus: str | None = None) -> tuple[list, dict, callable]:
+    """The three models in processes of their own: faster-whisper-server (Whisper tiny.en), llama.cpp's server
+    (SmolLM2) and another voxgate's /v1/audio/speech (Piper); pinned to ``cpus`` if given. Returns their pids,
+    ``start_agent``'s arguments for a transceiver that uses them, and a function that stops them."""
+    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.lab.model_servers import llama_server, whisper_server
+    from voxgate.lab.peers import TransceiverProcess
+    from voxgate.wire.token import new_secret_line
+
+    secret = os.path.join(tmp, "secret")
+    with open(secret, "w") as fh:
+        fh.write(new_secret_line(1) + "\n")
+    whisper, whisper_url = whisper_server()
+    llama, llama_url = llama_server(smollm2_path(), threads=1)
+    voice = TransceiverProcess(secret, agent="voice", extra=["--api-key", "sk-models", "--drain-timeout", "0"])
+    if cpus:
+        for p in (whisper.pid, llama.pid, voice.proc.pid):
+            pin(p, cpus)
+
+    def stop():
+        voice.stop()
+        for p in (whisper, llama):
+            p.kill()
+            p.wait(10)
+
+    return [whisper.pid, llama.pid, voice.proc.pid], dict(
+        asr=f"openai:{whisper_url}#whisper-1", responder=f"openai:{llama_url}#smollm2",
+        tts=f"openai:{voice.url}/v1#tts-1", env={"OPENAI_API_KEY": "sk-models"}), stop

@@ -15,6 +15,7 @@ stay out of the conversation.
 from __future__ import annotations
 
 import asyncio
+import threading
 import logging
 import time
 from dataclasses import dataclass
@@ -279,10 +280,10 @@ class Response:
         c = self.config
         if self._chunks == 1:
             self.marks["first_chunk"] = time.monotonic()
-        pcm = await asyncio.to_thread(lambda: b"".join(tts.synthesize(text, voice=c.voice, speed=c.speed)))
-        if "first_tts_audio" not in self.marks:
-            self.marks["first_tts_audio"] = time.monotonic()
-        self._out("audio", resample(pcm))
+        async for pcm in _pieces(tts.synthesize, text, voice=c.voice, speed=c.speed):
+            if "first_tts_audio" not in self.marks:
+                self.marks["first_tts_audio"] = time.monotonic()
+            self._out("audio", resample(pcm))
 
     def _finish_events(self):
         s = self.marks["started"]
@@ -348,3 +349,41 @@ class Response:
             r["status_details"] = {"type": self.status, "reason": self.reason}
             r["voxgate"] = {"timing": self.timing_ms()}  # ours, beside the API's fields (clients ignore it)
         return r
+
+
+async def _pieces(synthesize, text: str, **kw):
+    """A synthesizer's audio, each piece as it is made (a voice by URL streams its answer: the call plays the first
+    200 ms while the rest arrives), from a thread; closing this stops the synthesis at its next piece."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item):
+        try:
+            loop.call_soon_threadsafe(q.put_nowait, item)
+        except RuntimeError:  # the loop is gone (the process is ending)
+            stop.set()
+
+    def run():
+        try:
+            gen = synthesize(text, **kw)
+            try:
+                for pcm in gen:
+                    if stop.is_set():
+                        break
+                    put(pcm)
+            finally:
+                gen.close()
+        except BaseException as exc:  # the synthesizer failed: raised in the response, as before
+            put(exc)
+        finally:
+            put(None)
+
+    loop.run_in_executor(None, run)  # ends at the synthesizer's next piece once stopped; its errors come by ``q``
+    try:
+        while (item := await q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
