@@ -14,9 +14,13 @@ voices the agent never uses (espeak-ng and flite), their starts spread over the 
 The headline: calls per core at p90 <= 1 s, the most calls that kept the p90 turn under a second, over the cores.
 
 ``--models-elsewhere``: the three models in other processes, the way LiveKit counts its ~6 agents per core (media,
-VAD and turn detection on the agent's box, the models served elsewhere): faster-whisper-server (Whisper tiny.en),
-llama.cpp's own server (SmolLM2) and another voxgate's /v1/audio/speech (Piper), all pinned to the second core with
-the clients; the relay and the transceiver pinned to the first. The transceiver's own CPU per call is then what an
+VAD and turn detection on the agent's box, the models served elsewhere): another voxgate's model APIs for the
+recognizer (Moonshine) and the voice (Piper), llama.cpp's own server for the language model (SmolLM2), all pinned to
+the second core with the clients; the relay and the transceiver pinned to the first. (faster-whisper-server's
+Whisper tiny.en needs ~0.7 s of a core per decode: on one shared core it cannot keep up with one call.) Those real
+models on one core are the limit long before the transceiver is; ``--models-elsewhere stub`` answers the three APIs
+after fixed delays (ASR 60 ms, first token 150 ms, first audio 120 ms: ``voxgate.lab.stub_models``), as a GPU box
+would, so the calls a core of the agent's box carries at p90 <= 1 s are measured. The transceiver's own CPU per call is then what an
 agent call costs the box, and ``100 / that`` its calls per core; the turn is measured too, but it is bounded by the
 one core the three model servers share here, not by the transceiver.
 
@@ -87,14 +91,15 @@ def main():
     ap.add_argument("--calls", default="1,2,4,6,8")
     ap.add_argument("--seconds", type=float, default=48.0)
     ap.add_argument("--period", type=float, default=12.0, help="a question every this many seconds, per call")
-    ap.add_argument("--models-elsewhere", action="store_true",
-                    help="ASR, language model and voice in other processes on the second core")
+    ap.add_argument("--models-elsewhere", nargs="?", const="box", choices=("box", "stub"),
+                    help="ASR, language model and voice in other processes on the second core: real models (box: "
+                         "another voxgate's Moonshine and Piper, llama.cpp's server), or stub (fixed delays, no CPU)")
     ap.add_argument("--json")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="voxgate-agents-")
     model_pids, stop_models = [], None
     if args.models_elsewhere:
-        model_pids, kwargs, stop_models = models_elsewhere(tmp, cpus="1")
+        model_pids, kwargs, stop_models = models_elsewhere(tmp, cpus="1", asr=args.models_elsewhere)
         procs, url = start_agent(**kwargs)
         for p in procs:
             pin(p.pid, "0")
@@ -158,7 +163,7 @@ def main():
             stop_models()
     ok = [r for r in rows if r["p90_ms"] is not None and r["p90_ms"] <= 1000 and not r["failed_calls"]
           and r["answered"] >= 0.9 * r["questions"]]
-    cores = os.cpu_count() or 1
+    cores = 1 if args.models_elsewhere else (os.cpu_count() or 1)  # elsewhere: the transceiver has one core
     if ok:
         best = max(ok, key=lambda r: r["calls"])
         print(f"\ncalls per core at p90 <= 1 s: {best['calls'] / cores:.1f} ({best['calls']} calls on {cores} cores)")

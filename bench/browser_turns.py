@@ -18,7 +18,8 @@ call: it must stay one turn (`--pauses 0` leaves it out).
 
 ``--models-elsewhere``: the same, with the three stages in other processes on loopback (faster-whisper-server with
 Whisper tiny.en, llama.cpp's server with SmolLM2, another voxgate's /v1/audio/speech: ``common.models_elsewhere``),
-for the turn with each stage remote against the embedded stack; both on this machine's two cores.
+for the turn with each stage remote against the embedded stack; both on this machine's two cores (``--remote-asr box``:
+the recognizer is another voxgate's Moonshine by HTTP instead).
 
     python bench/browser_turns.py [--rounds 1] [--voices en-us+f3,en+m3,...] [--models-elsewhere] [--json out.json]
 """
@@ -132,6 +133,8 @@ def main():
     ap.add_argument("--responder", default="auto")
     ap.add_argument("--asr", default="auto")
     ap.add_argument("--models-elsewhere", action="store_true", help="ASR, language model and voice by URL")
+    ap.add_argument("--remote-asr", default="whisper", choices=("whisper", "box"),
+                    help="with --models-elsewhere: faster-whisper-server, or another voxgate's Moonshine")
     ap.add_argument("--json")
     ap.add_argument("--server-log", help="the transceiver's INFO log (each response's stage marks) to this file")
     args = ap.parse_args()
@@ -143,7 +146,7 @@ def main():
     server, page_port = serve_dir()
     stop_models = None
     if args.models_elsewhere:
-        _, kwargs, stop_models = models_elsewhere(tmp)
+        _, kwargs, stop_models = models_elsewhere(tmp, asr=args.remote_asr)
         procs, url = start_agent(log=args.server_log, **kwargs)
     else:
         procs, url = start_agent(args.responder, args.asr, args.server_log)

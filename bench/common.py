@@ -82,31 +82,58 @@ def pin(pid: int, cpus: str) -> None:
     subprocess.run(["taskset", "-a", "-c", "-p", cpus, str(pid)], check=True, capture_output=True)
 
 
-def models_elsewhere(tmp: str, cpus: str | None = None) -> tuple[list, dict, callable]:
-    """The three models in processes of their own: faster-whisper-server (Whisper tiny.en), llama.cpp's server
-    (SmolLM2) and another voxgate's /v1/audio/speech (Piper); pinned to ``cpus`` if given. Returns their pids,
-    ``start_agent``'s arguments for a transceiver that uses them, and a function that stops them."""
+def models_elsewhere(tmp: str, cpus: str | None = None, asr: str = "whisper") -> tuple[list, dict, callable]:
+    """The three models in processes of their own: the recognizer (``whisper``: faster-whisper-server with Whisper
+    tiny.en; ``box``: another voxgate's /v1/audio/transcriptions, Moonshine), llama.cpp's server (SmolLM2) and
+    another voxgate's /v1/audio/speech (Piper); or (``stub``) all three from ``voxgate.lab.stub_models``; pinned to ``cpus`` if given. Returns their pids, ``start_agent``'s
+    arguments for a transceiver that uses them, and a function that stops them. Whisper pads every decode to a 30 s
+    window: ~0.7 s of one of these cores per decode, where Moonshine by HTTP takes ~0.1 s."""
     from voxgate.agent.shell.responders import smollm2_path
     from voxgate.lab.model_servers import llama_server, whisper_server
     from voxgate.lab.peers import TransceiverProcess
     from voxgate.wire.token import new_secret_line
 
+    if asr == "stub":  # all three answered after fixed delays, no CPU (voxgate.lab.stub_models): a GPU box's part
+        import subprocess
+
+        from voxgate.lab.model_servers import wait_http
+
+        port = free_port()
+        stub = subprocess.Popen([sys.executable, "-m", "voxgate.lab.stub_models", "--port", str(port)],
+                                env={**os.environ, "PYTHONPATH": SRC})
+        wait_http(f"http://127.0.0.1:{port}/v1/models")
+        if cpus:
+            pin(stub.pid, cpus)
+        url = f"http://127.0.0.1:{port}/v1"
+
+        def stop_stub():
+            stub.kill()
+            stub.wait(10)
+
+        return [stub.pid], dict(asr=f"openai:{url}#stub", responder=f"openai:{url}#stub", tts=f"openai:{url}#stub",
+                                env={"OPENAI_API_KEY": "sk-stub"}), stop_stub
     secret = os.path.join(tmp, "secret")
     with open(secret, "w") as fh:
         fh.write(new_secret_line(1) + "\n")
-    whisper, whisper_url = whisper_server()
+    procs = []
+    if asr == "whisper":
+        whisper, asr_url = whisper_server()
+        procs.append(whisper)
     llama, llama_url = llama_server(smollm2_path(), threads=1)
-    voice = TransceiverProcess(secret, agent="voice", extra=["--api-key", "sk-models", "--drain-timeout", "0"])
+    procs.append(llama)
+    box = TransceiverProcess(secret, agent="voice", extra=["--api-key", "sk-models", "--drain-timeout", "0"])
+    if asr == "box":
+        asr_url = box.url + "/v1"
+    pids = [p.pid for p in procs] + [box.proc.pid]
     if cpus:
-        for p in (whisper.pid, llama.pid, voice.proc.pid):
-            pin(p, cpus)
+        for pid in pids:
+            pin(pid, cpus)
 
     def stop():
-        voice.stop()
-        for p in (whisper, llama):
+        box.stop()
+        for p in procs:
             p.kill()
             p.wait(10)
 
-    return [whisper.pid, llama.pid, voice.proc.pid], dict(
-        asr=f"openai:{whisper_url}#whisper-1", responder=f"openai:{llama_url}#smollm2",
-        tts=f"openai:{voice.url}/v1#tts-1", env={"OPENAI_API_KEY": "sk-models"}), stop
+    return pids, dict(asr=f"openai:{asr_url}#whisper-1", responder=f"openai:{llama_url}#smollm2",
+                      tts=f"openai:{box.url}/v1#tts-1", env={"OPENAI_API_KEY": "sk-models"}), stop
