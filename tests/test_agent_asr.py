@@ -260,12 +260,12 @@ def test_whisper_base_hears_the_sessions_language(tmp_path):
 
     asr = WhisperBaseAsr()
     asr.configure(language="de", prompt=None)
-    heard = hear(asr, espeak_16k(tmp_path, "de", "Wie spät ist es in Berlin?")).lower()
-    assert "berlin" in heard and "spät" in heard, heard
+    heard = hear(asr, espeak_16k(tmp_path, "de", "Guten Morgen, wie geht es dir?")).lower()
+    assert "guten morgen" in heard and "geht es" in heard, heard
     assert asr.hints == {"language": "de"}  # an utterance's end keeps the session's language
     asr.configure(language="es", prompt=None)
     heard = hear(asr, espeak_16k(tmp_path, "es", "¿Dónde está la estación de tren?")).lower()
-    assert "estación" in heard and "dónde" in heard, heard
+    assert "estación" in heard and "donde" in heard, heard
     asr.configure(language="fr", prompt=None)
     heard = hear(asr, espeak_16k(tmp_path, "fr", "Quelle est la capitale de la France ?")).lower()
     assert "capitale" in heard and "quelle" in heard, heard

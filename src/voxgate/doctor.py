@@ -127,10 +127,11 @@ def check_stack(stack) -> list[Check]:
         t0 = time.monotonic()
         pcm = b"".join(stack.tts.synthesize(QUESTION))
         took = time.monotonic() - t0
-        seconds = len(pcm) / 2 / stack.tts.rate
+        rate = stack.tts.rate_of(stack.voice_name)  # a voice by URL has no rate of its own: 24 kHz PCM
+        seconds = len(pcm) / 2 / rate
         if seconds < 0.5:
             return "fail", f"{stack.tts.name}: {seconds:.2f} s of audio for a sentence", {}
-        spoken["pcm16k"] = Resampler(stack.tts.rate, 16000)(pcm)
+        spoken["pcm16k"] = Resampler(rate, 16000)(pcm)
         return "ok", (f"{stack.tts.name} ({stack.voice_name}): {seconds:.1f} s of speech, real-time factor "
                       f"{took / seconds:.2f}"), {"rtf": round(took / seconds, 3)}
 
@@ -168,6 +169,8 @@ def _ask(responder) -> tuple[str, str, dict]:
                 first = first or time.monotonic()
                 pieces.append(p)
         end = time.monotonic()
+        if hasattr(responder, "close"):  # a responder by URL keeps its connection on this loop, which ends here
+            await responder.close()
         return "".join(pieces).strip(), (first - t0) * 1000 if first else None, len(pieces), end - (first or end)
 
     text, first_ms, n, gen_s = asyncio.run(run())

@@ -157,14 +157,16 @@ class VoxgateProcess:
         self.ready = json.loads(line)
 
     def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
+        """Stop it (again: its exit code)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
         finally:
-            self.stderr_text = self.proc.stderr.read()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
+            if not self.proc.stderr.closed:
+                self.stderr_text = self.proc.stderr.read()
+                self.proc.stdout.close()
+                self.proc.stderr.close()
 
 
 class RelayProcess(VoxgateProcess):
@@ -432,12 +434,13 @@ def run_async(coro):
 
 
 @contextlib.contextmanager
-def running_demo(*extra: str, timeout: float = 180):
-    """`voxgate demo` on free ports with ``extra`` options; yields its URL and start-up output, stops it after."""
+def running_demo(*extra: str, timeout: float = 180, env: dict | None = None):
+    """`voxgate demo` on free ports with ``extra`` options (and ``env`` added to the environment); yields its URL and
+    start-up output, stops it after."""
     port, media, relay = free_port(), free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "voxgate", "demo", "--port", str(port), "--media-port", str(media),
                              "--relay-port", str(relay), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env={**os.environ, **(env or {})})
     lines = []
     deadline = time.monotonic() + timeout
     url = None
