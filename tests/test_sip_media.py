@@ -112,3 +112,32 @@ def test_the_webhook_signature_is_what_the_openai_sdk_verifies():
     assert not webhook.verify(secret, old, body)
     with pytest.raises(openai.InvalidWebhookSignatureError):
         client.webhooks.unwrap(body, old)
+
+
+def test_a_phone_line_carries_a_packet_every_20_ms_speech_or_not():
+    """Carriers and SBCs hang up on a call without media, and jitter buffers resynchronise at every gap: the agent's
+    RTP on a phone call is continuous (silence between its words), one clock, the marker bit on each talk spurt."""
+    out = PhoneOut(16000, PCMU, 99)
+    packets, now = [], 100.0
+
+    def run(seconds):
+        nonlocal now
+        end = now + seconds
+        while now < end:
+            data = out.next_packet(now)
+            if data:
+                packets.append(RtpPacket.parse(data))
+            now += 0.005
+
+    run(0.4)  # nothing to say yet
+    out.write(tone(16000, ms=200))
+    out.flush()
+    run(0.5)  # the words, then silence again
+    assert 45 <= len(packets) <= 47, len(packets)  # 0.9 s of 20 ms packets (one may go 20 ms early)
+    assert [p.timestamp - packets[0].timestamp for p in packets] == [160 * i for i in range(len(packets))]
+    assert [p.sequence_number - packets[0].sequence_number for p in packets] == list(range(len(packets)))
+    loud = [i for i, p in enumerate(packets) if max(p.payload) - min(p.payload) > 40]
+    assert loud and loud == list(range(loud[0], loud[-1] + 1)), loud  # the tone: one run of packets
+    assert [i for i, p in enumerate(packets) if p.marker] == [0, loud[0]]  # the stream's start and the spurt's
+    silence = AvCodec("pcm_mulaw", 8000).decode(packets[-1].payload)
+    assert not any(silence), "silence between words decodes to zeros"

@@ -131,6 +131,9 @@ def add_sip_args(p, demo: bool) -> None:
                    help="calls waiting for the app's accept at once (default 20); more get 503")
     p.add_argument("--sip-ring-timeout", type=float, default=30.0,
                    help="seconds a call waits for the app's accept or reject before 480 (default 30)")
+    p.add_argument("--sip-media-timeout", type=float, default=60.0,
+                   help="seconds an answered call may go without the caller's RTP (hold excepted) before a BYE "
+                        "(default 60; 0: never)")
 
 
 LIMIT_HELP = {
@@ -203,7 +206,8 @@ def sip_config(args, listen: tuple[str, int] | None):
         sys.exit(f"voxgate: --sip-allow: {exc}")
     return SipConfig(udp=listen, tcp=listen, tls=args.sip_tls, tls_cert=args.sip_tls_cert, tls_key=args.sip_tls_key,
                      rtp_host=args.sip_rtp_host, rtp_ports=ports, webhook_url=args.sip_webhook_url,
-                     webhook_secret=args.sip_webhook_secret, policy=policy, ring_timeout=args.sip_ring_timeout)
+                     webhook_secret=args.sip_webhook_secret, policy=policy, ring_timeout=args.sip_ring_timeout,
+                     media_timeout=args.sip_media_timeout)
 
 
 def cmd_transceiver(args) -> int:

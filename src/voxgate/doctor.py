@@ -103,7 +103,7 @@ def about(c: dict, v: dict) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ the models
 def check_stack(stack) -> list[Check]:
-    """Run each stage of a loaded ``agent.stack.Stack`` once: VAD, TTS, ASR on the TTS's words, the responder."""
+    """Run each stage of a loaded ``agent.shell.stack.Stack`` once: VAD, TTS, ASR on the TTS's words, the responder."""
     import array
     import math
 

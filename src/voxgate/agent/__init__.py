@@ -1,7 +1,8 @@
 """Voice agents: what runs behind the transceiver's audio interface.
 
-``base`` defines the interface (``Agent``, ``CallIO``); ``echo`` is the trivial
-agent for tests and benchmarks. ``load_agent`` maps ``--agent NAME`` to one.
+``shell/base.py`` defines the interface (``Agent``, ``CallIO``); ``shell/echo.py`` is the trivial agent for tests
+and benchmarks, ``shell/realtime.py`` the voice agent, ``shell/upstream.py`` the bridge to a Realtime model server.
+``load_agent`` maps ``--agent NAME`` to one.
 """
 
 from .shell.base import Agent, CallIO
@@ -11,9 +12,11 @@ _STACKS: dict = {}
 
 
 def load_agent(name: str, **options) -> Agent:
-    """``echo``; ``upstream:ws(s)://HOST/v1/realtime`` (a Realtime model server per call); ``voice`` (the embedded stack; ``responder=auto|scripted|smollm2|openai:URL#MODEL``,
-    ``asr=pocketsphinx|moonshine|auto``, ``tts=piper|piper-espeak``); or
-    ``module:Class``. A voice stack is loaded once per process and shared by its calls."""
+    """``echo``; ``upstream:ws(s)://HOST/v1/realtime`` (a Realtime model server per call); ``voice`` (the stack of
+    ``shell/stack.py``: ``responder=auto|scripted|smollm2|openai:URL#MODEL|openai-responses:URL#MODEL|gguf:PATH``,
+    ``asr=auto|moonshine|pocketsphinx|whisper|whisper-base|openai:URL#MODEL|realtime:WS-URL#MODEL`` (default
+    auto: Moonshine where installed, as the CLI), ``tts=piper|piper-espeak|openai:URL#MODEL``); or ``module:Class``.
+    A voice stack is loaded once per process and shared by its calls."""
     if name == "echo":
         from .shell.echo import EchoAgent
 
@@ -22,7 +25,7 @@ def load_agent(name: str, **options) -> Agent:
         from .shell.realtime import VoiceAgent
         from .shell.stack import Stack
 
-        key = (options.get("responder", "auto"), options.get("asr", "pocketsphinx"), options.get("tts", "piper"),
+        key = (options.get("responder", "auto"), options.get("asr", "auto"), options.get("tts", "piper"),
                options.get("asr_fallback"), options.get("tts_fallback"))
         if key not in _STACKS:
             _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1], tts=key[2],

@@ -400,15 +400,16 @@ class SipCore:
         call.state = "ending"
         return out + [Ended(call, reason)]
 
-    def hangup(self, call: Call, now: float, reason: str = "hangup") -> list[Action]:
-        """End the call from our side: a BYE once answered, a 603 before."""
+    def hangup(self, call: Call, now: float, reason: str = "hangup", headers: dict | None = None) -> list[Action]:
+        """End the call from our side: a BYE once answered (with ``headers``, e.g. an RFC 3326 ``Reason``), a 603
+        before."""
         if call.state in ("incoming", "ringing"):
             return self.reject(call, 603, now, reason)
         if call.state in ("ending", "ended"):
             return []
         call.state = "ending"
         call.final = None  # a BYE ends the 2xx's retransmission too
-        return self._request(call, "BYE", now) + [Ended(call, reason)]
+        return self._request(call, "BYE", now, headers) + [Ended(call, reason)]
 
     def refer(self, call: Call, target: str, now: float) -> list[Action]:
         """Ask the caller to call ``target`` (``sip:``/``tel:`` URI) instead (RFC 3515)."""

@@ -28,7 +28,10 @@ RELATCH = 2.0  # seconds of silence from the latched source before another sourc
 
 
 class PhoneOut(PacedOut):
-    """The agent's audio as G.711 or G.722 RTP; the RTP clock moves 160 per 20 ms for all three (RFC 3551)."""
+    """The agent's audio as G.711 or G.722 RTP; the RTP clock moves 160 per 20 ms for all three (RFC 3551). A packet
+    every 20 ms for the whole call (``continuous``): silence between the agent's words, as a phone line carries."""
+
+    continuous = True
 
     def __init__(self, rate: int, codec: Codec, ssrc: int):
         name, codec_rate = CODEC_RATE[codec.name]

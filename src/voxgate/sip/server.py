@@ -41,6 +41,7 @@ STREAMS_PER_SOURCE = 32  # ... from one address
 FIRST_MESSAGE_TIMEOUT = 10.0  # seconds a new connection has to send a whole SIP message (and a TLS handshake)
 STREAM_IDLE_TIMEOUT = 300.0  # seconds a connection with no call on it may send nothing (RFC 5626 keep-alives count)
 RING_TIMEOUT = 30.0  # seconds an incoming call waits for the app's accept or reject before 480 (--sip-ring-timeout)
+MEDIA_TIMEOUT = 60.0  # seconds an answered call may go without the caller's RTP (not on hold) before our BYE
 
 
 @dataclasses.dataclass
@@ -57,6 +58,7 @@ class SipConfig:
     auto_session: dict | None = None  # the session an auto-answered call runs with
     policy: Policy = dataclasses.field(default_factory=Policy)
     ring_timeout: float = RING_TIMEOUT
+    media_timeout: float = MEDIA_TIMEOUT  # 0: never
 
 
 class CallError(Exception):
@@ -351,6 +353,19 @@ class SipServer:
             return False
         self._execute(self.core.hangup(call, time.monotonic()))
         return True
+
+    def reap(self, now: float) -> None:
+        """End the answered calls whose caller sent no RTP for ``media_timeout`` seconds and is not holding them
+        (a phone that vanished without a BYE holds a call, its ports and an agent): a BYE saying why."""
+        timeout = self.cfg.media_timeout
+        if not timeout:
+            return
+        for call in list(self.calls.values()):
+            heard = call.inp.last_arrival or call.times["created"]
+            if call.state == "connected" and not call.sip.on_hold and now - heard > timeout:
+                log.warning("no RTP from %s for %.0f s: hanging up", call.call_id, now - heard)
+                self._execute(self.core.hangup(call.sip, now, reason="media_timeout",
+                                               headers={"Reason": 'SIP;cause=408;text="no RTP received"'}))
 
 
 def local_address() -> str:

@@ -112,6 +112,10 @@ class PacedOut:
     LEAD = 0.02
     GAP = 0.04
     CLOSE_FRAMES = 3  # silence sent after a cut: the decoder plays silence, not its loss concealment
+    # True: a packet every 20 ms for the whole call, silence when there is nothing to say (a phone line: carriers and
+    # SBCs hang up on a call without media, jitter buffers resynchronise on every gap); each talk spurt's first
+    # packet still carries the marker bit. False (WebRTC): packets only while speaking, as browsers expect
+    continuous = False
 
     def __init__(self, rate: int, payload_type: int, ssrc: int, codec_rate: int, ts_step: int):
         self.rate, self.pt, self.ssrc = rate, payload_type, ssrc
@@ -129,6 +133,7 @@ class PacedOut:
         self.packets = self.bytes = 0
         self.paused = False
         self._closing = 0  # silence frames still to send before a pause goes quiet
+        self._filled = False  # continuous: the last packet was filling silence (the next speech starts a spurt)
 
     def encode(self, pcm: bytes) -> bytes | None:
         """One 20 ms frame of s16 PCM at ``codec_rate`` as an RTP payload (None: the codec holds it for now)."""
@@ -170,6 +175,11 @@ class PacedOut:
         self.paused = on
 
     @property
+    def filling(self) -> bool:
+        """The last packet was silence filling the line (``continuous``), not the agent's audio."""
+        return self._filled
+
+    @property
     def queued_ms(self) -> int:
         return len(self.frames) * FRAME_MS
 
@@ -179,7 +189,8 @@ class PacedOut:
 
     def next_packet(self, now: float) -> bytes | None:
         """The next RTP packet if one is due at ``now``, else None."""
-        if not self.frames or (self.paused and not self._closing):
+        silent = not self.frames or (self.paused and not self._closing)
+        if silent and not self.continuous:
             return None
         marker = 0
         if self.idle(now):
@@ -188,8 +199,14 @@ class PacedOut:
             self.spurt_start, self.spurt_frames, marker = now, 0, 1
         elif self.spurt_start + self.spurt_frames * FRAME_MS / 1000 > now + self.LEAD:
             return None  # ahead of real time: wait
-        payload = self.encode(self.frames.popleft())
-        if self._closing:
+        if silent:  # continuous: the line carries silence between the agent's words
+            payload = self.encode(b"\0" * (self.samples * 2))
+            self._filled = True  # (the marker stays only on the stream's first packet)
+        else:
+            payload = self.encode(self.frames.popleft())
+            if self._filled:  # speech after filling silence: a talk spurt begins, on the same clock
+                marker, self._filled = 1, False
+        if self._closing and not silent:
             self._closing -= 1
         ts = self.spurt_ts + self.spurt_frames * self.ts_step
         self.spurt_frames += 1
@@ -260,9 +277,10 @@ class PacedCall(CallIO):
             data = self.out.next_packet(now)
             if data is None:
                 break
-            if "first_audio_out" not in self.times:
-                self.times["first_audio_out"] = now
-            self._sent.resolve(now)
+            if not self.out.filling:  # the agent's audio, not a phone line's silence between its words
+                if "first_audio_out" not in self.times:
+                    self.times["first_audio_out"] = now
+                self._sent.resolve(now)
             self.send_rtp(data)
             self._queue_changed()
         if self.out.packets and now >= self._next_report:

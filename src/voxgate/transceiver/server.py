@@ -337,7 +337,7 @@ class Transceiver:
         self._clock_step = step
         now = time.monotonic()
         for s in self._connected:
-            if s.out.frames or now >= s._next_report:
+            if s.out.frames or s.out.continuous or now >= s._next_report:
                 try:
                     s.tick(now)
                 except Exception:  # one call's failure must not stop everyone's audio
@@ -358,6 +358,8 @@ class Transceiver:
             session = self.sessions.get(ice.call_id)
             if session is not None:
                 await session.close("consent_expired")
+        if self.sip is not None:
+            self.sip.reap(now)  # phone calls whose caller's RTP stopped
         self.client_secrets.expire(time.time())
 
 

@@ -12,6 +12,7 @@ class PocketSphinxAsr:
     call, but a pooled decoder must forget the previous caller, so ``reset`` restores the model's initial mean."""
 
     name = "pocketsphinx"
+    partials = True  # feed returns the decoder's partial hypothesis
 
     def __init__(self):
         try:

@@ -25,6 +25,7 @@ from ..core.events import EventIds, error_event
 from ..core.turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume, Speculate,
                           SpeechStarted, TurnTaker, level)
 from ..models import MissingModel
+from ..models.interfaces import Configurable
 from ..models.noise import NoiseReduction
 from .base import Agent, CallIO
 from .response import Event, Failed, Finished, ItemAdded, ItemDone, Response
@@ -129,9 +130,8 @@ class RealtimeSession:
                 if configure is not None:  # a WebSocket call encodes its audio as the session says
                     configure(a.input_format, a.output_format)
             elif t is ConfigureRecognizer:
-                configure = getattr(self.asr, "configure", None)
-                if configure is not None:  # read by its next decode, on its own thread
-                    configure(a.language, a.prompt)
+                if isinstance(self.asr, Configurable):  # read by its next decode, on its own thread
+                    self.asr.configure(a.language, a.prompt)
             elif t is StartResponse:
                 r = Response(a.rid, a.config, a.messages, speculative=a.speculative, models=self.stack, call=self.call,
                              report=self._reported, conversation_id=self.conversation_id)
