@@ -341,7 +341,8 @@ TTS_HELP = ("the voice agent's synthesizer: piper (the Piper voice, phonemized b
 
 def add_fallback_args(p) -> None:
     p.add_argument("--asr-fallback", choices=("moonshine",),
-                   help="with --asr openai:…: the embedded recognizer decodes a turn whenever the server fails")
+                   help="with --asr openai:… or realtime:…: the embedded recognizer decodes a turn whenever the "
+                        "server fails")
     p.add_argument("--tts-fallback", choices=("piper",),
                    help="with --tts openai:…: the embedded voice speaks whenever the server fails")
 

@@ -28,6 +28,7 @@ import time
 
 from aiohttp import web
 
+from ..agent.models.interfaces import Configurable
 from ..audio import Framer, Resampler
 from .errors import BadRequest, error, form_parts, json_object, read_body
 
@@ -168,7 +169,7 @@ def add_routes(app: web.Application, t, caller_of) -> None:
                 pcm = await asyncio.to_thread(decode_audio, data)
                 asr = await stack.acquire_asr()
                 try:
-                    if hasattr(asr, "configure"):  # a recognizer that takes them (Whisper base, one by URL)
+                    if isinstance(asr, Configurable):  # a recognizer that takes them (Whisper base, one by URL)
                         asr.configure(language=fields.get("language") or None, prompt=fields.get("prompt") or None)
                     texts = await asyncio.to_thread(recognize, asr, pcm)
                 finally:

@@ -74,7 +74,7 @@ class Transceiver:
         options = {"responder": cfg.responder, "asr": cfg.asr, "tts": cfg.tts, "asr_fallback": cfg.asr_fallback,
                    "tts_fallback": cfg.tts_fallback, "progress": lambda line: log.warning("%s", line.strip())}
         self.agent_factory = lambda: load_agent(cfg.agent, **options)
-        self.agent_factory()  # load models and fail at start-up, not on the first call
+        self._first_agent = self.agent_factory()  # load models and fail at start-up, not on the first call
         self.draining = False
         self.client_secrets = ClientSecrets()  # the ek_ keys calls may be made with
         self.admission = Admission(cfg.limits)  # live calls per client secret and per source address
@@ -120,16 +120,12 @@ class Transceiver:
     def stack(self):
         """The agent's model stack (``agent.shell.stack.Stack``) with ``--agent voice``, else None: what the model
         APIs (``models_api``) serve."""
-        if not hasattr(self, "_stack"):
-            self._stack = getattr(self.agent_factory(), "stack", None)
-        return self._stack
+        return getattr(self._first_agent, "stack", None)
 
     @property
     def any_voice(self) -> bool:
         """The agent's voice is a model server's (a remote voice, an upstream model): a session may name any voice."""
-        if not hasattr(self, "_any_voice"):
-            self._any_voice = bool(getattr(self.agent_factory(), "any_voice", False))
-        return self._any_voice
+        return bool(getattr(self._first_agent, "any_voice", False))
 
     @property
     def ready(self) -> bool:

@@ -119,8 +119,6 @@ class ConfigureRecognizer:
     prompt: str | None
 
 
-
-
 CLIENT_EVENTS = {
     "session.update", "input_audio_buffer.commit", "input_audio_buffer.clear", "input_audio_buffer.append",
     "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
@@ -152,7 +150,6 @@ class Conversation:
         self.voice, self.speed = voice, 1.0  # audio.output: a name from agent/core/voices.py, as asked
         self.languages = languages or Languages()
         self.transcription: dict = {}  # audio.input.transcription's language and prompt, as asked
-        self.reply_language: str | None = None  # the session's language, when the voice speaks it
         self.names = {"model": model, "asr": asr, "vad": vad, "responder": responder}
         self.session_id = self.new_id("sess")
         self.conversation_id = self.new_id("conv")
@@ -187,6 +184,12 @@ class Conversation:
         if ignored:
             out["voxgate"]["ignored"] = ignored
         return out
+
+    @property
+    def reply_language(self) -> str | None:
+        """The session's language, when the voice speaks it (else the replies stay in the voice's)."""
+        lang, speaks = self.transcription.get("language"), self.languages.voice
+        return lang if speaks is None or lang in speaks else None
 
     def _voice_heard(self) -> str:
         try:
@@ -267,17 +270,13 @@ class Conversation:
         if tr.get("model") and tr["model"] != self.names["asr"]:
             notes.append(f"audio.input.transcription.model={tr['model']} (heard by {self.names['asr']})")
         lang = self.transcription.get("language")
-        name = LANGUAGE_NAMES.get(lang, lang)
         hears, speaks = self.languages.asr, self.languages.voice
         if lang and hears is not None and lang not in hears:
-            notes.append(f"audio.input.transcription.language={lang}: {self.names['asr']} hears English only "
+            notes.append(f"audio.input.transcription.language={lang}: {self.names['asr']} hears {_names(hears)} only "
                          "(--asr whisper-base, or a recognizer by URL, hears it)")
-        if lang and speaks is not None and lang not in speaks:
-            notes.append(f"audio.input.transcription.language={lang}: the voice speaks English only, so replies "
-                         f"are in English, not {name}")
-            self.reply_language = None
-        else:
-            self.reply_language = lang
+        if lang and self.reply_language is None:
+            notes.append(f"audio.input.transcription.language={lang}: the voice speaks {_names(speaks)} only, so "
+                         f"replies are in {_names(speaks)}, not {_names((lang,))}")
         out.append(ConfigureRecognizer(lang, self.transcription.get("prompt")))
         return notes
 
@@ -595,3 +594,8 @@ def chat_messages(items: list[dict]) -> list[dict]:
             if text:
                 out.append({"role": item["role"], "content": text})
     return out
+
+
+def _names(codes) -> str:
+    """Languages by name ("English and French"), from their codes."""
+    return " and ".join(LANGUAGE_NAMES.get(c, c) for c in codes)

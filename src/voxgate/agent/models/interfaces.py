@@ -40,6 +40,11 @@ class Configurable(Protocol):
     def configure(self, language: str | None = None, prompt: str | None = None) -> None: ...
 
 
+def decode_hints(language: str | None, prompt: str | None) -> dict:
+    """A session's language and prompt as the keyword arguments a decode takes (the empty ones left out)."""
+    return {k: v for k, v in (("language", language), ("prompt", prompt)) if v}
+
+
 @runtime_checkable
 class Peeking(Protocol):
     """A recognizer that decodes the utterance so far at a pause and keeps listening."""

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from . import ASR_RATE, MissingModel
+from .interfaces import decode_hints
 
 BOS, EOS = 1, 2
 TOKENS_PER_SECOND = 6.5  # a ceiling on the decode: speech runs at ~3–4 tokens a second
@@ -273,11 +274,16 @@ class UtteranceAsr:
         self.active = False
         self.hints: dict = {}  # the session's language and prompt, for a model that takes them
 
+    @property
+    def languages(self) -> tuple | None:
+        """What the model hears (None: any language, a multilingual model or a server)."""
+        return getattr(self.model, "languages", ("en",))
+
     def configure(self, language: str | None = None, prompt: str | None = None):
         """``audio.input.transcription``'s language and prompt, passed to each decode of a model that takes them
         (``hints``: Whisper base, a recognizer by URL); the others hear English as they always do."""
         if getattr(self.model, "hints", False):
-            self.hints = {k: v for k, v in (("language", language), ("prompt", prompt)) if v}
+            self.hints = decode_hints(language, prompt)
 
     def reset(self):
         """Back to the model's defaults (a pooled recognizer's next call starts here)."""
@@ -288,7 +294,7 @@ class UtteranceAsr:
     def cancel(self):
         """The input buffer was cleared: nothing to decode."""
         self.chunks.clear()
-        self.active = False  # the input buffer was cleared: nothing to decode
+        self.active = False
 
     def start(self):
         self.chunks.clear()

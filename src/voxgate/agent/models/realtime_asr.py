@@ -25,7 +25,9 @@ import base64
 import json
 import os
 
-from .remote import FALLBACKS, RemoteError, log
+from ...audio import Resampler
+from .interfaces import decode_hints
+from .remote import RemoteError, asr_backup, fell_back
 
 SEND_EVERY = 4800  # bytes of 24 kHz PCM per append: 100 ms
 MAX_SECONDS = 60  # the audio kept for a fallback decode
@@ -49,8 +51,6 @@ class RealtimeAsr:
     languages = None  # what the server hears is its business: a session's language is passed on
 
     def __init__(self, spec: str, timeout: float = 10.0, backup=None):
-        from ...audio import Resampler
-
         self.url, self.model = parse_realtime_spec(spec)
         self.name = "realtime:" + self.model
         self.timeout = timeout
@@ -59,7 +59,6 @@ class RealtimeAsr:
         self.hints: dict = {}
         self._ws = None
         self._configured: dict | None = None  # the hints the server's session has
-        self._Resampler = Resampler
         self._resample = Resampler(16000, 24000)
         self._out = b""  # 24 kHz PCM not sent yet
         self._kept: list[bytes] = []  # this utterance's 16 kHz audio, for a fallback decode
@@ -151,26 +150,26 @@ class RealtimeAsr:
 
     # ------------------------------------------------------------- the recognizer interface
     def configure(self, language: str | None = None, prompt: str | None = None):
-        self.hints = {k: v for k, v in (("language", language), ("prompt", prompt)) if v}
+        self.hints = decode_hints(language, prompt)
 
     def start(self):
         self._out, self._kept, self._partial, self._failed = b"", [], "", None
-        self._resample = self._Resampler(16000, 24000)
+        self._resample = Resampler(16000, 24000)
         self.active = True
 
         def begin():
-            fresh = self._ws is None
-            if fresh:
-                self._connect()
-            try:
-                self._configure()
-                self._send({"type": "input_audio_buffer.clear"})
-            except RemoteError:
-                if fresh:
-                    raise
-                self._connect()  # a kept connection the server closed while the recognizer was idle: once more
-                self._configure()
-                self._send({"type": "input_audio_buffer.clear"})
+            kept = self._ws is not None  # a kept connection the server may have closed while we were idle
+            while True:
+                if self._ws is None:
+                    self._connect()
+                try:
+                    self._configure()
+                    self._send({"type": "input_audio_buffer.clear"})
+                    return
+                except RemoteError:
+                    if not kept:
+                        raise
+                    kept = False  # once more, on a new connection
         self._guarded(begin)
 
     def feed(self, pcm16k: bytes) -> str:
@@ -225,8 +224,7 @@ class RealtimeAsr:
 
         from .moonshine import trim_silence
 
-        log.warning("the recognizer at %s failed (%s): the embedded one decodes this turn", self.url, reason)
-        FALLBACKS.labels("asr").inc()
+        fell_back("asr", self.url, reason)
         audio = np.frombuffer(kept, np.int16).astype(np.float32) / 32768.0
         return self.backup.transcribe_scored(trim_silence(audio))[0]
 
@@ -247,15 +245,8 @@ class RealtimeAsr:
 
 def realtime_asr_factory(spec: str, fallback: str | None = None):
     """The stack's ASR factory for ``--asr realtime:ws(s)://…#MODEL``."""
-    parse_realtime_spec(spec)  # a bad spec fails at start-up
-    if fallback not in (None, "moonshine"):
-        raise ValueError(f"--asr-fallback {fallback!r}: moonshine (or none)")
-    backup = None
-    if fallback:
-        from .moonshine import MoonshineModel
-
-        backup = MoonshineModel.shared()
-    name = "realtime:" + parse_realtime_spec(spec)[1]
+    name = "realtime:" + parse_realtime_spec(spec)[1]  # a bad spec fails at start-up
+    backup = asr_backup(fallback)
 
     def make():
         return RealtimeAsr(spec, backup=backup)

@@ -34,7 +34,8 @@ import wave
 
 from prometheus_client import Counter
 
-ASR_RATE = 16000
+from . import ASR_RATE
+
 SPEECH_RATE = 24000
 log = logging.getLogger("voxgate.agent")
 
@@ -46,6 +47,25 @@ class RemoteError(RuntimeError):
 # work an embedded model did because a model server failed (the default registry: a transceiver's /metrics has it)
 FALLBACKS = Counter("voxgate_agent_model_fallbacks", "Work an embedded model did because a model server failed, by "
                     "stage", ["stage"])
+_FELL_BACK = {"asr": "the recognizer at %s failed (%s): the embedded one decodes this turn",
+              "tts": "the voice at %s failed (%s): the embedded one speaks this piece"}
+
+
+def fell_back(stage: str, url: str, reason) -> None:
+    """An embedded model does ``stage``'s work this time because the server at ``url`` failed: logged and counted."""
+    log.warning(_FELL_BACK[stage], url, reason)
+    FALLBACKS.labels(stage).inc()
+
+
+def asr_backup(fallback: str | None):
+    """``--asr-fallback``'s model (``moonshine``: the process's shared Moonshine), or None without one."""
+    if fallback not in (None, "moonshine"):
+        raise ValueError(f"--asr-fallback {fallback!r}: moonshine (or none)")
+    if not fallback:
+        return None
+    from .moonshine import MoonshineModel
+
+    return MoonshineModel.shared()
 
 
 def parse_spec(spec: str, default_model: str) -> tuple[str, str]:
@@ -76,8 +96,8 @@ class _Client:
             self._conn = cls(self.host, self.port, timeout=self.timeout)
         return self._conn
 
-    def request(self, path: str, body: bytes, content_type: str, stream: bool = False):
-        """POST; the response (read it whole, or iterate ``read(n)`` when streaming); ``RemoteError`` on failure.
+    def request(self, path: str, body: bytes, content_type: str):
+        """POST; the response (read it whole, or ``read1(n)`` as it comes); ``RemoteError`` on failure.
         A connection the server closed while idle is opened again once."""
         headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
         if self.key:
@@ -195,8 +215,7 @@ class FallbackTranscriber:
         try:
             return self.remote.transcribe_scored(audio, **hints)
         except RemoteError as exc:
-            log.warning("the recognizer at %s failed (%s): the embedded one decodes this turn", self.remote.url, exc)
-            FALLBACKS.labels("asr").inc()
+            fell_back("asr", self.remote.url, exc)
             return self.backup.transcribe_scored(audio)
 
 
@@ -204,15 +223,13 @@ def remote_asr_factory(spec: str, fallback: str | None = None):
     """The stack's ASR factory for ``--asr openai:URL#MODEL``: one ``UtteranceAsr`` per call, each with its own
     kept-alive connection (the stack pools them, and so their connections). ``fallback`` (``moonshine``): the
     embedded model that decodes when the server fails."""
-    from .moonshine import MoonshineModel, UtteranceAsr
+    from .moonshine import UtteranceAsr
 
-    parse_spec(spec, "whisper-1")  # a bad spec fails at start-up, not on the first call
-    if fallback not in (None, "moonshine"):
-        raise ValueError(f"--asr-fallback {fallback!r}: moonshine (or none)")
-    backup = MoonshineModel.shared() if fallback else None
+    model_name = parse_spec(spec, "whisper-1")[1]  # a bad spec fails at start-up, not on the first call
+    backup = asr_backup(fallback)
 
     class RemoteAsr(UtteranceAsr):
-        name = "openai:" + parse_spec(spec, "whisper-1")[1]
+        name = "openai:" + model_name
 
         def __init__(self):
             model = RemoteTranscriber(spec)
@@ -238,7 +255,7 @@ class RemoteTts:
         return SPEECH_RATE
 
     def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0):
-        body = json.dumps({"model": self.model, "input": text, "voice": voice or "alloy", "speed": speed,
+        body = json.dumps({"model": self.model, "input": text, "voice": voice or self.default_voice, "speed": speed,
                            "response_format": "pcm"}).encode()
         with self.client._lock:
             resp = self.client.request("/audio/speech", body, "application/json")
@@ -277,8 +294,7 @@ class FallbackTts:
         try:
             first = next(pieces, None)
         except RemoteError as exc:
-            log.warning("the voice at %s failed (%s): the embedded one speaks this piece", self.remote.url, exc)
-            FALLBACKS.labels("tts").inc()
+            fell_back("tts", self.remote.url, exc)
             resample = Resampler(self.backup.rate_of(voice), SPEECH_RATE)
             from ..core.voices import resolve_voice
 

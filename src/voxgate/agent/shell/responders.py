@@ -353,6 +353,14 @@ class LlamaResponder(Responder):
                  "checking": said is None and bool(messages) and last_heard == "user"}
         asked_english = bool(messages) and english(messages[-1].get("content") or "")
 
+        def rejected(head: str) -> bool:
+            """The reply's first words are not to be spoken (``unfit``), and it was not made again yet: counted."""
+            why = unfit(head, asked_english)
+            if why is None or state["redone"]:
+                return False
+            REDONE.labels(why).inc()
+            return True
+
         def piece(text: str) -> bool:
             if cancelled.is_set():
                 return True
@@ -362,11 +370,9 @@ class LlamaResponder(Responder):
                 if len(state["head"].split()) < 3:
                     return False
                 state["checking"] = False
-                why = unfit(state["head"], asked_english)
-                if why is not None and not state["redone"]:
+                if rejected(state["head"]):
                     # a 135M model sometimes answers an English question in French, or starts a list or a run of
                     # digits: again, greedy (it then answers plainly), before a word of it is spoken
-                    REDONE.labels(why).inc()
                     state["redo"] = True
                     return True
                 text, state["head"] = state["head"], ""
@@ -389,19 +395,17 @@ class LlamaResponder(Responder):
                             break
                         self.llm.stream(prompt, on_piece=piece, max_tokens=max_tokens - state["made"],
                                         temperature=state["temperature"])
+                    if state["checking"] and state["head"]:  # a reply of under three words ("L'Alma: Paris")
+                        state["checking"] = False
+                        if not cancelled.is_set() and rejected(state["head"]):
+                            state["redo"] = True
+                        else:
+                            text, _ = spoken.push(state["head"])
+                            if text:
+                                loop.call_soon_threadsafe(q.put_nowait, text)
                     if state["redo"] and not state["redone"]:
                         state.update(redo=False, redone=True, made=0, head="", checking=True, temperature=0.0)
                         continue
-                    if state["checking"] and state["head"]:  # a reply of under three words ("L'Alma: Paris")
-                        state["checking"] = False
-                        why = unfit(state["head"], asked_english)
-                        if why is not None and not state["redone"] and not cancelled.is_set():
-                            REDONE.labels(why).inc()
-                            state.update(redone=True, made=0, head="", checking=True, temperature=0.0)
-                            continue
-                        text, _ = spoken.push(state["head"])
-                        if text:
-                            loop.call_soon_threadsafe(q.put_nowait, text)
                     if not state["yielded"] or state["made"] >= max_tokens:
                         rest = spoken.flush()
                         if rest and not cancelled.is_set():

@@ -15,8 +15,8 @@ stay out of the conversation.
 from __future__ import annotations
 
 import asyncio
-import threading
 import logging
+import threading
 import time
 from dataclasses import dataclass
 

