@@ -81,7 +81,7 @@ def test_partial_inference_commits_a_fitting_speculation_and_redoes_a_stale_one(
     assert spec.speculative and c.spec == spec.rid and c.speculate("more") == []
     out = c.end_of_turn("what is the weather", True, {"turn_end": 5.0}, transcript_fits)
     assert of(out, CommitResponse)[0].rid == spec.rid and c.live == spec.rid and SetResponding(True) in out
-    c.response_done(spec.rid, "completed", queued_ms=0)
+    c.response_done(spec.rid, "completed", plays=False)
     [spec2] = c.speculate("what is the")
     out = c.end_of_turn("what is the time in Oslo", True, {"turn_end": 6.0}, transcript_fits)
     assert CancelResponse(spec2.rid, "discarded") in out and of(out, StartResponse) and not of(out, CommitResponse)
@@ -97,7 +97,7 @@ def test_tool_calls_and_their_results_become_the_next_responses_context():
             "name": "get_weather", "call_id": "call_1", "arguments": '{"location": "Oslo"}'}
     assert events(c.item_added(start.config, call), "conversation.item.added")
     assert events(c.item_done(start.config, call), "conversation.item.done")
-    assert c.response_done(start.rid, "completed", queued_ms=0) == [SetResponding(False)]
+    assert c.response_done(start.rid, "completed", plays=False) == [SetResponding(False)]
     out = c.client_event({"type": "conversation.item.create", "item": {
         "type": "function_call_output", "call_id": "call_1", "output": '{"sky": "clear"}'}}, 0.0)
     assert [e["type"] for e in events(out)] == ["conversation.item.added", "conversation.item.done"]
@@ -135,14 +135,14 @@ def test_barge_in_playback_and_the_input_buffer():
     [start] = of(c.respond({}), StartResponse)
     rid, out = c.barge_in()
     assert rid == start.rid and CancelResponse(rid, "turn_detected") in out and SetResponding(False) in out
-    c.response_done(rid, "cancelled", queued_ms=0)
+    c.response_done(rid, "cancelled", plays=False)
     [start2] = of(c.respond({}), StartResponse)
-    assert c.response_done(start2.rid, "completed", queued_ms=800) == []  # still speaking: barge-in stays armed
+    assert c.response_done(start2.rid, "completed", plays=True) == []  # still speaking: barge-in stays armed
     assert c.playing == start2.rid
     rid, out = c.barge_in()  # over playback: nothing to cancel, the shell clears the output
     assert rid == start2.rid and not of(out, CancelResponse) and c.playing is None
     [start3] = of(c.respond({}), StartResponse)
-    c.response_done(start3.rid, "completed", queued_ms=500)
+    c.response_done(start3.rid, "completed", plays=True)
     out = c.drained(start3.rid)
     assert SetResponding(False) in out and events(out)[0] == {"type": "output_audio_buffer.stopped",
                                                               "response_id": start3.rid}

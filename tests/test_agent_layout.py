@@ -101,3 +101,29 @@ def test_every_recognizer_and_voice_implements_the_declared_interface():
     remote = RemoteTts("openai:http://127.0.0.1:9/v1#tts-1")
     for tts in (PiperTts(), remote, FallbackTts(remote, None)):
         assert isinstance(tts, Synthesizer), type(tts)
+
+
+# what the executor may ask the engine: its inputs (each takes what happened and returns actions), its deadline
+ENGINE_INPUTS = {"start", "client_event", "frame", "heard", "recognizer_failed", "recognized", "report", "first_sent",
+                 "output_cleared", "drained", "denoise_unavailable", "timer", "close", "next_deadline", "session_id"}
+
+
+def test_the_shell_only_tells_the_engine_what_happened():
+    """The engine applies its own decisions: a shell module calls the engine's inputs and reads none of its state
+    (no ``self.engine.conv``, no ``engine.tt.state``, no response's status), as the engine's docstring says."""
+    from voxgate.agent.core.engine import Engine
+
+    for name in ENGINE_INPUTS:
+        assert hasattr(Engine, name) or name == "session_id", name
+    for f in sorted((AGENT / "shell").glob("*.py")):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                    and node.value.attr == "engine":
+                assert node.attr in ENGINE_INPUTS, (f.name, node.lineno, node.attr)
+        engine_uses = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "engine"]
+        parents = {id(c): p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+        for n in engine_uses:  # used only to call an input (or made): never passed around or aliased
+            parent = parents[id(n)]
+            assert isinstance(parent, ast.Attribute) or (isinstance(parent, ast.Assign) and n in parent.targets), \
+                (f.name, n.lineno)

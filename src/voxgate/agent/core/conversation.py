@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from . import events as ev, schema
 from .events import error_body, error_event, new_id
 from .languages import LANGUAGE_NAMES, Languages
+from .reply import Reply
 from .turns import TurnConfig
 from .voices import DEFAULT_VOICE, resolve_voice
 
@@ -95,7 +96,9 @@ class ClearInput:
 
 @dataclass(frozen=True)
 class ClearOutput:
-    """Drop the audio queued for the caller."""
+    """Drop the audio queued for the caller (the executor says how much it dropped: ``Engine.output_cleared``)."""
+
+    why: str = "client"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,13 @@ class ConfigureAudio:
 
 
 @dataclass(frozen=True)
+class ConfigureDenoise:
+    """``audio.input.noise_reduction``: the suppressor the input goes through (None: off)."""
+
+    kind: str | None
+
+
+@dataclass(frozen=True)
 class ConfigureRecognizer:
     """``audio.input.transcription``'s hints for the call's recognizer (one that takes them: ``hints``)."""
 
@@ -124,14 +134,6 @@ CLIENT_EVENTS = {
     "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
     "conversation.item.truncate", "response.create", "response.cancel", "output_audio_buffer.clear",
 }
-
-
-@dataclass
-class ResponseState:
-    rid: str
-    config: ResponseConfig
-    state: str  # speculating | live | oob (playing is Conversation.playing: the response has ended by then)
-    transcript: str = ""
 
 
 class Conversation:
@@ -155,7 +157,7 @@ class Conversation:
         self.conversation_id = self.new_id("conv")
         self.items: list[dict] = []
         self.audio_ms: dict[str, int] = {}  # assistant item -> milliseconds of audio it spoke
-        self.responses: dict[str, ResponseState] = {}
+        self.responses: dict[str, Reply] = {}  # in progress (core/reply.py: the one record of each)
         self.live: str | None = None
         self.playing: str | None = None
         self.spec: str | None = None
@@ -239,6 +241,7 @@ class Conversation:
             self.speed = float(outp["speed"])
         if "noise_reduction" in inp:
             self.noise_reduction = (inp["noise_reduction"] or {}).get("type")
+            out.append(ConfigureDenoise(self.noise_reduction))
         if inp.get("transcription") is not None:
             ignored += self._transcription(inp["transcription"], out)
         if "turn_detection" in inp or "turn_detection" in session:
@@ -337,9 +340,9 @@ class Conversation:
         out = []
         if config.in_conversation:
             out += self._go_live(rid)
-            self.responses[rid] = ResponseState(rid, config, "live")
+            self.responses[rid] = Reply(rid, config, "live", new_id=self.new_id)
         else:
-            self.responses[rid] = ResponseState(rid, config, "oob")
+            self.responses[rid] = Reply(rid, config, "oob", new_id=self.new_id)
         return out + [StartResponse(rid, config, self.messages(items) + (extra or []), marks=marks)]
 
     def speculate(self, transcript: str, marks: dict | None = None) -> list:
@@ -349,7 +352,7 @@ class Conversation:
         rid = self.new_id("resp")
         config = self.response_config()
         self.spec = rid
-        self.responses[rid] = ResponseState(rid, config, "speculating", transcript)
+        self.responses[rid] = Reply(rid, config, "speculating", transcript, new_id=self.new_id)
         return [StartResponse(rid, config, self.messages() + [{"role": "user", "content": transcript}],
                               speculative=True, marks=marks or {})]
 
@@ -395,14 +398,14 @@ class Conversation:
             self.audio_ms[item["id"]] = round(audio_ms)  # what truncate checks audio_end_ms against
         return [Emit(ev.ItemDone(prev, item))]
 
-    def response_done(self, rid: str, status: str, queued_ms: int) -> list:
-        """A response finished (its closing events are out). A completed one with audio still queued plays on:
-        barge-in stays armed until its playback drains."""
+    def response_done(self, rid: str, status: str, plays: bool) -> list:
+        """A response finished (its closing events are out). A completed one whose audio is being played out
+        (``plays``) stays armed for barge-in until its playback drains."""
         state = self.responses.pop(rid, None)
         if state is None or self.live != rid:
             return []
         self.live = None
-        if status == "completed" and queued_ms > 0:
+        if status == "completed" and plays:
             self.playing = rid
             return []
         return [SetResponding(False)]

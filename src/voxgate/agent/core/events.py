@@ -1,7 +1,7 @@
 """The Realtime server events, typed and serialised in one place (sans-IO).
 
 Every event voxgate sends a Realtime client is one of the frozen dataclasses below; a core returns them inside its
-actions (``conversation.Emit``), a response runner reports them (``shell/response.Event``), and the shell turns each
+actions (``conversation.Emit``), the engine makes a response's from what its runner reports (``reply.Reply``), and the shell turns each
 into JSON once, with ``ServerEvent.as_dict(event_id)``, when it sends it. The field names are the API's (see
 ``../shared`` for the protocol reference); ``type`` is a class constant.
 

@@ -42,9 +42,10 @@ class AgentMetrics:
             cls._instance = self
         return cls._instance
 
-    def observe(self, response):
-        self.responses.labels(response.status).inc()
-        for stage, ms in response.timing_ms().items():
+    def observe(self, status: str, timing: dict):
+        """A response ended: its status, and each stage of its timing (``core/reply.Reply.timing_ms``)."""
+        self.responses.labels(status).inc()
+        for stage, ms in timing.items():
             if isinstance(ms, float) and ms >= 0:  # a speculation's stages before the turn's end are negative
                 self.turn.labels(stage).observe(ms / 1000)
 
