@@ -105,7 +105,8 @@ def test_every_recognizer_and_voice_implements_the_declared_interface():
 
 # what the executor may ask the engine: its inputs (each takes what happened and returns actions), its deadline
 ENGINE_INPUTS = {"start", "client_event", "frame", "heard", "recognizer_failed", "recognized", "report", "first_sent",
-                 "output_cleared", "drained", "denoise_unavailable", "timer", "close", "next_deadline", "session_id"}
+                 "output_cleared", "drained", "denoise_unavailable", "dtmf", "timer", "close", "next_deadline",
+                 "session_id"}
 
 
 def test_the_shell_only_tells_the_engine_what_happened():
@@ -127,3 +128,30 @@ def test_the_shell_only_tells_the_engine_what_happened():
             parent = parents[id(n)]
             assert isinstance(parent, ast.Attribute) or (isinstance(parent, ast.Assign) and n in parent.targets), \
                 (f.name, n.lineno)
+
+
+def _package_imports(package: str) -> set[str]:
+    """The voxgate packages a package's modules import (``..sip`` as ``sip``; lazy imports included)."""
+    out = set()
+    for f in (AGENT.parent / package).glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                out.add(node.module.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("voxgate."):
+                out.add(node.module.split(".")[1])
+    return out
+
+
+def test_the_transports_share_the_call_layer_and_import_neither_each_other():
+    """``call`` is beneath every transport: WebRTC sessions and WebSocket sessions (``transceiver``) and phone calls
+    (``sip``) are built on it, and neither transport package imports the other (``call.phone`` declares what they
+    offer each other; ``voxgate.cli`` wires them). The call layer imports no transport and no agent."""
+    assert "sip" not in _package_imports("transceiver"), _package_imports("transceiver")
+    assert "transceiver" not in _package_imports("sip"), _package_imports("sip")
+    assert {"call"} <= _package_imports("sip") and {"call"} <= _package_imports("transceiver")
+    assert not _package_imports("call") & {"transceiver", "sip", "agent", "relay", "steering"}, _package_imports("call")
+    from voxgate.call.paced import PacedCall
+    from voxgate.sip.server import SipCall
+    from voxgate.transceiver.session import Session
+
+    assert issubclass(Session, PacedCall) and issubclass(SipCall, PacedCall)

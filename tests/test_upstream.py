@@ -129,10 +129,11 @@ def test_a_barge_in_at_the_edge_cancels_and_truncates_upstream():
         return ws
 
     class Call(CallIO):
-        call_id, sample_rate, paced = "rtc_test", 24000, True
+        paced = True
 
         def __init__(self):
-            self.sent, self.written_ms, self.cleared = [], 0.0, None
+            super().__init__("rtc_test", 24000)
+            self.sent_events, self.written_ms, self.cleared = [], 0.0, None
             self._end = asyncio.Event()
 
         async def audio(self):
@@ -163,7 +164,7 @@ def test_a_barge_in_at_the_edge_cancels_and_truncates_upstream():
             return asyncio.get_running_loop().create_future()
 
         def send_event(self, event):
-            self.sent.append(event)
+            self.sent_events.append(event)
             return True
 
     async def go():
@@ -187,7 +188,7 @@ def test_a_barge_in_at_the_edge_cancels_and_truncates_upstream():
     assert got[0]["type"] == "response.cancel"
     assert got[1] == {"type": "conversation.item.truncate", "event_id": got[1]["event_id"], "item_id": "item_1",
                       "content_index": 0, "audio_end_ms": 1000}, got
-    types = [e["type"] for e in call.sent]
+    types = [e["type"] for e in call.sent_events]
     assert types.index("output_audio_buffer.started") < types.index("output_audio_buffer.cleared") \
         < types.index("input_audio_buffer.speech_started")
     assert "response.output_audio.delta" not in types  # the audio was played, not sent as events

@@ -178,6 +178,16 @@ def limits_from(args):
     return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
 
 
+def phone_line(cfg):
+    """The transceiver's phone server for a ``SipConfig`` (None: no phones): here, where the process is put
+    together, is the one place that knows both the transceiver and the SIP server (``call.phone``)."""
+    if cfg is None:
+        return None
+    from .sip.server import SipServer
+
+    return lambda host: SipServer(host, cfg)
+
+
 def sip_config(args, listen: tuple[str, int] | None):
     """The SipConfig the options ask for, or None without a SIP address."""
     if listen is None:
@@ -236,14 +246,15 @@ def cmd_transceiver(args) -> int:
         responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
         asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
-        sip=sip_config(args, args.sip_listen), limits=limits_from(args), trusted_proxies=trusted_proxies(args),
+        phone=phone_line(sip_config(args, args.sip_listen)), limits=limits_from(args),
+        trusted_proxies=trusted_proxies(args),
     )
 
     def ready(t):
         print(json.dumps({"event": "transceiver_ready", "id": t.id, "region": cfg.region, "http": "http://%s:%d" % args.http,
                           "media": "%s:%d" % t.media_address, "token_target": "%s:%d" % t.token_target,
                           "candidates": ["%s:%d" % c for c in t.candidates], "agent": args.agent,
-                          "sip": t.sip.describe() if t.sip else None}), flush=True)
+                          "sip": t.phone.describe() if t.phone else None}), flush=True)
 
     try:
         return asyncio.run(serve(cfg, ready))

@@ -70,7 +70,7 @@ def run(args) -> int:
         from .transceiver import turn
 
         turn_cfg = turn.load(args.turn_url or [], None, os.environ.get("VOXGATE_TURN_SECRET"))
-        from .cli import limits_from, parse_hostport, sip_config
+        from .cli import limits_from, parse_hostport, phone_line, sip_config
 
         sip = None
         if args.sip is not None:
@@ -80,20 +80,19 @@ def run(args) -> int:
             turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
             relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr, tts=args.tts,
-            asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, drain_timeout=1.0, sip=sip, limits=limits_from(args))
+            asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, drain_timeout=1.0, phone=phone_line(sip), limits=limits_from(args))
         url = f"http://{host}:{args.port}/demo"
 
         def ready(t):
             _say(f"  transceiver http://{host}:{args.port}, media udp {t.media_address[0]}:{t.media_address[1]} "
                  f"behind the relay, agent {args.agent}")
-            if t.sip is not None:
-                how = "the webhook's app answers" if t.cfg.sip.webhook_url else "answered at once"
-                _say(f"  sip        udp+tcp {t.cfg.sip.udp[0]}:{t.cfg.sip.udp[1]}, {how}: "
-                     f"dial sip:agent@{t.cfg.sip.udp[0]}:{t.cfg.sip.udp[1]}")
+            if sip is not None:  # (its listeners are bound by now: the ports are known)
+                how = "the webhook's app answers" if sip.webhook_url else "answered at once"
+                _say(f"  sip        udp+tcp {sip.udp[0]}:{sip.udp[1]}, {how}: dial sip:agent@{sip.udp[0]}:{sip.udp[1]}")
             loopback = host in ("127.0.0.1", "::1", "localhost")
             _say(f"  auth       none: anyone who reaches {host}:{args.port} may call, hang up and read every call"
                  + ("" if loopback else " (not loopback: run `voxgate transceiver --api-key` to serve others)"))
-            if t.sip is not None and not (t.cfg.sip.policy.auth or t.cfg.sip.policy.allow):
+            if sip is not None and not (sip.policy.auth or sip.policy.allow):
                 _say("  sip auth   none: any phone that reaches the SIP port may call (--sip-auth, --sip-allow)")
             _say("")
             _say(f"Open {url} and click Talk. Ctrl-C stops.")

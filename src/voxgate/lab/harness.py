@@ -12,12 +12,12 @@ import collections
 import time
 
 from ..audio import Framer
-from ..agent.shell.base import CallIO, SentWaiters, until_none
+from ..call.io import CallIO, until_none
 
 
 class LocalCall(CallIO):
     def __init__(self, sample_rate: int, call_id: str = "local"):
-        self.call_id, self.sample_rate = call_id, sample_rate
+        super().__init__(call_id, sample_rate)
         self.frame_bytes = sample_rate // 50 * 2
         self._audio_q: asyncio.Queue = asyncio.Queue()
         self._event_q: asyncio.Queue = asyncio.Queue()
@@ -27,7 +27,6 @@ class LocalCall(CallIO):
         self.sent_log: list[tuple[float, int]] = []  # (time, bytes) per sent frame
         self.events_out: list[dict] = []
         self.event_times: list[float] = []
-        self._sent = SentWaiters()
         self._clock: asyncio.Task | None = None
         self.paused = False
 
@@ -45,8 +44,8 @@ class LocalCall(CallIO):
                 self.sent_audio += frame
                 now = time.monotonic()
                 self.sent_log.append((now, len(frame)))
-                self._sent.resolve(now)
-                self._queue_changed()
+                self.sent.resolve(now)
+                self.queue_changed()
 
     # caller side
     def push_audio(self, pcm: bytes):
@@ -79,7 +78,7 @@ class LocalCall(CallIO):
         dropped = len(self.out_queue) * 20
         self.out_queue.clear()
         self._framer.clear()
-        self._queue_changed()
+        self.queue_changed()
         return dropped
 
     def pause_audio(self, paused: bool) -> None:
@@ -88,9 +87,6 @@ class LocalCall(CallIO):
     @property
     def queued_audio_ms(self) -> int:
         return len(self.out_queue) * 20
-
-    def audio_sent(self):
-        return self._sent.add()
 
     def events(self):
         return until_none(self._event_q)

@@ -77,6 +77,7 @@ class Call:
     final_interval: float = T1
     final_deadline: float = 0.0
     last_provisional: bytes | None = None
+    ring_deadline: float | None = None  # an app that has not answered by then: 480 (``ring``'s timeout)
 
     @property
     def on_hold(self) -> bool:
@@ -144,6 +145,18 @@ class Ended:
 Action = Union[Send, Incoming, Confirmed, Updated, Dtmf, ReferStatus, Ended]
 
 
+class NotRinging(ValueError):
+    """The call is no longer waiting to be answered (answered, cancelled, ended)."""
+
+
+class NotAnswered(ValueError):
+    """The command needs an answered call."""
+
+
+class BadRequestValue(ValueError):
+    """A command's value is not one SIP allows (a status code, a URI)."""
+
+
 class SipCore:
     def __init__(self, policy: Policy | None = None, contact: dict[str, tuple[str, int]] | None = None,
                  new_id=None):
@@ -159,6 +172,14 @@ class SipCore:
         self.counters = {"malformed": 0, "answered_400": 0, "forbidden": 0, "rate_limited": 0, "unauthorized": 0,
                          "busy": 0, "not_acceptable": 0, "no_dialog": 0, "ringing_full": 0,
                          "connection_limit": 0, "connection_timeout": 0}
+
+    def set_contact(self, contact: dict[str, tuple[str, int]]) -> None:
+        """Where we listen, as our Contact and Via say it (known once the listeners are bound)."""
+        self.contact = dict(contact)
+
+    def count(self, what: str) -> None:
+        """A refusal the shell made (a connection over its limit, one that sent nothing, a malformed stream)."""
+        self.counters[what] += 1
 
     # ------------------------------------------------------------- input
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
@@ -374,10 +395,13 @@ class SipCore:
         return out
 
     # ------------------------------------------------------------- commands
-    def ring(self, call: Call, now: float) -> list[Action]:
+    def ring(self, call: Call, now: float, timeout: float | None = None) -> list[Action]:
+        """180 Ringing: the app decides (``accept``, ``reject``); with no decision in ``timeout`` s, 480."""
         if call.state != "incoming":
             return []
         call.state = "ringing"
+        if timeout:
+            call.ring_deadline = now + timeout
         data = message.response(call.invite, 180, to_tag=call.local_tag, headers={"Contact": self._contact(call)},
                                 received=call.peer.text)
         call.last_provisional = data
@@ -386,18 +410,18 @@ class SipCore:
     def accept(self, call: Call, media: tuple[str, int], now: float) -> list[Action]:
         """Answer 200 with our SDP (RTP on ``media``); ``Confirmed`` follows with the ACK."""
         if call.state not in ("incoming", "ringing"):
-            raise ValueError(f"the call is {call.state}: it can no longer be accepted")
+            raise NotRinging(f"the call is {call.state}: it can no longer be accepted")
         call.media = media
-        call.state = "accepted"
+        call.state, call.ring_deadline = "accepted", None
         return self._send_final(call, call.invite, 200, now, self._sdp(call))
 
     def reject(self, call: Call, code: int, now: float, reason: str = "rejected") -> list[Action]:
         if call.state not in ("incoming", "ringing"):
-            raise ValueError(f"the call is {call.state}: only a call not yet answered can be rejected")
+            raise NotRinging(f"the call is {call.state}: only a call not yet answered can be rejected")
         if not 300 <= code <= 699:
-            raise ValueError("a rejection's status code is 300-699")
+            raise BadRequestValue("a rejection's status code is 300-699")
         out = self._send_final(call, call.invite, code, now)
-        call.state = "ending"
+        call.state, call.ring_deadline = "ending", None
         return out + [Ended(call, reason)]
 
     def hangup(self, call: Call, now: float, reason: str = "hangup", headers: dict | None = None) -> list[Action]:
@@ -414,9 +438,9 @@ class SipCore:
     def refer(self, call: Call, target: str, now: float) -> list[Action]:
         """Ask the caller to call ``target`` (``sip:``/``tel:`` URI) instead (RFC 3515)."""
         if call.state not in ("accepted", "confirmed"):
-            raise ValueError(f"the call is {call.state}: only an answered call can be transferred")
+            raise NotAnswered(f"the call is {call.state}: only an answered call can be transferred")
         if not target.startswith(("sip:", "sips:", "tel:")):
-            raise ValueError("target_uri must be a sip:, sips: or tel: URI")
+            raise BadRequestValue("target_uri must be a sip:, sips: or tel: URI")
         me = self._contact(call)[1:-1]
         return self._request(call, "REFER", now, {"Refer-To": f"<{target}>", "Referred-By": f"<{me}>",
                                                    "Contact": self._contact(call)})
@@ -468,6 +492,7 @@ class SipCore:
     # ------------------------------------------------------------- time
     def next_deadline(self) -> float | None:
         times = [c.final_due for c in self.calls.values() if c.final is not None]
+        times += [c.ring_deadline for c in self.calls.values() if c.ring_deadline is not None]
         times += [o.due for o in self._outgoing.values()]
         times += [exp for _, exp in self._answered.values()]
         return min(times) if times else None
@@ -475,6 +500,10 @@ class SipCore:
     def tick(self, now: float) -> list[Action]:
         out: list[Action] = []
         for call in list(self.calls.values()):
+            if call.ring_deadline is not None and now >= call.ring_deadline:
+                call.ring_deadline = None
+                if call.state in ("incoming", "ringing"):  # the app never answered
+                    out += self.reject(call, 480, now, reason="timeout")
             if call.final is None or now < call.final_due:
                 continue
             if now >= call.final_deadline:  # no ACK came

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
 
-from ..transceiver.media import FRAME_MS, PacedOut
+from ..call.paced import FRAME_MS, PacedOut
 from ..audio import AvCodec, Framer, Resampler
 from .core import DTMF_KEYS  # RFC 4733's event codes 0-15, as SIP INFO names them too
 from .sdp import Codec

@@ -25,10 +25,9 @@ from typing import Callable
 
 import aiohttp
 
-from ..agent.core.events import DtmfReceived
-from ..agent.shell.base import SentWaiters
+from ..call.paced import PacedCall
+from ..call.phone import CallError, PhoneHost
 from ..steering.placement import call_id
-from ..transceiver.media import PacedCall
 from . import core, webhook
 from .core import Call, Peer, SipCore
 from .media import PhoneIn, PhoneOut
@@ -61,30 +60,21 @@ class SipConfig:
     media_timeout: float = MEDIA_TIMEOUT  # 0: never
 
 
-class CallError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
 @dataclasses.dataclass
-class SipHost:
-    """What the SIP server needs of the transceiver it answers phones for, and all it may reach: its id (in call
-    ids), whether it takes a call now (``refusal``: None, or the SIP status to refuse with), a new agent, the
-    transceiver's clock for a call's audio, where to say a call was answered or ended (``added``, ``removed``) and
-    to count how calls ended (``ended``: the reason)."""
+class CallHost:
+    """What an answered call may reach of its server: hang itself up (a BYE: its agent failed), the shared clock,
+    and where to say it closed."""
 
-    id: str
-    refusal: Callable[[], int | None]
-    new_agent: Callable[[], object]
-    clocked: Callable[[object], None]
-    added: Callable[[object], None]
-    removed: Callable[[object], None]
-    ended: Callable[[str], None]
+    hangup: Callable[[str], bool]
+    clock: Callable[[object], None]
+    closed: Callable[["SipCall"], None]
 
 
 class SipServer:
-    def __init__(self, host: SipHost, cfg: SipConfig):
+    """The phone server: SIP over UDP, TCP and TLS (``core.SipCore`` decides, this executes), the calls' RTP, the
+    app's webhook; a ``call.phone.PhoneLine`` to the transceiver that hosts it."""
+
+    def __init__(self, host: PhoneHost, cfg: SipConfig):
         self.host, self.cfg = host, cfg
         contact = {k: v for k, v in (("udp", cfg.udp), ("tcp", cfg.tcp), ("tls", cfg.tls)) if v}
         self.core = SipCore(cfg.policy, contact, new_id=lambda: call_id(host.id, secrets.token_hex(10)))
@@ -95,7 +85,7 @@ class SipServer:
         self._streams_from: collections.Counter = collections.Counter()  # TCP/TLS connections per source address
         self._conn_ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
-        self._ring_timers: dict[str, asyncio.TimerHandle] = {}
+        self.call_host = CallHost(hangup=self.hangup, clock=host.calls.clock, closed=self._closed)
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task] = set()
 
@@ -123,8 +113,8 @@ class SipServer:
                         "call (bounded by --sip-rate, --sip-global-rate, --sip-max-ringing)", listen)
         self.bind_host = listen  # RTP binds where SIP does (a wildcard included)
         self.advertise = self.cfg.rtp_host or (listen if listen not in ("0.0.0.0", "::", "") else local_address())
-        self.core.contact = {k: (self.advertise, v[1]) for k, v in
-                             (("udp", self.cfg.udp), ("tcp", self.cfg.tcp), ("tls", self.cfg.tls)) if v}
+        self.core.set_contact({k: (self.advertise, v[1]) for k, v in
+                               (("udp", self.cfg.udp), ("tcp", self.cfg.tcp), ("tls", self.cfg.tls)) if v})
         self.http = aiohttp.ClientSession()
 
     async def stop(self):
@@ -138,8 +128,6 @@ class SipServer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self._timer:
             self._timer.cancel()
-        for h in self._ring_timers.values():
-            h.cancel()
         if self.udp:
             self.udp.close()
         for srv in self.servers:
@@ -151,6 +139,14 @@ class SipServer:
 
     def describe(self) -> dict:
         return {k: f"{v[0]}:{v[1]}" for k, v in self.core.contact.items()}
+
+    def counters(self) -> dict:
+        """What the SIP core refused and why (``voxgate_sip_*`` in /metrics)."""
+        return dict(self.core.counters)
+
+    def ringing(self, call_id: str) -> bool:
+        """A call the core knows (ringing, or answered): the app's commands name it."""
+        return call_id in self.core.calls
 
     # ------------------------------------------------------------- transports
     def feed(self, data: bytes, peer: Peer):
@@ -164,7 +160,7 @@ class SipServer:
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str):
         host, port = writer.get_extra_info("peername")[:2]
         if len(self.conns) >= MAX_STREAMS or self._streams_from[host] >= STREAMS_PER_SOURCE:
-            self.core.counters["connection_limit"] += 1  # a trunk needs a few; a flood of them holds descriptors
+            self.core.count("connection_limit")  # a trunk needs a few; a flood of them holds descriptors
             writer.close()
             return
         conn = next(self._conn_ids)
@@ -183,7 +179,7 @@ class SipServer:
                 except asyncio.TimeoutError:
                     if any(c.peer.conn == conn for c in self.core.calls.values()):
                         continue  # a call's dialog runs on it: it stays while the call does
-                    self.core.counters["connection_timeout"] += 1
+                    self.core.count("connection_timeout")
                     break
                 if not data:
                     break
@@ -192,7 +188,7 @@ class SipServer:
                     self.feed(msg, peer)
         except SipError as exc:
             log.info("closing a %s connection from %s: %s", transport, peer.text, exc)
-            self.core.counters["malformed"] += 1
+            self.core.count("malformed")
         except (ConnectionError, ssl.SSLError):
             pass
         finally:
@@ -256,9 +252,6 @@ class SipServer:
                 call.transfer_status = a.status
             log.info("%s transfer: %d%s", a.call.id, a.status, " (final)" if a.final else "")
         elif isinstance(a, core.Ended):
-            timer = self._ring_timers.pop(a.call.id, None)
-            if timer:
-                timer.cancel()
             call = self.calls.get(a.call.id)
             if call is not None:
                 self._spawn(call.close(a.reason))
@@ -280,9 +273,7 @@ class SipServer:
         if not self.cfg.webhook_url:
             self._spawn(self._accept_soon(call))
             return
-        self._execute(self.core.ring(call, now))
-        loop = asyncio.get_running_loop()
-        self._ring_timers[call.id] = loop.call_later(self.cfg.ring_timeout, self._ring_timeout, call)
+        self._execute(self.core.ring(call, now, self.cfg.ring_timeout))  # 480 when it runs out (the core's timer)
         self._spawn(self._notify(call))
 
     async def _accept_soon(self, call: Call):
@@ -290,11 +281,6 @@ class SipServer:
             await self.accept(call.id, self.cfg.auto_session)
         except CallError as exc:
             log.warning("auto-answer of %s failed: %s", call.id, exc)
-
-    def _ring_timeout(self, call: Call):
-        self._ring_timers.pop(call.id, None)
-        if call.state in ("incoming", "ringing"):
-            self._execute(self.core.reject(call, 480, time.monotonic(), reason="timeout"))
 
     async def _notify(self, call: Call):
         event = webhook.incoming_event(call.id, call.sip_headers)
@@ -313,10 +299,7 @@ class SipServer:
         call = self._pending(call_id)
         if call.state not in ("incoming", "ringing"):
             raise CallError(409, "call_not_ringing", f"the call is {call.state}")
-        timer = self._ring_timers.pop(call.id, None)
-        if timer:
-            timer.cancel()
-        sip_call = SipCall(self, call, self.host.new_agent(), session)
+        sip_call = SipCall(self.call_host, call, self.host.new_agent(), session)
         try:
             await sip_call.open(self.bind_host, self.advertise, self.cfg.rtp_ports)
         except OSError as exc:
@@ -325,11 +308,11 @@ class SipServer:
             raise CallError(503, "no_media_port", f"no RTP port free: {exc}") from None
         try:  # the caller may have cancelled while the ports were being bound
             actions = self.core.accept(call, sip_call.media_address, time.monotonic())
-        except ValueError as exc:
+        except core.NotRinging as exc:
             sip_call.release_ports()
             raise CallError(409, "call_not_ringing", str(exc)) from None
         self.calls[call.id] = sip_call
-        self.host.added(sip_call)
+        self.host.calls.add(sip_call, "sip")
         self._execute(actions)
         sip_call.start()
 
@@ -337,15 +320,19 @@ class SipServer:
         call = self._pending(call_id)
         try:
             self._execute(self.core.reject(call, status, time.monotonic()))
-        except ValueError as exc:  # no longer ringing (the status itself was checked by the HTTP layer)
+        except core.NotRinging as exc:
             raise CallError(409, "invalid_state", str(exc)) from None
+        except core.BadRequestValue as exc:
+            raise CallError(400, "invalid_value", str(exc)) from None
 
     def refer(self, call_id: str, target: str) -> None:
         call = self._pending(call_id)
         try:
             self._execute(self.core.refer(call, target, time.monotonic()))
-        except ValueError as exc:
-            raise CallError(400 if "URI" in str(exc) else 409, "invalid_request", str(exc)) from None
+        except core.BadRequestValue as exc:
+            raise CallError(400, "invalid_request", str(exc)) from None
+        except core.NotAnswered as exc:
+            raise CallError(409, "invalid_request", str(exc)) from None
 
     def hangup(self, call_id: str) -> bool:
         call = self.core.calls.get(call_id)
@@ -353,6 +340,10 @@ class SipServer:
             return False
         self._execute(self.core.hangup(call, time.monotonic()))
         return True
+
+    def _closed(self, call: "SipCall") -> None:
+        self.calls.pop(call.call_id, None)
+        self.host.calls.remove(call)
 
     def reap(self, now: float) -> None:
         """End the answered calls whose caller sent no RTP for ``media_timeout`` seconds and is not holding them
@@ -405,32 +396,22 @@ class _Rtp(asyncio.DatagramProtocol):
 
 
 class SipCall(PacedCall):
-    """An answered phone call as the agent's ``CallIO``: paced output, like a WebRTC call."""
+    """An answered phone call as the agent's ``CallIO``: paced output, like a WebRTC call. ``host``: what it may
+    reach of its server (``CallHost``)."""
 
-    def __init__(self, server: SipServer, sip: Call, agent, session_config: dict | None):
-        self.server, self.sip = server, sip
-        self.call_id = sip.id
-        self.agent = agent
-        self.sample_rate = agent.sample_rate
-        self.session_config = session_config
-        self.owner = None
-        self.ended = asyncio.Event()
-        self.state = "connected"
+    def __init__(self, host: CallHost, sip: Call, agent, session_config: dict | None):
         self.ssrc = random.getrandbits(32) or 1
-        self.out = PhoneOut(self.sample_rate, sip.codec, self.ssrc)
+        super().__init__(sip.id, agent, PhoneOut(agent.sample_rate, sip.codec, self.ssrc), session_config,
+                         event_queue=1000)
+        self.host, self.sip = host, sip
+        self.owner = None
+        self.state = "connected"
         self.inp = PhoneIn(self.sample_rate, sip.codec, sip.offer.dtmf_pt)
-        self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=500)
-        self._event_q: asyncio.Queue = asyncio.Queue()
-        self._sent = SentWaiters()
-        self._next_report = 0.0
         self.rtp: asyncio.DatagramTransport | None = None
         self.rtcp: asyncio.DatagramTransport | None = None
         self.media_address: tuple[str, int] | None = None
         self.task: asyncio.Task | None = None
-        self.times = {"created": time.monotonic()}
         self.dtmf: list[str] = []
-        self.close_reason = ""
-        self.dropped_audio_frames = 0
         self.transfer_status: int | None = None  # the last REFER progress (202, then the NOTIFYs' sipfrag)
 
     async def open(self, host: str, advertise: str, ports: tuple[int, int] | None):
@@ -457,30 +438,22 @@ class SipCall(PacedCall):
         raise last or OSError("no port in the range")
 
     def start(self):
-        self.server.host.clocked(self)
-        self.task = asyncio.ensure_future(self._run_agent())
+        self.host.clock(self)
+        self.task = asyncio.ensure_future(self.run_agent())
 
     async def agent_failed(self):
-        self.server.hangup(self.call_id)  # a BYE to the phone; the call closes with it
+        self.host.hangup(self.call_id)  # a BYE to the phone; the call closes with it
 
     async def close(self, reason: str):
-        if self.state == "closed":
+        if not self.end_streams(reason):
             return
-        self.state, self.close_reason = "closed", reason
-        self.ended.set()
-        self.times["closed"] = time.monotonic()
-        if self._audio_q.full():  # the end marker lands even when the agent is behind
-            self._audio_q.get_nowait()
-        self._audio_q.put_nowait(None)
-        self._event_q.put_nowait(None)
         if self.task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), 5)
             except (asyncio.TimeoutError, Exception):
                 self.task.cancel()
         self.release_ports()
-        self.server.calls.pop(self.call_id, None)
-        self.server.host.removed(self)
+        self.host.closed(self)
 
     def release_ports(self):
         for tr in (self.rtp, self.rtcp):
@@ -491,21 +464,13 @@ class SipCall(PacedCall):
     def on_rtp(self, data: bytes, addr):
         now = time.monotonic()
         frames, keys = self.inp.receive(data, addr, now)
-        if frames and "first_audio_in" not in self.times:
-            self.times["first_audio_in"] = now
-        for f in frames:
-            try:
-                self._audio_q.put_nowait(f)
-            except asyncio.QueueFull:
-                self.dropped_audio_frames += 1
+        self.heard(frames, now)
         for digit, ms in keys:
             self.on_dtmf(digit, ms)
 
     def on_dtmf(self, digit: str, duration_ms: int):
         self.dtmf.append(digit)
-        session = getattr(self.agent, "session", None)
-        if session is not None:  # what OpenAI's SIP calls send: input_audio_buffer.dtmf_event_received
-            session.emit(DtmfReceived(digit, int(time.time())))
+        self.agent.dtmf(digit, int(time.time()))  # a Realtime agent says input_audio_buffer.dtmf_event_received
 
     def renegotiated(self):
         """A re-INVITE: a new codec or address (the RTP latch starts over), or hold (we send nothing)."""
@@ -538,10 +503,9 @@ class SipCall(PacedCall):
         return False  # a phone has no data channel: server events reach the app on the sideband
 
     def describe(self) -> dict:
-        t0 = self.times["created"]
         return {"id": self.call_id, "state": self.state, "transport": "sip/" + self.sip.peer.transport,
                 "codec": self.sip.codec.name, "remote_rtp": "%s:%d" % self.remote, "on_hold": self.sip.on_hold,
-                "timings_ms": {k: round((v - t0) * 1000, 1) for k, v in self.times.items() if k != "created"},
+                "timings_ms": self.timings_ms(),
                 "audio_in_packets": self.inp.packets, "audio_out_packets": self.out.packets, "lost": self.inp.lost,
                 "late": self.inp.late, "rtcp_in": self.inp.rtcp, "dtmf": "".join(self.dtmf),
                 "audio_frames_dropped_for_agent": self.dropped_audio_frames,

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from ..agent.core import schema
 from . import models_api, placing, turn, websocket
+from ..call.phone import CallError
 from .access import Caller
 from .errors import CORS, BadRequest, error, form_parts, json_object, read_body
 from .guard import ConnectionGuard
@@ -194,11 +195,12 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
     limits = t.cfg.limits
 
     def admit(caller):
-        """``(refusal, None)`` or ``(None, ticket)``: the capacity and draining rule, then the caller's share."""
-        if t.draining:
-            return error(503, "this transceiver is draining; retry on another", "server_error", "draining"), None
-        if t.load >= t.cfg.max_sessions:
-            return error(503, "at capacity", "server_error", "capacity"), None
+        """``(refusal, None)`` or ``(None, ticket)``: the capacity and draining rule (``Calls.admit``), then the
+        caller's share."""
+        why = t.calls.admit()
+        if why is not None:
+            text = "this transceiver is draining; retry on another" if why == "draining" else "at capacity"
+            return error(503, text, "server_error", why), None
         ticket = t.admission.take(caller)
         if isinstance(ticket, str):
             t.metrics.limited.labels(ticket).inc()
@@ -248,7 +250,7 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
         if (elsewhere := await placing.to_owner(t, request)) is not None:
             return elsewhere
         call_id = request.match_info["call_id"]
-        phone = t.sip is not None and call_id in t.sip.core.calls
+        phone = t.phone is not None and t.phone.ringing(call_id)
         call = t.call(call_id)
         if phone and not caller.server:
             return error(403, "a phone call is controlled with a server key", code="forbidden", param="call_id")
@@ -268,10 +270,9 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
                          param="call_id")
         if (elsewhere := await placing.to_owner(t, request)) is not None:
             return elsewhere  # the phone transceiver holding the call answers (call ids name it)
-        if t.sip is None:
+        if t.phone is None:
             return error(404, "no such call: this transceiver takes no phone calls (--sip-listen)",
                          code="call_not_found", param="call_id")
-        from ..sip.server import CallError
 
         call_id, verb = request.match_info["call_id"], request.match_info["verb"]
         body = await _json_body(t, request)
@@ -282,19 +283,19 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
                                  code="invalid_value", param="type")
                 session = {k: v for k, v in body.items() if k != "type"}
                 schema.check_session(session, any_voice=t.any_voice)
-                await t.sip.accept(call_id, session)
+                await t.phone.accept(call_id, session)
             elif verb == "reject":
                 code = body.get("status_code", 603)
                 if not isinstance(code, int) or isinstance(code, bool) or not 300 <= code <= 699:
                     return error(400, "status_code is a SIP final status, 300-699", code="invalid_value",
                                  param="status_code")
-                t.sip.reject(call_id, code)
+                t.phone.reject(call_id, code)
             else:
                 target = body.get("target_uri")
                 if not isinstance(target, str) or not target:
                     return error(400, "refer needs target_uri (tel: or sip:)", code="invalid_value",
                                  param="target_uri")
-                t.sip.refer(call_id, target)
+                t.phone.refer(call_id, target)
         except schema.Invalid as exc:
             return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
         except CallError as exc:
@@ -363,16 +364,16 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
                 return error(404, "no such call (a call's sideband is for the key that made it, or a server key)",
                              code="call_not_found", param="call_id")
             agent = session.agent
-            if not hasattr(agent, "started"):
+            if not agent.takes_events:
                 return error(409, "this call's agent takes no Realtime events", code="no_sideband", param="call_id")
-            if agent.session is None:  # the call is still connecting: a server opens its sideband right after the offer
-                waits = [asyncio.ensure_future(agent.started.wait()), asyncio.ensure_future(session.ended.wait())]
-                await asyncio.wait(waits, timeout=t.cfg.setup_timeout, return_when=asyncio.FIRST_COMPLETED)
-                for w in waits:
-                    w.cancel()
-                if agent.session is None:
-                    return error(409, "the call ended or never connected", code="call_not_connected",
-                                 param="call_id")
+            # the call may still be connecting: a server opens its sideband right after the offer
+            waits = [asyncio.ensure_future(agent.wait_running(t.cfg.setup_timeout)),
+                     asyncio.ensure_future(session.ended.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if session.ended.is_set() or not waits[0].done() or not waits[0].result():
+                return error(409, "the call ended or never connected", code="call_not_connected", param="call_id")
             return await websocket.serve_sideband(session, request)
         refused, ticket = admit(caller)
         if refused is not None:
@@ -391,12 +392,13 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
                 "ready": t.ready, "registry": None if t.registry is None else t.registry.up}
         if _server_key(t, request):
             body.update({
-                "sessions": len(t.sessions), "websocket_sessions": len(t.ws_calls), "capacity": t.cfg.max_sessions,
+                "sessions": t.calls.count("webrtc"), "websocket_sessions": t.calls.count("websocket"),
+                "phone_calls": t.calls.count("sip"), "capacity": t.cfg.max_sessions,
                 "media": "%s:%d" % t.media_address, "candidates": ["%s:%d" % c for c in t.candidates],
                 # for leak checks: these return to their idle values once every call has ended
                 "tasks": len(asyncio.all_tasks()), "fds": len(os.listdir("/proc/self/fd"))})
             if "calls" in request.query:  # ?calls: the ids of the live calls (operators, tests placing a sideband)
-                body["calls"] = sorted([*t.sessions, *t.sip_calls])
+                body["calls"] = sorted([*t.calls.of("webrtc"), *t.calls.of("sip")])
             if "gc" in request.query:  # ?gc: collect, then count the call objects still in memory
                 body.update(await diagnostics.collected())
         return web.json_response(body, status=503 if t.draining else 200)
@@ -410,7 +412,7 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
         return web.json_response({"live": True})
 
     async def metrics(request):
-        sip = t.sip.core.counters if t.sip is not None else None
+        sip = t.phone.counters() if t.phone is not None else None
         return web.Response(body=t.metrics.render(t.endpoint, list(t.sessions.values()), sip), content_type="text/plain",
                             charset="utf-8")
 

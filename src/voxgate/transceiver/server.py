@@ -9,10 +9,13 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from ..agent import load_agent
+from ..call.phone import PhoneHost, PhoneLine
+from ..call.registry import Calls
 from ..steering.placement import DRAINING, ID_RE, READY, Member, call_id
 from ..wire.token import Keyring, mint
 from .access import Admission, Limits
@@ -23,6 +26,7 @@ from .media import DEFAULT_COMPLEXITY
 from .metrics import TransceiverMetrics
 from .sdp import build_answer, new_ice_pwd, parse_offer
 from .session import Host, Session
+from .turn import TurnConfig
 
 log = logging.getLogger("voxgate.transceiver")
 
@@ -36,8 +40,9 @@ class TransceiverConfig:
     keyring: Keyring
     relays: list = field(default_factory=list)  # public relay addresses; empty = direct mode
     tcp_relays: list = field(default_factory=list)  # relays' ICE-TCP addresses (--relay-tcp), after the UDP ones
-    turn: object = None  # turn.TurnConfig: TURN/TLS credentials per call (--turn-url), for TLS-only networks
-    sip: object = None  # sip.server.SipConfig: take phone calls (--sip-listen)
+    turn: TurnConfig | None = None  # TURN/TLS credentials per call (--turn-url), for TLS-only networks
+    # a phone server (--sip-listen): made with what it may reach of us; voxgate.cli wires sip.server.SipServer here
+    phone: Callable[[PhoneHost], PhoneLine] | None = None
     agent: str = "echo"
     advertise: tuple[str, int] | None = None  # media address relays should send to (goes into the token)
     public: tuple[str, int] | None = None  # direct mode: the address clients should send to
@@ -66,7 +71,6 @@ class TransceiverConfig:
 class Transceiver:
     def __init__(self, cfg: TransceiverConfig):
         self.cfg = cfg
-        self.sessions: dict[str, Session] = {}
         self.metrics = TransceiverMetrics()
         self.certificate = RTCCertificate.generateCertificate()
         self.fingerprint = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
@@ -75,23 +79,19 @@ class Transceiver:
                    "tts_fallback": cfg.tts_fallback, "progress": lambda line: log.warning("%s", line.strip())}
         self.agent_factory = lambda: load_agent(cfg.agent, **options)
         self._first_agent = self.agent_factory()  # load models and fail at start-up, not on the first call
-        self.draining = False
+        self.calls = Calls(cfg.max_sessions, self._load_changed)  # every live call, of every transport
+        self.sessions: dict[str, Session] = self.calls.of("webrtc")  # (the media socket finds WebRTC calls here)
         self.client_secrets = ClientSecrets()  # the ek_ keys calls may be made with
         self.admission = Admission(cfg.limits)  # live calls per client secret and per source address
         self.audio_budget = None  # websocket.AudioBudget: appended audio in flight across sessions (made in start)
-        self.ws_calls: dict = {}  # WebSocket sessions (transceiver.websocket.WsCall), by id
-        self.sip_calls: dict = {}  # answered phone calls (sip.server.SipCall), by id
-        self.sip = None  # sip.server.SipServer with --sip-listen
+        self.phone: PhoneLine | None = None  # the phone server, with --sip-listen
         self._tasks: list[asyncio.Task] = []
-        self._connected: list[Session] = []
         self.id = cfg.id or secrets.token_hex(4)
         if not ID_RE.match(self.id):
             raise ValueError(f"transceiver id {self.id!r}: use 1-16 lowercase letters and digits")
         self.registry = None  # steering.registry.Registry in a fleet
         self.regions = None  # steering.regions.RegionMap with --region-map
         self._http_client = None  # aiohttp client for proxying to other transceivers (placing.py), made on first use
-        self._idle = asyncio.Event()  # set whenever no call is live (draining waits on it)
-        self._idle.set()
 
     def member(self) -> Member:
         """How this transceiver describes itself to the fleet."""
@@ -100,7 +100,7 @@ class Transceiver:
                                                            port)
         return Member(id=self.id, region=self.cfg.region, media="%s:%d" % self.token_target, url=url.rstrip("/"),
                       sessions=self.load, capacity=self.cfg.max_sessions,
-                      state=DRAINING if self.draining else READY, updated=round(time.time(), 3),
+                      state=DRAINING if self.calls.draining else READY, updated=round(time.time(), 3),
                       tcp_sessions=sum(1 for s in self.sessions.values() if s.ice.transport == "tcp"))
 
     def peer_client(self):
@@ -113,8 +113,12 @@ class Transceiver:
 
     @property
     def load(self) -> int:
-        """Live sessions: WebRTC calls and WebSocket sessions (both run an agent)."""
-        return len(self.sessions) + len(self.ws_calls) + len(self.sip_calls)
+        """Live calls of every transport (each runs an agent)."""
+        return self.calls.load
+
+    @property
+    def draining(self) -> bool:
+        return self.calls.draining
 
     @property
     def stack(self):
@@ -129,8 +133,8 @@ class Transceiver:
 
     @property
     def ready(self) -> bool:
-        """Takes new calls here: not draining, not full."""
-        return not self.draining and self.load < self.cfg.max_sessions
+        """Takes new calls here: not draining, not full (``Calls.admit``)."""
+        return self.calls.ready
 
     # ------------------------------------------------------------- start/stop
     async def start(self):
@@ -141,15 +145,12 @@ class Transceiver:
         self.endpoint = await MediaEndpoint.open(*self.cfg.media, calls=self.sessions)
         self._tasks = [asyncio.ensure_future(self._reap())]
         self._start_clock()
-        if self.cfg.sip is not None:
-            from ..sip.server import SipHost, SipServer
-
-            host = SipHost(id=self.id, refusal=lambda: 503 if self.draining else None if self.ready else 486,
-                           new_agent=self.agent_factory, clocked=self.add_clocked, added=self.add_sip_call,
-                           removed=self.remove_sip_call,
-                           ended=lambda reason: self.metrics.calls.labels("sip_" + reason).inc())
-            self.sip = SipServer(host, self.cfg.sip)
-            await self.sip.start()
+        if self.cfg.phone is not None:
+            refusals = {"draining": 503, "capacity": 486, None: None}
+            host = PhoneHost(id=self.id, refusal=lambda: refusals[self.calls.admit()], new_agent=self.agent_factory,
+                             calls=self.calls, ended=lambda reason: self.metrics.calls.labels("sip_" + reason).inc())
+            self.phone = self.cfg.phone(host)
+            await self.phone.start()
         if self.cfg.redis_url:
             from ..steering.registry import Registry
 
@@ -187,11 +188,11 @@ class Transceiver:
     async def stop(self):
         for s in list(self.sessions.values()):
             await s.close("shutdown")
-        for call in list(self.ws_calls.values()):  # 1001 going away: the client reconnects elsewhere
+        for call in list(self.calls.of("websocket").values()):  # 1001 going away: the client reconnects elsewhere
             call.end()
             await call.ws.close(code=1001, message=b"transceiver shutting down")
-        if self.sip is not None:  # BYE to every phone call, then the listeners close
-            await self.sip.stop()
+        if self.phone is not None:  # BYE to every phone call, then the listeners close
+            await self.phone.stop()
         self._clock.cancel()
         for t in self._tasks:
             t.cancel()
@@ -206,12 +207,12 @@ class Transceiver:
     async def drain(self):
         """SIGTERM: take no new calls (the fleet sees ``draining`` at once and places elsewhere), let live ones run
         until they end or the deadline, close what is left, and leave the registry."""
-        self.draining = True
+        self.calls.draining = True
         if self.registry is not None:
             await self.registry.publish()
         log.warning("draining: %d live calls, deadline in %.0f s", self.load, self.cfg.drain_timeout)
         try:
-            await asyncio.wait_for(self._idle.wait(), self.cfg.drain_timeout)
+            await asyncio.wait_for(self.calls.idle.wait(), self.cfg.drain_timeout)
         except asyncio.TimeoutError:
             log.warning("drain deadline: closing %d calls", self.load)
         await self.stop()
@@ -239,53 +240,29 @@ class Transceiver:
         answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint,
                               candidates=self.candidates_for(client_region),
                               ssrc=session.ssrc, session_id=int(time.time() * 1000))
-        self.sessions[session.call_id] = session
+        self.calls.add(session, "webrtc")
         self.endpoint.mux.add(session.ice)
-        self._sessions_changed()
         session.start()
         return session, answer
 
     def add_ws_call(self, call):
-        self.ws_calls[call.call_id] = call
-        self._sessions_changed()
+        self.calls.add(call, "websocket")
 
     def remove_ws_call(self, call):
-        if self.ws_calls.pop(call.call_id, None) is not None:
-            self._sessions_changed()
+        if self.calls.remove(call):
             self.metrics.calls.labels("websocket_closed").inc()
-
-    def add_sip_call(self, call):
-        self.sip_calls[call.call_id] = call
-        self._sessions_changed()
-
-    def remove_sip_call(self, call):
-        self.remove_clocked(call)
-        if self.sip_calls.pop(call.call_id, None) is not None:
-            self._sessions_changed()
-
-    def add_clocked(self, call):
-        """A call whose audio goes out on the shared clock (WebRTC sessions once connected, phone calls)."""
-        self._connected.append(call)
-
-    def remove_clocked(self, call):
-        if call in self._connected:
-            self._connected.remove(call)
 
     def call(self, call_id: str):
         """A live WebRTC or phone call by id (what the calls endpoints and the sideband serve)."""
-        return self.sessions.get(call_id) or self.sip_calls.get(call_id)
+        return self.calls.get(call_id, "webrtc", "sip")
 
-    def _sessions_changed(self):
-        self.metrics.sessions.set(self.load)
-        if self.load:
-            self._idle.clear()
-        else:
-            self._idle.set()
+    def _load_changed(self, load: int):
+        self.metrics.sessions.set(load)
         if self.registry is not None:
             self.registry.changed()
 
     async def hangup(self, call_id: str) -> bool:
-        if self.sip is not None and self.sip.hangup(call_id):
+        if self.phone is not None and self.phone.hangup(call_id):
             return True
         session = self.sessions.get(call_id)
         if session is None:
@@ -302,22 +279,20 @@ class Transceiver:
                     authenticated=ep.mux.authenticated, connected=self.on_connected, closed=self.on_closed)
 
     def on_connected(self, session: Session):
-        self.add_clocked(session)
+        self.calls.clock(session)
 
     def on_closed(self, session: Session):
         if session.ticket is not None:
             session.ticket.release()
-        self.sessions.pop(session.call_id, None)
-        self.remove_clocked(session)
+        self.calls.remove(session)
         self.endpoint.mux.remove(session.ice)
-        self._sessions_changed()
         self.metrics.calls.labels(session.close_reason).inc()
         self.metrics.observe_setup(session.timings_ms())
 
     # ------------------------------------------------------------- clocks
     def _start_clock(self):
         """One clock for every call's outgoing audio: every 5 ms it sends what is due (each call's audio is paced
-        by its own media time, see ``OpusOut``), on absolute deadlines (no drift). A plain timer callback, not a
+        by its own media time, see ``call.paced.PacedOut``), on absolute deadlines (no drift). A plain timer callback, not a
         task: at 200 steps a second the asyncio task machinery would cost more than the work."""
         loop = asyncio.get_running_loop()
         self._clock_start = loop.time()
@@ -332,8 +307,8 @@ class Transceiver:
             step += int(late / STEP)
         self._clock_step = step
         now = time.monotonic()
-        for s in self._connected:
-            if s.out.frames or s.out.continuous or now >= s._next_report:
+        for s in self.calls.clocked:
+            if s.due(now):
                 try:
                     s.tick(now)
                 except Exception:  # one call's failure must not stop everyone's audio
@@ -354,8 +329,8 @@ class Transceiver:
             session = self.sessions.get(ice.call_id)
             if session is not None:
                 await session.close("consent_expired")
-        if self.sip is not None:
-            self.sip.reap(now)  # phone calls whose caller's RTP stopped
+        if self.phone is not None:
+            self.phone.reap(now)  # phone calls whose caller's RTP stopped
         self.client_secrets.expire(time.time())
 
 

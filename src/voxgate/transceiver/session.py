@@ -22,12 +22,13 @@ from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
-from ..agent.shell.base import SentWaiters
 from ..agent.core.events import transport_error as error_event
+from ..call.io import put_newest
+from ..call.paced import FRAME_MS, PacedCall
 from . import aiortc_glue
 from .ice import IceSession
 from .errors import BadRequest, json_object
-from .media import FRAME_MS, OpusIn, OpusOut, PacedCall
+from .media import OpusIn, OpusOut
 from .sdp import Offer
 
 log = logging.getLogger("voxgate.transceiver")
@@ -50,36 +51,28 @@ class Host:
 
 
 class Session(PacedCall):
+    """A WebRTC call: ICE-lite on the shared socket, DTLS, SRTP and the data channel (aiortc's, through
+    ``aiortc_glue``), Opus both ways, as the agent's paced ``CallIO``."""
+
     def __init__(self, host: Host, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None,
                  call_id: str | None = None):
+        call_id = call_id or "rtc_" + secrets.token_hex(12)
+        self.ssrc = random.getrandbits(32) or 1
+        out = OpusOut(agent.sample_rate, offer.opus_pt, self.ssrc, complexity=host.opus_complexity)
+        super().__init__(call_id, agent, out, session_config)  # the multipart offer's `session` part, for the agent
         self.host = host
         self.offer = offer
-        self.call_id = call_id or "rtc_" + secrets.token_hex(12)
-        self.session_config = session_config  # the multipart offer's `session` part, for the agent
-        self.agent = agent
-        self.sample_rate = agent.sample_rate
         self.ice = IceSession(ufrag=ufrag, pwd=pwd, call_id=self.call_id)
         self.transport = aiortc_glue.IceTransport(self.send)
         self.dtls = aiortc_glue.dtls_transport(self.transport, host.certificate)
-        self.ssrc = random.getrandbits(32) or 1
-        self.out = OpusOut(self.sample_rate, offer.opus_pt, self.ssrc, complexity=host.opus_complexity)
-        self.inp = OpusIn(self.sample_rate, self._on_pcm)
-        self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=500)
-        self._event_q: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        self.inp = OpusIn(self.sample_rate)
         self.sctp: RTCSctpTransport | None = None
         self.channel = None
         self.tasks: set[asyncio.Task] = set()
-        self.state = "new"
         self.owner: str | None = None  # the key that made the call
         self.ticket = None  # access.Ticket: its place under the caller's limits
-        self.ended = asyncio.Event()  # set when the call closes (its sideband ends with it)
-        self.close_reason = ""
-        self.times = {"created": time.monotonic()}
         LIVE_OBJECTS.add(self)
-        self._sent = SentWaiters()
-        self._next_report = 0.0
         self._pending_events: list[dict] = []
-        self.dropped_audio_frames = 0
         self.route_changes = 0
 
     # ------------------------------------------------------------- lifecycle
@@ -105,27 +98,21 @@ class Session(PacedCall):
         self.state = "connected"
         self.ice.verified = True  # the client finished DTLS with us: it receives what we send
         self.host.connected(self)
-        aiortc_glue.receive_rtp(self.dtls, self.inp, _receive_parameters(self.offer))
+        aiortc_glue.receive_rtp(self.dtls, self, _receive_parameters(self.offer))
         if self.offer.sctp_port is not None:
             self.sctp = RTCSctpTransport(self.dtls)
             self.sctp.on("datachannel", self._on_datachannel)
         aiortc_glue.tap_authenticated(self.dtls, self._authenticated)
         if self.sctp is not None:
             await self.sctp.start(RTCSctpCapabilities(maxMessageSize=262144), self.offer.sctp_port)
-        self._spawn(self._run_agent(), "agent")
+        self._spawn(self.run_agent(), "agent")
 
     async def agent_failed(self):
         await self.close("agent_error")
 
     async def close(self, reason: str = "hangup"):
-        if self.state == "closed":
+        if not self.end_streams(reason):
             return
-        self.state = "closed"
-        self.ended.set()
-        self.close_reason = reason
-        self.times["closed"] = time.monotonic()
-        _put_newest(self._audio_q, None)  # the end marker lands even when the agent is behind
-        _put_newest(self._event_q, None)
         if self.sctp is not None:
             try:
                 await asyncio.wait_for(self.sctp.stop(), 1.0)
@@ -165,12 +152,17 @@ class Session(PacedCall):
             self.route_changes += 1
             log.info("%s now reaches its client via %s", self.call_id, _route_text(route))
 
-    # ------------------------------------------------------------- media side
-    def _on_pcm(self, pcm):
-        if pcm is not None and "first_audio_in" not in self.times:
-            self.times["first_audio_in"] = time.monotonic()
-        if not _put_newest(self._audio_q, pcm):  # the agent is not keeping up
-            self.dropped_audio_frames += 1
+    # ------------------------------------------------------------- media side (aiortc_glue's receiver calls these)
+    def on_rtp(self, packet) -> None:
+        now = time.monotonic()
+        self.heard(self.inp.receive(packet, now), now)
+
+    def on_rtcp(self, packet) -> None:
+        self.inp.rtcp += 1
+
+    def on_end(self) -> None:
+        """The SRTP stream ended (the DTLS transport closed): the agent's audio ends with it."""
+        put_newest(self._audio_q, None)
 
     def can_send(self) -> bool:
         return self.state == "connected" and aiortc_glue.tx_srtp(self.dtls) is not None
@@ -192,9 +184,7 @@ class Session(PacedCall):
             except BadRequest as exc:
                 self.send_event(error_event("invalid_json", str(exc)))
                 return
-            try:
-                self._event_q.put_nowait(event)
-            except asyncio.QueueFull:
+            if not self.take_event(event):
                 self.send_event(error_event("too_many_events", "event queue full", type_="rate_limit_error"))
 
         pending, self._pending_events = self._pending_events, []
@@ -215,10 +205,6 @@ class Session(PacedCall):
         return True
 
     # ------------------------------------------------------------- reporting
-    def timings_ms(self) -> dict:
-        t0 = self.times["created"]
-        return {k: round((v - t0) * 1000, 1) for k, v in self.times.items() if k != "created"}
-
     def describe(self) -> dict:
         return {
             "id": self.call_id, "state": self.state, "route": _route_text(self.ice.route),
@@ -228,17 +214,6 @@ class Session(PacedCall):
             "audio_frames_dropped_for_agent": self.dropped_audio_frames, "frame_ms": FRAME_MS,
             "route_changes": self.route_changes, "max_audio_in_gap_ms": round(self.inp.max_gap * 1000, 1),
         }
-
-
-def _put_newest(q: asyncio.Queue, item) -> bool:
-    """Queue ``item``; if the queue is full, drop its oldest entry to make room. False if one was dropped."""
-    try:
-        q.put_nowait(item)
-        return True
-    except asyncio.QueueFull:
-        q.get_nowait()
-        q.put_nowait(item)
-        return False
 
 
 def _route_text(route):

@@ -37,7 +37,7 @@ from aiohttp import WSMsgType, web
 
 from ..agent.core import events
 from ..agent.core.events import transport_error as error_event
-from ..agent.shell.base import CallIO, SentWaiters, until_none
+from ..call.io import CallIO, until_none
 from ..audio import G711, Framer, Resampler
 from .errors import BadRequest, json_object
 
@@ -159,15 +159,12 @@ class WsCall(CallIO):
 
     def __init__(self, ws: web.WebSocketResponse, sample_rate: int, session_config: dict | None = None,
                  budget: "AudioBudget | None" = None, limited=None):
-        self.call_id = "ws_" + secrets.token_hex(12)
-        self.sample_rate = sample_rate
-        self.session_config = session_config
+        super().__init__("ws_" + secrets.token_hex(12), sample_rate, session_config)
         self.ws = ws
         self.outbox = Outbox(ws)
         self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=AUDIO_QUEUE)
         self._event_q: asyncio.Queue = asyncio.Queue()
         self._framer = Framer(sample_rate // 50 * 2)
-        self._sent = SentWaiters()
         self._audio_ids = events.EventIds(self.call_id[3:12] + "a")  # its audio deltas: a stream of their own
         self.ended = False
         self.appended_ms = 0.0
@@ -272,7 +269,7 @@ class WsCall(CallIO):
         self.outbox.put(json.dumps(event.as_dict(self._audio_ids.next())), on_sent=self._on_audio_sent)
 
     def _on_audio_sent(self):
-        self._sent.resolve(time.monotonic())
+        self.sent.resolve(time.monotonic())
 
     def flush_audio(self) -> None:
         pass
@@ -283,9 +280,6 @@ class WsCall(CallIO):
     @property
     def queued_audio_ms(self) -> int:
         return 0
-
-    def audio_sent(self) -> asyncio.Future:
-        return self._sent.add()
 
 
 async def serve_session(t, request, session_config: dict | None, limits) -> web.WebSocketResponse:
@@ -339,7 +333,7 @@ async def serve_session(t, request, session_config: dict | None, limits) -> web.
 
 async def serve_sideband(session, request) -> web.WebSocketResponse:
     """The sideband of a live call: its server events out, client events into its conversation."""
-    rs = session.agent.session
+    agent = session.agent  # a Realtime agent's declared sideband: attach, submit, detach
     ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
     await ws.prepare(request)
     outbox = Outbox(ws)
@@ -347,7 +341,7 @@ async def serve_sideband(session, request) -> web.WebSocketResponse:
     def sink(event: dict):
         outbox.put(json.dumps(event))
 
-    rs.attach(sink)
+    agent.attach(sink)
 
     async def read():
         async for msg in ws:
@@ -363,14 +357,14 @@ async def serve_sideband(session, request) -> web.WebSocketResponse:
                 outbox.put(json.dumps(error_event("not_supported", "a sideband sends no audio: the call's audio is "
                                                   "its WebRTC track", "type", event.get("event_id"))))
                 continue
-            rs.submit(event)
+            agent.submit(event)
 
     reader = asyncio.ensure_future(read())
     ended = asyncio.ensure_future(session.ended.wait())
     try:
         await asyncio.wait([reader, ended], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        rs.detach(sink)
+        agent.detach(sink)
         for task in (reader, ended):
             task.cancel()
         await asyncio.gather(reader, ended, return_exceptions=True)

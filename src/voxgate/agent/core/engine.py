@@ -15,7 +15,7 @@ What it is told (each takes the time, ``now``, and returns a list of actions):
 - ``report`` (what a response runner made: ``reply.Said`` ... ``reply.Failed``), ``first_sent`` (its first packet
   left), ``output_cleared`` (how much queued audio a ``ClearOutput`` dropped), ``drained`` (the output queue
   emptied after a reply played), ``denoise_unavailable``;
-- ``timer`` (the time reached ``next_deadline()``), ``close`` (the call ended).
+- ``dtmf`` (a key pressed on a phone), ``timer`` (the time reached ``next_deadline()``), ``close`` (the call ended).
 
 What it answers, for the executor (``shell/realtime.RealtimeSession``) to carry out and nothing more: send an
 event (``Emit``); recognizer work (``AsrStart``, ``AsrFeed``, ``AsrDecode``, ``AsrCancel``, ``ConfigureRecognizer``);
@@ -645,6 +645,10 @@ class Engine:
         r.marks.setdefault("first_audio_sent", t)
         r.watching_sent = False
         return self._send_done(r) if r.done_due is not None else []
+
+    def dtmf(self, digit: str, at: int) -> list:
+        """A key the caller pressed on a phone (``at``: Unix seconds), told to the client as OpenAI's SIP calls do."""
+        return [Emit(ev.DtmfReceived(digit, at))]
 
     def denoise_unavailable(self, message: str, now: float) -> list:
         self.conv.noise_reduction = None

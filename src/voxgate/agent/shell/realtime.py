@@ -36,20 +36,45 @@ FEED_AHEAD = 250  # frames (5 s) a push-to-talk buffer may run ahead of its reco
 
 class VoiceAgent(Agent):
     sample_rate = 16000  # the recognizers' and the VAD's rate; Opus codes 16 kHz natively
+    takes_events = True  # the Realtime protocol: a sideband may attach
 
     def __init__(self, stack):
         self.stack = stack
         self.any_voice = stack.languages.any_voice  # the transceiver checks session voices by it
-        self.session: RealtimeSession | None = None  # the running session (a sideband attaches to it)
-        self.started = asyncio.Event()  # set once it runs
+        self.session: RealtimeSession | None = None  # the running session
+        self._running = asyncio.Event()  # set once it runs
 
     async def run(self, call: CallIO) -> None:
         self.session = RealtimeSession(call, self.stack)
-        self.started.set()
+        self._running.set()
         try:
             await self.session.run()
         finally:
             self.session = None
+
+    # the declared inputs (``shell.base.Agent``): what a transport may tell a running agent
+    async def wait_running(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._running.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.session is not None
+
+    def dtmf(self, digit: str, at: int) -> None:
+        if self.session is not None:
+            self.session.dtmf(digit, at)
+
+    def attach(self, sink) -> None:
+        if self.session is not None:
+            self.session.attach(sink)
+
+    def detach(self, sink) -> None:
+        if self.session is not None:
+            self.session.detach(sink)
+
+    def submit(self, event: dict) -> None:
+        if self.session is not None:
+            self.session.submit(event)
 
 
 class RealtimeSession:
@@ -101,6 +126,10 @@ class RealtimeSession:
     def submit(self, event: dict) -> None:
         """A client event from a sideband: handled in order with the call's own."""
         self.inbox.put_nowait(event)
+
+    def dtmf(self, digit: str, at: int) -> None:
+        """A key the caller pressed (a phone)."""
+        self.execute(self.engine.dtmf(digit, at))
 
     # ------------------------------------------------------------- carrying out the engine's actions
     def execute(self, actions: list) -> None:
