@@ -23,7 +23,7 @@ Three ways of asking (``--ways``): ``agent`` (the agent's own instructions, what
 ``app`` (an app's: "You are a helpful assistant.", what most apps send; the agent's rules are appended to it), and
 ``phone`` (the app's instructions, and the question as a phone caller's: spoken by flite's slt voice, sent as
 μ-law at 8 kHz through the code a SIP call runs, and heard by Moonshine; the answer is to what it heard). The
-reply's first words pass ``responders.unfit`` as in a call: one in another language, a list, a run of digits, markup
+reply's first words pass ``core/chat.unfit`` as in a call: one in another language, a list, a run of digits, markup
 or no words is made again before it is spoken; ``redone`` counts those.
 
 And one conversation (``CONVERSATION``): twelve questions asked in a row, each with the history before it (as a call
@@ -46,7 +46,9 @@ import time
 
 import common  # noqa: F401  (first: it puts src/ on the path)
 
-from voxgate.agent.shell.responders import DEFAULT_INSTRUCTIONS, REDONE, LlamaResponder
+from voxgate.agent.core.chat import DEFAULT_INSTRUCTIONS
+
+from voxgate.agent.shell.embedded import REDONE, LlamaResponder
 
 APP_INSTRUCTIONS = "You are a helpful assistant."
 

@@ -88,7 +88,7 @@ def models_elsewhere(tmp: str, cpus: str | None = None, asr: str = "whisper") ->
     another voxgate's /v1/audio/speech (Piper); or (``stub``) all three from ``voxgate.lab.stub_models``; pinned to ``cpus`` if given. Returns their pids, ``start_agent``'s
     arguments for a transceiver that uses them, and a function that stops them. Whisper pads every decode to a 30 s
     window: ~0.7 s of one of these cores per decode, where Moonshine by HTTP takes ~0.1 s."""
-    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.agent.shell.embedded import smollm2_path
     from voxgate.lab.model_servers import llama_server, whisper_server
     from voxgate.lab.peers import TransceiverProcess
     from voxgate.wire.token import new_secret_line

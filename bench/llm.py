@@ -78,7 +78,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args()
-    from voxgate.agent.shell.responders import DEFAULT_INSTRUCTIONS, smollm2_path
+    from voxgate.agent.core.chat import DEFAULT_INSTRUCTIONS
+    from voxgate.agent.shell.embedded import smollm2_path
 
     path = smollm2_path()
     configs = [("xllamacpp, 1 thread", sys.executable, "xllamacpp", 1, False),

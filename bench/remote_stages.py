@@ -34,7 +34,7 @@ import wave
 
 import common  # noqa: F401  (src on the path)
 
-from voxgate.agent.shell.responders import smollm2_path
+from voxgate.agent.shell.embedded import smollm2_path
 from voxgate.audio import Resampler
 from voxgate.lab.model_servers import llama_server, whisper_server
 from voxgate.lab.peers import TransceiverProcess

@@ -18,7 +18,9 @@ import time
 
 from common import SRC  # noqa: F401  (puts src/ on the path)
 
-from voxgate.agent.shell.responders import LlamaResponder, grounded
+from voxgate.agent.shell.embedded import LlamaResponder
+
+from voxgate.agent.core.chat import grounded
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The current weather in a city.",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}

@@ -1,11 +1,14 @@
 """The conversation core alone (sans-IO): events and reports in, typed actions out; no audio, no clock, no tasks."""
 
+from voxgate.agent.core.realtime_face import RealtimeFace
 from voxgate.agent.core.conversation import (CancelResponse, ClearInput, CommitResponse, ConfigureAudio, Conversation,
                                         Emit, EndInput, SetResponding, StartResponse)
 from voxgate.agent.core.turns import transcript_fits
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather.",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
+
+FACE = RealtimeFace()  # the Realtime vocabulary: client events become the conversation's decisions
 
 
 def conv() -> Conversation:
@@ -24,7 +27,7 @@ def of(actions, kind):
 
 def test_a_bad_session_update_is_refused_with_the_field_and_changes_nothing():
     c = conv()
-    out = c.client_event({"type": "session.update", "event_id": "e1", "session": {
+    out = FACE.client_event(c, {"type": "session.update", "event_id": "e1", "session": {
         "instructions": "Talk like a pirate.", "tools": [WEATHER],
         "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 3}}}}}, 0.0)
     [err] = events(out, "error")
@@ -35,9 +38,9 @@ def test_a_bad_session_update_is_refused_with_the_field_and_changes_nothing():
                        ({"output_modalities": ["audio", "text"]}, "session.output_modalities"),
                        ({"max_output_tokens": 0}, "session.max_output_tokens"),
                        ({"bogus": 1}, "session.bogus")]:
-        [err] = events(c.client_event({"type": "session.update", "session": bad}, 0.0), "error")
+        [err] = events(FACE.client_event(c, {"type": "session.update", "session": bad}, 0.0), "error")
         assert err["error"]["param"] == param, (bad, err)
-    out = c.client_event({"type": "session.update", "session": {
+    out = FACE.client_event(c, {"type": "session.update", "session": {
         "tools": [WEATHER], "tool_choice": "required", "output_modalities": ["text"], "model": "gpt-realtime",
         "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "semantic_vad"}},
                   "output": {"voice": "marin"}}}}, 0.0)
@@ -57,7 +60,7 @@ def test_live_responses_supersede_each_other_out_of_band_ones_do_not():
     [start1] = of(first, StartResponse)
     second = c.respond({"turn_end": 1.0})
     assert CancelResponse(start1.rid, "superseded") in second
-    oob = c.client_event({"type": "response.create", "response": {
+    oob = FACE.client_event(c, {"type": "response.create", "response": {
         "conversation": "none", "output_modalities": ["text"], "metadata": {"k": "v"},
         "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}}, 2.0)
     [start] = of(oob, StartResponse)
@@ -69,9 +72,9 @@ def test_live_responses_supersede_each_other_out_of_band_ones_do_not():
     assert c.item_done(start.config, {"id": "x", "type": "message", "role": "assistant", "content": []}) == []
     assert c.find("x") is None
     # response.cancel names one; an unknown id is an error
-    assert c.client_event({"type": "response.cancel", "response_id": start.rid}, 3.0) == \
+    assert FACE.client_event(c, {"type": "response.cancel", "response_id": start.rid}, 3.0) == \
         [CancelResponse(start.rid, "client_cancelled")]
-    [err] = events(c.client_event({"type": "response.cancel", "response_id": "resp_nope"}, 3.0), "error")
+    [err] = events(FACE.client_event(c, {"type": "response.cancel", "response_id": "resp_nope"}, 3.0), "error")
     assert err["error"]["code"] == "response_cancel_not_active"
 
 
@@ -98,15 +101,15 @@ def test_tool_calls_and_their_results_become_the_next_responses_context():
     assert events(c.item_added(start.config, call), "conversation.item.added")
     assert events(c.item_done(start.config, call), "conversation.item.done")
     assert c.response_done(start.rid, "completed", plays=False) == [SetResponding(False)]
-    out = c.client_event({"type": "conversation.item.create", "item": {
+    out = FACE.client_event(c, {"type": "conversation.item.create", "item": {
         "type": "function_call_output", "call_id": "call_1", "output": '{"sky": "clear"}'}}, 0.0)
     assert [e["type"] for e in events(out)] == ["conversation.item.added", "conversation.item.done"]
-    [nxt] = of(c.client_event({"type": "response.create"}, 1.0), StartResponse)
+    [nxt] = of(FACE.client_event(c, {"type": "response.create"}, 1.0), StartResponse)
     assert nxt.messages == [
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"sky": "clear"}'}]
-    [err] = events(c.client_event({"type": "conversation.item.create", "item": {"type": "function_call_output"}}, 0.0))
+    [err] = events(FACE.client_event(c, {"type": "conversation.item.create", "item": {"type": "function_call_output"}}, 0.0))
     assert err["error"]["param"] == "item.call_id"
 
 
@@ -116,15 +119,15 @@ def test_truncate_follows_the_api():
     item = {"id": "item_a", "object": "realtime.item", "type": "message", "role": "assistant", "status": "completed",
             "content": [{"type": "output_audio", "transcript": "one two three four"}]}
     c.item_done(start.config, item, audio_ms=2000)
-    c.client_event({"type": "conversation.item.create", "item": {
+    FACE.client_event(c, {"type": "conversation.item.create", "item": {
         "id": "item_u", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}, 0.0)
     for bad, code_param in [({"item_id": "item_u", "audio_end_ms": 10}, "item_id"),
                             ({"item_id": "item_a", "audio_end_ms": 5000}, "audio_end_ms"),
                             ({"item_id": "item_a", "audio_end_ms": -1}, "audio_end_ms"),
                             ({"item_id": "item_zz", "audio_end_ms": 1}, "item_id")]:
-        [err] = events(c.client_event({"type": "conversation.item.truncate", **bad}, 0.0))
+        [err] = events(FACE.client_event(c, {"type": "conversation.item.truncate", **bad}, 0.0))
         assert err["type"] == "error" and err["error"]["param"] == code_param, bad
-    [ev] = events(c.client_event({"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
+    [ev] = events(FACE.client_event(c, {"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
                                   "audio_end_ms": 1000}, 0.0))
     assert ev["type"] == "conversation.item.truncated" and ev["audio_end_ms"] == 1000
     assert c.find("item_a")["content"][0]["transcript"] == "one two"
@@ -147,21 +150,21 @@ def test_barge_in_playback_and_the_input_buffer():
     assert SetResponding(False) in out and events(out)[0] == {"type": "output_audio_buffer.stopped",
                                                               "response_id": start3.rid}
     # the input buffer: commit needs audio; clear drops it (and any speculation)
-    [err] = events(c.client_event({"type": "input_audio_buffer.commit"}, 0.0))
+    [err] = events(FACE.client_event(c, {"type": "input_audio_buffer.commit"}, 0.0))
     assert err["error"]["code"] == "input_audio_buffer_commit_empty"
     c.input_open = True
-    assert c.client_event({"type": "input_audio_buffer.commit"}, 0.0) == [EndInput(True)]
+    assert FACE.client_event(c, {"type": "input_audio_buffer.commit"}, 0.0) == [EndInput(True)]
     [spec] = c.speculate("hi")
-    out = c.client_event({"type": "input_audio_buffer.clear"}, 0.0)
+    out = FACE.client_event(c, {"type": "input_audio_buffer.clear"}, 0.0)
     assert of(out, ClearInput) and CancelResponse(spec.rid, "discarded") in out
 
 
 def test_a_transcription_session_never_responds():
     c = conv()
-    c.client_event({"type": "session.update", "session": {"type": "transcription"}}, 0.0)
+    FACE.client_event(c, {"type": "session.update", "session": {"type": "transcription"}}, 0.0)
     assert c.speculate("hello") == []
     assert c.end_of_turn("hello", True, {}, transcript_fits) == []
-    [err] = events(c.client_event({"type": "response.create"}, 0.0))
+    [err] = events(FACE.client_event(c, {"type": "response.create"}, 0.0))
     assert err["type"] == "error"
 
 
@@ -175,7 +178,7 @@ def test_the_sessions_language_reaches_the_recognizer_and_the_reply_or_is_said_p
     update = {"type": "session.update", "session": {"audio": {"input": {"transcription": {
         "model": "whisper-1", "language": "fr", "prompt": "Paris, Lyon"}}}}}
     c = conv()  # the embedded stack: English recognizer, English voice
-    out = c.client_event(update, 0.0)
+    out = FACE.client_event(c, update, 0.0)
     assert of(out, ConfigureRecognizer) == [ConfigureRecognizer("fr", "Paris, Lyon")]
     [updated] = events(out, "session.updated")
     notes = " ".join(updated["session"]["voxgate"]["ignored"])
@@ -187,21 +190,21 @@ def test_the_sessions_language_reaches_the_recognizer_and_the_reply_or_is_said_p
     open_ = Conversation(instructions="Be brief.", model="m", asr="whisper-base", voice="alloy", vad="webrtcvad",
                          responder="r", languages=Languages(asr=None, voice=None, any_voice=True))
     open_.start({"audio": {"output": {"voice": "af_bella"}}})  # a model server's voice name passes
-    out = open_.client_event(update, 0.0)
+    out = FACE.client_event(open_, update, 0.0)
     [updated] = events(out, "session.updated")
     assert "ignored" not in updated["session"]["voxgate"] or not any(
         "language" in n for n in updated["session"]["voxgate"]["ignored"]), updated
     assert open_.response_config().language == "fr" and open_.voice == "af_bella"
     assert with_language("Be brief.", "fr").endswith("always answer in French.")
     assert with_language("Be brief.", "en") == "Be brief."
-    out = open_.client_event({"type": "session.update", "session": {"audio": {"input": {"transcription": {
+    out = FACE.client_event(open_, {"type": "session.update", "session": {"audio": {"input": {"transcription": {
         "language": ""}}}}}, 0.0)
     assert of(out, ConfigureRecognizer) == [ConfigureRecognizer(None, "Paris, Lyon")]
     assert open_.response_config().language is None
 
-    [err] = events(c.client_event({"type": "session.update", "session": {"audio": {"input": {"transcription": {
+    [err] = events(FACE.client_event(c, {"type": "session.update", "session": {"audio": {"input": {"transcription": {
         "language": "French"}}}}}, 0.0), "error")
     assert err["error"]["param"] == "session.audio.input.transcription.language"
-    [err] = events(c.client_event({"type": "session.update", "session": {"audio": {"output": {
+    [err] = events(FACE.client_event(c, {"type": "session.update", "session": {"audio": {"output": {
         "voice": "af_bella"}}}}, 0.0), "error")  # the embedded voice has no such voice
     assert err["error"]["param"] == "session.audio.output.voice"

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 
 from helpers import speech_wav
+from voxgate.agent.core.realtime_face import RealtimeFace
 from voxgate.agent.core.conversation import Conversation, Emit
+
+FACE = RealtimeFace()  # the Realtime vocabulary: client events become the conversation's decisions
 
 
 def session_events(c, event):
-    return [a.event.as_dict() for a in c.client_event(event, 0.0) if type(a) is Emit]
+    return [a.event.as_dict() for a in FACE.client_event(c, event, 0.0) if type(a) is Emit]
 
 
 def test_the_session_reports_noise_reduction_and_turns_it_off():

@@ -64,7 +64,7 @@ def test_openai_compatible_endpoint_streams(unused_port=None):
 
 def test_smollm2_answers():
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.shell.responders import LlamaResponder
+    from voxgate.agent.shell.embedded import LlamaResponder
 
     text = asyncio.run(collect(LlamaResponder(max_tokens=20), "What color is the sky?"))
     assert len(text.split()) >= 3
@@ -75,9 +75,10 @@ def test_the_embedded_model_answers_in_english_whatever_the_app_says():
     "What is the capital of France?" in French one time in five; the spoken rules follow the app's instructions,
     and a reply that starts in another language is made again, greedy, before a word of it is spoken."""
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.shell.responders import LlamaResponder, english, foreign
+    from voxgate.agent.shell.embedded import LlamaResponder
+    from voxgate.agent.core.chat import english, foreign
 
-    from voxgate.agent.shell.responders import unfit
+    from voxgate.agent.core.chat import unfit
 
     assert foreign("Le Grand Paris, le") and foreign("L'Étoile de la") and foreign("C'est la France")
     assert [unfit(h) for h in ("Le Grand Paris,", "1. Paris is", "- Paris, the", "It is 1.1.0.2018", "<|im_start|> assistant",
@@ -156,7 +157,7 @@ def test_openai_compatible_endpoint_gets_tools_and_its_streamed_tool_calls_are_r
 
 
 def test_grounding_keeps_calls_that_rest_on_what_the_user_said():
-    from voxgate.agent.shell.responders import grounded
+    from voxgate.agent.core.chat import grounded
 
     said = [{"role": "user", "content": "Is it raining in San Francisco?"}]
     assert grounded(said, WEATHER, {"location": "San Francisco"})
@@ -171,7 +172,7 @@ def test_grounding_keeps_calls_that_rest_on_what_the_user_said():
 
 def test_smollm2_makes_valid_grounded_tool_calls():
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.shell.responders import LlamaResponder
+    from voxgate.agent.shell.embedded import LlamaResponder
 
     r = LlamaResponder()
     call = r.decide_tool([{"role": "user", "content": "What is the weather like in Berlin?"}], [WEATHER], "auto")
@@ -183,7 +184,7 @@ def test_smollm2_answers_from_a_tool_result_the_same_way_every_time(monkeypatch)
     """Sampling is for conversation; an answer from a tool's result is greedy, so it carries the result's facts
     (at temperature 0.3, one answer in ten to this result was about a trip, not the weather)."""
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.shell.responders import LlamaResponder
+    from voxgate.agent.shell.embedded import LlamaResponder
 
     monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "1.0")  # a high setting must not reach the answer from a result
     r = LlamaResponder()
@@ -231,7 +232,7 @@ def test_smollm2_continues_a_reply_it_was_stopped_in(monkeypatch):
     """The agent stops the model after a reply's first words (their synthesis gets the cores) and has it continue
     from them: given the words as an assistant message, the runtime goes on from them (greedy: the same reply)."""
     pytest.importorskip("xllamacpp")
-    from voxgate.agent.shell.responders import LlamaResponder
+    from voxgate.agent.shell.embedded import LlamaResponder
 
     monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "0")
     r = LlamaResponder(max_tokens=30)
@@ -254,7 +255,7 @@ def test_first_words_go_before_the_rest_of_a_reply():
     import threading
     import time
 
-    from voxgate.agent.shell.responders import TakeTurns
+    from voxgate.agent.shell.embedded import TakeTurns
 
     turns, order = TakeTurns(), []
     holding, release = threading.Event(), threading.Event()
@@ -300,7 +301,7 @@ def test_smollm2_gives_way_to_another_calls_first_words_and_goes_on(monkeypatch)
     pytest.importorskip("xllamacpp")
     import time
 
-    from voxgate.agent.shell.responders import LlamaResponder
+    from voxgate.agent.shell.embedded import LlamaResponder
 
     monkeypatch.setenv("VOXGATE_LLM_TEMPERATURE", "0")
     monkeypatch.setenv("VOXGATE_LLM_MAX_SENTENCES", "0")
@@ -329,7 +330,7 @@ def test_smollm2_gives_way_to_another_calls_first_words_and_goes_on(monkeypatch)
 
 
 def test_a_long_conversation_is_cut_in_steps_so_the_prompt_cache_holds():
-    from voxgate.agent.shell.responders import recent
+    from voxgate.agent.core.chat import recent
 
     history = [{"role": "user", "content": str(i)} for i in range(40)]
     assert recent(history[:16]) == history[:16]
@@ -343,7 +344,9 @@ def test_warming_reads_what_the_turns_request_begins_with_and_never_waits(monkey
     begin with, the history window included), and only when it is idle: a warm-up never holds anyone up."""
     import asyncio
 
-    from voxgate.agent.shell.responders import LlamaResponder, TakeTurns, as_plain_chat, recent, spoken_rules
+    from voxgate.agent.shell.embedded import LlamaResponder, TakeTurns
+
+    from voxgate.agent.core.chat import as_plain_chat, recent, spoken_rules
 
     asked = []
 

@@ -45,7 +45,7 @@ def test_the_tested_version_and_the_names_we_use():
 
 @pytest.fixture(scope="module")
 def model():
-    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.agent.shell.embedded import smollm2_path
 
     return llama.shared(smollm2_path(), threads=2)
 
@@ -67,7 +67,7 @@ def test_grammar_constrains_the_output(model):
 
 
 def test_the_probe_passes_here_and_reports_a_crash(tmp_path, monkeypatch):
-    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.agent.shell.embedded import smollm2_path
 
     assert llama.probe(smollm2_path()) is None
     # a runtime that dies by a signal in the child is a sentence, not a dead parent

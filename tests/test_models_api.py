@@ -120,7 +120,7 @@ def test_an_agent_whose_recognizer_and_voice_are_another_box(box, tmp_path):
     gguf file: a spoken question over a WebSocket session is transcribed there, answered here, spoken there."""
     import os
 
-    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.agent.shell.embedded import smollm2_path
 
     remote, _ = box
     gguf = smollm2_path()

@@ -397,7 +397,7 @@ def test_a_conversation_over_the_models_context_fails_with_a_reason():
     ``completed`` and empty), so the client gets an error event, never silence."""
     pytest.importorskip("xllamacpp")
     from voxgate.agent.models.llama import GenerationError
-    from voxgate.agent.shell.responders import LlamaResponder
+    from voxgate.agent.shell.embedded import LlamaResponder
 
     responder = LlamaResponder()
 

@@ -19,7 +19,7 @@ KEY = "sk-3p"
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.agent.shell.embedded import smollm2_path
     from voxgate.wire.token import new_secret_line
 
     try:
@@ -109,7 +109,7 @@ def test_a_voice_and_a_language_model_that_die_mid_call_are_said_and_the_call_go
     import aiohttp
 
     from test_websocket import Client
-    from voxgate.agent.shell.responders import smollm2_path
+    from voxgate.agent.shell.embedded import smollm2_path
 
     llama, llama_url = llama_server(smollm2_path())
     voice = TransceiverProcess(servers["secret"], agent="voice", extra=["--api-key", KEY, "--drain-timeout", "1"])

@@ -8,7 +8,7 @@ using only aiohttp's public surface (``AppRunner.server`` is the protocol factor
 - a connection over ``connections_per_address`` from one address, or over ``max_connections`` in all, is closed
   at once (counted as ``voxgate_transceiver_limited{limit=…}``);
 - a connection must deliver a request's headers within ``header_timeout`` of opening, or of its previous response
-  (keep-alive), or it is closed; the body has its own deadline where handlers read it (``http._body``).
+  (keep-alive), or it is closed; the body has its own deadline where handlers read it (``callers.body_of``).
 
 ``GuardedProtocol`` forwards every callback to aiohttp's handler and decides nothing about HTTP itself.
 """

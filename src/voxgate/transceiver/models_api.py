@@ -262,7 +262,7 @@ def add_routes(app: web.Application, t, caller_of) -> None:
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             return error(400, "max_tokens is a positive integer", param="max_tokens")
-        from ..agent.shell.responders import DEFAULT_INSTRUCTIONS
+        from ..agent.core.chat import DEFAULT_INSTRUCTIONS
 
         responder = t.stack.responder
         instructions = "\n".join(s["content"] for s in system) or DEFAULT_INSTRUCTIONS

@@ -1,11 +1,11 @@
-"""The Realtime conversation and response lifecycle, sans-IO (in the style of ``turns.py`` and h11).
+"""The conversation and its responses' lifecycle, sans-IO (in the style of ``turns.py`` and h11).
 
-``Conversation`` holds what one Realtime session is: its settings, its items, and where each response stands
-(speculating, live, playing, out of band). It takes client events and what the shell reports (a user turn
-committed, a response's item done, a response finished, playback drained, a barge-in) and returns typed actions for
-the shell (``realtime.RealtimeSession``) to carry out: events to emit, responses to start, commit or cancel, the
-input or output buffer to clear. It owns no audio, no clock and no tasks, so its rules are tested alone
-(``tests/test_agent_conversation.py``).
+``Conversation`` holds what one session is: its settings, its items, and where each response stands (speculating,
+live, playing, out of band). It is told what a face parsed from a client's events (``realtime_face``: a session
+update, an item, a response asked for or cancelled) and what the engine saw (a user turn committed, a response's
+item done, a response finished, playback drained, a barge-in), and returns typed decisions that the engine
+(``engine.Engine``) applies: events to emit, responses to start, commit or cancel, the input or output buffer to
+clear. It owns no audio, no clock and no tasks, so its rules are tested alone (``tests/test_agent_conversation.py``).
 
 Response states::
 
@@ -129,11 +129,6 @@ class ConfigureRecognizer:
     prompt: str | None
 
 
-CLIENT_EVENTS = {
-    "session.update", "input_audio_buffer.commit", "input_audio_buffer.clear", "input_audio_buffer.append",
-    "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
-    "conversation.item.truncate", "response.create", "response.cancel", "output_audio_buffer.clear",
-}
 
 
 class Conversation:
@@ -205,9 +200,9 @@ class Conversation:
         if isinstance(initial, dict):
             try:
                 ignored = schema.check_session(initial, any_voice=self.languages.any_voice)
-                ignored += self._apply(initial, out)
+                ignored += self.apply_session(initial, out)
             except schema.Invalid as exc:  # a secret minted before a change is told here
-                out.append(self._error(exc.code, str(exc), exc.param))
+                out.append(error(exc.code, str(exc), exc.param))
         return out + [Emit(ev.SessionCreated(self.session_object(ignored)))]
 
     def response_config(self, **override) -> ResponseConfig:
@@ -217,7 +212,7 @@ class Conversation:
         base.update(override)
         return ResponseConfig(**base)
 
-    def _apply(self, session: dict, out: list) -> list[str]:
+    def apply_session(self, session: dict, out: list) -> list[str]:
         """Apply a session object ``schema.check_session`` accepted; return what else was not acted on."""
         ignored = []
         if "type" in session:
@@ -439,125 +434,11 @@ class Conversation:
         return [r for r in live_and_oob if r == rid]
 
     # ------------------------------------------------------------- client events
-    def client_event(self, event: dict, now: float) -> list:
-        etype, eid = event.get("type"), event.get("event_id")
-        if not isinstance(etype, str):
-            return [self._error("missing_type", "event has no 'type'", "type", eid)]
-        if etype not in CLIENT_EVENTS:
-            return [self._error("unknown_event", f"unknown event type {etype!r}", "type", eid)]
-        handler = getattr(self, "_on_" + etype.replace(".", "_"))
-        return handler(event, eid, now)
 
-    def _error(self, code, message, param=None, event_id=None, type_="invalid_request_error") -> Emit:
-        return Emit(error_event(code, message, param, event_id, type_))
 
-    def _on_session_update(self, event, eid, now):
-        session = event.get("session")
-        try:
-            ignored = schema.check_session(session, tools_now=self.tools, any_voice=self.languages.any_voice)
-        except schema.Invalid as exc:
-            return [self._error(exc.code, str(exc), exc.param, eid)]
-        out: list = []
-        ignored += self._apply(session, out)
-        return out + [Emit(ev.SessionUpdated(self.session_object(ignored)))]
-
-    def _on_input_audio_buffer_commit(self, event, eid, now):
-        if not self.input_open:
-            return [self._error("input_audio_buffer_commit_empty", "the input audio buffer is empty", None, eid)]
-        # with turn detection off the client asks for the response itself (response.create), as the API defines
-        return [EndInput(self.turn_cfg.enabled and self.turn_cfg.create_response)]
-
-    def _on_input_audio_buffer_clear(self, event, eid, now):
-        return [ClearInput()] + self.discard_speculation() + [Emit(ev.InputCleared())]
-
-    def _on_input_audio_buffer_append(self, event, eid, now):  # a WebSocket call takes these itself, as audio
-        return [self._error("not_supported", "over WebRTC the input audio is the microphone track; append is not "
-                                             "used", None, eid)]
-
-    def _on_conversation_item_create(self, event, eid, now):
-        item = event.get("item")
-        try:
-            schema.check_item(item)
-        except schema.Invalid as exc:
-            return [self._error(exc.code, str(exc), exc.param, eid)]
-        item = normalized(item, self.new_id)
-        if self.find(item["id"]) is not None:
-            return [self._error("duplicate_item_id", f"item {item['id']!r} already exists", "item.id", eid)]
-        prev = event.get("previous_item_id")
-        if prev is not None and prev != "root" and self.find(prev) is None:
-            return [self._error("item_not_found", "no such previous item", "previous_item_id", eid)]
-        return self._add_item(item, after=prev)
-
-    def _on_conversation_item_retrieve(self, event, eid, now):
-        item = self.find(event.get("item_id"))
-        if item is None:
-            return [self._error("item_not_found", "no such item", "item_id", eid)]
-        return [Emit(ev.ItemRetrieved(item))]
-
-    def _on_conversation_item_delete(self, event, eid, now):
-        if self.find(event.get("item_id")) is None:
-            return [self._error("item_not_found", "no such item", "item_id", eid)]
-        self.items = [i for i in self.items if i["id"] != event.get("item_id")]
-        return [Emit(ev.ItemDeleted(event.get("item_id")))]
-
-    def _on_conversation_item_truncate(self, event, eid, now):
-        """As the API defines it: an assistant audio item, ``audio_end_ms`` within the audio it has, the transcript
-        cut to the words heard by then (in proportion to the audio)."""
-        item = self.find(event.get("item_id"))
-        if item is None:
-            return [self._error("item_not_found", "no such item", "item_id", eid)]
-        if item.get("type") != "message" or item.get("role") != "assistant":
-            return [self._error("invalid_value", "only assistant messages can be truncated", "item_id", eid)]
-        if event.get("content_index", 0) != 0:
-            return [self._error("invalid_value", "content_index must be 0", "content_index", eid)]
-        end = event.get("audio_end_ms")
-        if not isinstance(end, int) or isinstance(end, bool) or end < 0:
-            return [self._error("invalid_value", "audio_end_ms must be a non-negative integer", "audio_end_ms", eid)]
-        total = self.audio_ms.get(item["id"])
-        if total is not None and end > total + 20:
-            return [self._error("invalid_value", f"audio_end_ms {end} is past the item's audio ({total} ms)",
-                                "audio_end_ms", eid)]
-        return self.truncate(item["id"], end, total)
-
-    def _on_response_create(self, event, eid, now):
-        spec = event.get("response") or {}
-        try:
-            schema.check_response(spec, self.tools, self.languages.any_voice)
-        except schema.Invalid as exc:
-            return [self._error(exc.code, str(exc), exc.param, eid)]
-        if not self.responds:
-            return [self._error("invalid_value", "a transcription session makes no responses", "type", eid)]
-        override = {k: spec[k] for k in ("instructions", "tools", "tool_choice", "conversation", "metadata")
-                    if k in spec}
-        if "output_modalities" in spec:
-            override["modalities"] = tuple(spec["output_modalities"])
-        if "max_output_tokens" in spec:
-            override["max_output_tokens"] = None if spec["max_output_tokens"] == "inf" else spec["max_output_tokens"]
-        output = (spec.get("audio") or {}).get("output") or {}
-        override.update({k: output[k] for k in ("voice", "speed") if k in output})
-        items = None
-        if "input" in spec:  # its own context instead of the conversation's
-            items = []
-            for ref in spec["input"]:
-                if ref.get("type") == "item_reference":
-                    found = self.find(ref["id"])
-                    if found is None:
-                        return [self._error("item_not_found", f"no such item {ref['id']!r}", "response.input", eid)]
-                    items.append(found)
-                else:
-                    items.append(normalized(ref, self.new_id))
-        return self.respond({"turn_end": now}, config=self.response_config(**override), items=items)
-
-    def _on_response_cancel(self, event, eid, now):
-        rid = event.get("response_id")
-        targets = self.cancel_targets(rid)
-        if not targets:
-            return [self._error("response_cancel_not_active",
-                                "no active response" + (f" with id {rid!r}" if rid else ""), "response_id", eid)]
-        return [CancelResponse(r, "client_cancelled") for r in targets]
-
-    def _on_output_audio_buffer_clear(self, event, eid, now):
-        return [ClearOutput(), Emit(ev.OutputCleared(self.live))]
+def error(code, message, param=None, event_id=None, type_="invalid_request_error") -> Emit:
+    """An ``error`` event to send (``event_id``: the client event it answers)."""
+    return Emit(error_event(code, message, param, event_id, type_))
 
 
 def normalized(item: dict, ids=new_id) -> dict:

@@ -40,6 +40,7 @@ from . import eou, events as ev
 from .conversation import (CancelResponse, ClearInput, ClearOutput, CommitResponse, ConfigureDenoise, Conversation,
                            Emit, EndInput, SetResponding, StartResponse)
 from .events import error_event, new_id
+from .realtime_face import RealtimeFace
 from .reply import Called, Ended, Failed, Marked, Reply, Said, Spoke
 from .turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, Release, Resume, Speculate,
                     SpeechStarted, TurnTaker, level, transcript_fits)
@@ -183,9 +184,10 @@ class _Ending:
 
 class Engine:
     def __init__(self, *, instructions: str, model: str, asr: str, voice: str, vad: str, responder: str,
-                 paced: bool = True, out_rate: int = 24000, ids=new_id, languages=None):
+                 paced: bool = True, out_rate: int = 24000, ids=new_id, languages=None, face=None):
         self.conv = Conversation(instructions=instructions, model=model, asr=asr, voice=voice, vad=vad,
                                  responder=responder, ids=ids, languages=languages)
+        self.face = face or RealtimeFace()  # the API vocabulary its client events come in (realtime_face.py)
         self.turn_cfg = self.conv.turn_cfg
         self.tt = TurnTaker(self.turn_cfg)
         self.paced, self.out_rate = paced, out_rate  # the server plays the audio out (WebRTC, SIP); its rate
@@ -279,7 +281,7 @@ class Engine:
             return []
         self.conv.input_open = self.item is not None or self.tt.state != TurnTaker.IDLE
         try:
-            return self._apply(self.conv.client_event(event, now), now)
+            return self._apply(self.face.client_event(self.conv, event, now), now)
         except Exception as exc:  # one bad event never ends the session
             return [Emit(error_event("event_failed", f"{event.get('type')}: {exc}", None, event.get("event_id"),
                                      "server_error"))]

@@ -22,7 +22,8 @@ import json
 import os
 
 from ..core.languages import with_language
-from .responders import Responder, ToolCall, chat_tools
+from .responders import Responder, ToolCall
+from ..core.chat import chat_tools
 
 
 class ModelServerError(RuntimeError):

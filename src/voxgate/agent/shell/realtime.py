@@ -22,6 +22,7 @@ from ..core import engine as en
 from ..core import events as ev
 from ..core.conversation import ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit
 from ..core.events import EventIds
+from ..core.realtime_face import RealtimeFace
 from ..models import MissingModel
 from ..models.interfaces import Configurable, Peeking
 from ..models.noise import NoiseReduction
@@ -82,9 +83,10 @@ class RealtimeSession:
         self.call, self.stack = call, stack
         self.metrics = stack.metrics
         self.vad = stack.new_vad()
+        self.face = RealtimeFace()  # the API's vocabulary: the engine reads client events by it, we send by it
         self.engine = en.Engine(instructions=stack.instructions, model=stack.model_name, asr=stack.asr_name,
                                 voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name,
-                                paced=call.paced, out_rate=call.sample_rate, languages=stack.languages)
+                                paced=call.paced, out_rate=call.sample_rate, languages=stack.languages, face=self.face)
         self.session_id = self.engine.session_id
         self.asr = None  # taken from the stack's pool when the call starts
         self.denoise = None  # models/noise.NoiseReduction, while the session asks for it
@@ -104,7 +106,7 @@ class RealtimeSession:
     # ------------------------------------------------------------- plumbing
     def emit(self, event: ev.ServerEvent):
         """Send a server event to the call and its sidebands: the one place events become JSON-ready dicts."""
-        wire = event.as_dict(self.event_ids.next())
+        wire = self.face.wire(event, self.event_ids.next())
         self.call.send_event(wire)
         for sink in list(self.sinks):
             sink(wire)

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from .responders import DEFAULT_INSTRUCTIONS, LlamaResponder, ScriptedResponder
+from ..core.chat import DEFAULT_INSTRUCTIONS
+
+from .embedded import LlamaResponder
+
+from .responders import ScriptedResponder
 from ..models.piper import PiperTts
 from ..core.languages import Languages
 from ..core.voices import DEFAULT_VOICE
