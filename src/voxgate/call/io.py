@@ -67,11 +67,13 @@ class CallIO(abc.ABC):
     events, truncation on barge-in); False (a WebSocket): the client plays what it gets and truncates itself."""
 
     paced: bool = True
+    transport: str = "webrtc"  # webrtc, websocket or sip
 
-    def __init__(self, call_id: str, sample_rate: int, session_config: dict | None = None):
+    def __init__(self, call_id: str, sample_rate: int, session_config: dict | None = None, api: str = "realtime"):
         self.call_id = call_id
         self.sample_rate = sample_rate
-        self.session_config = session_config  # a Realtime session object given with the call, if any
+        self.session_config = session_config  # the session object given with the call, if any
+        self.api = api  # the API the client speaks: realtime (OpenAI's Realtime) or live (GPT-Live)
         self.sent = SentWaiters()  # resolved as audio packets leave (``audio_sent``)
         self.waiters = QueueWaiters()  # resolved as the output queue shrinks (``queue_below``)
 
@@ -120,6 +122,9 @@ class CallIO(abc.ABC):
     @abc.abstractmethod
     def send_event(self, event: dict) -> bool:
         """Send one JSON message to the caller; False if it cannot be sent."""
+
+    def end_call(self, reason: str) -> None:
+        """The agent ends the call (a Live client's ``session.close``), once what was sent has gone out."""
 
 
 async def until_none(queue: asyncio.Queue) -> AsyncIterator:

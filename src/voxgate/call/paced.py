@@ -167,8 +167,8 @@ class PacedCall(CallIO):
     frame, counted in ``dropped_audio_frames``)."""
 
     def __init__(self, call_id: str, agent, out: PacedOut, session_config: dict | None = None, *,
-                 audio_queue: int = 500, event_queue: int = 1000):
-        super().__init__(call_id, agent.sample_rate, session_config)
+                 audio_queue: int = 500, event_queue: int = 1000, api: str = "realtime"):
+        super().__init__(call_id, agent.sample_rate, session_config, api)
         self.agent = agent
         self.out = out
         self.state = "new"  # new -> connected -> closed

@@ -399,6 +399,8 @@ class SipCall(PacedCall):
     """An answered phone call as the agent's ``CallIO``: paced output, like a WebRTC call. ``host``: what it may
     reach of its server (``CallHost``)."""
 
+    transport = "sip"
+
     def __init__(self, host: CallHost, sip: Call, agent, session_config: dict | None):
         self.ssrc = random.getrandbits(32) or 1
         super().__init__(sip.id, agent, PhoneOut(agent.sample_rate, sip.codec, self.ssrc), session_config,
@@ -501,6 +503,9 @@ class SipCall(PacedCall):
     # ------------------------------------------------------------- CallIO (the rest is PacedCall's)
     def send_event(self, event: dict) -> bool:
         return False  # a phone has no data channel: server events reach the app on the sideband
+
+    def end_call(self, reason: str) -> None:
+        self.host.hangup(self.call_id)  # a BYE to the phone
 
     def describe(self) -> dict:
         return {"id": self.call_id, "state": self.state, "transport": "sip/" + self.sip.peer.transport,

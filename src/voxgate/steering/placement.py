@@ -70,14 +70,15 @@ def place(members: list[Member], region: str, prefer: str | None = None) -> list
     return sorted(ready, key=lambda m: (m.load, m.sessions, m.id != prefer, m.id))
 
 
-def call_id(member_id: str, random_hex: str) -> str:
-    """A call id that names the transceiver holding the call, so any transceiver can route its URLs."""
-    return f"rtc_{member_id}_{random_hex}"
+def call_id(member_id: str, random_hex: str, prefix: str = "rtc") -> str:
+    """A call id that names the transceiver holding the call, so any transceiver can route its URLs (``rtc_``: a
+    Realtime call; ``live_``: a GPT-Live session)."""
+    return f"{prefix}_{member_id}_{random_hex}"
 
 
 def owner_of(call: str) -> str | None:
     """The transceiver id in a call id from ``call_id``, or None for any other shape."""
     parts = call.split("_")
-    if len(parts) == 3 and parts[0] == "rtc" and ID_RE.match(parts[1]):
+    if len(parts) == 3 and parts[0] in ("rtc", "live") and ID_RE.match(parts[1]):
         return parts[1]
     return None

@@ -255,7 +255,7 @@ class CallsApi:
             ticket.release()
 
 
-def add_routes(app: web.Application, t) -> None:
+def add_routes(app: web.Application, t) -> CallsApi:
     api = CallsApi(t)
     app.router.add_get("/v1/realtime", api.realtime_ws)
     app.router.add_post("/v1/realtime/calls", api.create_call)
@@ -264,3 +264,4 @@ def add_routes(app: web.Application, t) -> None:
     app.router.add_post("/v1/realtime/calls/{call_id}/{verb:accept|reject|refer}", api.sip_command)
     app.router.add_post("/v1/realtime/client_secrets", api.client_secrets)
     app.router.add_get("/v1/voxgate/ice_servers", api.ice_servers)
+    return api

@@ -12,6 +12,7 @@ GET  /v1/realtime/calls/{id}       what the call is doing (route, timings, packe
 GET  /v1/realtime?model=…          a WebSocket session (``websocket``)
 GET  /v1/realtime?call_id=rtc_…    the sideband of a live WebRTC call, over a WebSocket
 GET  /healthz, /readyz, /livez, /metrics
+POST /v1/live/sessions, GET /v1/live/sessions (upgraded): GPT-Live over WebRTC and WebSocket (``live_api``)
 
 In a fleet (``--redis-url``) any transceiver takes any of these: a new call is placed on the least-loaded ready
 transceiver of the region and its offer proxied there (``placing``), and a call's own URLs are proxied to the
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import calls_api, health, models_api
+from . import calls_api, health, live_api, models_api
 from .callers import caller_of
 from .errors import CORS, BadRequest, error
 from .guard import ConnectionGuard
@@ -82,7 +83,8 @@ def make_app(t, guard: ConnectionGuard | None = None) -> web.Application:
 
     app.router.add_get("/", call_page)
     app.router.add_get("/demo", demo_page)
-    calls_api.add_routes(app, t)
+    calls = calls_api.add_routes(app, t)
+    live_api.add_routes(app, t, calls)
     models_api.add_routes(app, t, lambda request: caller_of(t, request))
     health.add_routes(app, t)
     return app

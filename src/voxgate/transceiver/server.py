@@ -228,13 +228,13 @@ class Transceiver:
 
     def create_call(self, offer_sdp: str, session_config: dict | None = None,
                     client_region: str | None = None, owner: str | None = None,
-                    ticket=None) -> tuple[Session, str]:
+                    ticket=None, api: str = "realtime") -> tuple[Session, str]:
         offer = parse_offer(offer_sdp)
         ufrag = mint(self.cfg.keyring, self.token_target, time.time())
         pwd = new_ice_pwd()
         agent = self.agent_factory()
-        session = Session(self.host, offer, ufrag, pwd, agent, session_config,
-                          call_id=call_id(self.id, secrets.token_hex(10)))
+        session = Session(self.host, offer, ufrag, pwd, agent, session_config, api=api,
+                          call_id=call_id(self.id, secrets.token_hex(10), "live" if api == "live" else "rtc"))
         session.owner = owner  # the key that made the call: its URLs and sideband are open to it (and server keys)
         session.ticket = ticket  # its place under the caller's limits (access.Admission), given back when it ends
         answer = build_answer(offer, ufrag=ufrag, pwd=pwd, fingerprint=self.fingerprint,

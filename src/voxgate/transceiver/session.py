@@ -55,11 +55,11 @@ class Session(PacedCall):
     ``aiortc_glue``), Opus both ways, as the agent's paced ``CallIO``."""
 
     def __init__(self, host: Host, offer: Offer, ufrag: str, pwd: str, agent, session_config: dict | None = None,
-                 call_id: str | None = None):
+                 call_id: str | None = None, api: str = "realtime"):
         call_id = call_id or "rtc_" + secrets.token_hex(12)
         self.ssrc = random.getrandbits(32) or 1
         out = OpusOut(agent.sample_rate, offer.opus_pt, self.ssrc, complexity=host.opus_complexity)
-        super().__init__(call_id, agent, out, session_config)  # the multipart offer's `session` part, for the agent
+        super().__init__(call_id, agent, out, session_config, api=api)  # the offer's session, for the agent
         self.host = host
         self.offer = offer
         self.ice = IceSession(ufrag=ufrag, pwd=pwd, call_id=self.call_id)
@@ -192,6 +192,14 @@ class Session(PacedCall):
             channel.send(json.dumps(event))
 
     # ------------------------------------------------------------- CallIO (the rest is PacedCall's)
+    def end_call(self, reason: str) -> None:
+        """The client closed the session (GPT-Live's ``session.close``): its last events go out, then the call ends."""
+        self._spawn(self._end_soon(reason), "end")
+
+    async def _end_soon(self, reason: str):
+        await asyncio.sleep(0.2)  # the data channel sends what was queued before it (session.closed)
+        await self.close(reason)
+
     def send_event(self, event: dict) -> bool:
         ch = self.channel
         if ch is None:  # the client has not opened its channel yet: keep a few events for it

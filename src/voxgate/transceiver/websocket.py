@@ -153,19 +153,24 @@ class Outbox:
 
 
 class WsCall(CallIO):
-    """A WebSocket session as the agent's ``CallIO``."""
+    """A WebSocket session as the agent's ``CallIO``: Realtime's (``input_audio_buffer.append`` in,
+    ``response.output_audio.delta`` out) or GPT-Live's (``api="live"``: ``session.input_audio.append`` in,
+    ``session.output_audio.delta`` out, in the session's format)."""
 
     paced = False
+    transport = "websocket"
 
     def __init__(self, ws: web.WebSocketResponse, sample_rate: int, session_config: dict | None = None,
-                 budget: "AudioBudget | None" = None, limited=None):
-        super().__init__("ws_" + secrets.token_hex(12), sample_rate, session_config)
+                 budget: "AudioBudget | None" = None, limited=None, api: str = "realtime"):
+        prefix = "live_" if api == "live" else "ws_"
+        super().__init__(prefix + secrets.token_hex(12), sample_rate, session_config, api)
+        self.append_type = "session.input_audio.append" if api == "live" else "input_audio_buffer.append"
         self.ws = ws
         self.outbox = Outbox(ws)
         self._audio_q: asyncio.Queue = asyncio.Queue(maxsize=AUDIO_QUEUE)
         self._event_q: asyncio.Queue = asyncio.Queue()
         self._framer = Framer(sample_rate // 50 * 2)
-        self._audio_ids = events.EventIds(self.call_id[3:12] + "a")  # its audio deltas: a stream of their own
+        self._audio_ids = events.EventIds(self.call_id[-9:] + "a")  # its audio deltas: a stream of their own
         self.ended = False
         self.appended_ms = 0.0
         self.budget = budget or AudioBudget(0)
@@ -178,11 +183,13 @@ class WsCall(CallIO):
         if input_format:
             kind = input_format.get("type", "audio/pcm")
             self._g711_in = G711(kind) if kind in G711.CODECS else None
-            self._in = Resampler(G711.RATE if self._g711_in else PCM_RATE, self.sample_rate)
+            self._in_rate = G711.RATE if self._g711_in else input_format.get("rate", PCM_RATE)  # Live: 16 or 24 kHz
+            self._in = Resampler(self._in_rate, self.sample_rate)
         if output_format:
             kind = output_format.get("type", "audio/pcm")
             self._g711_out = G711(kind) if kind in G711.CODECS else None
-            self._out = Resampler(self.sample_rate, G711.RATE if self._g711_out else PCM_RATE)
+            out_rate = G711.RATE if self._g711_out else output_format.get("rate", PCM_RATE)
+            self._out = Resampler(self.sample_rate, out_rate)
 
     # ------------------------------------------------------------- from the client
     async def take(self, text: str) -> None:
@@ -194,7 +201,7 @@ class WsCall(CallIO):
             self.send_event(error_event("invalid_json", str(exc)))
             return
         del text  # an append's audio is large: hold one copy of it, not two
-        if event.get("type") == "input_audio_buffer.append":
+        if event.get("type") == self.append_type:
             await self._append(event)
             return
         await self._audio_q.join()  # the agent has heard every frame appended before this event
@@ -203,8 +210,7 @@ class WsCall(CallIO):
     async def _append(self, event: dict):
         audio, eid = event.pop("audio", None), event.get("event_id")
         if not isinstance(audio, str):
-            self.send_event(error_event("invalid_value", "input_audio_buffer.append needs 'audio' (base64)", "audio",
-                                        eid))
+            self.send_event(error_event("invalid_value", f"{self.append_type} needs 'audio' (base64)", "audio", eid))
             return
         if len(audio) > MAX_APPEND:
             self.metrics_limited("max_append")
@@ -222,7 +228,7 @@ class WsCall(CallIO):
                                         "audio", eid))
             return
         async with self.budget.hold(len(data)):  # appends in flight across all sessions are bounded
-            rate = G711.RATE if self._g711_in else PCM_RATE
+            rate = self._in_rate
             width = 1 if self._g711_in else 2
             self.appended_ms += len(data) / width / rate * 1000
             step = rate * width  # one second of input at a time: the resampler never sees more
@@ -265,14 +271,26 @@ class WsCall(CallIO):
             data = self._g711_out.encode(data)
         if not data:
             return
-        event = events.AudioDelta(**(ids or UNPROMPTED), delta=base64.b64encode(data).decode())
-        self.outbox.put(json.dumps(event.as_dict(self._audio_ids.next())), on_sent=self._on_audio_sent)
+        delta = base64.b64encode(data).decode()
+        if self.api == "live":  # GPT-Live: the audio alone, no ids (its timing is the sideband's)
+            wire = {"type": "session.output_audio.delta", "delta": delta}
+        else:
+            wire = events.AudioDelta(**(ids or UNPROMPTED), delta=delta).as_dict(self._audio_ids.next())
+        self.outbox.put(json.dumps(wire), on_sent=self._on_audio_sent)
 
     def _on_audio_sent(self):
         self.sent.resolve(time.monotonic())
 
     def flush_audio(self) -> None:
         pass
+
+    def end_call(self, reason: str) -> None:
+        """The client closed the session: what is queued goes out (``session.closed`` last), then the socket closes
+        with 1000."""
+        async def close():
+            await self.outbox.flushed(1.0)
+            await self.ws.close(code=1000)
+        self.closing = asyncio.ensure_future(close())
 
     def clear_audio(self) -> int:
         return 0  # nothing is queued here: the client holds what it has not played
@@ -282,14 +300,14 @@ class WsCall(CallIO):
         return 0
 
 
-async def serve_session(t, request, session_config: dict | None, limits) -> web.WebSocketResponse:
+async def serve_session(t, request, session_config: dict | None, limits, api: str = "realtime") -> web.WebSocketResponse:
     """A WebSocket session: the agent runs on it until either side ends, or nothing passes either way for
     ``limits.ws_idle_timeout`` seconds (then an ``error`` event says so and the socket closes with 1000)."""
     ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
     await ws.prepare(request)
     agent = t.agent_factory()
     limited = lambda name: t.metrics.limited.labels(name).inc()  # noqa: E731
-    call = WsCall(ws, agent.sample_rate, session_config, t.audio_budget, limited)
+    call = WsCall(ws, agent.sample_rate, session_config, t.audio_budget, limited, api)
     t.add_ws_call(call)
     task = asyncio.ensure_future(agent.run(call))
     task.add_done_callback(lambda _: (call.end(), asyncio.ensure_future(ws.close())))

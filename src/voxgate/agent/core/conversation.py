@@ -115,6 +115,20 @@ class ConfigureAudio:
 
 
 @dataclass(frozen=True)
+class MuteInput:
+    """Hear silence instead of the caller (on), or the caller again (off): a Live client's mute."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class EndSession:
+    """The client ended the session (``reason``): the call ends once what was said has gone out."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class ConfigureDenoise:
     """``audio.input.noise_reduction``: the suppressor the input goes through (None: off)."""
 
@@ -288,7 +302,7 @@ class Conversation:
     def messages(self, items: list[dict] | None = None) -> list[dict]:
         return chat_messages(self.items if items is None else items)
 
-    def _add_item(self, item: dict, after: str | None = None) -> list:
+    def add_item(self, item: dict, after: str | None = None) -> list:
         """Add a finished item (at the end, or after the item ``after`` names; "root": first) and announce it."""
         if after is None or (self.items and after == self.items[-1]["id"]):
             at = len(self.items)
@@ -301,7 +315,7 @@ class Conversation:
     def commit_user_item(self, item_id: str, transcript: str, asr_error: str | None = None) -> list:
         """The user's turn is committed: the buffer, the item, and its transcription (or its failure)."""
         out = [Emit(ev.InputCommitted(item_id, self.last_item_id()))]
-        out += self._add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+        out += self.add_item({"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
                                "status": "completed", "content": [{"type": "input_audio", "transcript": transcript}]})
         if asr_error is not None:
             error = error_body("transcription_failed", f"the recognizer failed: {asr_error}", type_="server_error")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from . import eou, events as ev
 from .conversation import (CancelResponse, ClearInput, ClearOutput, CommitResponse, ConfigureDenoise, Conversation,
-                           Emit, EndInput, SetResponding, StartResponse)
+                           Emit, EndInput, MuteInput, SetResponding, StartResponse)
 from .events import error_event, new_id
 from .realtime_face import RealtimeFace
 from .reply import Called, Ended, Failed, Marked, Reply, Said, Spoke
@@ -46,6 +46,8 @@ from .turns import (EndOfTurn, Hold, IdleTimeout, Interrupt, JudgeInterruption, 
                     SpeechStarted, TurnTaker, level, transcript_fits)
 
 FIRST_PACKET_WAIT = 0.2  # response.done waits this long at most for the reply's first packet (its timing field)
+STALL = 0.3  # a turn whose input stops for this long hears silence (a WebSocket client that stopped appending)
+STALL_MAX_FRAMES = 200  # ... at most 4 s of it at a time
 
 
 # ---------------------------------------------------------------- what the executor is asked to do
@@ -207,6 +209,9 @@ class Engine:
         self.backlog: collections.deque = collections.deque()  # frames that came while the input was gated
         self.waiting_events: collections.deque = collections.deque()  # client events that came meanwhile
         self.replies: dict[str, Reply] = {}  # every response from its start to its last event
+        self.muted = False  # the client muted its input: the engine hears silence
+        self.last_frame: float | None = None  # when the last input frame came (a turn's input that stops is silence)
+        self.silence = b""  # a frame of it, as long as the input's
 
     @property
     def session_id(self) -> str:
@@ -216,26 +221,43 @@ class Engine:
     def conversation_id(self) -> str:
         return self.conv.conversation_id
 
-    def start(self, initial: dict | None, hearing: Hearing = Hearing()) -> list:
+    def start(self, initial: dict | None, hearing: Hearing = Hearing(), now: float = 0.0) -> list:
         self.hearing = hearing
-        return self._apply(self.conv.start(initial), 0.0)
+        return self._apply(self.face.start(self.conv, initial, now), now)
 
-    def close(self, now: float) -> list:
-        """The call ended: every response still in progress is cancelled (``call_ended``), its closing events out."""
+    def close(self, now: float, reason: str = "remote_hangup") -> list:
+        """The call ended: every response still in progress is cancelled (``call_ended``), its closing events out,
+        and the face's last word, if it has one (Live's ``session.closed``)."""
         out = []
         for rid in list(self.replies):
             out += self._cancel(rid, "call_ended", now)
-        return out
+        last = self.face.closing(now, reason)
+        return out + ([Emit(last)] if last is not None else [])
 
     def next_deadline(self) -> float | None:
         due = [r.done_due for r in self.replies.values() if r.done_due is not None]
+        if self._stalls():
+            due.append(self.last_frame + STALL)
         return min(due) if due else None
+
+    def _stalls(self) -> bool:
+        """A turn is in progress and its input may stop (a paced call's frames come every 20 ms; a WebSocket
+        client's when it sends them): its end must not wait for frames that never come."""
+        return (self.last_frame is not None and self.turn_cfg.enabled and self.ending is None
+                and self.tt.state != TurnTaker.IDLE)
 
     def timer(self, now: float) -> list:
         out = []
         for r in list(self.replies.values()):
             if r.done_due is not None and r.done_due <= now:
                 out += self._send_done(r)
+        if self._stalls() and now >= self.last_frame + STALL:  # the input stopped mid-turn: it is silence
+            n = min(STALL_MAX_FRAMES, int((now - self.last_frame) / 0.02))
+            self.last_frame = now
+            for _ in range(n):
+                if self.ending is not None or self.tt.state == TurnTaker.IDLE:
+                    break
+                out += self._frame(self.silence, 0.0, now)
         return out
 
     # ------------------------------------------------------------- applying the conversation's decisions
@@ -268,7 +290,9 @@ class Engine:
                 out += self._end_turn(EndOfTurn(end, a.create_response), now)
             elif t is ClearInput:
                 out += self._clear_input()
-            else:  # Emit, ClearOutput, ConfigureAudio, ConfigureRecognizer, ConfigureDenoise: the executor's
+            elif t is MuteInput:
+                self.muted = a.on
+            else:  # Emit, ClearOutput, ConfigureAudio, ConfigureRecognizer, ConfigureDenoise, EndSession: the executor's
                 out.append(a)
         return out
 
@@ -292,6 +316,14 @@ class Engine:
         if self.ending is not None:  # the input is gated: it comes after the turn being committed
             self.backlog.append((pcm, speech_prob))
             return []
+        if self.muted:
+            pcm, speech_prob = bytes(len(pcm)), 0.0
+        self.last_frame = now
+        if len(self.silence) != len(pcm):
+            self.silence = bytes(len(pcm))
+        return self._frame(pcm, speech_prob, now)
+
+    def _frame(self, pcm: bytes, speech_prob: float, now: float) -> list:
         self.t_ms += 20
         cfg = self.turn_cfg
         if not cfg.enabled:  # push-to-talk: every frame goes to the input buffer until it is committed or cleared

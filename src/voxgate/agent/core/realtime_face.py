@@ -22,9 +22,17 @@ CLIENT_EVENTS = {
 class RealtimeFace:
     name = "realtime"
 
-    def wire(self, event: ev.ServerEvent, event_id: str) -> dict:
+    def start(self, conv, initial: dict | None, now: float = 0.0) -> list:
+        """The session begins (``initial``: a client secret's or an offer's session): ``session.created``."""
+        return conv.start(initial)
+
+    def wire(self, event: ev.ServerEvent, event_id: str, now: float = 0.0) -> dict:
         """A server event as the Realtime API sends it (``event_id`` first, then ``type``, then its fields)."""
         return event.as_dict(event_id)
+
+    def closing(self, now: float, reason: str):
+        """Nothing more is said when a Realtime call ends."""
+        return None
 
     def client_event(self, conv, event: dict, now: float) -> list:
         """A client event (parsed JSON) as the conversation's decisions: each type by its handler, anything else an
@@ -72,7 +80,7 @@ class RealtimeFace:
         prev = event.get("previous_item_id")
         if prev is not None and prev != "root" and conv.find(prev) is None:
             return [_error("item_not_found", "no such previous item", "previous_item_id", eid)]
-        return conv._add_item(item, after=prev)
+        return conv.add_item(item, after=prev)
 
     def _on_conversation_item_retrieve(self, conv, event, eid, now):
         item = conv.find(event.get("item_id"))

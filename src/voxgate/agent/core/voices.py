@@ -26,7 +26,11 @@ VOICES = {v.name: v for v in (
 DEFAULT_VOICE = "joe"
 # the OpenAI Realtime voices, each mapped to the nearest of ours (higher voices to the raised ones)
 OPENAI_VOICES = {"alloy": "joe", "echo": "joe", "ash": "basalt", "ballad": "basalt", "cedar": "basalt",
-                 "verse": "river", "sage": "river", "coral": "juniper", "shimmer": "juniper", "marin": "juniper"}
+                 "verse": "river", "sage": "river", "coral": "juniper", "shimmer": "juniper", "marin": "juniper",
+                 # GPT-Live's further names
+                 "beacon": "joe", "tempo": "joe", "bossa": "basalt", "cinder": "basalt", "stone": "basalt",
+                 "delta": "river", "meridian": "river", "ripple": "river", "gleam": "juniper", "quartz": "juniper",
+                 "shida": "juniper", "vesper": "juniper", "willow": "juniper"}
 
 
 def resolve_voice(name: str | None) -> Voice:

@@ -20,8 +20,9 @@ import weakref
 
 from ..core import engine as en
 from ..core import events as ev
-from ..core.conversation import ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit
+from ..core.conversation import ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit, EndSession
 from ..core.events import EventIds
+from ..core.live_face import LiveFace
 from ..core.realtime_face import RealtimeFace
 from ..models import MissingModel
 from ..models.interfaces import Configurable, Peeking
@@ -83,7 +84,9 @@ class RealtimeSession:
         self.call, self.stack = call, stack
         self.metrics = stack.metrics
         self.vad = stack.new_vad()
-        self.face = RealtimeFace()  # the API's vocabulary: the engine reads client events by it, we send by it
+        # the API the call speaks: the engine reads client events by its face, and we send by the same one
+        self.face = LiveFace(call.transport, stack.languages.any_voice, call.call_id, time.time()) \
+            if call.api == "live" else RealtimeFace()
         self.engine = en.Engine(instructions=stack.instructions, model=stack.model_name, asr=stack.asr_name,
                                 voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name,
                                 paced=call.paced, out_rate=call.sample_rate, languages=stack.languages, face=self.face)
@@ -106,7 +109,9 @@ class RealtimeSession:
     # ------------------------------------------------------------- plumbing
     def emit(self, event: ev.ServerEvent):
         """Send a server event to the call and its sidebands: the one place events become JSON-ready dicts."""
-        wire = self.face.wire(event, self.event_ids.next())
+        wire = self.face.wire(event, self.event_ids.next(), time.monotonic())
+        if wire is None:  # not in this API's vocabulary
+            return
         self.call.send_event(wire)
         for sink in list(self.sinks):
             sink(wire)
@@ -196,6 +201,8 @@ class RealtimeSession:
                     self.asr.configure(a.language, a.prompt)
             elif t is ConfigureDenoise:
                 self._configure_denoise(a.kind)
+            elif t is EndSession:
+                self.call.end_call(a.reason)
             else:
                 raise TypeError(f"unknown action {a!r}")
         self._arm_timer()
@@ -281,7 +288,7 @@ class RealtimeSession:
     async def run(self):
         self.asr = await self.stack.acquire_asr()
         hearing = en.Hearing(partials=getattr(self.asr, "partials", True), peeks=isinstance(self.asr, Peeking))
-        self.execute(self.engine.start(getattr(self.call, "session_config", None), hearing))
+        self.execute(self.engine.start(self.call.session_config, hearing, time.monotonic()))
         pump = self.spawn(self._pump_events())
         try:
             await asyncio.gather(self._audio_loop(), self._event_loop())
