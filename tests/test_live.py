@@ -190,10 +190,28 @@ def test_the_sdk_makes_a_live_webrtc_session(tx, tmp_path):
             transport={"type": "webrtc", "sdp": pc.localDescription.sdp})
         assert created.session.id.startswith("live_") and created.transport.sdp.startswith("v=0")
         await pc.setRemoteDescription(RTCSessionDescription(created.transport.sdp, "answer"))
-        for _ in range(300):
-            if any(e["type"] == "session.output_transcript.delta" for e in events) and len(loud) > 10:
-                break
-            await asyncio.sleep(0.1)
+        client = _client(tx)
+        side_events = []
+        async with client.live.sideband.connect(session_id=created.session.id) as side:  # the app's server
+            reader = asyncio.ensure_future(_until(side, side_events, lambda g: False, 60))
+            for _ in range(300):
+                if any(e["type"] == "session.output_transcript.delta" for e in events) and len(loud) > 10:
+                    break
+                await asyncio.sleep(0.1)
+            await side.send({"type": "session.instructions.append", "event_id": "sb1", "content": "Be warm.",
+                             "delegation_id": None})
+            for _ in range(50):
+                if _of(side_events, "session.instructions.appended"):
+                    break
+                await asyncio.sleep(0.1)
+            reader.cancel()
+        # the sideband: a replay from the start, every event, the call's audio both ways with its timeline
+        assert side_events[0].type == "session.started" and side_events[0].session.id == created.session.id
+        assert _of(side_events, "session.input_transcript.delta") and _of(side_events, "session.output_transcript.delta")
+        assert _of(side_events, "session.input_audio.append"), "the caller's audio reflected"
+        out = _of(side_events, "session.output_audio.delta")
+        assert out and all(0 <= e.start_ms <= e.end_ms for e in out)
+        assert _of(side_events, "session.instructions.appended")[0].client_event_id == "sb1"
         assert events and events[0]["type"] == "session.started", events[:3]
         assert events[0]["session"]["id"] == created.session.id and "format" not in events[0]["session"]["audio"]
         heard = "".join(e["delta"] for e in events if e["type"] == "session.input_transcript.delta").lower()
@@ -229,6 +247,9 @@ def test_the_live_face_on_the_engine_alone():
     assert [w["type"] for w in out] == ["session.started"], out  # the history's items are not Live's events
     assert out[0]["session"]["expires_at"] == 1_800_003_600 and out[0]["client_event_id"] == "a"
     assert eng.conv.items[0]["content"][0]["text"] == "Hi"
+    assert abs(eng.next_deadline() - 15.1) < 1e-6  # session.usage.updated, cumulative, every 15 s
+    [usage] = wire(face, eng.timer(15.2))
+    assert usage["type"] == "session.usage.updated" and usage["usage"]["seconds"] > 15
 
     face = LiveFace("webrtc", session_id="live_y")
     eng = en.Engine(instructions="", model="m", asr="a", voice="joe", vad="v", responder="r", face=face)

@@ -36,7 +36,9 @@ class App:
 
         self.secret = secret
         self.calls: "queue.Queue[tuple[str, str]]" = queue.Queue()
-        self.deliveries: list[str] = []
+        self.live_calls: "queue.Queue[tuple[str, str]]" = queue.Queue()  # live.transport.incoming: the same calls
+        self.deliveries: list[str] = []  # realtime.call.incoming
+        self.live_deliveries: list[str] = []
         self.bad = 0
         self.client = None  # openai.OpenAI, once the demo's URL is known
         self.port = free_port(socket.SOCK_STREAM)
@@ -58,10 +60,14 @@ class App:
         except openai.InvalidWebhookSignatureError:
             self.bad += 1
             return web.Response(status=400)
-        self.deliveries.append(request.headers["webhook-id"])
         caller = next(h.value for h in event.data.sip_headers if h.name.lower() == "from")
         user = caller.split("sip:", 1)[1].split("@", 1)[0]
-        self.calls.put((event.data.call_id, user))
+        if event.type == "live.transport.incoming":  # the same call, announced to an app on GPT-Live
+            self.live_deliveries.append(request.headers["webhook-id"])
+            self.live_calls.put((event.data.session_id, user))
+        else:
+            self.deliveries.append(request.headers["webhook-id"])
+            self.calls.put((event.data.call_id, user))
         return web.Response(status=200)
 
     def next_call(self, timeout=20.0) -> tuple[str, str]:
@@ -184,6 +190,34 @@ def test_baresip_asks_and_the_agent_answers_over_the_phone(phone, tmp_path, code
     print("agent said over the phone:", heard)
 
 
+def test_a_phone_call_accepted_as_a_gpt_live_session(phone, tmp_path):
+    """The same call announced as GPT-Live announces it (``live.transport.incoming``), accepted with the SDK's
+    ``client.live.sessions.accept``: the Live face answers the phone; the Realtime announcement of it is not used."""
+    app = phone["app"]
+    wav = spoken(tmp_path, "What is the capital of France?", "en-us+f4", 8000)
+    done: dict = {}
+
+    def answer():
+        call_id, _ = app.next_call()  # realtime.call.incoming comes first; this app speaks Live
+        session_id = None
+        while session_id != call_id:  # (earlier tests' calls were announced to a Live app too, and left)
+            session_id, _ = app.live_calls.get(timeout=20)
+        app.client.live.sessions.accept(session_id, session={"type": "live", "model": "gpt-live-1",
+                                                             "instructions": "Answer in one short sentence."})
+        done["id"] = session_id
+        time.sleep(3)
+        done["live"] = describe(phone, session_id)
+
+    t = threading.Thread(target=answer)
+    t.start()
+    reply = baresip_call(tmp_path, wav, phone["sip"])
+    t.join(10)
+    assert done["live"]["audio_in_packets"] > 50, done
+    heard = transcribe(reply)
+    assert len(heard.lower().replace(".", " ").split()) >= 3, heard
+    print("the Live session said over the phone:", heard)
+
+
 def test_voxgate_demo_sip_answers_a_phone_by_itself(tmp_path):
     """`voxgate demo --sip` as the README shows it, no app: baresip dials, asks in a flite voice, hears an answer."""
     sip_port = free_port()
@@ -260,11 +294,12 @@ def test_hold_and_resume(phone):
 
 def test_a_retransmitted_invite_is_one_call(phone):
     app = phone["app"]
-    before = len(app.deliveries)
+    before, live_before = len(app.deliveries), len(app.live_deliveries)
     proc, _ = accepted(phone, "retrans")
     finished(proc)
     time.sleep(0.5)
     assert len(app.deliveries) == before + 1 and app.calls.empty()
+    assert len(app.live_deliveries) == live_before + 1  # announced once to a Live app too
 
 
 def test_dtmf_reaches_the_sideband_as_events(phone):

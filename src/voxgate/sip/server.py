@@ -283,8 +283,14 @@ class SipServer:
             log.warning("auto-answer of %s failed: %s", call.id, exc)
 
     async def _notify(self, call: Call):
-        event = webhook.incoming_event(call.id, call.sip_headers)
-        ok = await webhook.deliver(self.http, self.cfg.webhook_url, self.cfg.webhook_secret or "", event)
+        """The app hears of the call as OpenAI announces one: ``realtime.call.incoming``, then (an app on GPT-Live)
+        ``live.transport.incoming``; whichever API accepts it first owns it."""
+        secret = self.cfg.webhook_secret or ""
+        ok = await webhook.deliver(self.http, self.cfg.webhook_url, secret,
+                                   webhook.incoming_event(call.id, call.sip_headers))
+        if call.state in ("incoming", "ringing"):
+            ok = await webhook.deliver(self.http, self.cfg.webhook_url, secret,
+                                       webhook.live_incoming_event(call.id, call.sip_headers)) or ok
         if not ok and call.state in ("incoming", "ringing"):
             log.warning("no app took %s (the webhook failed): 480", call.id)
             self._execute(self.core.reject(call, 480, time.monotonic(), reason="webhook_failed"))
@@ -295,11 +301,11 @@ class SipServer:
             raise CallError(404, "call_not_found", "no such call")
         return call
 
-    async def accept(self, call_id: str, session: dict | None) -> None:
+    async def accept(self, call_id: str, session: dict | None, api: str = "realtime") -> None:
         call = self._pending(call_id)
         if call.state not in ("incoming", "ringing"):
             raise CallError(409, "call_not_ringing", f"the call is {call.state}")
-        sip_call = SipCall(self.call_host, call, self.host.new_agent(), session)
+        sip_call = SipCall(self.call_host, call, self.host.new_agent(), session, api)
         try:
             await sip_call.open(self.bind_host, self.advertise, self.cfg.rtp_ports)
         except OSError as exc:
@@ -401,10 +407,10 @@ class SipCall(PacedCall):
 
     transport = "sip"
 
-    def __init__(self, host: CallHost, sip: Call, agent, session_config: dict | None):
+    def __init__(self, host: CallHost, sip: Call, agent, session_config: dict | None, api: str = "realtime"):
         self.ssrc = random.getrandbits(32) or 1
         super().__init__(sip.id, agent, PhoneOut(agent.sample_rate, sip.codec, self.ssrc), session_config,
-                         event_queue=1000)
+                         event_queue=1000, api=api)
         self.host, self.sip = host, sip
         self.owner = None
         self.state = "connected"

@@ -55,6 +55,14 @@ def incoming_event(call_id: str, sip_headers: list[dict], now: float | None = No
             "created_at": int(now or time.time()), "data": {"call_id": call_id, "sip_headers": sip_headers}}
 
 
+def live_incoming_event(session_id: str, sip_headers: list[dict], now: float | None = None) -> dict:
+    """GPT-Live's announcement of the same call (``live.transport.incoming``): an app written for Live accepts it at
+    ``/v1/live/sessions/{session_id}/accept``; the first accept of either kind owns the call."""
+    return {"object": "event", "id": "evt_" + secrets.token_hex(12), "type": "live.transport.incoming",
+            "created_at": int(now or time.time()),
+            "data": {"type": "sip", "session_id": session_id, "sip_headers": sip_headers}}
+
+
 async def deliver(http: aiohttp.ClientSession, url: str, secret: str, event: dict) -> bool:
     """POST ``event`` to ``url``; True once a 2xx came back."""
     body = json.dumps(event, separators=(",", ":")).encode()

@@ -74,16 +74,25 @@ class CallsApi:
                          code="rate_limit_exceeded", param=None), None
         return None, ticket
 
-    async def create_call(self, request):
+    async def placed(self, request):
+        """``(answer, caller, region)``: who asks and from which region; ``answer`` is set when the request is answered
+        already (no credential: 401; placed on another transceiver of the fleet: its response)."""
         t = self.t
         caller = await _caller(t, request)
         if isinstance(caller, web.Response):
-            return caller
+            return caller, None, None
         region = placing.client_region(t, request)
         if t.registry is not None and placing.PLACED not in request.headers:
             placed = await placing.place_call(t, request, region)
             if placed is not None:
-                return placed
+                return placed, caller, region
+        return None, caller, region
+
+    async def create_call(self, request):
+        t = self.t
+        answered, caller, region = await self.placed(request)
+        if answered is not None:
+            return answered
         refused, ticket = self.admit(caller)
         if refused is not None:
             return refused

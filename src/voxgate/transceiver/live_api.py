@@ -4,7 +4,12 @@ POST /v1/live/sessions               ``{session, transport: {type: "webrtc", sdp
                                      ``{session: {id}, transport: {type: "webrtc", sdp}}``: the answer through the
                                      relay exactly as for a Realtime call; ``session.started`` first on ``oai-events``
 GET  /v1/live/sessions               upgraded: a Live WebSocket session, silent until ``session.start``
+GET  /v1/live/sessions/{id}/attach   upgraded: the sideband of a WebRTC (or SIP) Live session: a short replay, then
+                                     every event, the call's audio both ways (PCM16 24 kHz with its timeline), and
+                                     the app's client events into the session, past the data channel's permissions
 POST /v1/live/sessions/{id}/hangup   end it
+POST /v1/live/sessions/{id}/accept   a ringing phone call (``live.transport.incoming``) answered as a Live session;
+     …/reject, …/refer               as for Realtime
 
 The session object is checked strictly (``agent/core/live_face.check_session``: an unknown field is a 400 naming
 it); the call is admitted by the same rule as any other (``calls_api.CallsApi.admit``); its id (``live_<transceiver>_…``)
@@ -13,11 +18,14 @@ names the transceiver that holds it, so a fleet routes it like a Realtime call.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from ..agent.core import live_face
 from . import placing, websocket
 from .callers import caller_of, json_body
+from ..call.phone import CallError
 from .calls_api import CallsApi
 from .errors import error
 from .sdp import OfferError
@@ -30,14 +38,9 @@ class LiveApi:
     async def create(self, request):
         """A Live WebRTC session from the browser's offer."""
         t = self.t
-        caller = await caller_of(t, request)
-        if isinstance(caller, web.Response):
-            return caller
-        region = placing.client_region(t, request)
-        if t.registry is not None and placing.PLACED not in request.headers:
-            placed = await placing.place_call(t, request, region)
-            if placed is not None:
-                return placed
+        answered, caller, region = await self.calls.placed(request)
+        if answered is not None:
+            return answered
         body = await json_body(t, request)
         transport = body.get("transport")
         if not isinstance(transport, dict) or transport.get("type") != "webrtc":
@@ -86,8 +89,63 @@ class LiveApi:
             ticket.release()
 
 
+    async def attach(self, request):
+        """The sideband of a live session: the key that made it, or a server key."""
+        t = self.t
+        caller = await caller_of(t, request)
+        if isinstance(caller, web.Response):
+            return caller
+        call_id = request.match_info["call_id"]
+        if (elsewhere := await placing.ws_to_owner(t, request, call_id, caller.key)) is not None:
+            return elsewhere
+        session = t.call(call_id)
+        if session is None or session.api != "live" or not caller.owns(session.owner):
+            return error(404, "no such Live session (a sideband is for the key that made it, or a server key)",
+                         code="session_not_found", param="session_id")
+        agent = session.agent
+        waits = [asyncio.ensure_future(agent.wait_running(t.cfg.setup_timeout)),
+                 asyncio.ensure_future(session.ended.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if session.ended.is_set() or not waits[0].done() or not waits[0].result():
+            return error(409, "the session ended or never connected", code="session_not_connected",
+                         param="session_id")
+        return await websocket.serve_sideband(session, request, api="live")
+
+
+    async def accept(self, request):
+        """A ringing phone call answered as a Live session: ``{session: {type: "live", model, …}}`` (a server key;
+        the webhook's ``live.transport.incoming`` named it)."""
+        t = self.t
+        caller = await caller_of(t, request)
+        if isinstance(caller, web.Response):
+            return caller
+        if not caller.server:
+            return error(403, "phone calls are accepted with a server key", code="forbidden", param="session_id")
+        if (elsewhere := await placing.to_owner(t, request)) is not None:
+            return elsewhere
+        if t.phone is None:
+            return error(404, "no such session: this transceiver takes no phone calls (--sip-listen)",
+                         code="session_not_found", param="session_id")
+        body = await json_body(t, request)
+        session = body.get("session")
+        try:
+            live_face.check_session(session, transport="sip", any_voice=t.any_voice)
+        except live_face.Invalid as exc:
+            return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        try:
+            await t.phone.accept(request.match_info["call_id"], session, api="live")
+        except CallError as exc:
+            return error(exc.status, str(exc), code=exc.code, param="session_id")
+        return web.Response(status=200)
+
+
 def add_routes(app: web.Application, t, calls: CallsApi) -> None:
     api = LiveApi(t, calls)
     app.router.add_post("/v1/live/sessions", api.create)
     app.router.add_get("/v1/live/sessions", api.websocket)
+    app.router.add_get("/v1/live/sessions/{call_id}/attach", api.attach)
     app.router.add_post("/v1/live/sessions/{call_id}/hangup", calls.hangup)
+    app.router.add_post("/v1/live/sessions/{call_id}/accept", api.accept)
+    app.router.add_post("/v1/live/sessions/{call_id}/{verb:reject|refer}", calls.sip_command)  # the same bodies

@@ -36,7 +36,8 @@ import time
 from aiohttp import WSMsgType, web
 
 from ..agent.core import events
-from ..agent.core.events import transport_error as error_event
+from ..agent.core.events import transport_error
+from ..agent.core.live_events import live_error
 from ..call.io import CallIO, until_none
 from ..audio import G711, Framer, Resampler
 from .errors import BadRequest, json_object
@@ -152,6 +153,14 @@ class Outbox:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
+def wire_error(api: str, code: str, message: str, param: str | None = None, event_id: str | None = None,
+               type_: str = "invalid_request_error") -> dict:
+    """An error a transport sends itself (a frame that is no event), in the shape of the API the client speaks."""
+    if api == "live":
+        return live_error(code, message, param, event_id, type_).as_dict(events.one_off_id())
+    return transport_error(code, message, param, event_id, type_)
+
+
 class WsCall(CallIO):
     """A WebSocket session as the agent's ``CallIO``: Realtime's (``input_audio_buffer.append`` in,
     ``response.output_audio.delta`` out) or GPT-Live's (``api="live"``: ``session.input_audio.append`` in,
@@ -198,7 +207,7 @@ class WsCall(CallIO):
         try:
             event = json_object(text, "the message")
         except BadRequest as exc:
-            self.send_event(error_event("invalid_json", str(exc)))
+            self.send_event(wire_error(self.api, "invalid_json", str(exc)))
             return
         del text  # an append's audio is large: hold one copy of it, not two
         if event.get("type") == self.append_type:
@@ -210,22 +219,25 @@ class WsCall(CallIO):
     async def _append(self, event: dict):
         audio, eid = event.pop("audio", None), event.get("event_id")
         if not isinstance(audio, str):
-            self.send_event(error_event("invalid_value", f"{self.append_type} needs 'audio' (base64)", "audio", eid))
+            self.send_event(wire_error(self.api, "invalid_value", f"{self.append_type} needs 'audio' (base64)", "audio",
+                                       eid))
             return
         if len(audio) > MAX_APPEND:
             self.metrics_limited("max_append")
-            self.send_event(error_event("audio_too_large", f"one append takes at most {MAX_APPEND} base64 characters",
-                                        "audio", eid))
+            self.send_event(wire_error(self.api, "audio_too_large",
+                                       f"one append takes at most {MAX_APPEND} base64 characters",
+                                       "audio", eid))
             return
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
-            self.send_event(error_event("invalid_value", "'audio' is not base64", "audio", eid))
+            self.send_event(wire_error(self.api, "invalid_value", "'audio' is not base64", "audio", eid))
             return
         del audio
         if self._g711_in is None and len(data) % 2:
-            self.send_event(error_event("invalid_value", "PCM16 audio must be a whole number of 2-byte samples",
-                                        "audio", eid))
+            self.send_event(wire_error(self.api, "invalid_value",
+                                       "PCM16 audio must be a whole number of 2-byte samples",
+                                       "audio", eid))
             return
         async with self.budget.hold(len(data)):  # appends in flight across all sessions are bounded
             rate = self._in_rate
@@ -317,7 +329,7 @@ async def serve_session(t, request, session_config: dict | None, limits, api: st
             wait = idle - (time.monotonic() - call.last_activity) if idle else None
             if wait is not None and wait <= 0:
                 limited("ws_idle_timeout")
-                call.send_event(error_event("session_idle", f"nothing was sent either way for {idle:g} s: "
+                call.send_event(wire_error(call.api, "session_idle", f"nothing was sent either way for {idle:g} s: "
                                             "the session is closed (--ws-idle-timeout)"))
                 await call.outbox.flushed(1.0)  # let the outbox write it before the socket closes
                 break
@@ -331,7 +343,8 @@ async def serve_session(t, request, session_config: dict | None, limits, api: st
                 await call.take(text)
                 del text
             elif msg.type == WSMsgType.BINARY:
-                call.send_event(error_event("invalid_message", "binary messages are not events: send JSON text"))
+                call.send_event(wire_error(call.api, "invalid_message",
+                                           "binary messages are not events: send JSON text"))
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
     finally:
@@ -349,9 +362,11 @@ async def serve_session(t, request, session_config: dict | None, limits, api: st
     return ws
 
 
-async def serve_sideband(session, request) -> web.WebSocketResponse:
-    """The sideband of a live call: its server events out, client events into its conversation."""
+async def serve_sideband(session, request, api: str = "realtime") -> web.WebSocketResponse:
+    """The sideband of a live call: its server events out, client events into its conversation (GPT-Live's, with
+    ``api="live"``: its error shape, and no audio from the sideband)."""
     agent = session.agent  # a Realtime agent's declared sideband: attach, submit, detach
+    append = "session.input_audio.append" if api == "live" else "input_audio_buffer.append"
     ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
     await ws.prepare(request)
     outbox = Outbox(ws)
@@ -364,15 +379,15 @@ async def serve_sideband(session, request) -> web.WebSocketResponse:
     async def read():
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
-                outbox.put(json.dumps(error_event("invalid_message", "binary messages are not events: send JSON")))
+                outbox.put(json.dumps(wire_error(api, "invalid_message", "binary messages are not events: send JSON")))
                 continue
             try:
                 event = json_object(msg.data, "the message")
             except BadRequest as exc:
-                outbox.put(json.dumps(error_event("invalid_json", str(exc))))
+                outbox.put(json.dumps(wire_error(api, "invalid_json", str(exc))))
                 continue
-            if event.get("type") == "input_audio_buffer.append":
-                outbox.put(json.dumps(error_event("not_supported", "a sideband sends no audio: the call's audio is "
+            if event.get("type") == append:
+                outbox.put(json.dumps(wire_error(api, "not_supported", "a sideband sends no audio: the call's audio is "
                                                   "its WebRTC track", "type", event.get("event_id"))))
                 continue
             agent.submit(event)

@@ -8,7 +8,8 @@ and answers with what the outside must do, in the manner of aioquic's ``QuicConn
 
 What it is told (each takes the time, ``now``, and returns a list of actions):
 
-- ``start`` (the session's opening settings), ``client_event`` (a client's event, parsed JSON);
+- ``start`` (the session's opening settings), ``client_event`` (a client's event, parsed JSON; ``trusted``: from the
+  app's server, a sideband, rather than a frontend);
 - ``frame`` (20 ms of 16 kHz input, with the VAD's speech probability);
 - ``recognized`` (the result of a recognizer request it made, by the request's number), ``heard`` (what a fed
   frame made the recognizer hear), ``recognizer_failed``;
@@ -238,6 +239,8 @@ class Engine:
         due = [r.done_due for r in self.replies.values() if r.done_due is not None]
         if self._stalls():
             due.append(self.last_frame + STALL)
+        if (face := self.face.next_deadline()) is not None:
+            due.append(face)
         return min(due) if due else None
 
     def _stalls(self) -> bool:
@@ -247,7 +250,7 @@ class Engine:
                 and self.tt.state != TurnTaker.IDLE)
 
     def timer(self, now: float) -> list:
-        out = []
+        out = self._apply(self.face.timer(now), now)  # its own timed events (GPT-Live's usage)
         for r in list(self.replies.values()):
             if r.done_due is not None and r.done_due <= now:
                 out += self._send_done(r)
@@ -297,15 +300,15 @@ class Engine:
         return out
 
     # ------------------------------------------------------------- client events
-    def client_event(self, event: dict, now: float) -> list:
+    def client_event(self, event: dict, now: float, trusted: bool = False) -> list:
         """A client's event. While a turn's final transcript is decoded, events wait for its commit (a push-to-talk
         client's ``commit`` then ``response.create`` answers the committed turn)."""
         if self.ending is not None:
-            self.waiting_events.append(event)
+            self.waiting_events.append((event, trusted))
             return []
         self.conv.input_open = self.item is not None or self.tt.state != TurnTaker.IDLE
         try:
-            return self._apply(self.face.client_event(self.conv, event, now), now)
+            return self._apply(self.face.client_event(self.conv, event, now, trusted), now)
         except Exception as exc:  # one bad event never ends the session
             return [Emit(error_event("event_failed", f"{event.get('type')}: {exc}", None, event.get("event_id"),
                                      "server_error"))]
@@ -589,7 +592,8 @@ class Engine:
             out.append(Count("speculation", "committed" if committed else
                              "mismatch" if e.create_response and transcript else "no_response"))
         while self.waiting_events and self.ending is None:  # what waited for the commit, in order
-            out += self.client_event(self.waiting_events.popleft(), now)
+            event, trusted = self.waiting_events.popleft()
+            out += self.client_event(event, now, trusted)
         if self.ending is None:
             out.append(GateInput(True))
         while self.backlog and self.ending is None:

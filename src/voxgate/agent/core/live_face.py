@@ -33,6 +33,7 @@ import secrets
 
 from . import events as ev
 from . import live_events as lv
+from .schema import Invalid, as_object, only_known
 from .conversation import ConfigureAudio, Emit, MuteInput, EndSession, normalized
 from .voices import OPENAI_VOICES, resolve_voice
 
@@ -41,6 +42,7 @@ LIVE_VOICES = ("alloy", "ash", "ballad", "beacon", "bossa", "cedar", "cinder", "
                "vesper", "willow")
 FORMATS = {"audio/pcm": (16000, 24000), "audio/pcmu": (8000,), "audio/pcma": (8000,)}
 SESSION_LIFETIME = 3600  # seconds a session may last (``expires_at``)
+USAGE_EVERY = 15.0  # seconds between session.usage.updated events (cumulative)
 MAX_APPEND = 4000  # characters of one instructions / thinking / commentary append (~500 tokens)
 MAX_INPUT = 128  # messages of history a session may start with
 CLIENT_EVENTS = ("session.start", "session.update", "session.input_audio.append", "session.input_audio.mute",
@@ -50,35 +52,17 @@ CLIENT_EVENTS = ("session.start", "session.update", "session.input_audio.append"
                  "session.close")
 
 
-class Invalid(ValueError):
-    def __init__(self, param: str, message: str, code: str = "invalid_value"):
-        super().__init__(message)
-        self.param, self.code = param, code
-
-
-def _obj(value, param: str) -> dict:
-    if not isinstance(value, dict):
-        raise Invalid(param, f"'{param}' must be an object", "invalid_type")
-    return value
-
-
-def _known(obj: dict, param: str, keys) -> None:
-    for key in obj:
-        if key not in keys:
-            raise Invalid(f"{param}.{key}", f"Unknown parameter: '{param}.{key}'.", "unknown_parameter")
-
-
 def check_session(s, *, transport: str, any_voice: bool = False) -> None:
     """A Live session configuration, checked as GPT-Live checks it (``transport``: websocket, webrtc or sip)."""
-    s = _obj(s, "session")
-    _known(s, "session", ("model", "instructions", "audio", "delegation", "input", "store", "triggers", "client",
+    s = as_object(s, "session")
+    only_known(s, "session", ("model", "instructions", "audio", "delegation", "input", "store", "triggers", "client",
                           "safety_identifier", "type", "idle_timeout_s", "wake_policy"))
     v = s.get("idle_timeout_s")
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
         raise Invalid("session.idle_timeout_s", "'session.idle_timeout_s' is a whole number of seconds", "invalid_type")
     if "wake_policy" in s:
-        w = _obj(s["wake_policy"], "session.wake_policy")
-        _known(w, "session.wake_policy", ("type", "vad_threshold"))
+        w = as_object(s["wake_policy"], "session.wake_policy")
+        only_known(w, "session.wake_policy", ("type", "vad_threshold"))
         if w.get("type") != "speech":
             raise Invalid("session.wake_policy.type", "'session.wake_policy.type' is speech")
         t = w.get("vad_threshold", 0.5)
@@ -99,20 +83,20 @@ def check_session(s, *, transport: str, any_voice: bool = False) -> None:
     if "safety_identifier" in s and not isinstance(s["safety_identifier"], str):
         raise Invalid("session.safety_identifier", "'session.safety_identifier' must be a string", "invalid_type")
     if "audio" in s:
-        audio = _obj(s["audio"], "session.audio")
-        _known(audio, "session.audio", ("format", "output"))
+        audio = as_object(s["audio"], "session.audio")
+        only_known(audio, "session.audio", ("format", "output"))
         if "format" in audio:
             if transport != "websocket":
                 raise Invalid("session.audio.format", "audio.format is for a WebSocket session: WebRTC and SIP "
                                                       "negotiate their media format")
             check_format(audio["format"])
         if "output" in audio:
-            out = _obj(audio["output"], "session.audio.output")
-            _known(out, "session.audio.output", ("voice",))
+            out = as_object(audio["output"], "session.audio.output")
+            only_known(out, "session.audio.output", ("voice",))
             if "voice" in out:
                 check_voice(out["voice"], any_voice)
     if s.get("delegation") is not None:
-        d = _obj(s["delegation"], "session.delegation")
+        d = as_object(s["delegation"], "session.delegation")
         kind = d.get("type")
         if kind in ("responses", "decisions"):
             raise Invalid("session.delegation.type", f"{kind} delegation is not supported by this server yet; "
@@ -120,7 +104,7 @@ def check_session(s, *, transport: str, any_voice: bool = False) -> None:
         if kind != "client":
             raise Invalid("session.delegation.type", "'session.delegation.type' must be client, responses or "
                                                      "decisions")
-        _known(d, "session.delegation", ("type", "acknowledgement_delay_ms"))
+        only_known(d, "session.delegation", ("type", "acknowledgement_delay_ms"))
         _ack_delay(d)
     if "input" in s:
         check_input(s["input"])
@@ -129,10 +113,10 @@ def check_session(s, *, transport: str, any_voice: bool = False) -> None:
     if "client" in s:
         if transport != "webrtc":
             raise Invalid("session.client", "'session.client' is for a WebRTC session's data channel")
-        c = _obj(s["client"], "session.client")
-        _known(c, "session.client", ("data_channel",))
-        dc = _obj(c.get("data_channel") or {}, "session.client.data_channel")
-        _known(dc, "session.client.data_channel", ("allowed_client_events", "allowed_server_events"))
+        c = as_object(s["client"], "session.client")
+        only_known(c, "session.client", ("data_channel",))
+        dc = as_object(c.get("data_channel") or {}, "session.client.data_channel")
+        only_known(dc, "session.client.data_channel", ("allowed_client_events", "allowed_server_events"))
         for key in ("allowed_client_events", "allowed_server_events"):
             v = dc.get(key)
             if v is not None and v != "all" and not (isinstance(v, list) and len(v) <= 256):
@@ -146,8 +130,8 @@ def _ack_delay(d: dict) -> None:
 
 
 def check_format(fmt) -> None:
-    f = _obj(fmt, "session.audio.format")
-    _known(f, "session.audio.format", ("type", "rate"))
+    f = as_object(fmt, "session.audio.format")
+    only_known(f, "session.audio.format", ("type", "rate"))
     rates = FORMATS.get(f.get("type"))
     if rates is None:
         raise Invalid("session.audio.format.type", "the format is audio/pcm (16000 or 24000), audio/pcmu or "
@@ -158,7 +142,7 @@ def check_format(fmt) -> None:
 
 def check_voice(voice, any_voice: bool) -> None:
     if isinstance(voice, dict):
-        _known(voice, "session.audio.output.voice", ("id",))
+        only_known(voice, "session.audio.output.voice", ("id",))
         if not any_voice:
             raise Invalid("session.audio.output.voice", "custom voices need a voice by URL (--tts openai:…)")
         return
@@ -177,8 +161,8 @@ def check_input(items) -> None:
         raise Invalid("session.input", f"'session.input' is a list of at most {MAX_INPUT} messages")
     for i, m in enumerate(items):
         p = f"session.input[{i}]"
-        m = _obj(m, p)
-        _known(m, p, ("type", "role", "content", "id", "status"))
+        m = as_object(m, p)
+        only_known(m, p, ("type", "role", "content", "id", "status"))
         if m.get("role") not in ("developer", "user", "assistant"):
             raise Invalid(f"{p}.role", "a message's role is developer, user or assistant")
         content = m.get("content")
@@ -189,6 +173,7 @@ def check_input(items) -> None:
 
 class LiveFace:
     name = "live"
+    replays = True  # a sideband first gets a short replay of what was sent, then the live stream
 
     def __init__(self, transport: str = "websocket", any_voice: bool = False, session_id: str | None = None,
                  unix_now: float = 0.0):
@@ -201,6 +186,7 @@ class LiveFace:
         self.t0: float | None = None  # the session's timeline starts here (monotonic seconds)
         self.turn_start = 0  # the caller's current turn on the timeline (ms)
         self.closed = False
+        self.next_usage: float | None = None  # when the next session.usage.updated is due
 
     # ------------------------------------------------------------- the timeline
     def ms(self, now: float) -> int:
@@ -234,6 +220,7 @@ class LiveFace:
         except Invalid as exc:
             return [Emit(lv.live_error(exc.code, str(exc), exc.param, eid))]
         self.started = True
+        self.next_usage = now + USAGE_EVERY
         self.config = {k: v for k, v in session.items() if k != "type"}
         self.expires_at = self.unix_start + SESSION_LIFETIME
         realtime: dict = {"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}, "output": {}}}
@@ -255,8 +242,21 @@ class LiveFace:
                                             conv.new_id))
         return out + [Emit(lv.SessionStarted(self.resolved(), eid))]
 
+    # ------------------------------------------------------------- time
+    def next_deadline(self) -> float | None:
+        return self.next_usage if self.started and not self.closed else None
+
+    def timer(self, now: float) -> list:
+        """``session.usage.updated`` every ``USAGE_EVERY`` s: the session's seconds so far."""
+        if self.next_usage is None or now < self.next_usage or self.closed:
+            return []
+        self.next_usage = now + USAGE_EVERY
+        return [Emit(lv.UsageUpdated({"seconds": round(self.ms(now) / 1000, 3)}))]
+
     # ------------------------------------------------------------- client events
-    def client_event(self, conv, event: dict, now: float) -> list:
+    def client_event(self, conv, event: dict, now: float, trusted: bool = False) -> list:
+        """A client's event: from the frontend (its data channel's permissions hold) or, ``trusted``, from the
+        app's server (a sideband)."""
         etype, eid = event.get("type"), event.get("event_id")
         eid = eid if isinstance(eid, str) else None
         if not isinstance(etype, str):
@@ -273,7 +273,7 @@ class LiveFace:
             return self._start(conv, event.get("session"), eid, now)
         if not self.started:
             return [Emit(lv.live_error("session_not_started", "send session.start first", "type", eid))]
-        allowed = self._allowed("allowed_client_events")
+        allowed = None if trusted else self._allowed("allowed_client_events")
         if allowed is not None and etype not in allowed:  # the frontend may send only what the app allowed
             return [Emit(lv.Info("data_channel_permissions", f"{etype} is not among this session's "
                                  "client.data_channel.allowed_client_events: ignored", eid))]
@@ -300,7 +300,7 @@ class LiveFace:
                 return [Emit(lv.live_error("invalid_value", f"the delegation type is fixed: {current}",
                                            "session.delegation.type", eid))]
             try:
-                _known(d, "session.delegation", ("type", "acknowledgement_delay_ms"))
+                only_known(d, "session.delegation", ("type", "acknowledgement_delay_ms"))
                 _ack_delay(d)
             except Invalid as exc:
                 return [Emit(lv.live_error(exc.code, str(exc), exc.param, eid))]
@@ -368,11 +368,12 @@ class LiveFace:
         return {x if isinstance(x, str) else (x or {}).get("type") for x in v}
 
     # ------------------------------------------------------------- what is sent
-    def wire(self, event: ev.ServerEvent, event_id: str, now: float) -> dict | None:
+    def wire(self, event: ev.ServerEvent, event_id: str, now: float, sideband: bool = False) -> dict | None:
         """The engine's event as Live sends it, or None for one Live does not have (or the data channel may not
-        carry: ``client.data_channel.allowed_server_events``; errors, ``info`` and ``session.closed`` always go)."""
+        carry: ``client.data_channel.allowed_server_events``; errors, ``info`` and ``session.closed`` always go; a
+        ``sideband`` gets everything)."""
         out = self._wire(event, event_id, now)
-        allowed = self._allowed("allowed_server_events")
+        allowed = None if sideband else self._allowed("allowed_server_events")
         if out is not None and allowed is not None and out["type"] not in allowed | {"error", "info", "session.closed"}:
             return None
         return out

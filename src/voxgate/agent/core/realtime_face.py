@@ -21,20 +21,27 @@ CLIENT_EVENTS = {
 
 class RealtimeFace:
     name = "realtime"
+    replays = False  # a Realtime sideband gets the events from when it attaches
 
     def start(self, conv, initial: dict | None, now: float = 0.0) -> list:
         """The session begins (``initial``: a client secret's or an offer's session): ``session.created``."""
         return conv.start(initial)
 
-    def wire(self, event: ev.ServerEvent, event_id: str, now: float = 0.0) -> dict:
+    def wire(self, event: ev.ServerEvent, event_id: str, now: float = 0.0, sideband: bool = False) -> dict:
         """A server event as the Realtime API sends it (``event_id`` first, then ``type``, then its fields)."""
         return event.as_dict(event_id)
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def timer(self, now: float) -> list:
+        return []
 
     def closing(self, now: float, reason: str):
         """Nothing more is said when a Realtime call ends."""
         return None
 
-    def client_event(self, conv, event: dict, now: float) -> list:
+    def client_event(self, conv, event: dict, now: float, trusted: bool = False) -> list:
         """A client event (parsed JSON) as the conversation's decisions: each type by its handler, anything else an
         ``error`` naming it."""
         etype, eid = event.get("type"), event.get("event_id")

@@ -26,13 +26,13 @@ class Invalid(ValueError):
         self.param, self.code = param, code
 
 
-def _obj(value, param) -> dict:
+def as_object(value, param) -> dict:
     if not isinstance(value, dict):
         raise Invalid(param, f"'{param}' must be an object", "invalid_type")
     return value
 
 
-def _known(obj: dict, param: str, keys) -> None:
+def only_known(obj: dict, param: str, keys) -> None:
     for key in obj:
         if key not in keys:
             raise Invalid(f"{param}.{key}", f"Unknown parameter: '{param}.{key}'.", "unknown_parameter")
@@ -70,8 +70,8 @@ def _bool(obj, key, param):
 
 
 def _format(value, param):
-    f = _obj(value, param)
-    _known(f, param, ("type", "rate"))
+    f = as_object(value, param)
+    only_known(f, param, ("type", "rate"))
     _str(f, "type", param, FORMATS)
     if f.get("type", "audio/pcm") == "audio/pcm" and f.get("rate", 24000) != 24000:
         raise Invalid(f"{param}.rate", f"'{param}.rate' must be 24000 for audio/pcm")
@@ -80,14 +80,14 @@ def _format(value, param):
 def check_turn_detection(td, param: str) -> list[str]:
     if td is None:
         return []
-    td = _obj(td, param)
+    td = as_object(td, param)
     _str(td, "type", param, ("server_vad", "semantic_vad"))
     ignored = []
     if td.get("type") == "semantic_vad":
-        _known(td, param, ("type", "eagerness", "create_response", "interrupt_response"))
+        only_known(td, param, ("type", "eagerness", "create_response", "interrupt_response"))
         _str(td, "eagerness", param, ("low", "medium", "high", "auto"))
     else:
-        _known(td, param, ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response",
+        only_known(td, param, ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response",
                            "interrupt_response", "idle_timeout_ms"))
         _num(td, "threshold", param, 0.0, 1.0)
         _num(td, "prefix_padding_ms", param, 0, 10_000, integer=True)
@@ -104,17 +104,17 @@ def check_tools(tools, param: str) -> list[str]:
     ignored = []
     for i, tool in enumerate(tools):
         p = f"{param}[{i}]"
-        tool = _obj(tool, p)
+        tool = as_object(tool, p)
         _str(tool, "type", p, ("function", "mcp"))
         if tool.get("type") == "mcp":
             ignored.append(f"{p} (mcp tools are not run by voxgate)")
             continue
         if not isinstance(tool.get("name"), str) or not TOOL_NAME.match(tool["name"]):
             raise Invalid(f"{p}.name", f"'{p}.name' must match {TOOL_NAME.pattern}")
-        _known(tool, p, ("type", "name", "description", "parameters"))
+        only_known(tool, p, ("type", "name", "description", "parameters"))
         _str(tool, "description", p)
         if "parameters" in tool:
-            _obj(tool["parameters"], f"{p}.parameters")
+            as_object(tool["parameters"], f"{p}.parameters")
     return ignored
 
 
@@ -123,7 +123,7 @@ def check_tool_choice(choice, param: str, tools: list | None) -> None:
         if choice not in ("auto", "none", "required"):
             raise Invalid(param, f"'{param}' must be auto, none, required or a function; got {choice!r}")
         return
-    choice = _obj(choice, param)
+    choice = as_object(choice, param)
     _str(choice, "type", param, ("function", "mcp"))
     if choice.get("type") == "function":
         if not isinstance(choice.get("name"), str):
@@ -147,8 +147,8 @@ def _max_tokens(obj, key, param):
 def check_session(session, param: str = "session", tools_now: list | None = None, any_voice: bool = False) -> list[str]:
     """Validate a session object; returns what is accepted but not acted on. ``any_voice``: the voice is a model
     server's, which knows its own voices (any name is passed on)."""
-    s = _obj(session, param)
-    _known(s, param, ("type", "object", "id", "model", "instructions", "output_modalities", "tools", "tool_choice",
+    s = as_object(session, param)
+    only_known(s, param, ("type", "object", "id", "model", "instructions", "output_modalities", "tools", "tool_choice",
                       "max_output_tokens", "audio", "tracing", "truncation", "include", "prompt", "expires_at",
                       "voxgate", "turn_detection"))
     _str(s, "type", param, ("realtime", "transcription"))
@@ -174,20 +174,20 @@ def check_session(session, param: str = "session", tools_now: list | None = None
     if "turn_detection" in s:  # the beta place of turn_detection
         ignored += check_turn_detection(s["turn_detection"], f"{param}.turn_detection")
     if "audio" in s:
-        audio = _obj(s["audio"], f"{param}.audio")
-        _known(audio, f"{param}.audio", ("input", "output"))
+        audio = as_object(s["audio"], f"{param}.audio")
+        only_known(audio, f"{param}.audio", ("input", "output"))
         if "input" in audio:
             p = f"{param}.audio.input"
-            inp = _obj(audio["input"], p)
-            _known(inp, p, ("format", "noise_reduction", "transcription", "turn_detection"))
+            inp = as_object(audio["input"], p)
+            only_known(inp, p, ("format", "noise_reduction", "transcription", "turn_detection"))
             if "format" in inp:
                 _format(inp["format"], f"{p}.format")
             if inp.get("noise_reduction") is not None:
-                nr = _obj(inp["noise_reduction"], f"{p}.noise_reduction")
+                nr = as_object(inp["noise_reduction"], f"{p}.noise_reduction")
                 _str(nr, "type", f"{p}.noise_reduction", ("near_field", "far_field"))
             if inp.get("transcription") is not None:
-                tr = _obj(inp["transcription"], f"{p}.transcription")
-                _known(tr, f"{p}.transcription", ("model", "language", "prompt"))
+                tr = as_object(inp["transcription"], f"{p}.transcription")
+                only_known(tr, f"{p}.transcription", ("model", "language", "prompt"))
                 for key in ("model", "language", "prompt"):
                     _str(tr, key, f"{p}.transcription")
                 lang = tr.get("language")
@@ -202,8 +202,8 @@ def check_session(session, param: str = "session", tools_now: list | None = None
             p = f"{param}.audio.output"
             check_audio_output(audio["output"], p, any_voice)
     if "voxgate" in s:
-        vx = _obj(s["voxgate"], f"{param}.voxgate")
-        _known(vx, f"{param}.voxgate", ("partial_inference", "resume_false_interruption", "min_interruption_ms"))
+        vx = as_object(s["voxgate"], f"{param}.voxgate")
+        only_known(vx, f"{param}.voxgate", ("partial_inference", "resume_false_interruption", "min_interruption_ms"))
         _bool(vx, "partial_inference", f"{param}.voxgate")
         _bool(vx, "resume_false_interruption", f"{param}.voxgate")
         _num(vx, "min_interruption_ms", f"{param}.voxgate", 100, 5000, integer=True)
@@ -213,8 +213,8 @@ def check_session(session, param: str = "session", tools_now: list | None = None
 def check_audio_output(value, p: str, any_voice: bool = False) -> None:
     """``audio.output``: a format, one of our voices (or an OpenAI name mapped to one; with ``any_voice``, any
     name: a model server's voice), a speed in 0.25..1.5."""
-    out = _obj(value, p)
-    _known(out, p, ("format", "voice", "speed"))
+    out = as_object(value, p)
+    only_known(out, p, ("format", "voice", "speed"))
     if "format" in out:
         _format(out["format"], f"{p}.format")
     _str(out, "voice", p)
@@ -229,8 +229,8 @@ def check_audio_output(value, p: str, any_voice: bool = False) -> None:
 def check_response(response, tools_now: list | None, any_voice: bool = False) -> None:
     """Validate ``response.create``'s ``response``."""
     param = "response"
-    r = _obj(response, param)
-    _known(r, param, ("conversation", "input", "instructions", "metadata", "output_modalities", "tools",
+    r = as_object(response, param)
+    only_known(r, param, ("conversation", "input", "instructions", "metadata", "output_modalities", "tools",
                       "tool_choice", "max_output_tokens", "audio", "prompt"))
     _str(r, "conversation", param, ("auto", "none"))
     _str(r, "instructions", param)
@@ -244,12 +244,12 @@ def check_response(response, tools_now: list | None, any_voice: bool = False) ->
         check_tool_choice(r["tool_choice"], f"{param}.tool_choice", tools if tools is not None else tools_now)
     _max_tokens(r, "max_output_tokens", param)
     if r.get("audio") is not None:
-        a = _obj(r["audio"], f"{param}.audio")
-        _known(a, f"{param}.audio", ("output",))
+        a = as_object(r["audio"], f"{param}.audio")
+        only_known(a, f"{param}.audio", ("output",))
         if "output" in a:
             check_audio_output(a["output"], f"{param}.audio.output", any_voice)
     if r.get("metadata") is not None:
-        md = _obj(r["metadata"], f"{param}.metadata")
+        md = as_object(r["metadata"], f"{param}.metadata")
         if len(md) > 16 or any(not isinstance(v, str) or len(v) > 512 or len(k) > 64 for k, v in md.items()):
             raise Invalid(f"{param}.metadata", "'response.metadata' takes up to 16 string values "
                                                "(keys up to 64 characters, values up to 512)")
@@ -266,12 +266,12 @@ def check_response(response, tools_now: list | None, any_voice: bool = False) ->
 
 def check_item(item, param: str = "item") -> None:
     """Validate a conversation item: a message with text or audio transcript, a function call, or its output."""
-    it = _obj(item, param)
+    it = as_object(item, param)
     _str(it, "type", param, ("message", "function_call", "function_call_output"))
     _str(it, "id", param)
     kind = it.get("type", "message")
     if kind == "message":
-        _known(it, param, ("type", "id", "object", "role", "content", "status"))
+        only_known(it, param, ("type", "id", "object", "role", "content", "status"))
         _str(it, "role", param, ("user", "assistant", "system"))
         if "role" not in it:
             raise Invalid(f"{param}.role", f"'{param}.role' is required", "missing_required_parameter")
@@ -282,17 +282,17 @@ def check_item(item, param: str = "item") -> None:
                    "assistant": ("output_text", "output_audio", "text", "audio")}[it["role"]]
         for i, part in enumerate(content):
             p = f"{param}.content[{i}]"
-            part = _obj(part, p)
+            part = as_object(part, p)
             _str(part, "type", p, allowed)
             for key in ("text", "transcript"):
                 _str(part, key, p)
     elif kind == "function_call":
-        _known(it, param, ("type", "id", "object", "name", "call_id", "arguments", "status"))
+        only_known(it, param, ("type", "id", "object", "name", "call_id", "arguments", "status"))
         for key in ("name", "call_id", "arguments"):
             if not isinstance(it.get(key), str):
                 raise Invalid(f"{param}.{key}", f"'{param}.{key}' is required (a string)", "missing_required_parameter")
     else:
-        _known(it, param, ("type", "id", "object", "call_id", "output", "status"))
+        only_known(it, param, ("type", "id", "object", "call_id", "output", "status"))
         for key in ("call_id", "output"):
             if not isinstance(it.get(key), str):
                 raise Invalid(f"{param}.{key}", f"'{param}.{key}' is required (a string)", "missing_required_parameter")

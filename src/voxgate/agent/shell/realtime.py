@@ -13,6 +13,8 @@ that this module reads and writes none of the engine's state, only calls its inp
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import concurrent.futures
 import logging
 import time
@@ -24,6 +26,7 @@ from ..core.conversation import ClearOutput, ConfigureAudio, ConfigureDenoise, C
 from ..core.events import EventIds
 from ..core.live_face import LiveFace
 from ..core.realtime_face import RealtimeFace
+from ...audio import Resampler
 from ..models import MissingModel
 from ..models.interfaces import Configurable, Peeking
 from ..models.noise import NoiseReduction
@@ -34,6 +37,7 @@ log = logging.getLogger("voxgate.agent")
 
 LIVE_SESSIONS: "weakref.WeakSet[RealtimeSession]" = weakref.WeakSet()  # for leak checks: empty once calls are gone
 FEED_AHEAD = 250  # frames (5 s) a push-to-talk buffer may run ahead of its recognizer before the reader waits
+REPLAY = 32  # events a GPT-Live sideband gets when it attaches, before the live stream
 
 
 class VoiceAgent(Agent):
@@ -99,6 +103,8 @@ class RealtimeSession:
         self.runners: dict[str, Runner] = {}  # the runners of the responses in progress, by id
         self.event_ids = EventIds(self.session_id[5:17])
         self.sinks: list = []  # sideband connections: callables that take each server event too
+        self.recent: collections.deque = collections.deque(maxlen=REPLAY)  # replayed to a new sideband (GPT-Live)
+        self.reflect_in = self.reflect_out = None  # GPT-Live sidebands hear the call's audio at 24 kHz
         self.inbox: asyncio.Queue = asyncio.Queue()  # client events from the call and its sidebands, in order
         self.input_open = asyncio.Event()  # the engine takes input frames (it gates them while a turn is committed)
         self.input_open.set()
@@ -108,13 +114,19 @@ class RealtimeSession:
 
     # ------------------------------------------------------------- plumbing
     def emit(self, event: ev.ServerEvent):
-        """Send a server event to the call and its sidebands: the one place events become JSON-ready dicts."""
-        wire = self.face.wire(event, self.event_ids.next(), time.monotonic())
-        if wire is None:  # not in this API's vocabulary
-            return
-        self.call.send_event(wire)
-        for sink in list(self.sinks):
-            sink(wire)
+        """Send a server event to the call and its sidebands: the one place events become JSON-ready dicts. A face
+        may send the call less than its sidebands (GPT-Live's data-channel permissions bind the frontend only)."""
+        now, event_id = time.monotonic(), self.event_ids.next()
+        wire = self.face.wire(event, event_id, now)
+        if wire is not None:  # else not in this API's vocabulary (or not for the frontend)
+            self.call.send_event(wire)
+        if self.face.replays or self.sinks:
+            side = self.face.wire(event, event_id, now, sideband=True)
+            if side is not None:
+                if self.face.replays:
+                    self.recent.append(side)
+                for sink in list(self.sinks):
+                    sink(side)
 
     def spawn(self, coro) -> asyncio.Future:
         task = asyncio.ensure_future(coro)
@@ -124,6 +136,9 @@ class RealtimeSession:
 
     # the sideband (a WebSocket beside a WebRTC call): it sees every server event and sends client events
     def attach(self, sink) -> None:
+        """A sideband from now on (a face that ``replays``, GPT-Live's, first gives it the last events sent)."""
+        for wire in list(self.recent):
+            sink(wire)
         self.sinks.append(sink)
 
     def detach(self, sink) -> None:
@@ -131,8 +146,8 @@ class RealtimeSession:
             self.sinks.remove(sink)
 
     def submit(self, event: dict) -> None:
-        """A client event from a sideband: handled in order with the call's own."""
-        self.inbox.put_nowait(event)
+        """A client event from a sideband (trusted: the app's server): handled in order with the call's own."""
+        self.inbox.put_nowait((event, True))
 
     def dtmf(self, digit: str, at: int) -> None:
         """A key the caller pressed (a phone)."""
@@ -150,6 +165,8 @@ class RealtimeSession:
                 self._feed(a.frame)
             elif t is en.WriteAudio:
                 self.call.write_audio(a.pcm, a.ids)
+                if self.sinks and self.face.replays:
+                    self._reflect(a.pcm, "session.output_audio.delta", "delta")
             elif t is en.AsrStart:
                 self._asr(-1, "start")
                 for f in a.frames:  # the prefix padding: the start of the word VAD was slow to call speech
@@ -312,6 +329,8 @@ class RealtimeSession:
         more than ``FEED_AHEAD`` frames ahead of its recognizer waits for it (the frames queue in the client's
         socket, not in our memory)."""
         async for frame in self.call.audio():
+            if self.sinks and self.face.replays:  # what the caller said, before mute and noise reduction
+                self._reflect(frame, "session.input_audio.append", "audio")
             if self.denoise is not None:
                 frame = self.denoise(frame)
             self.execute(self.engine.frame(frame, self.vad(frame), time.monotonic()))
@@ -320,14 +339,35 @@ class RealtimeSession:
             if not self.input_open.is_set():
                 await self.input_open.wait()
 
+    def _reflect(self, pcm: bytes, kind: str, field: str) -> None:
+        """The call's audio, both ways, to GPT-Live sidebands: PCM16 24 kHz with its place on the session's
+        timeline."""
+        inbound = kind == "session.input_audio.append"
+        resample = self.reflect_in if inbound else self.reflect_out
+        if resample is None:
+            resample = Resampler(self.call.sample_rate, 24000)
+            if inbound:
+                self.reflect_in = resample
+            else:
+                self.reflect_out = resample
+        data = resample(pcm)
+        if not data:
+            return
+        end = self.face.ms(time.monotonic())
+        wire = {"type": kind, field: base64.b64encode(data).decode(), "start_ms": max(0, end - len(data) // 48),
+                "end_ms": end}
+        for sink in list(self.sinks):
+            sink(wire)
+
     async def _pump_events(self):
         async for event in self.call.events():
-            self.inbox.put_nowait(event)
+            self.inbox.put_nowait((event, False))
         self.inbox.put_nowait(None)
 
     async def _event_loop(self):
-        while (event := await self.inbox.get()) is not None:
-            self.execute(self.engine.client_event(event, time.monotonic()))
+        while (item := await self.inbox.get()) is not None:
+            event, trusted = item
+            self.execute(self.engine.client_event(event, time.monotonic(), trusted))
 
 
 def _describe(exc: BaseException) -> str:
