@@ -135,20 +135,38 @@ class CallsApi:
             return _not_yours()
         return web.json_response({}, status=200)
 
-    async def sip_command(self, request):
-        """accept / reject / refer on a phone call, with the bodies OpenAI's ``realtime.calls`` methods send."""
+    async def agent_running(self, session) -> bool:
+        """Wait until the call's agent runs (a server opens its sideband right after the offer, while the call may
+        still be connecting): False if the call ended or never connected within the setup timeout."""
+        waits = [asyncio.ensure_future(session.agent.wait_running(self.t.cfg.setup_timeout)),
+                 asyncio.ensure_future(session.ended.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        return not session.ended.is_set() and waits[0].done() and not waits[0].cancelled() and waits[0].result()
+
+    async def phone_app(self, request, param: str = "call_id") -> web.Response | None:
+        """An app's command on a phone call: a server key, on the transceiver that holds the call, which takes phone
+        calls; None when the command is for here, else the answer (refused, or the owner's response)."""
         t = self.t
         caller = await _caller(t, request)
         if isinstance(caller, web.Response):
             return caller
         if not caller.server:  # a phone call was made by no client secret: only the app's backend answers it
             return error(403, "phone calls are accepted, rejected and referred with a server key", code="forbidden",
-                         param="call_id")
+                         param=param)
         if (elsewhere := await placing.to_owner(t, request)) is not None:
             return elsewhere  # the phone transceiver holding the call answers (call ids name it)
         if t.phone is None:
             return error(404, "no such call: this transceiver takes no phone calls (--sip-listen)",
-                         code="call_not_found", param="call_id")
+                         code="call_not_found", param=param)
+        return None
+
+    async def sip_command(self, request):
+        """accept / reject / refer on a phone call, with the bodies OpenAI's ``realtime.calls`` methods send."""
+        t = self.t
+        if (answered := await self.phone_app(request)) is not None:
+            return answered
 
         call_id, verb = request.match_info["call_id"], request.match_info["verb"]
         body = await _json_body(t, request)
@@ -243,16 +261,9 @@ class CallsApi:
             if session is None or not caller.owns(session.owner):
                 return error(404, "no such call (a call's sideband is for the key that made it, or a server key)",
                              code="call_not_found", param="call_id")
-            agent = session.agent
-            if not agent.takes_events:
+            if not session.agent.takes_events:
                 return error(409, "this call's agent takes no Realtime events", code="no_sideband", param="call_id")
-            # the call may still be connecting: a server opens its sideband right after the offer
-            waits = [asyncio.ensure_future(agent.wait_running(t.cfg.setup_timeout)),
-                     asyncio.ensure_future(session.ended.wait())]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-            if session.ended.is_set() or not waits[0].done() or not waits[0].result():
+            if not await self.agent_running(session):
                 return error(409, "the call ended or never connected", code="call_not_connected", param="call_id")
             return await websocket.serve_sideband(session, request)
         refused, ticket = self.admit(caller)

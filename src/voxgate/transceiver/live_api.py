@@ -18,8 +18,6 @@ names the transceiver that holds it, so a fleet routes it like a Realtime call.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from ..agent.core import live_face
@@ -102,13 +100,7 @@ class LiveApi:
         if session is None or session.api != "live" or not caller.owns(session.owner):
             return error(404, "no such Live session (a sideband is for the key that made it, or a server key)",
                          code="session_not_found", param="session_id")
-        agent = session.agent
-        waits = [asyncio.ensure_future(agent.wait_running(t.cfg.setup_timeout)),
-                 asyncio.ensure_future(session.ended.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
-        if session.ended.is_set() or not waits[0].done() or not waits[0].result():
+        if not await self.calls.agent_running(session):
             return error(409, "the session ended or never connected", code="session_not_connected",
                          param="session_id")
         return await websocket.serve_sideband(session, request, api="live")
@@ -118,16 +110,8 @@ class LiveApi:
         """A ringing phone call answered as a Live session: ``{session: {type: "live", model, …}}`` (a server key;
         the webhook's ``live.transport.incoming`` named it)."""
         t = self.t
-        caller = await caller_of(t, request)
-        if isinstance(caller, web.Response):
-            return caller
-        if not caller.server:
-            return error(403, "phone calls are accepted with a server key", code="forbidden", param="session_id")
-        if (elsewhere := await placing.to_owner(t, request)) is not None:
-            return elsewhere
-        if t.phone is None:
-            return error(404, "no such session: this transceiver takes no phone calls (--sip-listen)",
-                         code="session_not_found", param="session_id")
+        if (answered := await self.calls.phone_app(request, param="session_id")) is not None:
+            return answered
         body = await json_body(t, request)
         session = body.get("session")
         try:
