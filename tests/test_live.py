@@ -133,8 +133,12 @@ def test_a_live_session_is_checked_strictly(tx):
             assert err.client_event_id == "s1"
             for bad, param in (({"audio": {"format": {"type": "audio/pcm", "rate": 44100}}}, "session.audio.format.rate"),
                                ({"audio": {"output": {"voice": "nobody"}}}, "session.audio.output.voice"),
-                               ({"delegation": {"type": "responses", "responses": {"model": "m"}}},
-                                "session.delegation.type")):
+                               ({"delegation": {"type": "responses", "responses": {
+                                   "model": "m", "tools": [{"type": "web_search"}]}}},
+                                "session.delegation.responses.tools[0].type"),
+                               ({"delegation": {"type": "decisions", "decisions": {"model": "m", "questions": [
+                                   {"type": "choice", "instructions": "?", "choices": [{"value": "a"}]}]}}},
+                                "session.delegation.decisions.questions")):
                 await conn.send({"type": "session.start", "session": {"model": "gpt-live-1", **bad}})
                 await _until(conn, got, lambda g, n=len(got): len(g) > n, 5)
                 assert got[-1].type == "error" and got[-1].error.param == param, got[-1]
@@ -142,7 +146,7 @@ def test_a_live_session_is_checked_strictly(tx):
                 "model": "gpt-live-1", "audio": {"format": {"type": "audio/pcmu", "rate": 8000}}}})
             await _until(conn, got, lambda g: _of(g, "session.started"), 5)
             for event, code in (({"type": "session.start", "session": {"model": "gpt-live-1"}}, "session_already_started"),
-                                ({"type": "response.create"}, "not_supported"),
+                                ({"type": "response.create"}, "invalid_request_error"),
                                 ({"type": "session.update", "session": {"audio": {}}}, "unknown_parameter"),
                                 ({"type": "session.thinking.append", "content": "hm"}, "missing_required_parameter"),
                                 ({"type": "no.such.event"}, "unknown_event")):
@@ -261,3 +265,170 @@ def test_the_live_face_on_the_engine_alone():
     assert not eng.muted
     closed = wire(face, eng.client_event({"type": "session.close"}, 0.3))
     assert [w["type"] for w in closed] == ["session.closed"] and closed[0]["reason"] == "close_requested"
+
+
+def test_delegation_on_the_engine_alone():
+    """Sans-IO: a question is delegated (small talk is not); the three kinds of delegation, a function tool answered
+    by the app, the acknowledgement's delay and its cancellation, a trigger, and their errors."""
+    from voxgate.agent.core import delegation as dl
+    from voxgate.agent.core import engine as en
+    from voxgate.agent.core.conversation import Emit, StartResponse
+    from voxgate.agent.core.live_face import LiveFace
+    from voxgate.agent.core.reply import Called, Ended, Failed, Said
+
+    def run(kind_cfg, triggers=None):
+        face = LiveFace("websocket", session_id="live_d")
+        eng = en.Engine(instructions="", model="m", asr="a", voice="joe", vad="v", responder="r", face=face)
+        session = {"model": "gpt-live-1", "delegation": kind_cfg}
+        if triggers:
+            session["triggers"] = triggers
+        eng.start(None, en.Hearing(), 0.0)
+        eng.client_event({"type": "session.start", "session": session}, 0.0)
+        return face, eng
+
+    def wire(face, actions):
+        return [w for a in actions if type(a) is Emit for w in [face.wire(a.event, f"e{id(a)}", 1.0)] if w]
+
+    def turn(face, eng, text, now):  # the caller's turn, final, as the engine commits it
+        eng.conv.commit_user_item(eng.conv.new_id("item"), text)
+        return face.takes_turn(eng.conv, text, True, now)
+
+    def said(eng, actions):
+        return [eng.conv.responses[a.rid].config.say if type(a) is StartResponse else a.config.say
+                for a in actions if type(a) in (StartResponse, en.StartRunner)]
+
+    # small talk stays with the voice; a question goes to the backend
+    face, eng = run({"type": "client"})
+    assert face.takes_turn(eng.conv, "Thank you so much!", True, 1.0) is None
+    acts = turn(face, eng, "What's my balance?", 1.0)
+    [created] = [w for w in wire(face, acts) if w["type"] == "session.delegation.created"]
+    assert created["delegation"]["target"] == "client" and "response_id" not in created["delegation"]
+    assert said(eng, acts) == [dl.ACKS[0]]  # client: acknowledged at once
+    did = created["delegation"]["id"]
+    out = wire(face, eng.client_event({"type": "session.commentary.append", "event_id": "c", "delegation_id": did,
+                                       "content": "Your balance is 42 dollars."}, 2.0))
+    assert [w["type"] for w in out] == ["session.commentary.appended"]
+    bad = wire(face, eng.client_event({"type": "session.thinking.append", "delegation_id": "item_nope",
+                                       "content": "x"}, 2.1))
+    assert bad[0]["type"] == "error" and bad[0]["error"]["param"] == "delegation_id"
+    assert wire(face, eng.client_event({"type": "response.create", "event_id": "r"}, 2.2))[0]["error"][
+        "message"] == "response.create requires Responses delegation."
+
+    # responses: the backend's stream as response.event, a function call the app answers, then its answer spoken
+    tools = [{"type": "function", "name": "get_balance", "parameters": {"type": "object", "properties": {}}}]
+    face, eng = run({"type": "responses", "responses": {"model": "my-backend", "tools": tools}})
+    acts = turn(face, eng, "What's my balance?", 1.0)
+    [start] = [a for a in acts if type(a) is dl.StartBackend]
+    assert start.tools[0]["name"] == "get_balance"
+    assert start.messages[-1] == {"role": "user", "content": "What's my balance?"}
+    created = [w for w in wire(face, acts) if w["type"] == "session.delegation.created"][0]["delegation"]
+    assert created["target"] == "responses" and created["response_id"] == start.key
+    events = wire(face, eng.backend(start.key, Called("get_balance", "call_1", "{}"), 1.2))
+    events += wire(face, eng.backend(start.key, Ended(), 1.3))
+    kinds = [w["event"]["type"] for w in events]
+    assert "response.output_item.done" in kinds and kinds[-1] == "response.completed", kinds
+    assert all(w["delegation_id"] == created["id"] for w in events)
+    early = wire(face, eng.client_event({"type": "response.create", "event_id": "r0"}, 1.4))
+    assert early[0]["type"] == "error" and "call_1" in early[0]["error"]["message"]
+    assert wire(face, eng.client_event({"type": "response.item.create", "item": {
+        "type": "function_call_output", "call_id": "call_1", "output": "42 dollars"}}, 1.5)) == []
+    acts = eng.client_event({"type": "response.create", "event_id": "r1"}, 1.6)
+    [again] = [a for a in acts if type(a) is dl.StartBackend]
+    assert [m["role"] for m in again.messages[-2:]] == ["assistant", "tool"]
+    wire(face, acts)
+    for piece in ("You have", " 42 dollars."):
+        eng.backend(again.key, Said(piece), 1.7)
+    acts = eng.backend(again.key, Ended(), 1.8)
+    assert said(eng, acts) == ["You have 42 dollars."]
+    # a failing backend: an error event and a spoken apology, never a silent line
+    acts = turn(face, eng, "And my last payment?", 2.0)
+    key = [a for a in acts if type(a) is dl.StartBackend][0].key
+    acts = eng.backend(key, Failed("HTTP 500"), 2.1)
+    assert [w["type"] for w in wire(face, acts)][-1] == "error" and said(eng, acts) == [dl.FAILED_SAY]
+
+    # decisions: the acknowledgement waits 400 ms; the answers come as decision.event
+    q = [{"type": "predicate", "name": "angry", "instructions": "Is the caller angry?"},
+         {"type": "choice", "instructions": "Topic?", "choices": [{"value": "billing"}, {"value": "other"}]}]
+    face, eng = run({"type": "decisions", "decisions": {"model": "dm", "questions": q}})
+    acts = turn(face, eng, "My bill is wrong again.", 1.0)
+    assert said(eng, acts) == [] and abs(eng.next_deadline() - 1.4) < 1e-6
+    key = [a for a in acts if type(a) is dl.StartBackend][0].key
+    eng.backend(key, Said("1: yes\n2: billing"), 1.2)
+    [decision] = wire(face, eng.backend(key, Ended(), 1.3))
+    answers = decision["event"]["decision"]["answers"]
+    assert decision["type"] == "decision.event" and decision["delegation_id"] == key
+    assert answers[0] == {"type": "predicate", "probability": 1.0, "name": "angry"} and answers[1]["choice"] == "billing"
+    assert said(eng, eng.timer(1.45)) == [dl.ACKS[0]]
+    dup = wire(face, eng.client_event({"type": "decision.create", "event_id": "d1"}, 2.0))
+    assert dup == [] and wire(face, eng.client_event({"type": "decision.create", "event_id": "d1"}, 2.1))[0][
+        "error"]["param"] == "event_id"
+
+    # a trigger on the caller's words fires on the delta's event id
+    trig = [{"type": "decisions", "event_type": "session.input_transcript.delta",
+             "decisions": {"questions": [q[0]]}}]
+    face, eng = run({"type": "client"}, trig)
+    from voxgate.agent.core import events as ev
+    face.wire(ev.TranscriptionCompleted("item_1", 0, "I am so annoyed", {}), "evt_src", 3.0)
+    acts = eng.timer(3.0)
+    [start] = [a for a in acts if type(a) is dl.StartBackend]
+    eng.backend(start.key, Said("No."), 3.1)
+    [decision] = wire(face, eng.backend(start.key, Ended(), 3.2))
+    assert decision["source_event_id"] == "evt_src" and decision["trigger_id"] and decision["delegation_id"] is None
+    assert decision["event"]["decision"]["answers"][0]["probability"] == 0.0
+
+    # hosted tools are refused by name; a trigger per event type at most
+    from voxgate.agent.core.live_face import check_session
+    from voxgate.agent.core.schema import Invalid
+    with pytest.raises(Invalid, match="hosted tools"):
+        check_session({"model": "m", "delegation": {"type": "responses", "responses": {
+            "model": "b", "tools": [{"type": "web_search"}]}}}, transport="websocket")
+    with pytest.raises(Invalid, match="at most one"):
+        check_session({"model": "m", "triggers": trig * 2}, transport="websocket")
+
+
+def test_a_question_delegated_to_a_responses_backend_with_a_function_tool(tx, question):
+    """The official SDK, a spoken question, Responses delegation with a function tool: the voice acknowledges at
+    once, the backend's call comes as response.event, the app's output and response.create resume it, and the voice
+    speaks its answer. The backend here is the transceiver's responder (the default of --delegate)."""
+    tools = [{"type": "function", "name": "get_weather", "description": "The weather in a city",
+              "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}]
+
+    async def go():
+        async with _client(tx).live.connect() as conn:
+            await conn.send({"type": "session.start", "session": {"model": "gpt-live-1", "delegation": {
+                "type": "responses", "responses": {"model": "backend-1", "tools": tools}}}})
+            got: list = []
+            await _until(conn, got, lambda g: _of(g, "session.started"), 10)
+            for i in range(0, len(question), 4800):
+                await conn.send({"type": "session.input_audio.append",
+                                 "audio": base64.b64encode(question[i:i + 4800]).decode()})
+            for _ in range(20):
+                await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+
+            def called(g):
+                return [e for e in _of(g, "response.event") if e.event.get("type") == "response.output_item.done"
+                        and e.event["item"]["type"] == "function_call"]
+            await _until(conn, got, lambda g: called(g) and _of(g, "session.output_transcript.delta"), 30)
+            [created] = _of(got, "session.delegation.created")
+            assert created.delegation.target == "responses" and created.delegation.response_id
+            call = called(got)[0]
+            assert call.delegation_id == created.delegation.id
+            assert call.event["item"]["name"] == "get_weather" and "Paris" in call.event["item"]["arguments"]
+            ack = "".join(e.delta for e in _of(got, "session.output_transcript.delta"))
+            assert ack.strip(), ack  # the voice said something while the backend worked
+            await conn.send({"type": "response.item.create", "item": {
+                "type": "function_call_output", "call_id": call.event["item"]["call_id"],
+                "output": "sunny and 21 degrees"}})
+            await conn.send({"type": "response.create"})
+            await _until(conn, got, lambda g: "21" in "".join(e.delta for e in _of(g, "session.output_transcript.delta")),
+                         30)
+            stream = [e.event["type"] for e in _of(got, "response.event")]
+            assert stream.count("response.completed") == 2 and "response.output_text.delta" in stream, stream
+            said = "".join(e.delta for e in _of(got, "session.output_transcript.delta"))
+            assert "sunny" in said, said
+            bad = []
+            await conn.send({"type": "response.create", "event_id": "again"})  # nothing waits for tool outputs now
+            await _until(conn, bad, lambda g: _of(g, "error"), 10)
+            assert _of(bad, "error")[0].error.client_event_id == "again"
+
+    run_async(go())

@@ -244,7 +244,7 @@ def cmd_transceiver(args) -> int:
         advertise=args.advertise, public=args.public, api_keys=api_keys, auth=not args.no_auth,
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
-        asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback,
+        asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, delegate=args.delegate,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
         phone=phone_line(sip_config(args, args.sip_listen)), limits=limits_from(args),
         trusted_proxies=trusted_proxies(args),
@@ -319,6 +319,9 @@ def cmd_call(args) -> int:
 RESPONDER_HELP = ("the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL (a "
                   "server's /chat/completions) or openai-responses:URL#MODEL (its /responses); the key from "
                   "$VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY (never a flag: flags show in the process list)")
+DELEGATE_HELP = ("GPT-Live's delegated backend, which answers the requests the voice hands on (responses and "
+                 "decisions delegation): a responder spec as --responder takes (openai:URL#MODEL, "
+                 "openai-responses:URL#MODEL, smollm2, scripted); default: the responder itself")
 LLM_HELP = ("the voice agent's language model: a gguf file of your own (1-8B instruct models fit), run on the same "
             "prebuilt llama.cpp runtime with the file's own chat template (instead of --responder)")
 ASR_HELP = ("the voice agent's recognizer: pocketsphinx (streams partial transcripts), moonshine (Moonshine base-en: "
@@ -393,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "$VOXGATE_UPSTREAM_API_KEY or $OPENAI_API_KEY)")
     d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     d.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
+    d.add_argument("--delegate", metavar="SPEC", help=DELEGATE_HELP)
     # the demo is where people judge whether it understands them: Moonshine when installed (3 x fewer word errors
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
     d.add_argument("--asr", default="auto", type=ASR_CHOICE,
@@ -442,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "$OPENAI_API_KEY), or module:Class")
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     x.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
+    x.add_argument("--delegate", metavar="SPEC", help=DELEGATE_HELP)
     # auto: Moonshine when installed. The SDKs ask for semantic_vad, whose verdict reads the words: PocketSphinx's
     # on unseen voices would make it wait for sentences nobody is finishing
     x.add_argument("--asr", default="auto", type=ASR_CHOICE,

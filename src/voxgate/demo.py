@@ -53,7 +53,8 @@ def run(args) -> int:
             t0 = time.monotonic()
             try:
                 agent = load_agent("voice", responder=args.responder, asr=args.asr, tts=args.tts, progress=_say,
-                                   asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback)
+                                   asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback,
+                                   delegate=args.delegate)
             except MissingModel as exc:
                 _say(f"voxgate demo: {exc}")
                 _say("  (`voxgate doctor` checks the whole install; `voxgate demo --agent echo` needs no models)")
@@ -80,7 +81,7 @@ def run(args) -> int:
             turn=turn_cfg,
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
             relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr, tts=args.tts,
-            asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, drain_timeout=1.0, phone=phone_line(sip), limits=limits_from(args))
+            asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, delegate=args.delegate, drain_timeout=1.0, phone=phone_line(sip), limits=limits_from(args))
         url = f"http://{host}:{args.port}/demo"
 
         def ready(t):

@@ -26,10 +26,10 @@ def load_agent(name: str, **options) -> Agent:
         from .shell.stack import Stack
 
         key = (options.get("responder", "auto"), options.get("asr", "auto"), options.get("tts", "piper"),
-               options.get("asr_fallback"), options.get("tts_fallback"))
+               options.get("asr_fallback"), options.get("tts_fallback"), options.get("delegate"))
         if key not in _STACKS:
             _STACKS[key] = Stack.embedded(key[0], progress=options.get("progress", print), asr=key[1], tts=key[2],
-                                          asr_fallback=key[3], tts_fallback=key[4])
+                                          asr_fallback=key[3], tts_fallback=key[4], delegate=key[5])
         return VoiceAgent(_STACKS[key])
     if name.startswith("upstream:"):  # a Realtime model server behind the edge (shell/upstream.py)
         from .shell.upstream import UpstreamAgent

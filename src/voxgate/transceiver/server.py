@@ -58,6 +58,7 @@ class TransceiverConfig:
     tts: str = "piper"  # for --agent voice: piper (no GPL) | piper-espeak (piper-tts, GPL-3.0) | openai:URL#MODEL
     asr_fallback: str | None = None  # with --asr openai:…: the embedded recognizer that decodes when the server fails
     tts_fallback: str | None = None  # with --tts openai:…: the embedded voice that speaks when the server fails
+    delegate: str | None = None  # GPT-Live's delegated backend (a responder spec); None: the responder
     # the fleet (voxgate.steering): with a Redis URL the transceiver registers itself and places calls
     redis_url: str | None = None
     region: str = "default"
@@ -76,7 +77,7 @@ class Transceiver:
         self.fingerprint = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
         self.endpoint: MediaEndpoint | None = None
         options = {"responder": cfg.responder, "asr": cfg.asr, "tts": cfg.tts, "asr_fallback": cfg.asr_fallback,
-                   "tts_fallback": cfg.tts_fallback, "progress": lambda line: log.warning("%s", line.strip())}
+                   "tts_fallback": cfg.tts_fallback, "delegate": cfg.delegate, "progress": lambda line: log.warning("%s", line.strip())}
         self.agent_factory = lambda: load_agent(cfg.agent, **options)
         self._first_agent = self.agent_factory()  # load models and fail at start-up, not on the first call
         self.calls = Calls(cfg.max_sessions, self._load_changed)  # every live call, of every transport

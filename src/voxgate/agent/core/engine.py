@@ -250,7 +250,7 @@ class Engine:
                 and self.tt.state != TurnTaker.IDLE)
 
     def timer(self, now: float) -> list:
-        out = self._apply(self.face.timer(now), now)  # its own timed events (GPT-Live's usage)
+        out = self._apply(self.face.timer(self.conv, now), now)  # its own (GPT-Live's usage, acknowledgements)
         for r in list(self.replies.values()):
             if r.done_due is not None and r.done_due <= now:
                 out += self._send_done(r)
@@ -535,7 +535,7 @@ class Engine:
             self.tt.judge(verdict)
             if verdict == eou.OPEN:  # it waits for more speech: a reply prepared now would most likely be void
                 return []
-        if self.turn_cfg.partial_inference and self.turn_cfg.create_response:
+        if self.turn_cfg.partial_inference and self.turn_cfg.create_response and not self.face.delegates(transcript):
             return self._apply(self.conv.speculate(transcript, {"pause": paused_at, "peeked": now}), now)
         return []
 
@@ -585,8 +585,14 @@ class Engine:
         self.item, self.partial = None, ""
         spec = self.conv.spec
         failed = {spec} if spec is not None and self.replies[spec].status == "failed" else set()
-        actions = self.conv.end_of_turn(transcript, e.create_response, e.marks, transcript_fits, failed)
+        taken = self.face.takes_turn(self.conv, transcript, e.create_response, now)  # GPT-Live may delegate it
+        if taken is not None:
+            actions = self.conv.discard_speculation() + taken
+        else:
+            actions = self.conv.end_of_turn(transcript, e.create_response, e.marks, transcript_fits, failed)
         out += self._apply(actions, now)
+        if taken is not None:
+            out.append(Count("delegation", "made"))
         if spec is not None:
             committed = any(type(a) is CommitResponse for a in actions)
             out.append(Count("speculation", "committed" if committed else
@@ -675,6 +681,10 @@ class Engine:
             r.status, r.reason = what.status, what.reason
             return self._end(r, now)
         raise TypeError(f"unknown report {what!r}")
+
+    def backend(self, key: str, what, now: float) -> list:
+        """What a backend request (``delegation.StartBackend``) made: ``Said``, ``Called``, ``Ended`` or ``Failed``."""
+        return self._apply(self.face.backend(self.conv, key, what, now), now)
 
     def first_sent(self, rid: str, t: float, now: float) -> list:
         r = self.replies.get(rid)

@@ -27,7 +27,7 @@ class LiveEvent(ServerEvent):
         return out
 
 
-OPTIONAL = {"client_event_id", "context_window"}
+OPTIONAL = {"client_event_id", "context_window"}  # left out when None (a decision's ids are sent as null)
 
 
 @dataclass(frozen=True)
@@ -128,3 +128,76 @@ def live_error(code: str, message: str, param: str | None = None, client_event_i
     if client_event_id is not None:
         body["client_event_id"] = client_event_id
     return LiveError(body)
+
+
+@dataclass(frozen=True)
+class DelegationCreated(LiveEvent):
+    """The voice handed the caller's request to a backend (``target``: client, responses or decisions). GPT-Live
+    sends no task text: the app reads the transcript."""
+
+    type: ClassVar[str] = "session.delegation.created"
+    delegation: dict
+    offset_ms: int
+
+
+@dataclass(frozen=True)
+class ResponseEvent(LiveEvent):
+    """One event of the Responses backend's stream (``core/delegation.ResponsesStream``)."""
+
+    type: ClassVar[str] = "response.event"
+    event: dict
+    delegation_id: str | None = None
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DecisionEvent(LiveEvent):
+    """The answers to a delegation's or a trigger's questions."""
+
+    type: ClassVar[str] = "decision.event"
+    event: dict
+    delegation_id: str | None = None
+    trigger_id: str | None = None
+    source_event_id: str | None = None
+    source_event_type: str | None = None
+
+
+@dataclass(frozen=True)
+class DecisionItemCreated(LiveEvent):
+    type: ClassVar[str] = "decision.item.created"
+    item: dict
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DecisionItemDeleted(LiveEvent):
+    type: ClassVar[str] = "decision.item.deleted"
+    item_id: str
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FixturePlaying(LiveEvent):
+    type: ClassVar[str] = "session.output_audio.fixture.playing"
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FixturePlayed(LiveEvent):
+    type: ClassVar[str] = "session.output_audio.fixture.played"
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DtmfReceived(LiveEvent):
+    """A key the caller pressed (a SIP call; sidebands only)."""
+
+    type: ClassVar[str] = "transport.dtmf.received"
+    event: str
+
+
+@dataclass(frozen=True)
+class DtmfSent(LiveEvent):
+    type: ClassVar[str] = "transport.dtmf.sent"
+    event: str
+    client_event_id: str | None = None

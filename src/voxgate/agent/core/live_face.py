@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import secrets
 
+from . import delegation as dl
 from . import events as ev
 from . import live_events as lv
 from .schema import Invalid, as_object, only_known
-from .conversation import ConfigureAudio, Emit, MuteInput, EndSession, normalized
+from .conversation import ConfigureAudio, Emit, MuteInput, EndSession, chat_messages, normalized
+from .reply import Called, Ended, Failed, Said
 from .voices import OPENAI_VOICES, resolve_voice
 
 LIVE_VOICES = ("alloy", "ash", "ballad", "beacon", "bossa", "cedar", "cinder", "coral", "delta", "echo", "gleam",
@@ -44,7 +46,8 @@ FORMATS = {"audio/pcm": (16000, 24000), "audio/pcmu": (8000,), "audio/pcma": (80
 SESSION_LIFETIME = 3600  # seconds a session may last (``expires_at``)
 USAGE_EVERY = 15.0  # seconds between session.usage.updated events (cumulative)
 MAX_APPEND = 4000  # characters of one instructions / thinking / commentary append (~500 tokens)
-MAX_INPUT = 128  # messages of history a session may start with
+MAX_INPUT = 128  # messages of history a session may start with (and decision items it may hold)
+MAX_DELEGATIONS = 64  # delegations a session remembers (an app may answer one of them later)
 CLIENT_EVENTS = ("session.start", "session.update", "session.input_audio.append", "session.input_audio.mute",
                  "session.input_audio.unmute", "session.output_audio.fixture.play", "session.instructions.append",
                  "session.thinking.append", "session.commentary.append", "decision.create", "decision.item.create",
@@ -96,20 +99,11 @@ def check_session(s, *, transport: str, any_voice: bool = False) -> None:
             if "voice" in out:
                 check_voice(out["voice"], any_voice)
     if s.get("delegation") is not None:
-        d = as_object(s["delegation"], "session.delegation")
-        kind = d.get("type")
-        if kind in ("responses", "decisions"):
-            raise Invalid("session.delegation.type", f"{kind} delegation is not supported by this server yet; "
-                                                     "use client delegation (the default)", "not_supported")
-        if kind != "client":
-            raise Invalid("session.delegation.type", "'session.delegation.type' must be client, responses or "
-                                                     "decisions")
-        only_known(d, "session.delegation", ("type", "acknowledgement_delay_ms"))
-        _ack_delay(d)
+        check_delegation(s["delegation"])
     if "input" in s:
         check_input(s["input"])
-    if s.get("triggers"):
-        raise Invalid("session.triggers", "triggers (Decisions) are not supported by this server", "not_supported")
+    if s.get("triggers") is not None:
+        check_triggers(s["triggers"])
     if "client" in s:
         if transport != "webrtc":
             raise Invalid("session.client", "'session.client' is for a WebRTC session's data channel")
@@ -121,6 +115,105 @@ def check_session(s, *, transport: str, any_voice: bool = False) -> None:
             v = dc.get(key)
             if v is not None and v != "all" and not (isinstance(v, list) and len(v) <= 256):
                 raise Invalid(f"session.client.data_channel.{key}", f"'{key}' is \"all\" or a list (at most 256)")
+
+
+def check_delegation(d, current: str | None = None) -> None:
+    """``session.delegation`` (``current``: an update's, whose type is fixed and whose settings are sparse)."""
+    d = as_object(d, "session.delegation")
+    kind = d.get("type")
+    if kind not in ("client", "responses", "decisions"):
+        raise Invalid("session.delegation.type", "'session.delegation.type' must be client, responses or decisions")
+    if current is not None and kind != current:
+        raise Invalid("session.delegation.type", f"the delegation type is fixed: {current}", "invalid_value")
+    only_known(d, "session.delegation", ("type", "acknowledgement_delay_ms", kind) if kind != "client"
+               else ("type", "acknowledgement_delay_ms"))
+    _ack_delay(d)
+    if kind == "responses":
+        if kind not in d and current is None:
+            raise Invalid("session.delegation.responses", "a responses delegation needs its settings: "
+                          "{\"type\": \"responses\", \"responses\": {\"model\": …}}", "missing_required_parameter")
+        if kind in d:
+            check_responses(d[kind], update=current is not None)
+    elif kind == "decisions":
+        if kind not in d and current is None:
+            raise Invalid("session.delegation.decisions", "a decisions delegation needs its questions",
+                          "missing_required_parameter")
+        if kind in d:
+            q = as_object(d[kind], "session.delegation.decisions")
+            only_known(q, "session.delegation.decisions", ("model", "questions"))
+            if current is None and not isinstance(q.get("model"), str):
+                raise Invalid("session.delegation.decisions.model", "'session.delegation.decisions.model' is "
+                              "required", "missing_required_parameter")
+            if "questions" in q or current is None:
+                why = dl.check_questions(q.get("questions"), "session.delegation.decisions.questions")
+                if why:
+                    raise Invalid("session.delegation.decisions.questions", why)
+
+
+RESPONSES_KEYS = ("model", "instructions", "max_output_tokens", "parallel_tool_calls", "reasoning", "service_tier",
+                  "text", "tool_choice", "tools")
+
+
+def check_responses(r, update: bool = False) -> None:
+    """A Responses backend's settings: function tools run by the app; a hosted tool (web search, file search, code
+    interpreter, MCP, …) needs OpenAI's servers and is refused by name."""
+    p = "session.delegation.responses"
+    r = as_object(r, p)
+    only_known(r, p, RESPONSES_KEYS)
+    if not update and (not isinstance(r.get("model"), str) or not r["model"]):
+        raise Invalid(f"{p}.model", f"'{p}.model' is required", "missing_required_parameter")
+    if r.get("instructions") is not None and not isinstance(r["instructions"], str):
+        raise Invalid(f"{p}.instructions", "a string or null", "invalid_type")
+    m = r.get("max_output_tokens")
+    if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 16):
+        raise Invalid(f"{p}.max_output_tokens", "an integer of at least 16")
+    tools = r.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise Invalid(f"{p}.tools", "a list of tools", "invalid_type")
+        for i, t in enumerate(tools):
+            tp = f"{p}.tools[{i}]"
+            t = as_object(t, tp)
+            if t.get("type") in dl.HOSTED_TOOLS:
+                raise Invalid(f"{tp}.type", f"hosted tools ({t['type']}) run on OpenAI's servers and are not "
+                              "supported by this server: give a function tool and run it in your app", "not_supported")
+            if t.get("type") != "function":
+                raise Invalid(f"{tp}.type", "a tool's type is function")
+            only_known(t, tp, ("type", "name", "description", "parameters", "strict"))
+            if not isinstance(t.get("name"), str) or not t["name"]:
+                raise Invalid(f"{tp}.name", "a function tool needs a name", "missing_required_parameter")
+    tc = r.get("tool_choice")
+    if tc is not None and tc not in ("auto", "none", "required"):
+        if not isinstance(tc, dict) or tc.get("type") != "function" or not isinstance(tc.get("name"), str):
+            raise Invalid(f"{p}.tool_choice", "auto, none, required or {\"type\": \"function\", \"name\": …} "
+                          "(hosted and MCP tools are not supported by this server)", "not_supported")
+        if tc["name"] not in [t.get("name") for t in tools or []]:
+            raise Invalid(f"{p}.tool_choice", f"no tool named {tc['name']!r}")
+
+
+def check_triggers(triggers) -> None:
+    if not isinstance(triggers, list):
+        raise Invalid("session.triggers", "'session.triggers' is a list", "invalid_type")
+    seen = set()
+    for i, t in enumerate(triggers):
+        p = f"session.triggers[{i}]"
+        t = as_object(t, p)
+        only_known(t, p, ("type", "event_type", "decisions"))
+        if t.get("type") != "decisions":
+            raise Invalid(f"{p}.type", "a trigger's type is decisions")
+        if t.get("event_type") not in TRIGGER_EVENTS:
+            raise Invalid(f"{p}.event_type", "a trigger fires on " + " or ".join(TRIGGER_EVENTS))
+        if t["event_type"] in seen:
+            raise Invalid(f"{p}.event_type", "at most one trigger per event_type")
+        seen.add(t["event_type"])
+        q = as_object(t.get("decisions"), f"{p}.decisions")
+        only_known(q, f"{p}.decisions", ("questions",))
+        why = dl.check_questions(q.get("questions"), f"{p}.decisions.questions")
+        if why:
+            raise Invalid(f"{p}.decisions.questions", why)
+
+
+TRIGGER_EVENTS = ("session.input_transcript.delta", "session.output_transcript.delta")
 
 
 def _ack_delay(d: dict) -> None:
@@ -187,6 +280,12 @@ class LiveFace:
         self.turn_start = 0  # the caller's current turn on the timeline (ms)
         self.closed = False
         self.next_usage: float | None = None  # when the next session.usage.updated is due
+        self.delegations: dict[str, dl.Delegation] = {}  # by id: what the voice handed on, and its state
+        self.backends: dict[str, tuple] = {}  # the backend requests running: key -> ("delegation", id) or a trigger's
+        self.acks = 0  # acknowledgements said (they vary)
+        self.decision_items: list[dict] = []  # decision.item.create's inputs for later decisions
+        self.fired: dict[str, str] = {}  # a trigger's event type -> the transcript delta it last fired on
+        self.trigger_due: float | None = None  # when fired triggers are to be evaluated
 
     # ------------------------------------------------------------- the timeline
     def ms(self, now: float) -> int:
@@ -244,14 +343,186 @@ class LiveFace:
 
     # ------------------------------------------------------------- time
     def next_deadline(self) -> float | None:
-        return self.next_usage if self.started and not self.closed else None
+        if not self.started or self.closed:
+            return None
+        due = [self.next_usage] + [d.ack_due for d in self.delegations.values() if d.ack_due is not None]
+        if self.trigger_due is not None:
+            due.append(self.trigger_due)
+        return min(t for t in due if t is not None)
 
-    def timer(self, now: float) -> list:
-        """``session.usage.updated`` every ``USAGE_EVERY`` s: the session's seconds so far."""
-        if self.next_usage is None or now < self.next_usage or self.closed:
+    def timer(self, conv, now: float) -> list:
+        """``session.usage.updated`` every ``USAGE_EVERY`` s (the session's seconds so far); acknowledgements due;
+        triggers that fired."""
+        if self.closed or not self.started:
             return []
-        self.next_usage = now + USAGE_EVERY
-        return [Emit(lv.UsageUpdated({"seconds": round(self.ms(now) / 1000, 3)}))]
+        out: list = []
+        if self.next_usage is not None and now >= self.next_usage:
+            self.next_usage = now + USAGE_EVERY
+            out.append(Emit(lv.UsageUpdated({"seconds": round(self.ms(now) / 1000, 3)})))
+        for d in list(self.delegations.values()):
+            if d.ack_due is not None and now >= d.ack_due:
+                out += self._ack(conv, d, now)
+        if self.trigger_due is not None and now >= self.trigger_due:
+            self.trigger_due = None
+            out += self._evaluate_triggers(conv)
+        return out
+
+    # ------------------------------------------------------------- delegation
+    @property
+    def delegation(self) -> dict:
+        return self.config.get("delegation") or {"type": "client"}
+
+    def delegates(self, transcript: str) -> bool:
+        """Will this turn go to the backend (so the voice prepares no answer of its own at the pause)?"""
+        return self.started and not self.closed and not dl.voice_keeps(transcript)
+
+    def takes_turn(self, conv, transcript: str, create_response: bool, now: float) -> list | None:
+        """The caller's turn is final: the voice answers it itself (None) or delegates it: the delegation is
+        announced, the backend asked, the acknowledgement said now or after ``acknowledgement_delay_ms``."""
+        if not create_response or not transcript or not self.delegates(transcript):
+            return None
+        cfg = self.delegation
+        kind = cfg["type"]
+        d = dl.Delegation(conv.new_id("item"), kind, self.ms(now))
+        self.delegations[d.id] = d
+        for old in list(self.delegations)[:-MAX_DELEGATIONS]:  # the oldest, if nothing of theirs still runs
+            if not any(v[1] == old for v in self.backends.values()):
+                self.delegations.pop(old)
+        body = {"id": d.id, "type": "delegation", "target": kind}
+        out: list = []
+        if kind == "responses":
+            d.response_id = conv.new_id("resp")
+            body["response_id"] = d.response_id
+            out.append(Emit(lv.DelegationCreated(body, d.offset_ms)))
+            out += self._ask_responses(conv, d)
+        else:
+            out.append(Emit(lv.DelegationCreated(body, d.offset_ms)))
+            if kind == "decisions":
+                out += self._ask_decisions(conv, d.id, cfg["decisions"]["questions"])
+        delay = cfg.get("acknowledgement_delay_ms")
+        delay = dl.DEFAULT_ACK_DELAY_MS[kind] if delay is None else delay
+        if delay <= 0:
+            out += self._ack(conv, d, now)
+        else:
+            d.ack_due = now + delay / 1000
+        return out
+
+    def _ack(self, conv, d: dl.Delegation, now: float) -> list:
+        d.ack_due = None
+        self.acks += 1
+        return self._say(conv, dl.ack_for(self.acks - 1), now)
+
+    def _say(self, conv, text: str, now: float) -> list:
+        """The voice says ``text`` as it is (the synthesizer only)."""
+        return conv.respond({"turn_end": now}, config=conv.response_config(say=text))
+
+    def _cancel_acks(self) -> None:
+        for d in self.delegations.values():
+            d.ack_due = None
+
+    def _backend_messages(self, conv, extra: list | None = None) -> list[dict]:
+        msgs = [m for m in conv.messages() if not (m["role"] == "assistant" and m.get("content") in dl.ACKS)]
+        return msgs + chat_messages(extra or [])
+
+    def _ask_responses(self, conv, d: dl.Delegation) -> list:
+        r = self.delegation.get("responses") or {}
+        d.stream = dl.ResponsesStream(d.response_id, r.get("model", "voxgate"), conv.new_id)
+        self.backends[d.response_id] = ("delegation", d.id)
+        tc = r.get("tool_choice") or "auto"
+        if isinstance(tc, dict):
+            tc = {"type": "function", "name": tc["name"]}
+        instructions = (r.get("instructions") or "").strip()
+        instructions = dl.BACKEND_INSTRUCTIONS + ("\n\n" + instructions if instructions else "")
+        start = dl.StartBackend(d.response_id, self._backend_messages(conv, d.extra), instructions,
+                                dl.function_tools(r.get("tools") or []), tc, r.get("max_output_tokens") or 120)
+        return [Emit(lv.ResponseEvent(e, d.id)) for e in d.stream.created()] + [start]
+
+    def _ask_decisions(self, conv, key: str, questions: list) -> list:
+        transcript = dl.transcript_of(self._backend_messages(conv) + chat_messages(self.decision_items))
+        prompt = dl.decision_prompt(questions, transcript)
+        if key in self.delegations:
+            self.delegations[key].prompt_chars = len(prompt)
+        self.backends[key] = self.backends.get(key) or ("delegation", key)
+        return [dl.StartBackend(key, [{"role": "user", "content": prompt}],
+                                "You answer questions about a conversation exactly in the format asked.", [], "none",
+                                24 * len(questions) + 16)]
+
+    def _evaluate_triggers(self, conv) -> list:
+        out: list = []
+        for t in self.config.get("triggers") or []:
+            etype = t["event_type"]
+            source = self.fired.get(etype)
+            if source is None or any(v[0] == "trigger" and v[2] == etype for v in self.backends.values()):
+                continue  # not fired, or its last evaluation still runs (it is evaluated again when that ends)
+            del self.fired[etype]
+            tid = conv.new_id("trig")
+            d = dl.Delegation(tid, "trigger", 0, trigger_id=tid, source=(source, etype))
+            self.delegations[tid] = d
+            self.backends[tid] = ("trigger", tid, etype)
+            out += self._ask_decisions(conv, tid, t["decisions"]["questions"])
+        return out
+
+    def backend(self, conv, key: str, what, now: float) -> list:
+        """What a backend request made: text, a tool call, its end or its failure."""
+        owner = self.backends.get(key)
+        d = self.delegations.get(owner[1]) if owner else None
+        if d is None:
+            return []
+        t = type(what)
+        if t is Said:
+            d.parts += 1
+            if d.target != "responses":
+                d.text += what.text
+                return []
+            return [Emit(lv.ResponseEvent(e, d.id)) for e in d.stream.said(what.text)]
+        if t is Called:
+            if d.target != "responses":
+                return []
+            d.calls[what.call_id] = (what.name, what.arguments)
+            d.extra.append({"type": "function_call", "name": what.name, "call_id": what.call_id,
+                            "arguments": what.arguments})
+            return [Emit(lv.ResponseEvent(e, d.id)) for e in d.stream.called(what.name, what.call_id, what.arguments)]
+        if t not in (Ended, Failed):
+            return []
+        self.backends.pop(key, None)
+        failed = what.message if t is Failed else None
+        if d.target == "responses":
+            out = [Emit(lv.ResponseEvent(e, d.id)) for e in d.stream.ended("failed" if failed else what.status,
+                                                                         failed)]
+            if failed:
+                self.delegations.pop(d.id, None)
+                d.ack_due = None
+                return out + [Emit(lv.live_error("backend_failed", f"the delegated response failed: {failed}", None,
+                                                 None, "server_error"))] + self._say(conv, dl.FAILED_SAY, now)
+            if any(c not in d.outputs for c in d.calls):  # the app runs the tools, then response.create
+                return out
+            text = d.stream.text.strip()
+            self.delegations.pop(d.id, None)
+            d.ack_due = None
+            return out + (self._say(conv, text, now) if text else [])
+        # a decision: the delegation's questions or a trigger's
+        if d.target == "trigger":
+            self.delegations.pop(d.id, None)
+            questions = next((x["decisions"]["questions"] for x in self.config.get("triggers") or []
+                              if x["event_type"] == d.source[1]), [])
+            again = [] if d.source[1] not in self.fired else self._evaluate_triggers(conv)
+        else:
+            questions = (self.delegation.get("decisions") or {}).get("questions") or []
+            again = []
+        if failed:
+            return [Emit(lv.live_error("decision_failed", f"the decision failed: {failed}", None, None,
+                                       "server_error"))] + again
+        model = (self.delegation.get("decisions") or {}).get("model") or "voxgate"
+        decision = {"answers": dl.read_answers(questions, d.text), "model": model,
+                    "usage": dl.usage(d.prompt_chars, d.parts)}
+        event = {"type": "decision.completed", "decision": decision}
+        if d.target == "trigger":
+            ids = dict(trigger_id=d.trigger_id, source_event_id=d.source[0], source_event_type=d.source[1])
+        else:
+            ids = dict(delegation_id=d.id)
+            if d.id in self.delegations and d.ack_due is None:
+                self.delegations.pop(d.id, None)  # its acknowledgement was said: nothing more waits on it
+        return [Emit(lv.DecisionEvent(event, **ids))] + again
 
     # ------------------------------------------------------------- client events
     def client_event(self, conv, event: dict, now: float, trusted: bool = False) -> list:
@@ -290,21 +561,26 @@ class LiveFace:
             if key not in ("delegation", "triggers"):
                 return [Emit(lv.live_error("unknown_parameter", f"session.update changes only delegation settings "
                                            f"and triggers: '{key}' is fixed at startup", f"session.{key}", eid))]
-        if s.get("triggers"):
-            return [Emit(lv.live_error("not_supported", "triggers (Decisions) are not supported by this server",
-                                       "session.triggers", eid))]
+        current = self.delegation["type"]
+        try:
+            if s.get("delegation") is not None:
+                check_delegation(s["delegation"], current)
+            if s.get("triggers") is not None:
+                check_triggers(s["triggers"])
+        except Invalid as exc:
+            return [Emit(lv.live_error(exc.code, str(exc), exc.param, eid))]
         d = s.get("delegation")
-        if d is not None:
-            current = (self.config.get("delegation") or {"type": "client"})["type"]
-            if not isinstance(d, dict) or d.get("type") != current:
-                return [Emit(lv.live_error("invalid_value", f"the delegation type is fixed: {current}",
-                                           "session.delegation.type", eid))]
-            try:
-                only_known(d, "session.delegation", ("type", "acknowledgement_delay_ms"))
-                _ack_delay(d)
-            except Invalid as exc:
-                return [Emit(lv.live_error(exc.code, str(exc), exc.param, eid))]
-            self.config["delegation"] = {**(self.config.get("delegation") or {"type": "client"}), **d}
+        if d is not None:  # sparse: what is given replaces, the rest stays
+            merged = dict(self.delegation)
+            for key, value in d.items():
+                merged[key] = {**(merged.get(key) or {}), **value} if isinstance(value, dict) else value
+            self.config["delegation"] = merged
+        if "triggers" in s:
+            if s["triggers"]:
+                self.config["triggers"] = s["triggers"]
+            else:
+                self.config.pop("triggers", None)
+                self.fired.clear()
         return [Emit(lv.SessionUpdated(self.resolved(), eid))]
 
     def _on_session_input_audio_append(self, conv, event, eid, now):  # a WebSocket takes these itself, as audio
@@ -328,8 +604,18 @@ class LiveFace:
         if "delegation_id" not in event:
             return None, [Emit(lv.live_error("missing_required_parameter", "'delegation_id' is required (null when "
                                              "the context belongs to no delegation)", "delegation_id", eid))]
-        if event["delegation_id"] is not None:
-            return None, [Emit(lv.live_error("invalid_value", "no such delegation", "delegation_id", eid))]
+        did = event["delegation_id"]
+        if did is not None:
+            d = self.delegations.get(did) if isinstance(did, str) else None
+            if d is None or d.target == "trigger":
+                return None, [Emit(lv.live_error("invalid_value", f"no such delegation: {did!r}", "delegation_id",
+                                                 eid))]
+            if d.target == "responses":
+                return None, [Emit(lv.live_error("invalid_value", "a Responses delegation's answer is its backend's:"
+                                                 " delegation_id must name a client or decisions delegation",
+                                                 "delegation_id", eid))]
+        if kind in ("thinking", "commentary"):  # the app is on it: no acknowledgement is said any more
+            self._cancel_acks()
         t = self.ms(now)
         return content, [Emit(lv.Appended(kind, t, t, eid))]
 
@@ -350,8 +636,97 @@ class LiveFace:
         content, out = self._append(event, eid, now, "commentary")
         if content is None:
             return out
-        say = {"role": "system", "content": "Tell the user this now, briefly and in your own words: " + content}
-        return out + conv.respond({"turn_end": now}, [say])
+        return out + self._say(conv, content, now)
+
+    def _on_response_item_create(self, conv, event, eid, now):
+        """A tool's output for the Responses backend (``function_call_output``), or a message it should read."""
+        if self.delegation["type"] != "responses":
+            return [Emit(lv.live_error("invalid_request_error", "response.item.create requires Responses delegation.",
+                                       "type", eid))]
+        item = event.get("item")
+        if not isinstance(item, dict) or item.get("type") not in ("function_call_output", "message"):
+            return [Emit(lv.live_error("invalid_value", "'item' is a function_call_output {call_id, output} or a "
+                                       "message", "item", eid))]
+        if item["type"] == "message":
+            text = dl.output_text(item.get("content"))
+            if item.get("role") not in ("user", "developer", "system") or not text.strip():
+                return [Emit(lv.live_error("invalid_value", "a message item has a role (user, developer) and text",
+                                           "item", eid))]
+            role = "system" if item["role"] != "user" else "user"
+            return conv.add_item(normalized({"type": "message", "role": role,
+                                             "content": [{"type": "input_text", "text": text}]}, conv.new_id))
+        call_id = item.get("call_id")
+        d = next((d for d in self.delegations.values() if call_id in d.calls), None)
+        if d is None:
+            return [Emit(lv.live_error("invalid_value", f"no function call waits with call_id {call_id!r}",
+                                       "item.call_id", eid))]
+        if "output" not in item:
+            return [Emit(lv.live_error("missing_required_parameter", "'item.output' is required", "item.output",
+                                       eid))]
+        d.outputs[call_id] = dl.output_text(item["output"])
+        d.extra.append({"type": "function_call_output", "call_id": call_id, "output": d.outputs[call_id]})
+        return []
+
+    def _on_response_create(self, conv, event, eid, now):
+        """The tools' outputs are in: the backend goes on from them (a new response of the same delegation)."""
+        if self.delegation["type"] != "responses":
+            return [Emit(lv.live_error("invalid_request_error", "response.create requires Responses delegation.",
+                                       "type", eid))]
+        waiting = [d for d in self.delegations.values() if d.calls and d.response_id not in self.backends]
+        ready = [d for d in waiting if all(c in d.outputs for c in d.calls)]
+        if not ready:
+            missing = [c for d in waiting for c in d.calls if c not in d.outputs]
+            why = f"the outputs of {', '.join(missing)} are missing" if missing else "no delegated response waits " \
+                                                                                   "for tool outputs"
+            return [Emit(lv.live_error("invalid_request_error", f"response.create: {why}", None, eid))]
+        d = ready[-1]
+        d.calls, d.outputs = {}, {}
+        d.response_id = conv.new_id("resp")
+        return self._ask_responses(conv, d)
+
+    def _on_decision_create(self, conv, event, eid, now):
+        if not eid:
+            return [Emit(lv.live_error("missing_required_parameter", "decision.create needs a session-unique "
+                                       "event_id", "event_id", eid))]
+        questions = (self.delegation.get("decisions") or {}).get("questions")
+        if self.delegation["type"] != "decisions" or not questions:
+            return [Emit(lv.live_error("invalid_request_error", "decision.create requires decisions delegation.",
+                                       "type", eid))]
+        if eid in self.delegations or any(v[1] == eid for v in self.backends.values()):
+            return [Emit(lv.live_error("invalid_value", f"event_id {eid!r} was used already", "event_id", eid))]
+        d = dl.Delegation(eid, "decisions", self.ms(now))
+        self.delegations[eid] = d
+        return self._ask_decisions(conv, eid, questions)
+
+    def _on_decision_item_create(self, conv, event, eid, now):
+        item = event.get("item")
+        kinds = ("message", "function_call", "function_call_output")
+        if not isinstance(item, dict) or item.get("type", "message") not in kinds:
+            return [Emit(lv.live_error("invalid_value", "'item' is a message, a function_call or a "
+                                       "function_call_output", "item", eid))]
+        try:
+            if item.get("type", "message") == "message":
+                text = dl.output_text(item.get("content"))
+                role = {"assistant": "assistant", "user": "user"}.get(item.get("role"), "system")
+                kind = "output_text" if role == "assistant" else "input_text"
+                held = normalized({"type": "message", "role": role, "content": [{"type": kind, "text": text}],
+                                   "id": item.get("id")}, conv.new_id)
+            else:
+                held = normalized({**item, "output": dl.output_text(item.get("output"))}
+                                  if item["type"] == "function_call_output" else item, conv.new_id)
+        except (KeyError, TypeError):
+            return [Emit(lv.live_error("invalid_value", "the item is missing a field of its type", "item", eid))]
+        self.decision_items.append(held)
+        del self.decision_items[:-MAX_INPUT]
+        return [Emit(lv.DecisionItemCreated(held, eid))]
+
+    def _on_decision_item_delete(self, conv, event, eid, now):
+        iid = event.get("item_id")
+        for i, item in enumerate(self.decision_items):
+            if item["id"] == iid:
+                del self.decision_items[i]
+                return [Emit(lv.DecisionItemDeleted(iid, eid))]
+        return [Emit(lv.live_error("invalid_value", f"no decision item {iid!r}", "item_id", eid))]
 
     def _on_session_close(self, conv, event, eid, now):
         self.closed = True
@@ -372,7 +747,13 @@ class LiveFace:
         """The engine's event as Live sends it, or None for one Live does not have (or the data channel may not
         carry: ``client.data_channel.allowed_server_events``; errors, ``info`` and ``session.closed`` always go; a
         ``sideband`` gets everything)."""
+        if type(event) is ev.DtmfReceived:  # a phone's key: sidebands only, as GPT-Live
+            return lv.DtmfReceived(event.event).as_dict(event_id) if sideband else None
         out = self._wire(event, event_id, now)
+        if out is not None and not sideband and out["type"] in TRIGGER_EVENTS and self.config.get("triggers"):
+            if any(t["event_type"] == out["type"] for t in self.config["triggers"]):
+                self.fired[out["type"]] = event_id  # evaluated at once, by the face's deadline (``timer``)
+                self.trigger_due = now
         allowed = None if sideband else self._allowed("allowed_server_events")
         if out is not None and allowed is not None and out["type"] not in allowed | {"error", "info", "session.closed"}:
             return None

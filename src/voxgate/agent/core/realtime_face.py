@@ -34,7 +34,17 @@ class RealtimeFace:
     def next_deadline(self) -> float | None:
         return None
 
-    def timer(self, now: float) -> list:
+    def timer(self, conv, now: float) -> list:
+        return []
+
+    def delegates(self, transcript: str) -> bool:
+        """A Realtime session's voice answers every turn itself (GPT-Live's may hand one to a backend)."""
+        return False
+
+    def takes_turn(self, conv, transcript: str, create_response: bool, now: float):
+        return None
+
+    def backend(self, conv, key: str, what, now: float) -> list:
         return []
 
     def closing(self, now: float, reason: str):

@@ -20,6 +20,7 @@ import logging
 import time
 import weakref
 
+from ..core import delegation as dl
 from ..core import engine as en
 from ..core import events as ev
 from ..core.conversation import ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit, EndSession
@@ -30,7 +31,9 @@ from ...audio import Resampler
 from ..models import MissingModel
 from ..models.interfaces import Configurable, Peeking
 from ..models.noise import NoiseReduction
+from ..core.reply import Called, Ended, Failed, Said
 from .base import Agent, CallIO
+from .responders import ToolCall
 from .runner import Runner
 
 log = logging.getLogger("voxgate.agent")
@@ -101,6 +104,7 @@ class RealtimeSession:
         self._feeding = 0  # frames handed to the recognizer's thread and not yet taken
         self._last_feed: asyncio.Future | None = None
         self.runners: dict[str, Runner] = {}  # the runners of the responses in progress, by id
+        self.backends: dict[str, asyncio.Future] = {}  # GPT-Live's delegated requests running, by key
         self.event_ids = EventIds(self.session_id[5:17])
         self.sinks: list = []  # sideband connections: callables that take each server event too
         self.recent: collections.deque = collections.deque(maxlen=REPLAY)  # replayed to a new sideband (GPT-Live)
@@ -188,6 +192,12 @@ class RealtimeSession:
                 r = self.runners.pop(a.rid, None)
                 if r is not None:
                     r.stop()
+            elif t is dl.StartBackend:
+                self.backends[a.key] = self.spawn(self._backend(a))
+            elif t is dl.StopBackend:
+                task = self.backends.pop(a.key, None)
+                if task is not None:
+                    task.cancel()
             elif t is en.FlushAudio:
                 self.call.flush_audio()
             elif t is en.PauseOutput:
@@ -231,6 +241,8 @@ class RealtimeSession:
             self.metrics.barge_ins.inc()
         elif a.metric == "false_interruption":
             self.metrics.false_interruptions.inc()
+        elif a.metric == "delegation":
+            self.metrics.delegations.inc()
 
     def _arm_timer(self) -> None:
         due = self.engine.next_deadline()
@@ -247,6 +259,31 @@ class RealtimeSession:
     async def _drained(self, rid: str):
         await self.call.queue_below(0)  # resolved by the transport when its queue empties (or is cleared)
         self.execute(self.engine.drained(rid, time.monotonic()))
+
+    async def _backend(self, a: dl.StartBackend):
+        """A delegated request on the backend (``--delegate``; the responder by default): each thing it makes told to
+        the engine as it comes, then its end (or failure: the session goes on)."""
+        def tell(what):
+            self.execute(self.engine.backend(a.key, what, time.monotonic()))
+
+        end = Ended()
+        stream = self.stack.backend.stream(a.messages, a.instructions, tools=a.tools or None,
+                                           tool_choice=a.tool_choice, max_tokens=a.max_tokens)
+        try:
+            async for part in stream:
+                if isinstance(part, ToolCall):
+                    tell(Called(part.name, part.call_id, part.arguments))
+                elif part:
+                    tell(Said(part))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failing backend ends this request with an error event, not the call
+            log.warning("delegated request %s failed", a.key, exc_info=True)
+            end = Failed(_describe(exc))
+        finally:
+            await stream.aclose()
+            self.backends.pop(a.key, None)
+        tell(end)
 
     def _configure_denoise(self, kind: str | None) -> None:
         if kind is None:

