@@ -57,13 +57,17 @@ async def one(url: str, kind: str, pcm: bytes) -> dict:
         while (await conn.recv()).type != "session.started":
             pass
 
+        samples = memoryview(pcm).cast("h")
+        last = max(i for i in range(len(samples)) if abs(samples[i]) > 500)  # the end of speech, not of the file
+
         async def talk():
             step = 2400  # 50 ms, in real time
             for i in range(0, len(pcm), step):
                 await conn.send({"type": "session.input_audio.append",
                                  "audio": base64.b64encode(pcm[i:i + step]).decode()})
+                if i <= last * 2 < i + step:
+                    marks["end"] = time.monotonic() - (i + step - last * 2) / 48000
                 await asyncio.sleep(0.05)
-            marks["end"] = time.monotonic()
             for _ in range(60):  # 3 s of silence after it
                 await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(step)).decode()})
                 await asyncio.sleep(0.05)
@@ -84,9 +88,11 @@ async def one(url: str, kind: str, pcm: bytes) -> dict:
                             marks["app"] = now
                     elif e.type == "session.output_audio.delta":
                         marks.setdefault("ack", now)
-                        if "done" in marks and kind != "decisions":
+                        if "answering" in marks and kind != "decisions":
                             marks["answer"] = now
                             answered = True
+                    elif e.type == "session.output_transcript.delta" and "done" in marks:
+                        marks.setdefault("answering", now)  # the answer's words: its audio is the next
                     elif e.type == "session.commentary.appended":
                         marks["done"] = now  # the commentary's audio is the next
                     elif e.type == "response.event" and e.event.get("type") == "response.completed":
@@ -99,7 +105,7 @@ async def one(url: str, kind: str, pcm: bytes) -> dict:
             await asyncio.wait_for(read(), 60)
         finally:
             sender.cancel()
-    end = marks.get("end", 0)
+    end = marks["end"]
     return {k: round((marks[k] - end) * 1000) for k in ("delegated", "ack", "answer") if k in marks}
 
 

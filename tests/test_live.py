@@ -432,3 +432,56 @@ def test_a_question_delegated_to_a_responses_backend_with_a_function_tool(tx, qu
             assert _of(bad, "error")[0].error.client_event_id == "again"
 
     run_async(go())
+
+
+def test_a_stored_session_is_recorded_and_downloaded_with_the_sdk(tx, question, tmp_path):
+    """store: true: the call is recorded as it goes (the caller left, the agent right, 24 kHz); the SDK's
+    download_recording gets it; the caller's channel, transcribed, says what the caller said; another key gets 404."""
+    import io
+    import wave
+
+    import numpy as np
+
+    from test_sip_calls import transcribe
+
+    async def go():
+        client = _client(tx)
+        async with client.live.connect() as conn:
+            await conn.send({"type": "session.start", "session": {"model": "gpt-live-1", "store": True}})
+            got: list = []
+            await _until(conn, got, lambda g: _of(g, "session.started"), 10)
+            sid = _of(got, "session.started")[0].session.id
+            for i in range(0, len(question), 4800):
+                await conn.send({"type": "session.input_audio.append",
+                                 "audio": base64.b64encode(question[i:i + 4800]).decode()})
+            for _ in range(20):
+                await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+            await _until(conn, got, lambda g: _of(g, "session.output_audio.delta"), 30)  # the acknowledgement
+            await asyncio.sleep(1)
+            await conn.send({"type": "session.close"})
+            await _until(conn, got, lambda g: _of(g, "session.closed"), 10)
+        data = b""
+        for _ in range(50):  # the sidecar is written as the session's agent ends, just after the socket closes
+            resp = await client.live.sessions.download_recording(sid)
+            data = await resp.aread() if hasattr(resp, "aread") else resp.read()
+            if data:
+                break
+            await asyncio.sleep(0.1)
+        other = openai.AsyncOpenAI(base_url=tx.url + "/v1", api_key="sk-not-the-owner", max_retries=0)
+        with pytest.raises(openai.APIStatusError):
+            await other.live.sessions.download_recording(sid)
+        return data
+
+    data = run_async(go())
+    with wave.open(io.BytesIO(data)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 24000, 2)
+        frames = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, 2)
+    assert len(frames) >= len(question) // 2  # the caller's whole audio is in it
+    left, right = frames[:, 0], frames[:, 1]
+    assert np.abs(right.astype(np.int32)).max() > 1000  # the agent spoke
+    path = tmp_path / "left.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000)
+        w.writeframes(left.tobytes())
+    heard = transcribe(path).lower()
+    assert "weather" in heard and "paris" in heard, heard

@@ -245,6 +245,7 @@ def cmd_transceiver(args) -> int:
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
         asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, delegate=args.delegate,
+        record_dir=args.record, record_retention=args.record_retention,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
         phone=phone_line(sip_config(args, args.sip_listen)), limits=limits_from(args),
         trusted_proxies=trusted_proxies(args),
@@ -319,6 +320,14 @@ def cmd_call(args) -> int:
 RESPONDER_HELP = ("the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL (a "
                   "server's /chat/completions) or openai-responses:URL#MODEL (its /responses); the key from "
                   "$VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY (never a flag: flags show in the process list)")
+def add_record_args(p) -> None:
+    p.add_argument("--record", metavar="DIR", help="record every call in DIR: one WAV per call (the caller left, the "
+                   "agent right, written as the call goes) and a JSON sidecar (what was said, each response's "
+                   "timing); served at GET /v1/realtime/calls/ID/recording (and /v1/live/sessions/ID/content)")
+    p.add_argument("--record-retention", type=float, default=86400.0, metavar="SECONDS",
+                   help="delete recordings older than this (default 86400: a day)")
+
+
 DELEGATE_HELP = ("GPT-Live's delegated backend, which answers the requests the voice hands on (responses and "
                  "decisions delegation): a responder spec as --responder takes (openai:URL#MODEL, "
                  "openai-responses:URL#MODEL, smollm2, scripted); default: the responder itself")
@@ -397,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     d.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     d.add_argument("--delegate", metavar="SPEC", help=DELEGATE_HELP)
+    add_record_args(d)
     # the demo is where people judge whether it understands them: Moonshine when installed (3 x fewer word errors
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
     d.add_argument("--asr", default="auto", type=ASR_CHOICE,
@@ -447,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--responder", default="auto", help=RESPONDER_HELP)
     x.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     x.add_argument("--delegate", metavar="SPEC", help=DELEGATE_HELP)
+    add_record_args(x)
     # auto: Moonshine when installed. The SDKs ask for semantic_vad, whose verdict reads the words: PocketSphinx's
     # on unseen voices would make it wait for sentences nobody is finishing
     x.add_argument("--asr", default="auto", type=ASR_CHOICE,

@@ -24,6 +24,7 @@ class Calls:
         self.clocked: list = []  # the calls whose audio goes out on the shared clock (``PacedCall.due``/``tick``)
         self.idle = asyncio.Event()
         self.idle.set()
+        self.recordings = None  # recording.Recordings: every call added is told where its recording would go
 
     # ------------------------------------------------------------- the rule
     def admit(self) -> str | None:
@@ -44,6 +45,7 @@ class Calls:
 
     # ------------------------------------------------------------- the table
     def add(self, call, kind: str) -> None:
+        call.recordings = self.recordings
         self._tables[kind][call.call_id] = call
         self._kind[call.call_id] = kind
         self._changed()

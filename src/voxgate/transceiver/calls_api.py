@@ -7,6 +7,7 @@ registry's capacity and draining rule (``call.registry.Calls.admit``), then the 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 
@@ -134,6 +135,31 @@ class CallsApi:
         if not await t.hangup(call_id):
             return _not_yours()
         return web.json_response({}, status=200)
+
+    async def recording(self, request):
+        """A call's recording (``audio/wav``, two channels: the caller left, the agent right), for the key that made
+        the call or a server key; written as the call goes, so a call still live gives what it has so far."""
+        from ..call.recording import owner_hash
+
+        t = self.t
+        caller = await _caller(t, request)
+        if isinstance(caller, web.Response):
+            return caller
+        if (elsewhere := await placing.to_owner(t, request)) is not None:
+            return elsewhere
+        call_id = request.match_info["call_id"]
+        rec = t.calls.recordings
+        path = rec.path_of(call_id) if rec is not None else None
+        live = t.calls.get(call_id)
+        owner = getattr(live, "owner", None) if live is not None else None
+        meta = rec.meta_of(call_id) if rec is not None and live is None else None
+        allowed = caller.server or (live is not None and caller.owns(owner)) or (
+            meta is not None and caller.key is not None and meta.get("owner_sha256") == owner_hash(caller.key))
+        if path is None or not os.path.exists(path) or not allowed:
+            return error(404, "no recording of this call (a call records with --record, or a GPT-Live session with "
+                              "store: true; a recording is for the key that made the call, or a server key)",
+                         code="recording_not_found", param="call_id")
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
     async def agent_running(self, session) -> bool:
         """Wait until the call's agent runs (a server opens its sideband right after the offer, while the call may
@@ -270,7 +296,8 @@ class CallsApi:
         if refused is not None:
             return refused
         try:
-            return await websocket.serve_session(t, request, _session_for(t, caller.key, None), t.cfg.limits)
+            return await websocket.serve_session(t, request, _session_for(t, caller.key, None), t.cfg.limits,
+                                                 owner=caller.key)
         finally:
             ticket.release()
 
@@ -281,6 +308,7 @@ def add_routes(app: web.Application, t) -> CallsApi:
     app.router.add_post("/v1/realtime/calls", api.create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", api.hangup)
     app.router.add_get("/v1/realtime/calls/{call_id}", api.get_call)
+    app.router.add_get("/v1/realtime/calls/{call_id}/recording", api.recording)
     app.router.add_post("/v1/realtime/calls/{call_id}/{verb:accept|reject|refer}", api.sip_command)
     app.router.add_post("/v1/realtime/client_secrets", api.client_secrets)
     app.router.add_get("/v1/voxgate/ice_servers", api.ice_servers)

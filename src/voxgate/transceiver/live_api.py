@@ -8,6 +8,8 @@ GET  /v1/live/sessions/{id}/attach   upgraded: the sideband of a WebRTC (or SIP)
                                      every event, the call's audio both ways (PCM16 24 kHz with its timeline), and
                                      the app's client events into the session, past the data channel's permissions
 POST /v1/live/sessions/{id}/hangup   end it
+GET  /v1/live/sessions/{id}/content  the recording of a ``store: true`` session: ``audio/wav``, the caller left, the
+                                     agent right (also ``/v1/realtime/calls/{id}/recording``)
 POST /v1/live/sessions/{id}/accept   a ringing phone call (``live.transport.incoming``) answered as a Live session;
      …/reject, …/refer               as for Realtime
 
@@ -82,7 +84,7 @@ class LiveApi:
         if refused is not None:
             return refused
         try:
-            return await websocket.serve_session(t, request, None, t.cfg.limits, api="live")
+            return await websocket.serve_session(t, request, None, t.cfg.limits, api="live", owner=caller.key)
         finally:
             ticket.release()
 
@@ -131,5 +133,6 @@ def add_routes(app: web.Application, t, calls: CallsApi) -> None:
     app.router.add_get("/v1/live/sessions", api.websocket)
     app.router.add_get("/v1/live/sessions/{call_id}/attach", api.attach)
     app.router.add_post("/v1/live/sessions/{call_id}/hangup", calls.hangup)
+    app.router.add_get("/v1/live/sessions/{call_id}/content", calls.recording)  # store: true sessions
     app.router.add_post("/v1/live/sessions/{call_id}/accept", api.accept)
     app.router.add_post("/v1/live/sessions/{call_id}/{verb:reject|refer}", calls.sip_command)  # the same bodies

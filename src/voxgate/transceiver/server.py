@@ -15,6 +15,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 
 from ..agent import load_agent
 from ..call.phone import PhoneHost, PhoneLine
+from ..call.recording import Recordings
 from ..call.registry import Calls
 from ..steering.placement import DRAINING, ID_RE, READY, Member, call_id
 from ..wire.token import Keyring, mint
@@ -59,6 +60,8 @@ class TransceiverConfig:
     asr_fallback: str | None = None  # with --asr openai:…: the embedded recognizer that decodes when the server fails
     tts_fallback: str | None = None  # with --tts openai:…: the embedded voice that speaks when the server fails
     delegate: str | None = None  # GPT-Live's delegated backend (a responder spec); None: the responder
+    record_dir: str | None = None  # --record DIR: every call recorded there (two channels, and a JSON sidecar)
+    record_retention: float = 86400.0  # seconds a recording is kept
     # the fleet (voxgate.steering): with a Redis URL the transceiver registers itself and places calls
     redis_url: str | None = None
     region: str = "default"
@@ -81,6 +84,7 @@ class Transceiver:
         self.agent_factory = lambda: load_agent(cfg.agent, **options)
         self._first_agent = self.agent_factory()  # load models and fail at start-up, not on the first call
         self.calls = Calls(cfg.max_sessions, self._load_changed)  # every live call, of every transport
+        self.calls.recordings = Recordings(cfg.record_dir, cfg.record_dir is not None, cfg.record_retention)
         self.sessions: dict[str, Session] = self.calls.of("webrtc")  # (the media socket finds WebRTC calls here)
         self.client_secrets = ClientSecrets()  # the ek_ keys calls may be made with
         self.admission = Admission(cfg.limits)  # live calls per client secret and per source address

@@ -130,6 +130,11 @@ class EndSession:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record the call from now on (a GPT-Live session with ``store: true``), if this server keeps recordings."""
+
+
+@dataclass(frozen=True)
 class ConfigureDenoise:
     """``audio.input.noise_reduction``: the suppressor the input goes through (None: off)."""
 

@@ -35,7 +35,7 @@ from . import delegation as dl
 from . import events as ev
 from . import live_events as lv
 from .schema import Invalid, as_object, only_known
-from .conversation import ConfigureAudio, Emit, MuteInput, EndSession, chat_messages, normalized
+from .conversation import ConfigureAudio, Emit, MuteInput, EndSession, Record, chat_messages, normalized
 from .reply import Called, Ended, Failed, Said
 from .voices import OPENAI_VOICES, resolve_voice
 
@@ -339,6 +339,8 @@ class LiveFace:
             out += conv.add_item(normalized({"type": "message", "role": role,
                                              "content": [{"type": kind, "text": m["content"][0]["text"]}]},
                                             conv.new_id))
+        if session.get("store"):  # kept for GET …/content (and forks, once they are served)
+            out.append(Record())
         return out + [Emit(lv.SessionStarted(self.resolved(), eid))]
 
     # ------------------------------------------------------------- time

@@ -23,7 +23,8 @@ import weakref
 from ..core import delegation as dl
 from ..core import engine as en
 from ..core import events as ev
-from ..core.conversation import ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit, EndSession
+from ..core.conversation import (ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit, EndSession,
+                                 Record)
 from ..core.events import EventIds
 from ..core.live_face import LiveFace
 from ..core.realtime_face import RealtimeFace
@@ -113,6 +114,9 @@ class RealtimeSession:
         self.input_open = asyncio.Event()  # the engine takes input frames (it gates them while a turn is committed)
         self.input_open.set()
         self._timer: asyncio.TimerHandle | None = None
+        self.recording = None  # call.recording.Recording, while the call records
+        self.said: list[dict] = []  # what was said, for the recording's sidecar
+        self.timings: list[dict] = []  # each response's status and timing, for the sidecar
         self.tasks: set[asyncio.Future] = set()  # everything this call started: cancelled when it ends
         LIVE_SESSIONS.add(self)
 
@@ -121,6 +125,8 @@ class RealtimeSession:
         """Send a server event to the call and its sidebands: the one place events become JSON-ready dicts. A face
         may send the call less than its sidebands (GPT-Live's data-channel permissions bind the frontend only)."""
         now, event_id = time.monotonic(), self.event_ids.next()
+        if self.recording is not None:
+            self._note(event)
         wire = self.face.wire(event, event_id, now)
         if wire is not None:  # else not in this API's vocabulary (or not for the frontend)
             self.call.send_event(wire)
@@ -169,6 +175,8 @@ class RealtimeSession:
                 self._feed(a.frame)
             elif t is en.WriteAudio:
                 self.call.write_audio(a.pcm, a.ids)
+                if self.recording is not None:
+                    self.recording.agent(a.pcm)
                 if self.sinks and self.face.replays:
                     self._reflect(a.pcm, "session.output_audio.delta", "delta")
             elif t is en.AsrStart:
@@ -204,6 +212,8 @@ class RealtimeSession:
                 self.call.pause_audio(a.on)
             elif t is ClearOutput:
                 dropped = self.call.clear_audio()
+                if self.recording is not None:
+                    self.recording.cleared(dropped)
                 self.execute(self.engine.output_cleared(a.why, dropped, time.monotonic()))
             elif t is en.WatchSent:
                 self.call.audio_sent().add_done_callback(
@@ -228,6 +238,8 @@ class RealtimeSession:
                     self.asr.configure(a.language, a.prompt)
             elif t is ConfigureDenoise:
                 self._configure_denoise(a.kind)
+            elif t is Record:
+                self._record()
             elif t is EndSession:
                 self.call.end_call(a.reason)
             else:
@@ -259,6 +271,37 @@ class RealtimeSession:
     async def _drained(self, rid: str):
         await self.call.queue_below(0)  # resolved by the transport when its queue empties (or is cleared)
         self.execute(self.engine.drained(rid, time.monotonic()))
+
+    # ------------------------------------------------------------- the recording
+    def _record(self) -> None:
+        rec = self.call.recordings
+        if self.recording is None and rec is not None:
+            self.recording = rec.open(self.call.call_id, self.call.sample_rate, self.call.sample_rate)
+
+    def _note(self, event) -> None:
+        """What the sidecar keeps of an event: the conversation's messages, each response's timing."""
+        t = type(event)
+        if t is ev.ItemDone and event.item.get("type") == "message":
+            text = " ".join(c.get("text") or c.get("transcript") or "" for c in event.item.get("content") or [])
+            if text.strip():
+                self.said.append({"id": event.item.get("id"), "role": event.item.get("role"), "text": text.strip()})
+        elif t is ev.TranscriptionCompleted:
+            self.said.append({"id": event.item_id, "role": "user", "text": event.transcript})
+        elif t is ev.ResponseDone:
+            r = event.response
+            self.timings.append({"id": r["id"], "status": r["status"],
+                                 "timing_ms": (r.get("voxgate") or {}).get("timing")})
+
+    def _finish_recording(self) -> None:
+        from ...call.recording import owner_hash
+
+        rec, self.recording = self.recording, None
+        meta = {"id": self.call.call_id, "api": self.call.api, "transport": self.call.transport,
+                "owner_sha256": owner_hash(self.call.owner), "conversation": self.said, "responses": self.timings}
+        try:
+            self.call.recordings.finish(rec, meta)
+        except OSError:
+            log.warning("recording of %s could not be finished", self.call.call_id, exc_info=True)
 
     async def _backend(self, a: dl.StartBackend):
         """A delegated request on the backend (``--delegate``; the responder by default): each thing it makes told to
@@ -342,6 +385,8 @@ class RealtimeSession:
     async def run(self):
         self.asr = await self.stack.acquire_asr()
         hearing = en.Hearing(partials=getattr(self.asr, "partials", True), peeks=isinstance(self.asr, Peeking))
+        if self.call.recordings is not None and self.call.recordings.all:  # --record: every call
+            self._record()
         self.execute(self.engine.start(self.call.session_config, hearing, time.monotonic()))
         pump = self.spawn(self._pump_events())
         try:
@@ -358,6 +403,8 @@ class RealtimeSession:
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.recording is not None:
+                self._finish_recording()
             self.asr_pool.shutdown(wait=True, cancel_futures=True)
             self.stack.release_asr(self.asr)
 
@@ -368,6 +415,8 @@ class RealtimeSession:
         async for frame in self.call.audio():
             if self.sinks and self.face.replays:  # what the caller said, before mute and noise reduction
                 self._reflect(frame, "session.input_audio.append", "audio")
+            if self.recording is not None:  # what the caller said, as the agent heard it
+                self.recording.caller(frame)
             if self.denoise is not None:
                 frame = self.denoise(frame)
             self.execute(self.engine.frame(frame, self.vad(frame), time.monotonic()))
