@@ -485,3 +485,25 @@ def test_a_stored_session_is_recorded_and_downloaded_with_the_sdk(tx, question, 
         w.writeframes(left.tobytes())
     heard = transcribe(path).lower()
     assert "weather" in heard and "paris" in heard, heard
+
+
+@pytest.mark.parametrize("transport", ["websocket", "webrtc"])
+def test_voxgate_call_speaks_gpt_live(tx, tmp_path, transport):
+    """`voxgate call --api live`: a spoken question over a Live WebSocket or WebRTC session, and the voice back."""
+    import json
+    import subprocess
+    import sys
+    import wave
+
+    wav = speech_wav(tmp_path / "q.wav", "Hello there, can you hear me?")
+    out = tmp_path / "out.wav"
+    run = subprocess.run([sys.executable, "-m", "voxgate", "call", "--api", "live", "--transport", transport,
+                          "--url", tx.url, "--api-key", KEY, "--input", wav, "--output", str(out),
+                          "--duration", "9"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    types = [e.get("type") for e in result["events"]]
+    assert types[0] == "session.started", types[:5]
+    assert "session.output_transcript.delta" in types, types
+    with wave.open(str(out)) as w:
+        assert w.getnframes() / w.getframerate() > 0.5  # the voice's answer came back as audio

@@ -320,6 +320,8 @@ def cmd_call(args) -> int:
 RESPONDER_HELP = ("the voice agent's responder: auto (SmolLM2 if installed), scripted, smollm2, openai:URL#MODEL (a "
                   "server's /chat/completions) or openai-responses:URL#MODEL (its /responses); the key from "
                   "$VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY (never a flag: flags show in the process list)")
+
+
 def add_record_args(p) -> None:
     p.add_argument("--record", metavar="DIR", help="record every call in DIR: one WAV per call (the caller left, the "
                    "agent right, written as the call goes) and a JSON sidecar (what was said, each response's "
@@ -502,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra HTTP header on the offer")
     c.add_argument("--ping", type=int, default=0, metavar="N",
                    help="send N pings on the data channel (echo agent) and report their round trip (rtt_ms)")
+    c.add_argument("--api", choices=("realtime", "live"), default="realtime",
+                   help="the API to speak: OpenAI's Realtime (default) or GPT-Live (/v1/live/sessions; --session is "
+                        "then the Live session object, default {\"model\": \"gpt-live-1\"})")
     c.add_argument("--transport", choices=("webrtc", "websocket"), default="webrtc",
                    help="webrtc (a call, Opus over the relay) or websocket (GET /v1/realtime, PCM in JSON events)")
     c.add_argument("--primary-only", action="store_true",

@@ -116,7 +116,8 @@ def _padded(path: str, seconds: float) -> str:
 
 async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str | None = None,
                      events: list | None = None, duration: float | None = None, session: dict | None = None,
-                     headers: dict | None = None, pings: int = 0, primary_only: bool = False) -> dict:
+                     headers: dict | None = None, pings: int = 0, primary_only: bool = False,
+                     api: str = "realtime") -> dict:
     _restrict_host_candidates(urllib.parse.urlparse(url).hostname or "")
     pc = RTCPeerConnection()
     marks: dict = {}
@@ -170,7 +171,11 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
     async with aiohttp.ClientSession() as http:
         t0 = time.monotonic()  # setup is timed from the POST, as a browser would see it
         gather_ms = round((t0 - offer_ready) * 1000, 1)
-        if session is not None:
+        if api == "live":  # GPT-Live: JSON {session, transport}, answered {session: {id}, transport: {sdp}}
+            resp = await http.post(f"{base}/v1/live/sessions", headers=headers, json={
+                "session": session or {"model": "gpt-live-1"},
+                "transport": {"type": "webrtc", "sdp": pc.localDescription.sdp}})
+        elif session is not None:
             form = aiohttp.FormData()
             form.add_field("sdp", pc.localDescription.sdp, content_type="application/sdp")
             form.add_field("session", json.dumps(session), content_type="application/json")
@@ -180,10 +185,14 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
                                    headers={**headers, "Content-Type": "application/sdp"})
         if resp.status != 201:
             raise RuntimeError(f"call refused: {resp.status} {await resp.text()}")
-        answer = await resp.text()
+        if api == "live":
+            body = await resp.json()
+            answer, call_id = body["transport"]["sdp"], body["session"]["id"]
+        else:
+            answer = await resp.text()
+            call_id = resp.headers["Location"].rsplit("/", 1)[-1]
         if primary_only:
             answer = _primary_candidates(answer)
-        call_id = resp.headers["Location"].rsplit("/", 1)[-1]
         holder = resp.headers.get("X-Voxgate-Transceiver")
         region = resp.headers.get("X-Voxgate-Region")
         mark("answer_ms")
@@ -206,7 +215,8 @@ async def place_call(url: str, input_wav: str, output_wav: str, *, api_key: str 
         stats = await pc.getStats()
         async with http.get(f"{base}/v1/realtime/calls/{call_id}", headers=headers) as info:
             server = await info.json() if info.status == 200 else {"status": info.status}
-        hang = await http.post(f"{base}/v1/realtime/calls/{call_id}/hangup", headers=headers)
+        calls = "live/sessions" if api == "live" else "realtime/calls"
+        hang = await http.post(f"{base}/v1/{calls}/{call_id}/hangup", headers=headers)
         hangup_status = hang.status
     sent = recv = lost = 0
     for s in stats.values():
@@ -249,10 +259,10 @@ def main(args) -> int:
         from .ws import ws_session
 
         result = asyncio.run(ws_session(args.url, args.input, args.output, api_key=args.api_key, events=events,
-                                        duration=args.duration, session=session, pings=args.ping))
+                                        duration=args.duration, session=session, pings=args.ping, api=args.api))
     else:
         result = asyncio.run(place_call(args.url, args.input, args.output, api_key=args.api_key, events=events,
                                         duration=args.duration, session=session, headers=headers, pings=args.ping,
-                                        primary_only=args.primary_only))
+                                        primary_only=args.primary_only, api=args.api))
     print(json.dumps(result), flush=True)
     return 0

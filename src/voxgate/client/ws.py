@@ -67,11 +67,15 @@ class Player:
 
 async def ws_session(url: str, input_wav: str, output_wav: str, *, api_key: str | None = None,
                      events: list | None = None, duration: float | None = None, session: dict | None = None,
-                     pings: int = 0, model: str = "voxgate") -> dict:
+                     pings: int = 0, model: str = "voxgate", api: str = "realtime") -> dict:
+    """One WebSocket session from a WAV: Realtime's (``/v1/realtime``, ``session.update`` with ``session``) or
+    GPT-Live's (``api="live"``: ``/v1/live/sessions``, ``session.start`` with ``session``)."""
+    live = api == "live"
     pcm = read_wav_24k(input_wav)
     seconds = duration if duration is not None else len(pcm) / 2 / RATE + 1.0
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    ws_url = url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://") + f"/v1/realtime?model={model}"
+    ws_url = url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://") + (
+        "/v1/live/sessions" if live else f"/v1/realtime?model={model}")
     received: list = []
     marks: dict = {}
     player = Player()
@@ -99,7 +103,7 @@ async def ws_session(url: str, input_wav: str, output_wav: str, *, api_key: str 
                     event = json.loads(msg.data)
                     etype = event.get("type")
                     now = time.monotonic()
-                    if etype == "response.output_audio.delta":
+                    if etype in ("response.output_audio.delta", "session.output_audio.delta"):
                         data = base64.b64decode(event["delta"])
                         mark("first_audio_ms")
                         if player.add(event.get("item_id", ""), len(data), now):
@@ -117,15 +121,17 @@ async def ws_session(url: str, input_wav: str, output_wav: str, *, api_key: str 
                             await ws.send_json({"type": "conversation.item.truncate", "item_id": cut[0],
                                                 "content_index": 0, "audio_end_ms": cut[1]})
                     received.append(event)
-                    if not first.done() and etype in ("session.created", "error"):
+                    if not first.done() and etype in ("session.created", "session.started", "error"):
                         first.set_result(event)
 
             reader = asyncio.ensure_future(read())
+            if live:  # silent until session.start
+                await ws.send_json({"type": "session.start", "session": session or {"model": "gpt-live-1"}})
             created = await asyncio.wait_for(first, 10)
             mark("session_created_ms")
             if created.get("type") == "error":
                 raise RuntimeError(f"session refused: {created}")
-            if session is not None:
+            if session is not None and not live:
                 await ws.send_json({"type": "session.update", "session": session})
             for e in events or []:
                 await ws.send_json(e)
@@ -136,7 +142,8 @@ async def ws_session(url: str, input_wav: str, output_wav: str, *, api_key: str 
             n_pings = 0
             while time.monotonic() - start < seconds:
                 chunk = pcm[i * step:(i + 1) * step] or b"\0" * step
-                await ws.send_json({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
+                await ws.send_json({"type": "session.input_audio.append" if live else "input_audio_buffer.append",
+                                    "audio": base64.b64encode(chunk).decode()})
                 i += 1
                 if n_pings < pings and i % 5 == 0:
                     ping_sent[n_pings] = time.monotonic()
