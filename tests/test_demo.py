@@ -51,6 +51,33 @@ def test_demo_page_conversation_in_chromium(demo, tmp_path):
             browser.close()
 
 
+def test_demo_page_talks_gpt_live_in_chromium(demo, tmp_path):
+    """The page's GPT-Live switch: the same question over POST /v1/live/sessions; the voice hands it to the app
+    (client delegation, the default), says so, and its audio plays in the browser."""
+    url, _ = demo
+    wav, _ = piper_wav(tmp_path / "question.wav", [1.0, "What is the weather like today?", 6.0])
+    with sync_api.sync_playwright() as p:
+        browser = launch(p, f"{wav}%noloop")
+        try:
+            page = browser.new_page()
+            page.goto(url + "?raw")
+            page.check("#live")
+            page.click("#talk")
+            page.wait_for_function("window.demo.events.includes('session.started')", timeout=15000)
+            page.wait_for_function("window.demo.userTranscripts.length > 0", timeout=30000)
+            assert "weather" in page.evaluate("window.demo.userTranscripts[0]").lower()
+            page.wait_for_function("window.demo.events.includes('session.delegation.created')", timeout=15000)
+            page.wait_for_function("window.demo.agentTranscripts.length > 0", timeout=15000)
+            assert page.evaluate("window.demo.agentTranscripts[0]").strip()
+            page.wait_for_function("(window.demo.audioPackets || 0) > 20 && (window.demo.audioEnergy || 0) > 0",
+                                   timeout=15000)
+            assert not [e for e in page.evaluate("window.demo.events") if e.startswith(("response.", "conversation."))]
+            page.click("#talk")
+            page.wait_for_function("window.demo.state === 'ended'", timeout=5000)
+        finally:
+            browser.close()
+
+
 def test_demo_with_echo_agent_needs_no_models():
     import urllib.request
 

@@ -202,8 +202,11 @@ def test_a_phone_call_accepted_as_a_gpt_live_session(phone, tmp_path):
         session_id = None
         while session_id != call_id:  # (earlier tests' calls were announced to a Live app too, and left)
             session_id, _ = app.live_calls.get(timeout=20)
-        app.client.live.sessions.accept(session_id, session={"type": "live", "model": "gpt-live-1",
-                                                             "instructions": "Answer in one short sentence."})
+        # the question goes to the backend (the agent's own model: --delegate's default), whose answer the voice
+        # speaks after its acknowledgement
+        app.client.live.sessions.accept(session_id, session={
+            "type": "live", "model": "gpt-live-1", "instructions": "Answer in one short sentence.",
+            "delegation": {"type": "responses", "responses": {"model": "backend", "max_output_tokens": 40}}})
         done["id"] = session_id
         time.sleep(3)
         done["live"] = describe(phone, session_id)

@@ -118,13 +118,20 @@ class CallsApi:
                             headers={"Location": f"/v1/realtime/calls/{session.call_id}",
                                      placing.HOLDER: t.id, placing.REGION: region or t.cfg.region})
 
-    async def hangup(self, request):
-        t = self.t
-        caller = await _caller(t, request)
+    async def _here(self, request):
+        """The caller of a request about one call, or the answer already: refused, or the holder's (a fleet)."""
+        caller = await _caller(self.t, request)
         if isinstance(caller, web.Response):
             return caller
-        if (elsewhere := await placing.to_owner(t, request)) is not None:
+        if (elsewhere := await placing.to_owner(self.t, request)) is not None:
             return elsewhere
+        return caller
+
+    async def hangup(self, request):
+        t = self.t
+        caller = await self._here(request)
+        if isinstance(caller, web.StreamResponse):
+            return caller
         call_id = request.match_info["call_id"]
         phone = t.phone is not None and t.phone.ringing(call_id)
         call = t.call(call_id)
@@ -142,11 +149,9 @@ class CallsApi:
         from ..call.recording import owner_hash
 
         t = self.t
-        caller = await _caller(t, request)
-        if isinstance(caller, web.Response):
+        caller = await self._here(request)
+        if isinstance(caller, web.StreamResponse):
             return caller
-        if (elsewhere := await placing.to_owner(t, request)) is not None:
-            return elsewhere
         call_id = request.match_info["call_id"]
         rec = t.calls.recordings
         path = rec.path_of(call_id) if rec is not None else None
