@@ -507,3 +507,84 @@ def test_voxgate_call_speaks_gpt_live(tx, tmp_path, transport):
     assert "session.output_transcript.delta" in types, types
     with wave.open(str(out)) as w:
         assert w.getnframes() / w.getframerate() > 0.5  # the voice's answer came back as audio
+
+
+def test_a_stored_session_forked_over_websocket_and_webrtc(tx, question, tmp_path):
+    """A stored session's forks with the SDK: ``client.live.forks.connect`` (session.start with no model) and
+    ``client.live.sessions.fork`` (WebRTC): each starts from the stored session's voice and conversation; the WebRTC
+    fork hears a question and answers on its track. Another key cannot fork it."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    wav = speech_wav(tmp_path / "q.wav", "Please tell me the time in Tokyo.")
+
+    async def go():
+        client = _client(tx)
+        async with client.live.connect() as conn:
+            await conn.send({"type": "session.start", "session": {
+                "model": "gpt-live-1", "store": True, "audio": {"output": {"voice": "cedar"}},
+                "input": [{"role": "user", "content": [{"type": "input_text", "text": "My name is Ada."}]}]}})
+            got: list = []
+            await _until(conn, got, lambda g: _of(g, "session.started"), 10)
+            sid = _of(got, "session.started")[0].session.id
+            for i in range(0, len(question), 4800):
+                await conn.send({"type": "session.input_audio.append",
+                                 "audio": base64.b64encode(question[i:i + 4800]).decode()})
+            for _ in range(20):
+                await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+            await _until(conn, got, lambda g: _of(g, "session.output_transcript.delta"), 30)
+            await conn.send({"type": "session.close"})
+            await _until(conn, got, lambda g: _of(g, "session.closed"), 10)
+        await asyncio.sleep(0.5)
+
+        async with client.live.forks.connect(session_id=sid) as fork:  # over a WebSocket
+            await fork.send({"type": "session.start", "event_id": "f1", "session": {"audio": {"format": {
+                "type": "audio/pcm", "rate": 16000}}}})
+            fgot: list = []
+            await _until(fork, fgot, lambda g: _of(g, "session.started") or _of(g, "error"), 10)
+            started = _of(fgot, "session.started")[0].session
+            assert started.id != sid and started.model == "gpt-live-1" and started.audio.output.voice == "cedar"
+            assert started.audio.format.rate == 16000
+            texts = [m.content[0].text for m in started.input]
+            assert texts[0] == "My name is Ada." and any("weather" in t.lower() for t in texts), texts
+            await fork.send({"type": "session.close"})
+            await _until(fork, fgot, lambda g: _of(g, "session.closed"), 10)
+
+        pc = RTCPeerConnection()  # over WebRTC: audio both ways
+        player = MediaPlayer(wav)
+        pc.addTrack(player.audio)
+        channel = pc.createDataChannel("oai-events")
+        events, loud = [], []
+        channel.on("message", lambda m: events.append(__import__("json").loads(m)))
+
+        @pc.on("track")
+        def on_track(track):
+            async def read():
+                while True:
+                    frame = await track.recv()
+                    pcm = bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)]
+                    if max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, len(pcm), 64)) > 1500:
+                        loud.append(1)
+            asyncio.ensure_future(read())
+
+        await pc.setLocalDescription(await pc.createOffer())
+        secret = (await client.realtime.client_secrets.create()).value  # a browser's key: not the session's maker
+        with pytest.raises(openai.NotFoundError):
+            await openai.AsyncOpenAI(base_url=tx.url + "/v1", api_key=secret, max_retries=0).live.sessions.fork(
+                sid, transport={"type": "webrtc", "sdp": pc.localDescription.sdp})
+        forked = await client.live.sessions.fork(sid, transport={"type": "webrtc", "sdp": pc.localDescription.sdp})
+        assert forked.session.id.startswith("live_") and forked.session.id != sid
+        await pc.setRemoteDescription(RTCSessionDescription(forked.transport.sdp, "answer"))
+        for _ in range(300):
+            if any(e["type"] == "session.input_transcript.delta" for e in events) and len(loud) > 10:
+                break
+            await asyncio.sleep(0.1)
+        assert events[0]["type"] == "session.started", events[:2]
+        assert events[0]["session"]["input"][0]["content"][0]["text"] == "My name is Ada."
+        heard = "".join(e["delta"] for e in events if e["type"] == "session.input_transcript.delta").lower()
+        assert "tokyo" in heard, heard
+        assert len(loud) > 10  # the fork's voice came back on the track
+        await pc.close()
+        player.audio.stop()
+
+    run_async(go())

@@ -70,6 +70,7 @@ class CallIO(abc.ABC):
     transport: str = "webrtc"  # webrtc, websocket or sip
     owner: str | None = None  # the key that made the call (None: a phone call, or auth off)
     recordings = None  # call.recording.Recordings: where this call's recording goes, if it records
+    fork_of: dict | None = None  # a GPT-Live fork's stored session ({session, conversation}), on a WebSocket
 
     def __init__(self, call_id: str, sample_rate: int, session_config: dict | None = None, api: str = "realtime"):
         self.call_id = call_id

@@ -160,9 +160,13 @@ class Recordings:
 
     def finish(self, rec: Recording, meta: dict) -> None:
         """The call ended: the file's last second, and its sidecar."""
+        rec.close()
+        self.describe(rec, meta)
+
+    def describe(self, rec: Recording, meta: dict) -> None:
+        """Write the sidecar as it is now (a GPT-Live session's, as it goes: a fork reads it)."""
         import json
 
-        rec.close()
         meta = {**meta, "recording": os.path.basename(rec.path), "seconds": round(rec.seconds, 3),
                 "started_at": int(rec.started)}
         tmp = rec.path[:-4] + ".json.tmp"

@@ -8,6 +8,9 @@ GET  /v1/live/sessions/{id}/attach   upgraded: the sideband of a WebRTC (or SIP)
                                      every event, the call's audio both ways (PCM16 24 kHz with its timeline), and
                                      the app's client events into the session, past the data channel's permissions
 POST /v1/live/sessions/{id}/hangup   end it
+POST /v1/live/sessions/{id}/fork     a stored session (``store: true``) forked onto a new WebRTC connection: its model,
+                                     voice, instructions, delegation and conversation so far; 201 as for a create
+GET  /v1/live/sessions/{id}/fork     upgraded: the same on a WebSocket (``session.start`` with the overrides only)
 GET  /v1/live/sessions/{id}/content  the recording of a ``store: true`` session: ``audio/wav``, the caller left, the
                                      agent right (also ``/v1/realtime/calls/{id}/recording``)
 POST /v1/live/sessions/{id}/accept   a ringing phone call (``live.transport.incoming``) answered as a Live session;
@@ -58,6 +61,11 @@ class LiveApi:
             live_face.check_session(session, transport="webrtc", any_voice=t.any_voice)
         except live_face.Invalid as exc:
             return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        return await self._webrtc(caller, region, sdp, session)
+
+    async def _webrtc(self, caller, region, sdp: str, session: dict):
+        """A checked Live session on a browser's offer: admitted, made, answered (201)."""
+        t = self.t
         refused, ticket = self.calls.admit(caller)
         if refused is not None:
             return refused
@@ -73,6 +81,66 @@ class LiveApi:
             await t.registry.publish()
         return web.json_response({"session": {"id": call.call_id}, "transport": {"type": "webrtc", "sdp": answer}},
                                  status=201, headers={placing.HOLDER: t.id, placing.REGION: region or t.cfg.region})
+
+    async def _stored(self, request):
+        """The caller and a stored session (``store: true``: its sidecar, on the transceiver that held it), or the
+        answer: refused, proxied to its holder, or 404."""
+        from ..call.recording import owner_hash
+
+        t = self.t
+        caller = await caller_of(t, request)
+        if isinstance(caller, web.Response):
+            return caller, None
+        call_id = request.match_info["call_id"]
+        if request.method == "POST":
+            if (elsewhere := await placing.to_owner(t, request)) is not None:
+                return elsewhere, None
+        elif (elsewhere := await placing.ws_to_owner(t, request, call_id, caller.key)) is not None:
+            return elsewhere, None
+        rec = t.calls.recordings
+        meta = rec.meta_of(call_id) if rec is not None else None
+        if meta is None or meta.get("api") != "live" or not meta.get("session") or not (
+                caller.server or (caller.key is not None and meta.get("owner_sha256") == owner_hash(caller.key))):
+            return error(404, "no stored Live session by this id (a session is stored with store: true; a fork is "
+                              "for the key that made it, or a server key)", code="session_not_found",
+                         param="session_id"), None
+        return caller, meta
+
+    async def fork(self, request):
+        """A stored session forked onto a new WebRTC connection: ``{transport: {type: "webrtc", sdp}, session?}``."""
+        t = self.t
+        caller, meta = await self._stored(request)
+        if meta is None:
+            return caller
+        body = await json_body(t, request)
+        transport = body.get("transport")
+        if not isinstance(transport, dict) or transport.get("type") != "webrtc" or not isinstance(
+                transport.get("sdp"), str):
+            return error(400, "transport must be {\"type\": \"webrtc\", \"sdp\": …}", code="invalid_value",
+                         param="transport")
+        try:
+            session = live_face.fork_session(meta["session"], meta.get("conversation") or [], body.get("session"),
+                                             "webrtc")
+            live_face.check_session(session, transport="webrtc", any_voice=t.any_voice)
+        except live_face.Invalid as exc:
+            return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        return await self._webrtc(caller, None, transport["sdp"], session)
+
+    async def fork_ws(self, request):
+        """A stored session forked onto a new WebSocket: its ``session.start`` carries the overrides only."""
+        t = self.t
+        caller, meta = await self._stored(request)
+        if meta is None:
+            return caller
+        refused, ticket = self.calls.admit(caller)
+        if refused is not None:
+            return refused
+        try:
+            return await websocket.serve_session(t, request, None, t.cfg.limits, api="live", owner=caller.key,
+                                                 fork_of={"session": meta["session"],
+                                                          "conversation": meta.get("conversation") or []})
+        finally:
+            ticket.release()
 
     async def websocket(self, request):
         """A Live WebSocket session: the client sends ``session.start`` first."""
@@ -134,5 +202,7 @@ def add_routes(app: web.Application, t, calls: CallsApi) -> None:
     app.router.add_get("/v1/live/sessions/{call_id}/attach", api.attach)
     app.router.add_post("/v1/live/sessions/{call_id}/hangup", calls.hangup)
     app.router.add_get("/v1/live/sessions/{call_id}/content", calls.recording)  # store: true sessions
+    app.router.add_post("/v1/live/sessions/{call_id}/fork", api.fork)
+    app.router.add_get("/v1/live/sessions/{call_id}/fork", api.fork_ws)
     app.router.add_post("/v1/live/sessions/{call_id}/accept", api.accept)
     app.router.add_post("/v1/live/sessions/{call_id}/{verb:reject|refer}", calls.sip_command)  # the same bodies

@@ -63,8 +63,8 @@ class Session(PacedCall):
         self.host = host
         self.offer = offer
         self.ice = IceSession(ufrag=ufrag, pwd=pwd, call_id=self.call_id)
-        self.transport = aiortc_glue.IceTransport(self.send)
-        self.dtls = aiortc_glue.dtls_transport(self.transport, host.certificate)
+        self.ice_transport = aiortc_glue.IceTransport(self.send)
+        self.dtls = aiortc_glue.dtls_transport(self.ice_transport, host.certificate)
         self.inp = OpusIn(self.sample_rate)
         self.sctp: RTCSctpTransport | None = None
         self.channel = None
@@ -122,7 +122,7 @@ class Session(PacedCall):
             await asyncio.wait_for(self.dtls.stop(), 1.0)
         except Exception:
             pass
-        self.transport.close()
+        self.ice_transport.close()
         current = asyncio.current_task()
         for task in list(self.tasks):
             if task is not current:
@@ -131,12 +131,12 @@ class Session(PacedCall):
 
     # ------------------------------------------------------------- socket side
     def deliver(self, data: bytes, via: tuple):
-        self.transport.deliver(data, via)
+        self.ice_transport.deliver(data, via)
 
     def _authenticated(self):
         """The packet aiortc is handling authenticated (SRTP, or a DTLS record): replies follow the path it came
         by, which moves them to a relay that took over the client (restarted, replaced, sibling)."""
-        moved = self.host.authenticated(self.ice, self.transport.current, time.monotonic())
+        moved = self.host.authenticated(self.ice, self.ice_transport.current, time.monotonic())
         if moved is not None:
             self.on_route(moved.route)
 

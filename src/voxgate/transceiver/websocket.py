@@ -313,7 +313,7 @@ class WsCall(CallIO):
 
 
 async def serve_session(t, request, session_config: dict | None, limits, api: str = "realtime",
-                        owner: str | None = None) -> web.WebSocketResponse:
+                        owner: str | None = None, fork_of: dict | None = None) -> web.WebSocketResponse:
     """A WebSocket session: the agent runs on it until either side ends, or nothing passes either way for
     ``limits.ws_idle_timeout`` seconds (then an ``error`` event says so and the socket closes with 1000)."""
     ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_MESSAGE, heartbeat=30)
@@ -322,6 +322,7 @@ async def serve_session(t, request, session_config: dict | None, limits, api: st
     limited = lambda name: t.metrics.limited.labels(name).inc()  # noqa: E731
     call = WsCall(ws, agent.sample_rate, session_config, t.audio_budget, limited, api)
     call.owner = owner  # the key that made it: its recording is for that key (and server keys)
+    call.fork_of = fork_of  # a GPT-Live fork's stored session
     t.add_ws_call(call)
     task = asyncio.ensure_future(agent.run(call))
     task.add_done_callback(lambda _: (call.end(), asyncio.ensure_future(ws.close())))

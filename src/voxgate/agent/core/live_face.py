@@ -216,6 +216,51 @@ def check_triggers(triggers) -> None:
 TRIGGER_EVENTS = ("session.input_transcript.delta", "session.output_transcript.delta")
 
 
+def fork_session(stored: dict, conversation: list, overrides, transport: str) -> dict:
+    """A fork's session: the stored session's (its model, voice, instructions, delegation), its conversation so far
+    as ``input``, and the overrides a fork may make (``audio.format`` on a WebSocket, ``client`` on WebRTC, the
+    Responses backend's settings, ``store``)."""
+    o = as_object({} if overrides is None else overrides, "session")
+    only_known(o, "session", ("audio", "client", "delegation", "store"))
+    base = {k: v for k, v in stored.items() if k not in ("id", "object", "expires_at", "status", "type")}
+    audio = {k: v for k, v in (base.get("audio") or {}).items() if transport == "websocket" or k != "format"}
+    if "audio" in o:
+        a = as_object(o["audio"], "session.audio")
+        only_known(a, "session.audio", ("format",))
+        if transport != "websocket":
+            raise Invalid("session.audio.format", "a WebRTC fork negotiates its audio format")
+        check_format(a["format"])
+        audio["format"] = a["format"]
+    base["audio"] = audio
+    if transport != "webrtc":
+        base.pop("client", None)
+    if "client" in o:
+        if transport != "webrtc":
+            raise Invalid("session.client", "client overrides are for WebRTC forks")
+        base["client"] = {**(base.get("client") or {}), **as_object(o["client"], "session.client")}
+    if "delegation" in o:
+        current = (base.get("delegation") or {"type": "client"})["type"]
+        if current != "responses":
+            raise Invalid("session.delegation", "a fork may change only a Responses delegation's settings")
+        check_delegation(o["delegation"], current)
+        merged = dict(base["delegation"])
+        for key, value in o["delegation"].items():
+            merged[key] = {**(merged.get(key) or {}), **value} if isinstance(value, dict) else value
+        base["delegation"] = merged
+    if "store" in o:
+        if not isinstance(o["store"], bool):
+            raise Invalid("session.store", "'session.store' must be a boolean", "invalid_type")
+        base["store"] = o["store"]
+    history = list(base.get("input") or [])
+    for m in conversation:
+        role = {"user": "user", "assistant": "assistant"}.get(m.get("role"), "developer")
+        kind = "output_text" if role == "assistant" else "input_text"
+        if m.get("text"):
+            history.append({"role": role, "content": [{"type": kind, "text": m["text"]}]})
+    base["input"] = history[-MAX_INPUT:]
+    return base
+
+
 def _ack_delay(d: dict) -> None:
     v = d.get("acknowledgement_delay_ms")
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 10000):
@@ -269,8 +314,9 @@ class LiveFace:
     replays = True  # a sideband first gets a short replay of what was sent, then the live stream
 
     def __init__(self, transport: str = "websocket", any_voice: bool = False, session_id: str | None = None,
-                 unix_now: float = 0.0):
+                 unix_now: float = 0.0, fork_of: dict | None = None):
         self.transport, self.any_voice = transport, any_voice
+        self.fork_of = fork_of  # a WebSocket fork's stored session: its session.start carries overrides only
         self.unix_start = int(unix_now)  # the session's start in Unix seconds (``expires_at`` counts from it)
         self.session_id = session_id or "live_" + secrets.token_hex(12)
         self.started = False
@@ -543,7 +589,14 @@ class LiveFace:
             if self.started:
                 return [Emit(lv.live_error("session_already_started", "session.start comes once, first", "type",
                                            eid))]
-            return self._start(conv, event.get("session"), eid, now)
+            session = event.get("session")
+            if self.fork_of is not None:
+                try:
+                    session = fork_session(self.fork_of["session"], self.fork_of["conversation"], session,
+                                           self.transport)
+                except Invalid as exc:
+                    return [Emit(lv.live_error(exc.code, str(exc), exc.param, eid))]
+            return self._start(conv, session, eid, now)
         if not self.started:
             return [Emit(lv.live_error("session_not_started", "send session.start first", "type", eid))]
         allowed = None if trusted else self._allowed("allowed_client_events")

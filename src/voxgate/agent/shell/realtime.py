@@ -22,6 +22,7 @@ import weakref
 
 from ..core import delegation as dl
 from ..core import engine as en
+from ..core import live_events as lv
 from ..core import events as ev
 from ..core.conversation import (ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit, EndSession,
                                  Record)
@@ -93,8 +94,8 @@ class RealtimeSession:
         self.metrics = stack.metrics
         self.vad = stack.new_vad()
         # the API the call speaks: the engine reads client events by its face, and we send by the same one
-        self.face = LiveFace(call.transport, stack.languages.any_voice, call.call_id, time.time()) \
-            if call.api == "live" else RealtimeFace()
+        self.face = LiveFace(call.transport, stack.languages.any_voice, call.call_id, time.time(),
+                             fork_of=getattr(call, "fork_of", None)) if call.api == "live" else RealtimeFace()
         self.engine = en.Engine(instructions=stack.instructions, model=stack.model_name, asr=stack.asr_name,
                                 voice=stack.voice_name, vad=self.vad.name, responder=stack.responder.name,
                                 paced=call.paced, out_rate=call.sample_rate, languages=stack.languages, face=self.face)
@@ -117,6 +118,7 @@ class RealtimeSession:
         self.recording = None  # call.recording.Recording, while the call records
         self.said: list[dict] = []  # what was said, for the recording's sidecar
         self.timings: list[dict] = []  # each response's status and timing, for the sidecar
+        self.stored: dict | None = None  # a GPT-Live session's resolved config, for the sidecar (forks start from it)
         self.tasks: set[asyncio.Future] = set()  # everything this call started: cancelled when it ends
         LIVE_SESSIONS.add(self)
 
@@ -279,7 +281,8 @@ class RealtimeSession:
             self.recording = rec.open(self.call.call_id, self.call.sample_rate, self.call.sample_rate)
 
     def _note(self, event) -> None:
-        """What the sidecar keeps of an event: the conversation's messages, each response's timing."""
+        """What the sidecar keeps of an event: the session (GPT-Live's, resolved: what a fork starts from), the
+        conversation's messages, each response's timing. A Live session's sidecar is rewritten as it goes."""
         t = type(event)
         if t is ev.ItemDone and event.item.get("type") == "message":
             text = " ".join(c.get("text") or c.get("transcript") or "" for c in event.item.get("content") or [])
@@ -291,15 +294,25 @@ class RealtimeSession:
             r = event.response
             self.timings.append({"id": r["id"], "status": r["status"],
                                  "timing_ms": (r.get("voxgate") or {}).get("timing")})
+            return
+        elif t is lv.SessionStarted:
+            self.stored = event.session
+        else:
+            return
+        if self.stored is not None:
+            self.call.recordings.describe(self.recording, self._meta())
 
-    def _finish_recording(self) -> None:
+    def _meta(self) -> dict:
         from ...call.recording import owner_hash
 
+        return {"id": self.call.call_id, "api": self.call.api, "transport": self.call.transport,
+                "owner_sha256": owner_hash(self.call.owner), "session": self.stored, "conversation": self.said,
+                "responses": self.timings}
+
+    def _finish_recording(self) -> None:
         rec, self.recording = self.recording, None
-        meta = {"id": self.call.call_id, "api": self.call.api, "transport": self.call.transport,
-                "owner_sha256": owner_hash(self.call.owner), "conversation": self.said, "responses": self.timings}
         try:
-            self.call.recordings.finish(rec, meta)
+            self.call.recordings.finish(rec, self._meta())
         except OSError:
             log.warning("recording of %s could not be finished", self.call.call_id, exc_info=True)
 
