@@ -322,6 +322,12 @@ RESPONDER_HELP = ("the voice agent's responder: auto (SmolLM2 if installed), scr
                   "$VOXGATE_RESPONDER_API_KEY, else $OPENAI_API_KEY (never a flag: flags show in the process list)")
 
 
+def add_otlp_arg(p) -> None:
+    p.add_argument("--otlp-endpoint", metavar="URL", help="send OpenTelemetry traces (a span per call, per turn, per "
+                   "response) by OTLP/HTTP to URL (e.g. http://127.0.0.1:4318); or set OTEL_EXPORTER_OTLP_ENDPOINT "
+                   "and the other OTEL_* variables. Off by default. Needs pip install 'voxgate[otel]'")
+
+
 def add_record_args(p) -> None:
     p.add_argument("--record", metavar="DIR", help="record every call in DIR: one WAV per call (the caller left, the "
                    "agent right, written as the call goes) and a JSON sidecar (what was said, each response's "
@@ -409,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     d.add_argument("--delegate", metavar="SPEC", help=DELEGATE_HELP)
     add_record_args(d)
+    add_otlp_arg(d)
     # the demo is where people judge whether it understands them: Moonshine when installed (3 x fewer word errors
     # on voices it never heard, at ~0.5 s more per turn; bench/asr.py)
     d.add_argument("--asr", default="auto", type=ASR_CHOICE,
@@ -460,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--llm", metavar="PATH.gguf", help=LLM_HELP)
     x.add_argument("--delegate", metavar="SPEC", help=DELEGATE_HELP)
     add_record_args(x)
+    add_otlp_arg(x)
     # auto: Moonshine when installed. The SDKs ask for semantic_vad, whose verdict reads the words: PocketSphinx's
     # on unseen voices would make it wait for sentences nobody is finishing
     x.add_argument("--asr", default="auto", type=ASR_CHOICE,
@@ -554,6 +562,15 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isfile(args.llm):
             sys.exit(f"voxgate: --llm {args.llm}: no such file")
         args.responder = "gguf:" + os.path.abspath(args.llm)
+    if hasattr(args, "otlp_endpoint"):  # the commands that make calls: traces if configured, the standard way too
+        from . import tracing
+
+        if tracing.configure(args.otlp_endpoint, service=f"voxgate-{args.command}"):
+            import atexit
+
+            atexit.register(tracing.shutdown)
+            logging.getLogger("voxgate").warning("tracing: OTLP to %s", args.otlp_endpoint or
+                                                 os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     return args.func(args)
 
 

@@ -71,6 +71,8 @@ class CallIO(abc.ABC):
     owner: str | None = None  # the key that made the call (None: a phone call, or auth off)
     recordings = None  # call.recording.Recordings: where this call's recording goes, if it records
     fork_of: dict | None = None  # a GPT-Live fork's stored session ({session, conversation}), on a WebSocket
+    traceparent: dict | None = None  # the signaling request's W3C trace context (traceparent, tracestate), if any
+    trace_attributes: dict | None = None  # what the transport knows of the call, for its span (region, codec, …)
 
     def __init__(self, call_id: str, sample_rate: int, session_config: dict | None = None, api: str = "realtime"):
         self.call_id = call_id

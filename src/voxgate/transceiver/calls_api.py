@@ -112,6 +112,7 @@ class CallsApi:
         except BaseException:
             ticket.release()
             raise
+        t.traced(session, request, region)
         if t.registry is not None:
             await t.registry.publish()  # the next placement, wherever it runs, sees this call
         return web.Response(status=201, text=answer, content_type="application/sdp",

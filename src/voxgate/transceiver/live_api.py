@@ -61,9 +61,9 @@ class LiveApi:
             live_face.check_session(session, transport="webrtc", any_voice=t.any_voice)
         except live_face.Invalid as exc:
             return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
-        return await self._webrtc(caller, region, sdp, session)
+        return await self._webrtc(request, caller, region, sdp, session)
 
-    async def _webrtc(self, caller, region, sdp: str, session: dict):
+    async def _webrtc(self, request, caller, region, sdp: str, session: dict):
         """A checked Live session on a browser's offer: admitted, made, answered (201)."""
         t = self.t
         refused, ticket = self.calls.admit(caller)
@@ -77,6 +77,7 @@ class LiveApi:
         except BaseException:
             ticket.release()
             raise
+        t.traced(call, request, region)
         if t.registry is not None:
             await t.registry.publish()
         return web.json_response({"session": {"id": call.call_id}, "transport": {"type": "webrtc", "sdp": answer}},
@@ -124,7 +125,7 @@ class LiveApi:
             live_face.check_session(session, transport="webrtc", any_voice=t.any_voice)
         except live_face.Invalid as exc:
             return error(400, str(exc), "invalid_request_error", exc.code, exc.param)
-        return await self._webrtc(caller, None, transport["sdp"], session)
+        return await self._webrtc(request, caller, None, transport["sdp"], session)
 
     async def fork_ws(self, request):
         """A stored session forked onto a new WebSocket: its ``session.start`` carries the overrides only."""

@@ -231,6 +231,14 @@ class Transceiver:
             return self.candidates + tcp
         return self.regions.candidates(client_region or self.cfg.region, self.cfg.region) + tcp
 
+    def traced(self, call, request, region: str | None = None) -> None:
+        """What a call's trace starts from: the signaling request's W3C trace context (an app's trace continues into
+        the call) and where the call is (``tracing.CallTrace``; nothing is made when tracing is off)."""
+        ctx = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
+        call.traceparent = ctx or None
+        call.trace_attributes = {"voxgate.transceiver.id": self.id, "voxgate.region": region or self.cfg.region,
+                                 "voxgate.relays": ",".join(f"{h}:{p}" for h, p in self.cfg.relays) or "direct"}
+
     def create_call(self, offer_sdp: str, session_config: dict | None = None,
                     client_region: str | None = None, owner: str | None = None,
                     ticket=None, api: str = "realtime") -> tuple[Session, str]:

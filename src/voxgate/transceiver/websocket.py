@@ -323,6 +323,7 @@ async def serve_session(t, request, session_config: dict | None, limits, api: st
     call = WsCall(ws, agent.sample_rate, session_config, t.audio_budget, limited, api)
     call.owner = owner  # the key that made it: its recording is for that key (and server keys)
     call.fork_of = fork_of  # a GPT-Live fork's stored session
+    t.traced(call, request)
     t.add_ws_call(call)
     task = asyncio.ensure_future(agent.run(call))
     task.add_done_callback(lambda _: (call.end(), asyncio.ensure_future(ws.close())))

@@ -42,7 +42,8 @@ BACKEND_INSTRUCTIONS = ("You are the backend of a voice assistant: your answer i
                         "markup or symbols. Use a tool when one fits the request.")
 FAILED_SAY = "Sorry, I could not get that done. Could you try again?"
 
-_KEEP = re.compile(r"^(?:(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there)?|thanks?(?: you)?(?: so much)?"
+_KEEP = re.compile(r"^(?:(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there)?"
+                   r"|thanks?(?: you)?(?: so much)?"
                    r"|thank you(?: very much)?|bye|goodbye|bye bye|see you|talk (?:to you )?later|cheers|ok(?:ay)?"
                    r"|great|perfect|cool|nice|got it|sounds good|can you hear me|are you there|hello are you there"
                    r"|wait|hold on|one (?:second|moment)|never mind|nevermind|no thanks|that's all|that is all"

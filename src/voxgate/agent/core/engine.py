@@ -35,7 +35,7 @@ the engine, and both are taken once the turn is committed, in the order they cam
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import eou, events as ev
 from .conversation import (CancelResponse, ClearInput, ClearOutput, CommitResponse, ConfigureDenoise, Conversation,
@@ -169,10 +169,13 @@ class Count:
 
 @dataclass(frozen=True)
 class Observe:
-    """A response ended: its status and timing, for the histograms."""
+    """A response ended: its status and timing, for the histograms; its marks (monotonic seconds) and what it was,
+    for a trace."""
 
     status: str
     timing: dict
+    marks: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -765,7 +768,11 @@ class Engine:
         if r.done_sent:
             return []
         r.done_sent = True
-        out = [Emit(ev.ResponseDone(r.describe(self.conversation_id))), Observe(r.status, r.timing_ms())]
+        info = {"id": r.rid, "status": r.status, "reason": r.reason, "tokens": r.tokens, "barged": r.barged,
+                "model": self.conv.names["responder"],
+                "tool_calls": sum(1 for i in r.output_items() if i.get("type") == "function_call")}
+        out = [Emit(ev.ResponseDone(r.describe(self.conversation_id))),
+               Observe(r.status, r.timing_ms(), dict(r.marks), info)]
         if r.status == "completed" and r.written_ms > 0 and self.paced:  # say when its audio has played
             return out + [WatchDrained(r.rid)]
         self.replies.pop(r.rid, None)

@@ -30,6 +30,7 @@ from ..core.events import EventIds
 from ..core.live_face import LiveFace
 from ..core.realtime_face import RealtimeFace
 from ...audio import Resampler
+from ...tracing import CallTrace
 from ..models import MissingModel
 from ..models.interfaces import Configurable, Peeking
 from ..models.noise import NoiseReduction
@@ -118,6 +119,7 @@ class RealtimeSession:
         self.recording = None  # call.recording.Recording, while the call records
         self.said: list[dict] = []  # what was said, for the recording's sidecar
         self.timings: list[dict] = []  # each response's status and timing, for the sidecar
+        self.trace = None  # tracing.CallTrace, when tracing is on
         self.stored: dict | None = None  # a GPT-Live session's resolved config, for the sidecar (forks start from it)
         self.tasks: set[asyncio.Future] = set()  # everything this call started: cancelled when it ends
         LIVE_SESSIONS.add(self)
@@ -231,6 +233,8 @@ class RealtimeSession:
                 self._count(a)
             elif t is en.Observe:
                 self.metrics.observe(a.status, a.timing)
+                if self.trace is not None:
+                    self.trace.response(a.marks, a.info)
             elif t is ConfigureAudio:
                 configure = getattr(self.call, "configure_audio", None)
                 if configure is not None:  # a WebSocket call encodes its audio as the session says
@@ -398,6 +402,9 @@ class RealtimeSession:
     async def run(self):
         self.asr = await self.stack.acquire_asr()
         hearing = en.Hearing(partials=getattr(self.asr, "partials", True), peeks=isinstance(self.asr, Peeking))
+        self.trace = CallTrace.start(self.call.call_id, {
+            "voxgate.transport": self.call.transport, "voxgate.api": self.call.api,
+            "gen_ai.system": "voxgate", **(self.call.trace_attributes or {})}, self.call.traceparent)
         if self.call.recordings is not None and self.call.recordings.all:  # --record: every call
             self._record()
         self.execute(self.engine.start(self.call.session_config, hearing, time.monotonic()))
@@ -418,6 +425,8 @@ class RealtimeSession:
             await asyncio.gather(*self.tasks, return_exceptions=True)
             if self.recording is not None:
                 self._finish_recording()
+            if self.trace is not None:
+                self.trace.end("ended")
             self.asr_pool.shutdown(wait=True, cancel_futures=True)
             self.stack.release_asr(self.asr)
 
