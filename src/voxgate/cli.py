@@ -245,7 +245,8 @@ def cmd_transceiver(args) -> int:
         drain_timeout=args.drain_timeout, setup_timeout=args.setup_timeout, opus_complexity=args.opus_complexity,
         responder=args.responder, asr=args.asr, tts=args.tts, redis_url=args.redis_url, region=args.region, id=args.id,
         asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, delegate=args.delegate,
-        record_dir=args.record, record_retention=args.record_retention,
+        record_dir=args.record, record_retention=args.record_retention, record_upload=args.record_upload,
+        s3_endpoint_url=args.s3_endpoint_url,
         signaling_url=args.signaling_url, max_sessions=args.capacity, region_map=args.region_map,
         phone=phone_line(sip_config(args, args.sip_listen)), limits=limits_from(args),
         trusted_proxies=trusted_proxies(args),
@@ -333,7 +334,12 @@ def add_record_args(p) -> None:
                    "agent right, written as the call goes) and a JSON sidecar (what was said, each response's "
                    "timing); served at GET /v1/realtime/calls/ID/recording (and /v1/live/sessions/ID/content)")
     p.add_argument("--record-retention", type=float, default=86400.0, metavar="SECONDS",
-                   help="delete recordings older than this (default 86400: a day)")
+                   help="delete recordings older than this (default 86400: a day), here and in the store")
+    p.add_argument("--record-upload", metavar="s3://BUCKET/PREFIX",
+                   help="upload each recording and its sidecar when the call ends (pip install 'voxgate[s3]'; keys "
+                        "the standard AWS way); a recording stays on disk until uploaded, retried while the store "
+                        "is down")
+    p.add_argument("--s3-endpoint-url", metavar="URL", help="an S3-compatible store (MinIO, Ceph, …) instead of AWS")
 
 
 DELEGATE_HELP = ("GPT-Live's delegated backend, which answers the requests the voice hands on (responses and "

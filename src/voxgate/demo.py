@@ -82,7 +82,8 @@ def run(args) -> int:
             http=(host, args.port), media=(host, args.media_port), keyring=Keyring.parse(secret),
             relays=[(host, args.relay_port)], tcp_relays=[(host, tcp_port)] if tcp_port else [], agent=args.agent, auth=False, responder=args.responder, asr=args.asr, tts=args.tts,
             asr_fallback=args.asr_fallback, tts_fallback=args.tts_fallback, delegate=args.delegate, record_dir=args.record,
-            record_retention=args.record_retention, drain_timeout=1.0, phone=phone_line(sip), limits=limits_from(args))
+            record_retention=args.record_retention, record_upload=args.record_upload,
+            s3_endpoint_url=args.s3_endpoint_url, drain_timeout=1.0, phone=phone_line(sip), limits=limits_from(args))
         url = f"http://{host}:{args.port}/demo"
 
         def ready(t):

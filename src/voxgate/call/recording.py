@@ -103,22 +103,34 @@ def _header(data_bytes: int) -> bytes:
             struct.pack("<IHHIIHH", 16, 1, 2, RATE, RATE * 4, 4, 16) + b"data" + struct.pack("<I", data_bytes))
 
 
-def prune(directory: str, retention_s: float, now: float | None = None) -> int:
-    """Delete the recordings (and their sidecars) in ``directory`` older than ``retention_s``; how many went."""
+def prune(directory: str, retention_s: float, now: float | None = None) -> list[dict]:
+    """Delete the recordings (and their sidecars) in ``directory`` older than ``retention_s``: the sidecars deleted
+    (what they said: where each was uploaded)."""
+    import json
+
     now = time.time() if now is None else now
-    gone = 0
+    gone = []
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
-        return 0
+        return gone
     for name in names:
         if not name.endswith((".wav", ".json")):
             continue
         path = os.path.join(directory, name)
         try:
-            if now - os.stat(path).st_mtime > retention_s:
-                os.unlink(path)
-                gone += 1
+            if now - os.stat(path).st_mtime <= retention_s:
+                continue
+            meta = {}
+            if name.endswith(".json"):
+                try:
+                    with open(path) as fh:
+                        meta = json.load(fh)
+                except ValueError:
+                    pass
+            os.unlink(path)
+            if name.endswith(".json"):
+                gone.append(meta)
         except FileNotFoundError:
             pass
     return gone
@@ -137,6 +149,8 @@ class Recordings:
         self.all = record_all
         self.retention = retention
         self._mkdtemp = lambda: tempfile.mkdtemp(prefix="voxgate-recordings-")
+        self.finished = None  # told each recording's path when its call ends (an Uploader's enqueue)
+        self.expired = None  # told each expired sidecar's upload (its object is deleted too)
 
     @property
     def directory(self) -> str:
@@ -155,13 +169,21 @@ class Recordings:
         path = self.path_of(call_id)
         if path is None:
             return None
-        prune(self.directory, self.retention)
+        self.prune()
         return Recording(path, caller_rate, agent_rate)
+
+    def prune(self) -> None:
+        """Delete what is older than the retention, here and (its sidecar says where) in the store."""
+        for meta in prune(self.directory, self.retention):
+            if meta.get("uploaded") and self.expired is not None:
+                self.expired(meta["uploaded"])
 
     def finish(self, rec: Recording, meta: dict) -> None:
         """The call ended: the file's last second, and its sidecar."""
         rec.close()
-        self.describe(rec, meta)
+        self.describe(rec, {**meta, "ended": True})
+        if self.finished is not None:
+            self.finished(rec.path)
 
     def describe(self, rec: Recording, meta: dict) -> None:
         """Write the sidecar as it is now (a GPT-Live session's, as it goes: a fork reads it)."""
@@ -191,3 +213,109 @@ def owner_hash(key: str | None) -> str | None:
     import hashlib
 
     return hashlib.sha256(key.encode()).hexdigest() if key else None
+
+
+class Uploader:
+    """Finished recordings to S3-compatible storage (``--record-upload s3://BUCKET/PREFIX``; boto3, its blocking
+    calls in a thread; the endpoint and keys the standard AWS way, or ``--s3-endpoint-url``). A recording stays on
+    disk until its upload succeeds (then its sidecar says where it went); a failing store is retried with backoff
+    (1 s doubling to a minute) and nothing is dropped; what a restart left behind is uploaded at start."""
+
+    def __init__(self, recordings: Recordings, url: str, endpoint_url: str | None = None):
+        import asyncio
+
+        if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+            raise ValueError(f"--record-upload {url!r}: s3://BUCKET[/PREFIX]")
+        self.bucket, _, prefix = url[5:].partition("/")
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.recordings = recordings
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.uploaded = 0
+        self.failures = 0
+        self._client = None
+        recordings.finished = self.enqueue
+        recordings.expired = self.forget
+
+    def client(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
+        return self._client
+
+    def enqueue(self, path: str) -> None:
+        self.queue.put_nowait(("put", path))
+
+    def forget(self, where: str) -> None:
+        self.queue.put_nowait(("delete", where))
+
+    def pending(self) -> list[str]:
+        """The recordings on disk whose call ended and which are not uploaded (a restart's leftovers)."""
+        import json
+
+        out = []
+        d = self.recordings._directory
+        if d is None or not os.path.isdir(d):
+            return out
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".json"):
+                try:
+                    with open(os.path.join(d, name)) as fh:
+                        meta = json.load(fh)
+                except (OSError, ValueError):
+                    continue
+                wav = os.path.join(d, name[:-5] + ".wav")
+                if not meta.get("uploaded") and meta.get("ended") and os.path.exists(wav):
+                    out.append(wav)
+        return out
+
+    def _put(self, path: str) -> str:
+        import json
+
+        key = self.prefix + os.path.basename(path)
+        s3 = self.client()
+        s3.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": "audio/wav"})
+        side = path[:-4] + ".json"
+        with open(side) as fh:
+            meta = json.load(fh)
+        meta["uploaded"] = f"s3://{self.bucket}/{key}"
+        s3.put_object(Bucket=self.bucket, Key=key[:-4] + ".json", Body=json.dumps(meta).encode(),
+                      ContentType="application/json")
+        tmp = side + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(meta, fh)
+        os.replace(tmp, side)
+        return meta["uploaded"]
+
+    def _delete(self, where: str) -> None:
+        key = where[len(f"s3://{self.bucket}/"):]
+        self.client().delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": key},
+                                                                             {"Key": key[:-4] + ".json"}]})
+
+    async def run(self) -> None:
+        import asyncio
+        import logging
+
+        log = logging.getLogger("voxgate.recording")
+        for path in self.pending():
+            self.enqueue(path)
+        while True:
+            op, arg = await self.queue.get()
+            delay = 1.0
+            while True:
+                try:
+                    if op == "put":
+                        if not os.path.exists(arg):
+                            break  # expired before it could go
+                        await asyncio.to_thread(self._put, arg)
+                        self.uploaded += 1
+                    else:
+                        await asyncio.to_thread(self._delete, arg)
+                    break
+                except Exception as exc:  # the store is down or refuses: the file stays, we try again
+                    self.failures += 1
+                    log.warning("recording %s %s failed (%s): again in %.0f s", op, os.path.basename(arg), exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(60.0, delay * 2)
+            self.queue.task_done()

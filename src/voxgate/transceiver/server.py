@@ -62,6 +62,8 @@ class TransceiverConfig:
     delegate: str | None = None  # GPT-Live's delegated backend (a responder spec); None: the responder
     record_dir: str | None = None  # --record DIR: every call recorded there (two channels, and a JSON sidecar)
     record_retention: float = 86400.0  # seconds a recording is kept
+    record_upload: str | None = None  # s3://BUCKET/PREFIX: each recording uploaded when its call ends
+    s3_endpoint_url: str | None = None  # an S3-compatible store's URL (default: AWS, or $AWS_ENDPOINT_URL_S3)
     # the fleet (voxgate.steering): with a Redis URL the transceiver registers itself and places calls
     redis_url: str | None = None
     region: str = "default"
@@ -91,6 +93,8 @@ class Transceiver:
         self.audio_budget = None  # websocket.AudioBudget: appended audio in flight across sessions (made in start)
         self.phone: PhoneLine | None = None  # the phone server, with --sip-listen
         self._tasks: list[asyncio.Task] = []
+        self.uploader = None  # call.recording.Uploader, with --record-upload
+        self._next_prune = 0.0
         self.id = cfg.id or secrets.token_hex(4)
         if not ID_RE.match(self.id):
             raise ValueError(f"transceiver id {self.id!r}: use 1-16 lowercase letters and digits")
@@ -149,6 +153,11 @@ class Transceiver:
                                         lambda name: self.metrics.limited.labels(name).inc())
         self.endpoint = await MediaEndpoint.open(*self.cfg.media, calls=self.sessions)
         self._tasks = [asyncio.ensure_future(self._reap())]
+        if self.cfg.record_upload:
+            from ..call.recording import Uploader
+
+            self.uploader = Uploader(self.calls.recordings, self.cfg.record_upload, self.cfg.s3_endpoint_url)
+            self._tasks.append(asyncio.ensure_future(self.uploader.run()))
         self._start_clock()
         if self.cfg.phone is not None:
             refusals = {"draining": 503, "capacity": 486, None: None}
@@ -199,6 +208,11 @@ class Transceiver:
         if self.phone is not None:  # BYE to every phone call, then the listeners close
             await self.phone.stop()
         self._clock.cancel()
+        if self.uploader is not None:  # what the last calls recorded goes up now, if the store answers soon
+            try:
+                await asyncio.wait_for(self.uploader.queue.join(), 10)
+            except asyncio.TimeoutError:
+                log.warning("recordings not uploaded yet stay on disk: uploaded at the next start")
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -345,6 +359,10 @@ class Transceiver:
         if self.phone is not None:
             self.phone.reap(now)  # phone calls whose caller's RTP stopped
         self.client_secrets.expire(time.time())
+        if now >= self._next_prune:  # no recording outlives --record-retention, calls or not
+            self._next_prune = now + 60
+            if self.calls.recordings._directory is not None:
+                self.calls.recordings.prune()
 
 
 def _raise_descriptor_limit():
