@@ -312,6 +312,12 @@ def cmd_doctor(args) -> int:
     return run(args)
 
 
+def cmd_load(args) -> int:
+    from .client.load import main as load_main
+
+    return load_main(args)
+
+
 def cmd_call(args) -> int:
     from .client.call import main as call_main
 
@@ -506,6 +512,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--redis-url", required=True)
     f.add_argument("--compact", action="store_true", help="one line")
     f.set_defaults(func=cmd_fleet)
+
+    ld = sub.add_parser("load", help="many real calls at a deployment (voxgate's or OpenAI-compatible), a spoken "
+                                     "question on a loop in each: setup and turn percentiles, loss and jitter both "
+                                     "ways, errors by kind, the server's /metrics before and after")
+    ld.add_argument("--url", required=True, help="the signaling base URL, e.g. http://127.0.0.1:8080")
+    ld.add_argument("--calls", type=int, default=10, help="calls in all (at most 1000)")
+    ld.add_argument("--ramp", type=float, default=5.0, help="seconds over which the calls start, evenly")
+    ld.add_argument("--seconds", type=float, default=30.0, help="seconds each call lasts (at most 3600)")
+    ld.add_argument("--transport", choices=("webrtc", "websocket", "sip"), default="webrtc")
+    ld.add_argument("--sip", metavar="HOST:PORT", help="with --transport sip: where to send the INVITEs")
+    ld.add_argument("--wav", help="the question (a 16-bit WAV; default: the embedded voice asks one)")
+    ld.add_argument("--listen", type=float, default=4.0, help="seconds each call listens after the question")
+    ld.add_argument("--api-key", default=os.environ.get("VOXGATE_API_KEY") or os.environ.get("OPENAI_API_KEY"))
+    ld.add_argument("--json", action="store_true", help="the report as one JSON object")
+    ld.set_defaults(func=cmd_load)
 
     c = sub.add_parser("call", help="place a WebRTC call (or a WebSocket session) from a WAV file and record the reply")
     c.add_argument("--url", required=True, help="transceiver base URL, e.g. http://127.0.0.1:8080")
