@@ -86,3 +86,65 @@ def test_a_turn_is_traced_in_the_apps_trace(tmp_path):
     assert chat["parent_span_id"] == turn["span_id"] and chat["attributes"]["gen_ai.response.id"] == done["id"]
     assert chat["attributes"]["gen_ai.usage.output_tokens"] > 0
     assert chat["attributes"]["voxgate.response.status"] == "completed"
+
+
+def test_a_chromium_call_to_the_demo_is_traced_and_recorded(tmp_path):
+    """`voxgate demo --otlp-endpoint … --record DIR`, a question from Chromium's microphone: a turn span at the
+    receiver whose stages match response.done's, and a two-channel recording whose caller channel, transcribed, says
+    the question."""
+    import wave
+
+    import numpy as np
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from helpers import piper_wav, running_demo
+    from test_sip_calls import transcribe
+    from voxgate.lab.chromium import launch
+    from voxgate.lab.otlp import read, receiver
+
+    spans_file = str(tmp_path / "spans.jsonl")
+    proc, url = receiver(spans_file)
+    rec = tmp_path / "rec"
+    wav, _ = piper_wav(tmp_path / "question.wav", [1.0, "What is the weather like today?", 6.0])
+    try:
+        with running_demo("--otlp-endpoint", url, "--record", str(rec)) as (page_url, _):
+            with sync_api.sync_playwright() as p:
+                browser = launch(p, f"{wav}%noloop")
+                try:
+                    page = browser.new_page()
+                    page.goto(page_url + "?raw")
+                    page.click("#talk")
+                    page.wait_for_function("window.demo.turns.length > 0", timeout=60000)
+                    done = page.evaluate("window.demo.turns[0]")
+                    page.click("#talk")
+                    page.wait_for_function("window.demo.state === 'ended'", timeout=5000)
+                finally:
+                    browser.close()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (
+                    any(s["name"] == "voxgate.turn" for s in read(spans_file)) and list(rec.glob("*.json"))):
+                time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait(5)
+    spans = read(spans_file)
+    turns = [s for s in spans if s["name"] == "voxgate.turn"]
+    assert turns, [s["name"] for s in spans]
+    call = next(s for s in spans if s["name"] == "voxgate.call")
+    assert call["attributes"]["voxgate.transport"] == "webrtc" and turns[0]["parent_span_id"] == call["span_id"]
+    events = {e["name"]: e["ns"] for e in turns[0]["events"]}
+    assert {"final_transcript", "first_token", "first_audio_sent"} <= set(events), events
+    # the page's row is response.done's timing (turn_end_to_first_audio_sent): the span's stages are the same numbers
+    ms = (events["first_audio_sent"] - events["turn_end"]) / 1e6
+    assert abs(ms - done["audio"]) < 2, (ms, done)
+    [side] = rec.glob("*.json")
+    with wave.open(str(side.with_suffix(".wav"))) as w:
+        assert w.getnchannels() == 2 and w.getframerate() == 24000
+        frames = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, 2)
+    assert np.abs(frames[:, 1].astype(np.int32)).max() > 1000  # the agent's answer is on the right
+    left = tmp_path / "left.wav"
+    with wave.open(str(left), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000)
+        w.writeframes(frames[:, 0].tobytes())
+    heard = transcribe(left).lower()
+    assert "weather" in heard, heard

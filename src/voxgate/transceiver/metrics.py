@@ -27,6 +27,8 @@ class TransceiverMetrics:
         self.sip_requests = Counter("voxgate_transceiver_sip_refused", "SIP requests refused or dropped, by why "
                                     "(malformed, forbidden, rate_limited, unauthorized, busy, ringing_full, …)",
                                     ["reason"], registry=r)
+        self.tasks = Gauge("voxgate_transceiver_asyncio_tasks", "asyncio tasks alive in the process (a leak shows "
+                           "as growth with no calls)", registry=r)
         self._seen: dict = {}
 
     def observe_setup(self, timings_ms: dict):
@@ -53,5 +55,11 @@ class TransceiverMetrics:
             self._add(self.drops, reason, n)
         for outcome, n in (sip_counters or {}).items():  # SipCore's: malformed, forbidden, rate_limited, …
             self._add(self.sip_requests, outcome, n)
+        try:
+            import asyncio
+
+            self.tasks.set(len(asyncio.all_tasks()))
+        except RuntimeError:  # not in the event loop (a test's direct call)
+            pass
         # plus the process-wide registry, where the agent's turn timings live
         return generate_latest(self.registry) + generate_latest(REGISTRY)
