@@ -1,6 +1,6 @@
 /* Baseline for bench/relay.py: the minimal C UDP forwarder (recvmmsg -> 8-byte header -> sendmmsg),
- * every datagram from LISTEN_PORT to 127.0.0.1:DEST_PORT. No flow table, no checks: the floor of what
- * forwarding costs on this kernel. */
+ * every datagram from LISTEN_PORT to 127.0.0.1:DEST_PORT (or LISTEN_IP:LISTEN_PORT to DEST_IP:DEST_PORT). No flow
+ * table, no checks: the floor of what forwarding costs on this kernel. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,16 +12,17 @@
 #define BATCH 64
 
 int main(int argc, char **argv) {
-    if (argc < 3) { fprintf(stderr, "usage: cfwd LISTEN_PORT DEST_PORT\n"); return 2; }
+    if (argc < 3) { fprintf(stderr, "usage: cfwd LISTEN_PORT DEST_PORT [LISTEN_IP DEST_IP]\n"); return 2; }
     int in = socket(AF_INET, SOCK_DGRAM, 0), out = socket(AF_INET, SOCK_DGRAM, 0);
     int big = 4 << 20;
     setsockopt(in, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
     setsockopt(out, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    inet_pton(AF_INET, argc > 3 ? argv[3] : "127.0.0.1", &a.sin_addr);
     if (bind(in, (struct sockaddr *)&a, sizeof(a)) < 0) { perror("bind"); return 1; }
     struct sockaddr_in dst = a;
     dst.sin_port = htons(atoi(argv[2]));
+    if (argc > 4) inet_pton(AF_INET, argv[4], &dst.sin_addr);
     static char bufs[BATCH][2048 + 8];
     struct mmsghdr rm[BATCH], sm[BATCH];
     struct iovec riov[BATCH], siov[BATCH];

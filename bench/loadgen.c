@@ -76,7 +76,7 @@ static double pct(double p) {
 
 int main(int argc, char **argv) {
     if (argc < 8) {
-        fprintf(stderr, "usage: loadgen TARGET_IP TARGET_PORT SRC_PORT SINK_PORT RATE DURATION SIZE\n");
+        fprintf(stderr, "usage: loadgen TARGET_IP TARGET_PORT SRC_PORT SINK_PORT RATE DURATION SIZE [LOCAL_IP]\n");
         return 2;
     }
     const char *tip = argv[1];
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
     int big = 8 << 20;
     setsockopt(tx, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(sport)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    inet_pton(AF_INET, argc > 8 ? argv[8] : "127.0.0.1", &a.sin_addr);
     if (bind(tx, (struct sockaddr *)&a, sizeof(a)) < 0) { perror("bind src"); return 1; }
     sink_fd = socket(AF_INET, SOCK_DGRAM, 0);
     setsockopt(sink_fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));

@@ -14,6 +14,14 @@ The load generator and sink (bench/loadgen.c) are C too, so they are not the bot
 to the first CPU and every forwarder to the last (voxgate's worker pins itself within that affinity).
 
     python bench/relay.py [--rounds 3] [--seconds 3] [--rate PPS] [--json out.json]
+
+With ``--xdp`` (root; clang-built relay_xdp.o, libbpf1) the same comparison runs in a lab of two network
+namespaces joined by a veth (the generator and its sink in one, the forwarder in the other, which forwards back
+out of the same veth: XDP_TX), for ``c_baseline``, ``voxgate`` (the C path), ``xdp_native`` and ``xdp_generic``,
+and CPU is the whole machine's (``/proc/stat``: user, system, softirq, … of every CPU) minus the generator's own:
+the kernel path's work happens in softirq, on whichever CPU the packet arrived, not in the relay's process.
+
+    python bench/relay.py --xdp [--rounds 3] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -127,7 +135,10 @@ def main():
     ap.add_argument("--size", type=int, default=200, help="datagram size (an Opus RTP packet is ~100-200 B)")
     ap.add_argument("--kinds", default="c_baseline,naive_python,voxgate,voxgate_pure")
     ap.add_argument("--json", help="write raw results here")
+    ap.add_argument("--xdp", action="store_true", help="the namespace lab: the kernel path beside the C ones")
     args = ap.parse_args()
+    if args.xdp:
+        return main_xdp(args)
 
     tmp = tempfile.mkdtemp(prefix="voxgate-bench-")
     bins = build(os.path.join(HERE, "out"))
@@ -196,6 +207,165 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rate": rate, "direct": direct, "raw": results, "summary": summary}, fh, indent=1)
+
+
+# ---------------------------------------------------------------- the kernel path, in a namespace lab
+GEN, RELAY = "10.77.9.2", "10.77.9.1"
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent not idle (every CPU, softirq included), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = f[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class XdpLab:
+    def __init__(self):
+        from voxgate.lab.netns import check_available, ip
+
+        check_available()
+        tag = os.urandom(2).hex()
+        self.gen, self.rl = f"vgb{tag}-gen", f"vgb{tag}-rl"
+        self.programs = []
+        for ns in (self.gen, self.rl):
+            ip("netns", "add", ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("link", "add", "vgg0", "netns", self.gen, "type", "veth", "peer", "name", "vc", "netns", self.rl)
+        ip("-n", self.gen, "link", "set", "vgg0", "name", "eth0")
+        for ns, dev, addr in ((self.gen, "eth0", GEN), (self.rl, "vc", RELAY)):
+            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+        for key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv4.conf.vc.forwarding"):
+            subprocess.run(["ip", "netns", "exec", self.rl, "sysctl", "-qw", f"{key}=1"], check=True)
+        from voxgate.lab.netns import entered
+        from voxgate.relay.xdp import Program
+
+        with entered(self.gen):  # the veth peer of an XDP_TX needs XDP on: a pass-through
+            self.programs.append(Program(["eth0"], "native", 1))
+
+    def close(self):
+        for p in self.programs:
+            p.close()
+        for ns in (self.gen, self.rl):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src):
+    from voxgate.lab.netns import entered
+
+    rl = ["ip", "netns", "exec", lab.rl, "taskset", "-c", str(FWD_CPU)]
+    if kind == "c_baseline":
+        proc = subprocess.Popen(rl + [bins["cfwd"], str(listen), str(sink), RELAY, GEN], stdout=subprocess.PIPE,
+                                text=True)
+        proc.stdout.readline()
+        return proc
+    mode = {"voxgate": "off", "xdp_native": "native", "xdp_generic": "generic"}[kind]
+    env = dict(os.environ, PYTHONPATH=os.path.join(HERE, "..", "src"))
+    proc = subprocess.Popen(rl + [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen",
+                                  f"{RELAY}:{listen}", "--workers", "1", "--secret-file", secret_file,
+                                  "--internal-host", RELAY, "--xdp", mode, "--xdp-iface", "vc"],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    ready = json.loads(proc.stdout.readline())
+    internal = tuple(ready["workers"][0]["internal"])
+    keyring = Keyring.load(secret_file)
+    with entered(lab.gen):  # learn the flow with a token, then verify it as a transceiver would (DTLS done)
+        snk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        snk.bind((GEN, sink))
+        snk.settimeout(2)
+        cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        cli.bind((GEN, src))
+        cli.settimeout(2)
+        ufrag = mint(keyring, (GEN, sink), time.time())
+        cli.sendto(stun.build(stun.BINDING_REQUEST, os.urandom(12), [stun.attr_username(ufrag + ":bench")]),
+                   (RELAY, listen))
+        snk.recvfrom(2048)
+        hdr = b"\xf1\x02" + src.to_bytes(2, "big") + socket.inet_aton(GEN)
+        snk.sendto(hdr + b"\x80" + b"v" * 40, (internal[0] if internal[0] not in ("0.0.0.0", "::") else RELAY,
+                                              internal[1]))
+        cli.recvfrom(2048)
+        cli.close()
+        snk.close()
+    time.sleep(1.5)  # the worker installs verified flows in the kernel once a second
+    return proc
+
+
+def _xdp_load(lab, bins, listen, src, sink, rate, seconds, size):
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b0 = machine_busy()
+    out = subprocess.run(["ip", "netns", "exec", lab.gen, "taskset", "-c", str(LOAD_CPU), bins["loadgen"], RELAY,
+                          str(listen), str(src), str(sink), str(rate), str(seconds), str(size), GEN],
+                         capture_output=True, text=True, check=True)
+    busy = machine_busy() - b0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = json.loads(out.stdout)
+    res["machine_cpu_s"] = busy
+    res["generator_cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return res
+
+
+def main_xdp(args):
+    tmp = tempfile.mkdtemp(prefix="voxgate-bench-")
+    bins = build(os.path.join(HERE, "out"))
+    secret_file = os.path.join(tmp, "secret")
+    with open(secret_file, "w") as fh:
+        fh.write(new_secret_line() + "\n")
+    kinds = ["c_baseline", "voxgate", "xdp_native", "xdp_generic"]
+    res = {k: {"ppc": [], "ppc_all": [], "pps": [], "p50": [], "p99": []} for k in kinds}
+    lab = XdpLab()
+    rate = args.rate
+    try:
+        for rnd in range(args.rounds):
+            order = kinds[rnd % len(kinds):] + kinds[: rnd % len(kinds)]
+            if rnd == 0:
+                order.remove("c_baseline")
+                order.insert(0, "c_baseline")
+            for kind in order:
+                listen, sink, src = free_port(), free_port(), free_port()
+                proc = _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src)
+                try:
+                    sat = _xdp_load(lab, bins, listen, src, sink, 0, args.seconds, args.size)
+                    fwd_cpu = max(1e-3, sat["machine_cpu_s"] - sat["generator_cpu_s"])
+                    res[kind]["pps"].append(sat["received"] / args.seconds)
+                    res[kind]["ppc"].append(sat["received"] / fwd_cpu)
+                    res[kind]["ppc_all"].append(sat["received"] / max(1e-3, sat["machine_cpu_s"]))
+                    if not rate:
+                        rate = round(sat["received"] / args.seconds / 2, -2)
+                    lat = _xdp_load(lab, bins, listen, src, sink, rate, args.seconds, args.size)
+                    res[kind]["p50"].append(lat["p50_us"])
+                    res[kind]["p99"].append(lat["p99_us"])
+                    print(f"round {rnd + 1} {kind:12s} {sat['received'] / args.seconds:>9.0f} pkt/s, "
+                          f"{res[kind]['ppc'][-1]:>9.0f} pkt/CPU-s (machine {sat['machine_cpu_s']:.2f} s, generator "
+                          f"{sat['generator_cpu_s']:.2f} s) | at {rate:.0f} pkt/s p50 {lat['p50_us']:.1f} us p99 "
+                          f"{lat['p99_us']:.1f} us", flush=True)
+                finally:
+                    proc.terminate()
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+    finally:
+        lab.close()
+    med = statistics.median
+    print(f"\nmedians of {args.rounds} rounds, {args.size}-byte datagrams, whole-machine CPU (generator excluded; "
+          f"included in the last column), latency at {rate:.0f} pkt/s")
+    print(f"{'forwarder':12s} {'pkt/s':>9s} {'pkt/CPU-s':>10s} {'vs C fwd':>9s} {'p50 us':>8s} {'p99 us':>8s} "
+          f"{'pkt/CPU-s all':>14s}")
+    summary = {}
+    for kind in kinds:
+        r = res[kind]
+        vs = med(a / b for a, b in zip(r["ppc"], res["c_baseline"]["ppc"]))
+        summary[kind] = {"pps": med(r["pps"]), "pps_per_cpu": med(r["ppc"]), "vs_c": vs, "p50_us": med(r["p50"]),
+                         "p99_us": med(r["p99"]), "pps_per_cpu_all": med(r["ppc_all"])}
+        s = summary[kind]
+        print(f"{kind:12s} {s['pps']:>9.0f} {s['pps_per_cpu']:>10.0f} {vs:>9.2f} {s['p50_us']:>8.1f} "
+              f"{s['p99_us']:>8.1f} {s['pps_per_cpu_all']:>14.0f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rate": rate, "raw": res, "summary": summary}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def cmd_relay(args) -> int:
         flows_per_token=args.flows_per_token,
         flows_per_address=args.flows_per_address,
         unverified_share=args.unverified_share,
+        xdp=args.xdp,
+        xdp_interfaces=args.xdp_iface or [],
     )
     if not 0 < args.unverified_share <= 1:
         sys.exit("voxgate: --unverified-share is a fraction in (0, 1]")
@@ -417,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tcp-listen", type=parse_hostport, metavar="HOST:PORT",
                    help="also take ICE-TCP (RFC 6544 passive, RFC 4571 framing) here, for clients whose network "
                         "drops UDP (443 in production); routed by the same tokens")
+    r.add_argument("--xdp", choices=("auto", "native", "generic", "off"), default="off",
+                   help="forward verified flows in the kernel with XDP (relay/xdp): auto uses it where it loads "
+                        "(root or CAP_BPF+CAP_NET_ADMIN, libbpf1; the interfaces must forward) and says so; native or "
+                        "generic insist; off (default) leaves the C path alone")
+    r.add_argument("--xdp-iface", action="append", metavar="IF",
+                   help="an interface to attach to (repeatable; default: every interface that is up, lo excepted)")
     r.set_defaults(func=cmd_relay)
 
     d = sub.add_parser("demo", help="relay + transceiver + embedded agent on localhost, and a page to talk to it")

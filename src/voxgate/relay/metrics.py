@@ -47,6 +47,8 @@ class WorkerMetrics:
         self.bytes = Counter("voxgate_relay_bytes", "Bytes by direction", ["direction"])
         self.drops = Counter("voxgate_relay_drops", "Datagrams dropped, by reason", ["reason"])
         self.slow = Counter("voxgate_relay_slow_path", "Datagrams handled by the Python slow path")
+        self.kernel = Counter("voxgate_relay_kernel_packets", "Datagrams the kernel path (XDP) forwarded, by where "
+                              "to (they are in voxgate_relay_packets_total too)", ["direction"])
         self.learned = Counter("voxgate_relay_flows_learned", "Flows installed, by source", ["source"])
         self.expired = Counter("voxgate_relay_flows_expired", "Flows removed after idling")
         self.removed = Counter("voxgate_relay_flows_removed", "Flows removed before idling, and tokens revoked, by "
@@ -73,6 +75,8 @@ class WorkerMetrics:
                 (self.packets if kind == "packets" else self.bytes).labels(direction).inc(d)
             elif name == "slow_path":
                 self.slow.inc(d)
+            elif name.startswith("kernel_"):
+                self.kernel.labels(name[7:]).inc(d)
             elif name == "forgotten":
                 self.removed.labels("forgotten").inc(d)
             elif name.startswith("drop_"):

@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ class Supervisor:
         self.stopping = False
         self.restarts = 0
         self.tcp_listener = None
+        self.program = None  # xdp.Program: the kernel path, attached before the workers fork
 
     TCP = -1  # the ICE-TCP front's index among the processes
 
@@ -48,7 +50,8 @@ class Supervisor:
             p = self.ctx.Process(target=tcp_main, args=(self.cfg, child, self.tcp_listener), name="relay-tcp",
                                  daemon=True)
         else:
-            p = self.ctx.Process(target=worker_main, args=(self.cfg, index, child), name=f"relay-worker-{index}",
+            p = self.ctx.Process(target=worker_main, args=(self.cfg, index, child, self.program),
+                                 name=f"relay-worker-{index}",
                                  daemon=True)
         p.start()
         child.close()
@@ -115,6 +118,13 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        from .xdp import XdpUnavailable, load
+
+        try:
+            self.program = load(self.cfg.xdp_interfaces, self.cfg.xdp, self.cfg.listen[1])
+        except XdpUnavailable as exc:  # --xdp native/generic asked for it: say why, and do not start
+            print(json.dumps({"event": "relay_failed", "error": f"--xdp {self.cfg.xdp}: {exc}"}), flush=True)
+            return 1
         indexes = list(range(self.cfg.workers)) + ([self.TCP] if self.cfg.tcp_listen else [])
         for i in indexes:
             self.start_worker(i)
@@ -127,6 +137,9 @@ class Supervisor:
             "listen": f"{self.cfg.listen[0]}:{self.cfg.listen[1]}",
             "workers": [self.info[i] for i in sorted(self.info) if i >= 0],
             "fast_path": "c" if fast else "python",
+            "kernel_path": (f"xdp {self.program.mode} on "
+                            + ",".join(socket.if_indextoname(i) for i, _ in self.program.attached))
+            if self.program is not None else "off",
             "tcp": self.info[self.TCP]["tcp"] if self.TCP in self.info else None,
             "redis": self.cfg.redis_url,
             "metrics": f"http://{self.cfg.metrics[0]}:{self.cfg.metrics[1]}/metrics" if self.cfg.metrics else None,
@@ -143,7 +156,9 @@ class Supervisor:
                 if not p.is_alive() and not self.stopping:
                     log.error("worker %d (pid %s) exited with %s; restarting", i, p.pid, p.exitcode)
                     mark_dead(p.pid)
-                    self.info.pop(i, None)
+                    dead = self.info.pop(i, None)
+                    if self.program is not None and dead and dead.get("internal"):
+                        self.program.forget_port(dead["internal"][1])
                     self.start_worker(i)
                     try:
                         self.wait_ready(i)
@@ -166,6 +181,8 @@ class Supervisor:
         os.close(wake_w)
         if self.tcp_listener is not None:
             self.tcp_listener.close()
+        if self.program is not None:  # detached: the interfaces are as they were
+            self.program.close()
         print(json.dumps({"event": "relay_stopped"}), flush=True)
         return 0
 

@@ -45,6 +45,8 @@ class RelayConfig:
     flows_per_token: int = 8  # unverified flows one token may have learned at once (core.FlowBounds)
     flows_per_address: int = 64  # ... one source IP
     unverified_share: float = 0.5  # ... all tokens, as a share of --capacity: the rest is kept for live calls
+    xdp: str = "off"  # the kernel path (relay/xdp): auto, native, generic or off
+    xdp_interfaces: list[str] = field(default_factory=list)  # where it attaches (default: every interface up)
 
 
 def _family(host: str) -> int:
@@ -120,6 +122,7 @@ class Worker:
         self.learned: Counter = Counter()
         self.expired = 0
         self.running = True
+        self.kernel = None  # xdp.KernelPath: this worker's flows in the kernel, with --xdp
 
     def _verified(self, client):
         flow = self.fwd.get(client)
@@ -182,6 +185,9 @@ class Worker:
                 self.fwd.send_to_transceiver(client, transceiver, data)
 
     def housekeeping(self, now: float, wall: float):
+        if self.kernel is not None:  # verified flows into the kernel; what it forwarded keeps them alive here
+            for client in self.kernel.sync(self.fwd.active_since(0.0)):
+                self.fwd.touch(client, now)
         self.expired += len(self.fwd.expire(now, self.cfg.idle_timeout))
         self.bounds.prune()
         held = self.core.expire_pending(wall)
@@ -220,12 +226,22 @@ class Worker:
                 next_tick = now + 1.0
                 self.housekeeping(now, wall_clock())
                 if metrics:
-                    metrics.flush(fwd.stats(), self.drops, self.learned, self.expired, len(fwd), self.store,
+                    metrics.flush(self.stats(), self.drops, self.learned, self.expired, len(fwd), self.store,
                                   self.removed)
                 if self.store and now >= next_refresh:
                     next_refresh = now + self.cfg.refresh_interval
                     self.store.refresh(fwd.active_since(now - self.cfg.refresh_interval))
         ep.close()
+
+    def stats(self) -> dict:
+        """The forwarder's counters, with what the kernel forwarded for this worker's flows added."""
+        out = self.fwd.stats()
+        if self.kernel is not None:
+            for k, v in self.kernel.counts.items():
+                out[k] = out.get(k, 0) + v
+            out["kernel_to_transceiver"] = self.kernel.counts["to_transceiver_packets"]
+            out["kernel_to_client"] = self.kernel.counts["to_client_packets"]
+        return out
 
     def close(self):
         """The public socket first: from then on the kernel sends this worker's clients to the other sockets on the
@@ -237,7 +253,7 @@ class Worker:
             self.store.close()
 
 
-def worker_main(cfg: RelayConfig, index: int, conn):
+def worker_main(cfg: RelayConfig, index: int, conn, program=None):
     """Entry point of a worker process (forked by the supervisor)."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -250,6 +266,10 @@ def worker_main(cfg: RelayConfig, index: int, conn):
     from .metrics import WorkerMetrics
 
     worker = Worker(cfg, index, store)
+    if program is not None:  # the supervisor's XDP program, inherited across the fork
+        from .xdp import KernelPath
+
+        worker.kernel = KernelPath(program, worker.internal.getsockname()[1])
 
     def stop(*_):
         worker.running = False
@@ -257,7 +277,7 @@ def worker_main(cfg: RelayConfig, index: int, conn):
     signal.signal(signal.SIGTERM, stop)
 
     def ready(w):
-        conn.send({"index": index, "pid": os.getpid(), "cpu": cpu, "fast_path": w.fast,
+        conn.send({"index": index, "pid": os.getpid(), "cpu": cpu, "fast_path": w.fast, "kernel": w.kernel is not None,
                    "internal": w.internal.getsockname()[:2]})
 
     try:
