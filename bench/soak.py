@@ -36,9 +36,12 @@ from pathlib import Path
 import common  # noqa: F401  (the source tree on the path)
 
 CYCLE_S = 12.0
+WARMUP = 3  # cycles before the start sample: the recognizer pool (up to 8) and the allocators' arenas fill
 SETTLE_S = 40.0  # past the consent timeout (30 s): a WebRTC call killed mid-call is reaped by then
+# what may differ between two samples taken alike (after SETTLE_S of quiet): Redis holds the flows of the last
+# minute (their TTL), a cycle's worth give or take
 BOUNDS = {"transceiver_rss_mb": 40.0, "relay_rss_mb": 10.0, "transceiver_fds": 8, "relay_fds": 4, "asyncio_tasks": 8,
-          "sessions": 0, "redis_keys": 4}
+          "sessions": 0, "redis_keys": 16}
 
 
 def _proc(pid: int) -> tuple[float, int]:
@@ -146,7 +149,7 @@ def soak(minutes: float, say=print) -> dict:
         "--sip-media-timeout", "5", "--sip-rate", "50", "--sip-global-rate", "100"))
     try:
         cycles, turns, errors = 0, 0, {}
-        end = time.monotonic() + minutes * 60
+        end = None  # the soak's minutes count from the sample after the warm-up
         start = None
         while True:
             summary = asyncio.run(cycle(tx, relay_port, tx.media_port, sip_port, wav))
@@ -155,13 +158,14 @@ def soak(minutes: float, say=print) -> dict:
                 turns += n
                 for k, v in errs.items():
                     errors[f"{transport}:{k}"] = errors.get(f"{transport}:{k}", 0) + v
-            if start is None:  # after a warm-up cycle: the models loaded, the pools filled
+            if start is None and cycles >= WARMUP:  # the models loaded, the recognizer pool filled
                 time.sleep(SETTLE_S)
                 start = sample(tx, relay, redis.port)
                 say(f"start  {start}")
-            elif cycles % 10 == 0:
-                say(f"  cycle {cycles}: {summary}")
-            if time.monotonic() > end:
+                end = time.monotonic() + minutes * 60
+            elif start is not None and cycles % 10 == 0:
+                say(f"  cycle {cycles}: {summary}  {sample(tx, relay, redis.port)}")
+            if end is not None and time.monotonic() > end:
                 break
         time.sleep(SETTLE_S)
         final = sample(tx, relay, redis.port)

@@ -109,6 +109,19 @@ def test_hostnetwork_relay_overlay_validates():
     assert by_kind(docs, "Service", "voxgate-relay")["spec"]["type"] == "ClusterIP"
 
 
+def test_xdp_relay_overlay_validates():
+    """The kernel path's option: host network, --xdp=auto, root with CAP_BPF and CAP_NET_ADMIN only."""
+    docs = render(K8S / "overlays" / "production-xdp")
+    validate_strict(docs)
+    pod = by_kind(docs, "Deployment", "voxgate-relay")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    c = pod["containers"][0]
+    assert "--xdp=auto" in c["args"]
+    caps = c["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"] and {"BPF", "NET_ADMIN"} <= set(caps["add"])
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
 def test_phone_overlay_takes_sip_on_the_nodes_own_addresses():
     """The phone transceivers: host network (a trunk's RTP goes to the address in our SDP), one per node, SIP from
     the trunk's CIDR only, calls announced to the app's webhook with the secret from a Secret, in the fleet."""
