@@ -115,6 +115,13 @@ def turns(result: dict, n: int) -> list[dict]:
         done = [e[2] for e in events if e[1] == "response.done" and e[3] == rid]
         row["server"] = (done[0] or {}).get("timing") if done else None
         row["status"] = (done[0] or {}).get("status") if done else None
+        live_in = [e for e in mine if e[1] == "session.input_transcript.delta"]
+        if live_in:  # a GPT-Live session: one input delta per turn, the voice's words as output deltas
+            row["turns"] = len(live_in)
+            row["transcript"] = live_in[0][2]
+            out = [e for e in mine if e[1] == "session.output_transcript.delta"]
+            row["first_delta"] = round(out[0][0] - end, 1) if out else None
+            row["answer"] = "".join(e[2] or "" for e in out).strip() or None
         rows.append(row)
     return rows
 
@@ -135,6 +142,9 @@ def main():
     ap.add_argument("--models-elsewhere", action="store_true", help="ASR, language model and voice by URL")
     ap.add_argument("--remote-asr", default="whisper", choices=("whisper", "box"),
                     help="with --models-elsewhere: faster-whisper-server, or another voxgate's Moonshine")
+    ap.add_argument("--api", default="realtime", choices=("realtime", "live"),
+                    help="live: the calls are GPT-Live sessions (POST /v1/live/sessions); the first audio heard is "
+                         "the voice's (its answer to small talk, or its acknowledgement of a delegated question)")
     ap.add_argument("--json")
     ap.add_argument("--server-log", help="the transceiver's INFO log (each response's stage marks) to this file")
     args = ap.parse_args()
@@ -162,7 +172,8 @@ def main():
                     browser = launch(p, f"{wav}%noloop")
                     page = browser.new_page()
                     page.goto(f"http://127.0.0.1:{page_port}/browser.html")
-                    page.evaluate(f"run({url!r}, {json.dumps(SESSION)})")
+                    session = {"model": "gpt-live-1"} if args.api == "live" else SESSION
+                    page.evaluate(f"run({url!r}, {json.dumps(session)}, {json.dumps(args.api)})")
                     time.sleep(spans[-1][2] + GAP_S - 1.0)
                     result = page.evaluate("window.result")
                     browser.close()

@@ -29,6 +29,8 @@ def test_doctor_passes_on_this_install(tmp_path):
     for name in ("models", "tts", "vad", "asr", "llm", "relay", "call"):
         assert any(line.split()[:2] == ["OK", name] for line in r.stdout.splitlines()), (name, r.stdout)
     assert "xllamacpp" in r.stdout and "cpu" in r.stdout
+    # the relay's kernel path: whether it would load here (a warning, not a failure, where it would not)
+    assert any(line.split()[:2] in (["OK", "xdp"], ["WARN", "xdp"]) for line in r.stdout.splitlines()), r.stdout
     import json
 
     report = json.loads((tmp_path / "report.json").read_text())

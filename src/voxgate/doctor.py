@@ -241,7 +241,7 @@ def check_network() -> list[Check]:
     import logging
 
     logging.getLogger("voxgate").setLevel(logging.ERROR)  # the loopback transceiver's drain notice is not news
-    checks = [_timed("relay", relay)]
+    checks = [_timed("relay", relay), _timed("xdp", check_xdp)]
     if "proc" not in holder:
         return checks
     try:
@@ -251,6 +251,28 @@ def check_network() -> list[Check]:
     if checks[0].status == "warn":
         checks[0].fix = "apt-get install gcc python3-dev && pip install --force-reinstall --no-deps -e ."
     return checks
+
+
+def check_xdp() -> tuple[str, str, dict]:
+    """Whether the relay's kernel path (--xdp) would load here: the program through the verifier (not attached)."""
+    from .relay.xdp import OBJECT, XdpUnavailable
+    from .relay.xdp import _libbpf
+
+    try:
+        lib = _libbpf.libbpf()
+    except XdpUnavailable as exc:
+        return "warn", f"the relay's kernel path is off: {exc} (the C path forwards)", {}
+    obj = lib.bpf_object__open_file(OBJECT.encode(), None)
+    if not obj:
+        return "warn", "the relay's kernel path is off: relay_xdp.o cannot be opened", {}
+    try:
+        rc = lib.bpf_object__load(obj)
+    finally:
+        lib.bpf_object__close(obj)
+    if rc:
+        return "warn", (f"the relay's kernel path would not load ({os.strerror(-rc)}: it needs root or CAP_BPF and "
+                        "CAP_NET_ADMIN); --xdp auto falls back to the C path"), {}
+    return "ok", "the relay's kernel path loads here (voxgate relay --xdp auto|native|generic)", {}
 
 
 async def _echo_call(secret: str, relay_port: int) -> tuple[str, str, dict]:
