@@ -27,6 +27,7 @@ from aiortc.sdp import SessionDescription
 
 import common  # noqa: F401  (first: it puts src/ on the path)
 
+from voxgate.client.load import ice_stun
 from voxgate.transceiver import aiortc_glue
 from voxgate.wire import stun
 
@@ -78,17 +79,8 @@ class Call(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        if data and data[0] < 4:
-            try:
-                msg = stun.parse(data)
-            except stun.StunError:
-                return
-            if msg.msg_type == stun.BINDING_SUCCESS:
-                self.ice_ok.set()
-            elif msg.msg_type == stun.BINDING_REQUEST:  # a full ICE agent checks us too
-                self.transport.sendto(stun.build(stun.BINDING_SUCCESS, msg.transaction_id,
-                                                 [stun.attr_xor_mapped_address(addr[:2], msg.transaction_id)],
-                                                 integrity_key=self.pwd.encode()), addr)
+        if data and data[0] < 4:  # our check answered, or a full ICE agent's check of us
+            ice_stun(data, addr, self.transport.sendto, self.pwd, self.ice_ok.set)
         else:
             self.ice.deliver(data, None)
 

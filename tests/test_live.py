@@ -52,6 +52,30 @@ async def _until(conn, got: list, done, timeout: float):
     await asyncio.wait_for(read(), timeout)
 
 
+def _peer(wav: str):
+    """An aiortc peer speaking ``wav``: (pc, player, the data channel's events, the loud frames' times heard)."""
+    from aiortc import RTCPeerConnection
+    from aiortc.contrib.media import MediaPlayer
+
+    pc = RTCPeerConnection()
+    player = MediaPlayer(wav)
+    pc.addTrack(player.audio)
+    channel = pc.createDataChannel("oai-events")
+    events, loud = [], []
+    channel.on("message", lambda m: events.append(__import__("json").loads(m)))
+
+    @pc.on("track")
+    def on_track(track):
+        async def read():
+            while True:
+                frame = await track.recv()
+                pcm = bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)]
+                if max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, len(pcm), 64)) > 1500:
+                    loud.append(frame.pts * fractions.Fraction(1, frame.sample_rate))
+        asyncio.ensure_future(read())
+    return pc, player, events, loud
+
+
 def _of(got, kind):
     return [e for e in got if e.type == kind]
 
@@ -165,28 +189,12 @@ def test_a_live_session_is_checked_strictly(tx):
 def test_the_sdk_makes_a_live_webrtc_session(tx, tmp_path):
     """``client.live.create`` with an aiortc peer's offer: 201 with the session id and the answer; the data channel's
     first event is ``session.started``; the question goes in on the track, the voice comes back on it."""
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-    from aiortc.contrib.media import MediaPlayer
+    from aiortc import RTCSessionDescription
 
     wav = speech_wav(tmp_path / "q.wav", "What is the weather like in Paris today?")
 
     async def go():
-        pc = RTCPeerConnection()
-        player = MediaPlayer(wav)
-        pc.addTrack(player.audio)
-        channel = pc.createDataChannel("oai-events")
-        events, loud = [], []
-        channel.on("message", lambda m: events.append(__import__("json").loads(m)))
-
-        @pc.on("track")
-        def on_track(track):
-            async def read():
-                while True:
-                    frame = await track.recv()
-                    pcm = bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)]
-                    if max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, len(pcm), 64)) > 1500:
-                        loud.append(frame.pts * fractions.Fraction(1, frame.sample_rate))
-            asyncio.ensure_future(read())
+        pc, player, events, loud = _peer(wav)
 
         await pc.setLocalDescription(await pc.createOffer())
         created = await _client(tx).live.create(
@@ -513,8 +521,7 @@ def test_a_stored_session_forked_over_websocket_and_webrtc(tx, question, tmp_pat
     """A stored session's forks with the SDK: ``client.live.forks.connect`` (session.start with no model) and
     ``client.live.sessions.fork`` (WebRTC): each starts from the stored session's voice and conversation; the WebRTC
     fork hears a question and answers on its track. Another key cannot fork it."""
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-    from aiortc.contrib.media import MediaPlayer
+    from aiortc import RTCSessionDescription
 
     wav = speech_wav(tmp_path / "q.wav", "Please tell me the time in Tokyo.")
 
@@ -550,22 +557,7 @@ def test_a_stored_session_forked_over_websocket_and_webrtc(tx, question, tmp_pat
             await fork.send({"type": "session.close"})
             await _until(fork, fgot, lambda g: _of(g, "session.closed"), 10)
 
-        pc = RTCPeerConnection()  # over WebRTC: audio both ways
-        player = MediaPlayer(wav)
-        pc.addTrack(player.audio)
-        channel = pc.createDataChannel("oai-events")
-        events, loud = [], []
-        channel.on("message", lambda m: events.append(__import__("json").loads(m)))
-
-        @pc.on("track")
-        def on_track(track):
-            async def read():
-                while True:
-                    frame = await track.recv()
-                    pcm = bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)]
-                    if max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, len(pcm), 64)) > 1500:
-                        loud.append(1)
-            asyncio.ensure_future(read())
+        pc, player, events, loud = _peer(wav)  # over WebRTC: audio both ways
 
         await pc.setLocalDescription(await pc.createOffer())
         secret = (await client.realtime.client_secrets.create()).value  # a browser's key: not the session's maker

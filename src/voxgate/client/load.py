@@ -168,16 +168,7 @@ async def webrtc_call(url: str, key: str | None, sched: Schedule, seconds: float
 
         def datagram_received(self, data, addr):
             if data and data[0] < 4:
-                try:
-                    msg = stun.parse(data)
-                except stun.StunError:
-                    return
-                if msg.msg_type == stun.BINDING_SUCCESS:
-                    ice_ok.set()
-                elif msg.msg_type == stun.BINDING_REQUEST:
-                    state["udp"].sendto(stun.build(stun.BINDING_SUCCESS, msg.transaction_id,
-                                                   [stun.attr_xor_mapped_address(addr[:2], msg.transaction_id)],
-                                                   integrity_key=state["pwd"].encode()), addr)
+                ice_stun(data, addr, state["udp"].sendto, state["pwd"], ice_ok.set)
             else:
                 state["ice"].deliver(data, None)
 
@@ -260,6 +251,23 @@ async def webrtc_call(url: str, key: str | None, sched: Schedule, seconds: float
     finally:
         if "udp" in state:
             state["udp"].close()
+
+
+def ice_stun(data: bytes, addr, sendto, pwd: str, succeeded) -> None:
+    """A light ICE client's STUN: a success answers our check (``succeeded()``); a full ICE agent's check of us is
+    answered (``sendto``), signed with our ``pwd``. Shared with bench/loadclient.py."""
+    from ..wire import stun
+
+    try:
+        msg = stun.parse(data)
+    except stun.StunError:
+        return
+    if msg.msg_type == stun.BINDING_SUCCESS:
+        succeeded()
+    elif msg.msg_type == stun.BINDING_REQUEST:
+        sendto(stun.build(stun.BINDING_SUCCESS, msg.transaction_id,
+                          [stun.attr_xor_mapped_address(addr[:2], msg.transaction_id)],
+                          integrity_key=pwd.encode()), addr)
 
 
 _CERT: list = []

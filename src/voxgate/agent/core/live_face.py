@@ -21,10 +21,14 @@ own (the engine's ``semantic_vad`` and barge-in, always on), and the client adds
 A WebRTC session's ``client.data_channel`` permissions hold: a client event the app did not allow gets an ``info``
 event (``data_channel_permissions``) and is dropped; a server event it did not allow is not sent on the channel.
 
-Delegation: ``client`` (the default) is accepted and its ``delegation_id``s are checked, but the embedded voice does
-not yet delegate on its own; ``responses`` and ``decisions`` are refused with a clear error, as are fixtures and
-decisions (``not_supported``), rather than accepted and ignored. ``idle_timeout_s`` and ``wake_policy`` are checked
-and not yet acted on (the voice listens from the start).
+Delegation (``delegation.py``): at the end of a turn the engine asks the face whether it ``takes_turn``; every turn
+but small talk is delegated to the app (``client``), a Responses backend (``responses``: its stream as
+``response.event``, function calls answered by the app's ``response.item.create`` + ``response.create``) or
+decision questions (``decisions``: ``decision.event``), with a spoken acknowledgement after
+``acknowledgement_delay_ms`` unless the answer came first. ``triggers`` ask their questions on each transcript delta
+of their kind. Fixtures are refused (``not_supported``) rather than accepted and ignored; hosted tools are refused by
+name. ``store: true`` records the session (``Record``): ``GET …/content`` and forks (``fork_session``) read it.
+``idle_timeout_s`` and ``wake_policy`` are checked and not yet acted on (the voice listens from the start).
 """
 
 from __future__ import annotations
@@ -385,7 +389,7 @@ class LiveFace:
             out += conv.add_item(normalized({"type": "message", "role": role,
                                              "content": [{"type": kind, "text": m["content"][0]["text"]}]},
                                             conv.new_id))
-        if session.get("store"):  # kept for GET …/content (and forks, once they are served)
+        if session.get("store"):  # kept for GET …/content and forks
             out.append(Record())
         return out + [Emit(lv.SessionStarted(self.resolved(), eid))]
 
