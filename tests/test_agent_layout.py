@@ -105,7 +105,7 @@ def test_every_recognizer_and_voice_implements_the_declared_interface():
 
 # what the executor may ask the engine: its inputs (each takes what happened and returns actions), its deadline
 ENGINE_INPUTS = {"start", "client_event", "frame", "heard", "recognizer_failed", "recognized", "report", "first_sent",
-                 "output_cleared", "drained", "denoise_unavailable", "dtmf", "backend", "timer", "close", "next_deadline",
+                 "output_cleared", "drained", "denoise_unavailable", "dtmf", "dtmf_sent", "backend", "timer", "close", "next_deadline",
                  "session_id"}
 
 

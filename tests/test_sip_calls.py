@@ -450,3 +450,105 @@ def test_a_phone_that_sends_no_media_is_hung_up_with_a_reason(tmp_path):
     finally:
         tx.terminate()
         tx.wait(10)
+
+
+def test_keys_both_ways_on_a_live_sideband(phone):
+    """A phone that offers telephone-event, accepted as a GPT-Live session: its key reaches the app's sideband as
+    transport.dtmf.received; the app's transport.dtmf.send reaches the phone as RFC 4733 events (decoded by the
+    same PhoneIn that reads SIPp's), acknowledged transport.dtmf.sent; a key on a call that cannot take them fails."""
+    import asyncio
+    import socket as so
+
+    from aiortc.rtp import RtpPacket
+
+    from voxgate.sip import message
+    from voxgate.sip import sdp as sip_sdp
+    from voxgate.sip.media import PhoneIn
+
+    app, port = phone["app"], phone["sip"]
+    got: dict = {}
+
+    def answer():
+        call_id, _ = app.next_call()
+        session_id = None
+        while session_id != call_id:
+            session_id, _ = app.live_calls.get(timeout=20)
+        app.client.live.sessions.accept(session_id, session={"type": "live", "model": "gpt-live-1"})
+        got["id"] = session_id
+
+    t = threading.Thread(target=answer)
+    t.start()
+    sig = so.socket(so.AF_INET, so.SOCK_DGRAM)
+    sig.bind(("127.0.0.1", 0))
+    sig.settimeout(10)
+    rtp = so.socket(so.AF_INET, so.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.settimeout(0.05)
+    lport, rport = sig.getsockname()[1], rtp.getsockname()[1]
+    offer = ("v=0\r\no=k 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             f"m=audio {rport} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+             "a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n").encode()
+    frm, to = f"<sip:keys@127.0.0.1:{lport}>;tag={message.tag()}", f"<sip:agent@127.0.0.1:{port}>"
+    via = f"SIP/2.0/UDP 127.0.0.1:{lport};branch={message.branch()};rport"
+    cid = f"keys-{time.time_ns()}"
+    sig.sendto(message.request("INVITE", f"sip:agent@127.0.0.1:{port}", via=via, from_=frm, to=to, call_id=cid,
+                               cseq=1, body=offer, content_type="application/sdp",
+                               headers={"Contact": f"<sip:keys@127.0.0.1:{lport}>"}), ("127.0.0.1", port))
+    ok = None
+    while ok is None or ok.code < 200:
+        ok = message.parse(sig.recvfrom(4096)[0])
+    assert ok.code == 200, ok.code
+    t.join(20)
+    remote = sip_sdp.parse(ok.body)
+    assert remote.dtmf_pt == 101
+    sig.sendto(message.request("ACK", f"sip:agent@127.0.0.1:{port}", via=via.replace("branch=", "branch=a"),
+                               from_=frm, to=ok.headers["To"], call_id=cid, cseq=1), ("127.0.0.1", port))
+    dest = (remote.host, remote.port)
+    decoder = PhoneIn(8000, remote.codecs[0], 101)
+    heard: list = []
+
+    def pump(seconds: float, key: str | None = None):
+        """Send 20 ms of silence at a time (with ``key``'s events first), read what comes back."""
+        seq, ts, end = 100, 1000, time.monotonic() + seconds
+        if key is not None:
+            for n in range(8):
+                p = bytes([int(key), 0x80 | 10 if n >= 5 else 10]) + (min(n + 1, 5) * 160).to_bytes(2, "big")
+                rtp.sendto(RtpPacket(payload_type=101, marker=int(n == 0), sequence_number=seq, timestamp=ts,
+                                     ssrc=7, payload=p).serialize(), dest)
+                seq += 1
+        while time.monotonic() < end:
+            rtp.sendto(RtpPacket(payload_type=0, sequence_number=seq & 0xFFFF, timestamp=ts, ssrc=7,
+                                 payload=b"\xff" * 160).serialize(), dest)
+            seq, ts = seq + 1, ts + 160
+            try:
+                data, addr = rtp.recvfrom(2048)
+                _, keys = decoder.receive(data, addr, time.monotonic())
+                heard.extend(k for k, _ in keys)
+            except so.timeout:
+                pass
+
+    async def sideband():
+        client = openai.AsyncOpenAI(api_key="sk-unused", base_url=phone["base"] + "/v1", max_retries=0)
+        events = []
+        async with client.live.sideband.connect(session_id=got["id"]) as side:
+            async def read():
+                while True:
+                    events.append(await side.recv())
+            reader = asyncio.ensure_future(read())
+            await asyncio.to_thread(pump, 1.5, "7")  # the phone presses 7
+            await side.send({"type": "transport.dtmf.send", "event_id": "k1", "event": "#"})
+            await side.send({"type": "transport.dtmf.send", "event_id": "k2", "event": "x"})
+            await asyncio.to_thread(pump, 1.5)
+            reader.cancel()
+        return events
+
+    events = asyncio.run(sideband())
+    sig.sendto(message.request("BYE", f"sip:agent@127.0.0.1:{port}", via=via.replace("branch=", "branch=b"),
+                               from_=frm, to=ok.headers["To"], call_id=cid, cseq=2), ("127.0.0.1", port))
+    received = [e for e in events if e.type == "transport.dtmf.received"]
+    assert received and received[0].event == "7", [e.type for e in events]
+    sent = [e for e in events if e.type == "transport.dtmf.sent"]
+    assert sent and sent[0].event == "#" and sent[0].client_event_id == "k1"
+    bad = [e for e in events if e.type == "error" and e.error.client_event_id == "k2"]
+    assert bad and bad[0].error.param == "event"
+    assert heard == ["#"], heard

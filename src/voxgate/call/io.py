@@ -128,6 +128,10 @@ class CallIO(abc.ABC):
     def send_event(self, event: dict) -> bool:
         """Send one JSON message to the caller; False if it cannot be sent."""
 
+    def send_dtmf(self, key: str) -> bool:
+        """Send a key to the caller (a phone call only); False where the transport cannot."""
+        return False
+
     def end_call(self, reason: str) -> None:
         """The agent ends the call (a Live client's ``session.close``), once what was sent has gone out."""
 

@@ -32,14 +32,53 @@ class PhoneOut(PacedOut):
     every 20 ms for the whole call (``continuous``): silence between the agent's words, as a phone line carries."""
 
     continuous = True
+    TONE_PACKETS = 5  # a key is 100 ms of tone (RFC 4733 events every 20 ms, the duration growing)...
+    END_PACKETS = 3  # ... then its end, sent three times (section 2.5.1.4)
 
-    def __init__(self, rate: int, codec: Codec, ssrc: int):
+    def __init__(self, rate: int, codec: Codec, ssrc: int, dtmf_pt: int | None = None):
         name, codec_rate = CODEC_RATE[codec.name]
         super().__init__(rate, codec.pt, ssrc, codec_rate, ts_step=codec.clock * FRAME_MS // 1000)
         self.codec = AvCodec(name, codec_rate)
+        self.dtmf_pt = dtmf_pt  # the peer's telephone-event payload type (None: it offered none)
+        self.keys: list[str] = []  # keys to send, in order
+        self._key: list | None = None  # the key being sent: [code, its timestamp, packets sent]
+        self._key_due = 0.0
 
     def encode(self, pcm: bytes) -> bytes | None:
         return self.codec.encode(pcm) or None
+
+    def send_dtmf(self, key: str) -> bool:
+        """Queue a key (0-9, A-D, * or #) as RFC 4733 events; False if the peer cannot take them."""
+        if self.dtmf_pt is None or key not in DTMF_KEYS:
+            return False
+        self.keys.append(key)
+        return True
+
+    def next_packet(self, now: float) -> bytes | None:
+        """A key's events take the line while it sounds (the audio waits), on the same RTP clock and sequence."""
+        if self._key is None and self.keys:
+            ts = int(now * 50) * self.ts_step if self.last_ts is None else self.last_ts + self.ts_step
+            self._key, self._key_due = [DTMF_KEYS.index(self.keys.pop(0)), ts, 0], now
+        if self._key is None:
+            return super().next_packet(now)
+        if now + self.LEAD < self._key_due:
+            return None
+        code, ts, n = self._key
+        end = n >= self.TONE_PACKETS
+        duration = min(n + 1, self.TONE_PACKETS) * self.ts_step
+        payload = bytes([code, (0x80 if end else 0) | 10]) + duration.to_bytes(2, "big")  # volume -10 dBm0
+        rtp = RtpPacket(payload_type=self.dtmf_pt, marker=int(n == 0), sequence_number=self.seq,
+                        timestamp=(self.ts_base + ts) & 0xFFFFFFFF, ssrc=self.ssrc, payload=payload)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.packets += 1
+        self.bytes += len(payload)
+        self._key[2] = n + 1
+        self._key_due += FRAME_MS / 1000
+        if n + 1 >= self.TONE_PACKETS + self.END_PACKETS:  # the key is over: the audio goes on after it
+            self._key = None
+            self.last_ts = ts + self.TONE_PACKETS * self.ts_step
+            self.spurt_start = None  # a new spurt: its timestamp from last_ts on
+        return rtp.serialize()
 
 
 class PhoneIn:

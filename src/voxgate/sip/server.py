@@ -409,7 +409,8 @@ class SipCall(PacedCall):
 
     def __init__(self, host: CallHost, sip: Call, agent, session_config: dict | None, api: str = "realtime"):
         self.ssrc = random.getrandbits(32) or 1
-        super().__init__(sip.id, agent, PhoneOut(agent.sample_rate, sip.codec, self.ssrc), session_config,
+        super().__init__(sip.id, agent, PhoneOut(agent.sample_rate, sip.codec, self.ssrc, sip.offer.dtmf_pt),
+                         session_config,
                          event_queue=1000, api=api)
         self.host, self.sip = host, sip
         self.owner = None
@@ -475,6 +476,10 @@ class SipCall(PacedCall):
         self.heard(frames, now)
         for digit, ms in keys:
             self.on_dtmf(digit, ms)
+
+    def send_dtmf(self, key: str) -> bool:
+        """A key to the caller (a GPT-Live sideband's ``transport.dtmf.send``), as RFC 4733 events."""
+        return self.state == "connected" and self.out.send_dtmf(key)
 
     def on_dtmf(self, digit: str, duration_ms: int):
         self.dtmf.append(digit)

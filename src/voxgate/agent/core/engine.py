@@ -685,6 +685,10 @@ class Engine:
             return self._end(r, now)
         raise TypeError(f"unknown report {what!r}")
 
+    def dtmf_sent(self, key: str, client_event_id: str | None, ok: bool, now: float) -> list:
+        """A key the face asked to send (GPT-Live's ``transport.dtmf.send``) went out, or could not."""
+        return self._apply(self.face.dtmf_sent(key, client_event_id, ok), now)
+
     def backend(self, key: str, what, now: float) -> list:
         """What a backend request (``delegation.StartBackend``) made: ``Said``, ``Called``, ``Ended`` or ``Failed``."""
         return self._apply(self.face.backend(self.conv, key, what, now), now)

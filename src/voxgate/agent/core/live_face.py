@@ -34,6 +34,7 @@ name. ``store: true`` records the session (``Record``): ``GET …/content`` and 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from . import delegation as dl
 from . import events as ev
@@ -218,6 +219,15 @@ def check_triggers(triggers) -> None:
 
 
 TRIGGER_EVENTS = ("session.input_transcript.delta", "session.output_transcript.delta")
+DTMF_KEYS = "0123456789*#ABCD"
+
+
+@dataclass(frozen=True)
+class SendDtmf:
+    """Send a key to the caller (a phone call); the executor says how it went (``Engine.dtmf_sent``)."""
+
+    key: str
+    client_event_id: str | None = None
 
 
 def fork_session(stored: dict, conversation: list, overrides, transport: str) -> dict:
@@ -603,6 +613,7 @@ class LiveFace:
             return self._start(conv, session, eid, now)
         if not self.started:
             return [Emit(lv.live_error("session_not_started", "send session.start first", "type", eid))]
+        self._trusted = trusted
         allowed = None if trusted else self._allowed("allowed_client_events")
         if allowed is not None and etype not in allowed:  # the frontend may send only what the app allowed
             return [Emit(lv.Info("data_channel_permissions", f"{etype} is not among this session's "
@@ -787,6 +798,24 @@ class LiveFace:
                 return [Emit(lv.DecisionItemDeleted(iid, eid))]
         return [Emit(lv.live_error("invalid_value", f"no decision item {iid!r}", "item_id", eid))]
 
+    def _on_transport_dtmf_send(self, conv, event, eid, now):
+        """A key to the caller of a phone call: the app's server's command (a sideband), as GPT-Live has it."""
+        if not getattr(self, "_trusted", False):
+            return [Emit(lv.live_error("invalid_request_error", "transport.dtmf.send is a sideband command",
+                                       "type", eid))]
+        if self.transport != "sip":
+            return [Emit(lv.live_error("not_supported", "transport.dtmf.send is for SIP calls", "type", eid))]
+        key = event.get("event")
+        if not isinstance(key, str) or len(key) != 1 or key.upper() not in DTMF_KEYS:
+            return [Emit(lv.live_error("invalid_value", "'event' is one key: 0-9, A-D, * or #", "event", eid))]
+        return [SendDtmf(key.upper(), eid)]
+
+    def dtmf_sent(self, key: str, client_event_id: str | None, ok: bool) -> list:
+        if ok:
+            return [Emit(lv.DtmfSent(key, client_event_id))]
+        return [Emit(lv.live_error("dtmf_failed", "the key could not be sent: the caller's phone takes no "
+                                   "telephone-event (RFC 4733), or the call has ended", "event", client_event_id))]
+
     def _on_session_close(self, conv, event, eid, now):
         self.closed = True
         usage = {"seconds": round(self.ms(now) / 1000, 3)}
@@ -808,6 +837,8 @@ class LiveFace:
         ``sideband`` gets everything)."""
         if type(event) is ev.DtmfReceived:  # a phone's key: sidebands only, as GPT-Live
             return lv.DtmfReceived(event.event).as_dict(event_id) if sideband else None
+        if type(event) is lv.DtmfSent and not sideband:
+            return None
         out = self._wire(event, event_id, now)
         if out is not None and not sideband and out["type"] in TRIGGER_EVENTS and self.config.get("triggers"):
             if any(t["event_type"] == out["type"] for t in self.config["triggers"]):

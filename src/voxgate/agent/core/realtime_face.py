@@ -47,6 +47,9 @@ class RealtimeFace:
     def backend(self, conv, key: str, what, now: float) -> list:
         return []
 
+    def dtmf_sent(self, key: str, client_event_id, ok: bool) -> list:
+        return []
+
     def closing(self, now: float, reason: str):
         """Nothing more is said when a Realtime call ends."""
         return None

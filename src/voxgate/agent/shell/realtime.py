@@ -27,7 +27,7 @@ from ..core import events as ev
 from ..core.conversation import (ClearOutput, ConfigureAudio, ConfigureDenoise, ConfigureRecognizer, Emit, EndSession,
                                  Record)
 from ..core.events import EventIds
-from ..core.live_face import LiveFace
+from ..core.live_face import LiveFace, SendDtmf
 from ..core.realtime_face import RealtimeFace
 from ...audio import Resampler
 from ...tracing import CallTrace
@@ -246,6 +246,9 @@ class RealtimeSession:
                 self._configure_denoise(a.kind)
             elif t is Record:
                 self._record()
+            elif t is SendDtmf:
+                ok = self.call.send_dtmf(a.key)
+                self.execute(self.engine.dtmf_sent(a.key, a.client_event_id, ok, time.monotonic()))
             elif t is EndSession:
                 self.call.end_call(a.reason)
             else:
