@@ -384,6 +384,20 @@ def test_delegation_on_the_engine_alone():
     assert decision["source_event_id"] == "evt_src" and decision["trigger_id"] and decision["delegation_id"] is None
     assert decision["event"]["decision"]["answers"][0]["probability"] == 0.0
 
+    # a fixture: the input muted and context refused while it plays, unmuted (and played) once it has
+    face, eng = run({"type": "client"})
+    acts = eng.client_event({"type": "session.output_audio.fixture.play", "event_id": "f",
+                             "audio": base64.b64encode(bytes(4800)).decode()}, 4.0)
+    assert eng.muted and [w["type"] for w in wire(face, acts)][-1] == "session.output_audio.fixture.playing"
+    [start] = [a for a in acts if type(a) is en.StartRunner]
+    assert start.config.fixture == bytes(4800) and not start.config.in_conversation
+    refused = wire(face, eng.client_event({"type": "session.commentary.append", "event_id": "c", "content": "x",
+                                           "delegation_id": None}, 4.1))
+    assert refused[0]["type"] == "error" and "fixture" in refused[0]["error"]["message"]
+    eng.report(start.rid, Said(""), 4.2)
+    done = wire(face, eng.report(start.rid, Ended(), 4.3))
+    assert "session.output_audio.fixture.played" in [w["type"] for w in done] and not eng.muted
+
     # hosted tools are refused by name; a trigger per event type at most
     from voxgate.agent.core.live_face import check_session
     from voxgate.agent.core.schema import Invalid
@@ -578,5 +592,39 @@ def test_a_stored_session_forked_over_websocket_and_webrtc(tx, question, tmp_pat
         assert len(loud) > 10  # the fork's voice came back on the track
         await pc.close()
         player.audio.stop()
+
+    run_async(go())
+
+
+def test_a_fixture_plays_as_given_with_the_input_muted(tx):
+    """session.output_audio.fixture.play: checked whole (base64 PCM16 24 kHz, at most 30 s), acknowledged
+    ``playing``, played as it is (the same samples come back), then ``played`` (over a WebSocket, once it is all
+    sent: the client plays it; context is refused meanwhile, in the sans-IO test)."""
+    import math
+    import struct
+
+    tone = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 24000))) for i in range(24000))
+
+    async def go():
+        async with _client(tx).live.connect() as conn:
+            await conn.send({"type": "session.start", "session": {"model": "gpt-live-1"}})
+            got: list = []
+            await _until(conn, got, lambda g: _of(g, "session.started"), 10)
+            await conn.send({"type": "session.output_audio.fixture.play", "event_id": "bad", "audio": "###"})
+            await conn.send({"type": "session.output_audio.fixture.play", "event_id": "long",
+                             "audio": base64.b64encode(bytes(24000 * 2 * 31)).decode()})
+            await conn.send({"type": "session.output_audio.fixture.play", "event_id": "f1",
+                             "audio": base64.b64encode(tone).decode()})
+            await _until(conn, got, lambda g: _of(g, "session.output_audio.fixture.played"), 20)
+            errors = {e.error.client_event_id: e.error for e in _of(got, "error")}
+            assert errors["bad"].param == "audio" and errors["long"].param == "audio"
+            assert _of(got, "session.output_audio.fixture.playing")[0].client_event_id == "f1"
+            assert _of(got, "session.output_audio.fixture.played")[0].client_event_id == "f1"
+            audio = b"".join(base64.b64decode(e.delta) for e in _of(got, "session.output_audio.delta"))
+            assert abs(len(audio) - len(tone)) <= 4800, (len(audio), len(tone))  # all of it, as it was
+            assert not _of(got, "session.output_transcript.delta")  # a fixture has no words
+            await conn.send({"type": "session.thinking.append", "event_id": "t2", "content": "y",
+                             "delegation_id": None})
+            await _until(conn, got, lambda g: _of(g, "session.thinking.appended"), 10)
 
     run_async(go())

@@ -43,6 +43,7 @@ class ResponseConfig:
     output_format: dict = field(default_factory=lambda: {"type": "audio/pcm", "rate": 24000})  # the session's
     language: str | None = None  # the caller's language (ISO-639-1) when the reply is to be in it; None: as asked
     say: str | None = None  # words to speak as they are, with no model (GPT-Live's acknowledgements, commentary)
+    fixture: bytes | None = None  # audio to play as it is (PCM16 24 kHz mono: GPT-Live's output_audio.fixture.play)
 
     @property
     def audio(self) -> bool:

@@ -656,9 +656,10 @@ class Engine:
         r = self.replies.pop(rid, None)
         if r is None:
             return []
+        out = self._apply(self.face.response_over(self.conv, rid, r.status), now)  # (a Live fixture's end)
         if self.conv.playing == rid or (self.conv.playing is None and not r.barged):
-            return self._apply(self.conv.drained(rid), now)
-        return []
+            return out + self._apply(self.conv.drained(rid), now)
+        return out
 
     # ------------------------------------------------------------- what runners report
     def report(self, rid: str, what, now: float) -> list:
@@ -780,4 +781,4 @@ class Engine:
         if r.status == "completed" and r.written_ms > 0 and self.paced:  # say when its audio has played
             return out + [WatchDrained(r.rid)]
         self.replies.pop(r.rid, None)
-        return out
+        return out + self._apply(self.face.response_over(self.conv, r.rid, r.status), r.marks.get("started", 0.0))

@@ -26,8 +26,8 @@ but small talk is delegated to the app (``client``), a Responses backend (``resp
 ``response.event``, function calls answered by the app's ``response.item.create`` + ``response.create``) or
 decision questions (``decisions``: ``decision.event``), with a spoken acknowledgement after
 ``acknowledgement_delay_ms`` unless the answer came first. ``triggers`` ask their questions on each transcript delta
-of their kind. Fixtures are refused (``not_supported``) rather than accepted and ignored; hosted tools are refused by
-name. ``store: true`` records the session (``Record``): ``GET …/content`` and forks (``fork_session``) read it.
+of their kind. A fixture plays given audio as it is (the input muted until it has played); hosted tools are
+refused by name. ``store: true`` records the session (``Record``): ``GET …/content`` and forks (``fork_session``) read it.
 ``idle_timeout_s`` and ``wake_policy`` are checked and not yet acted on (the voice listens from the start).
 """
 
@@ -40,7 +40,8 @@ from . import delegation as dl
 from . import events as ev
 from . import live_events as lv
 from .schema import Invalid, as_object, only_known
-from .conversation import ConfigureAudio, Emit, MuteInput, EndSession, Record, chat_messages, normalized
+from .conversation import (CancelResponse, ClearOutput, ConfigureAudio, Emit, EndSession, MuteInput, Record,
+                           StartResponse, chat_messages, normalized)
 from .reply import Called, Ended, Failed, Said
 from .voices import OPENAI_VOICES, resolve_voice
 
@@ -51,6 +52,7 @@ FORMATS = {"audio/pcm": (16000, 24000), "audio/pcmu": (8000,), "audio/pcma": (80
 SESSION_LIFETIME = 3600  # seconds a session may last (``expires_at``)
 USAGE_EVERY = 15.0  # seconds between session.usage.updated events (cumulative)
 MAX_APPEND = 4000  # characters of one instructions / thinking / commentary append (~500 tokens)
+MAX_FIXTURE = 30 * 24000 * 2  # bytes of a fixture: 30 s of PCM16 at 24 kHz
 MAX_INPUT = 128  # messages of history a session may start with (and decision items it may hold)
 MAX_DELEGATIONS = 64  # delegations a session remembers (an app may answer one of them later)
 CLIENT_EVENTS = ("session.start", "session.update", "session.input_audio.append", "session.input_audio.mute",
@@ -346,6 +348,7 @@ class LiveFace:
         self.decision_items: list[dict] = []  # decision.item.create's inputs for later decisions
         self.fired: dict[str, str] = {}  # a trigger's event type -> the transcript delta it last fired on
         self.trigger_due: float | None = None  # when fired triggers are to be evaluated
+        self.fixture: tuple[str, str | None] | None = None  # the fixture playing: (its response, the command's id)
 
     # ------------------------------------------------------------- the timeline
     def ms(self, now: float) -> int:
@@ -671,6 +674,9 @@ class LiveFace:
         if len(content) > MAX_APPEND:
             return None, [Emit(lv.live_error("invalid_value", f"'content' is at most {MAX_APPEND} characters",
                                              "content", eid))]
+        if self.fixture is not None:
+            return None, [Emit(lv.live_error("invalid_request_error", "context cannot be appended while a fixture "
+                                             "plays", "type", eid))]
         if "delegation_id" not in event:
             return None, [Emit(lv.live_error("missing_required_parameter", "'delegation_id' is required (null when "
                                              "the context belongs to no delegation)", "delegation_id", eid))]
@@ -798,6 +804,41 @@ class LiveFace:
                 return [Emit(lv.DecisionItemDeleted(iid, eid))]
         return [Emit(lv.live_error("invalid_value", f"no decision item {iid!r}", "item_id", eid))]
 
+    def _on_session_output_audio_fixture_play(self, conv, event, eid, now):
+        """Given audio played as it is: the voice stops, the input is muted (no event says so) until it has played."""
+        import base64
+        import binascii
+
+        audio = event.get("audio")
+        try:
+            pcm = base64.b64decode(audio, validate=True) if isinstance(audio, str) else None
+        except (binascii.Error, ValueError):
+            pcm = None
+        if not pcm or len(pcm) % 2:
+            return [Emit(lv.live_error("invalid_value", "'audio' is base64 PCM16 at 24 kHz, mono", "audio", eid))]
+        if len(pcm) > MAX_FIXTURE:
+            return [Emit(lv.live_error("invalid_value", "a fixture is at most 30 s", "audio", eid))]
+        out: list = []
+        if self.fixture is not None:
+            out.append(CancelResponse(self.fixture[0], "superseded"))
+            self.fixture = None
+        _, stop = conv.barge_in()
+        out += [ClearOutput("fixture")] + stop + [MuteInput(True)]
+        start = conv.respond({"turn_end": now}, config=conv.response_config(fixture=pcm, conversation="none"))
+        rid = next(a.rid for a in start if type(a) is StartResponse)
+        self.fixture = (rid, eid)
+        self._cancel_acks()
+        return out + start + [Emit(lv.FixturePlaying(eid))]
+
+    def response_over(self, conv, rid: str, status: str) -> list:
+        """A response's audio has played (or it ended without): a fixture's end unmutes the input, and says
+        ``played`` if it played whole."""
+        if self.fixture is None or self.fixture[0] != rid:
+            return []
+        _, eid = self.fixture
+        self.fixture = None
+        return [MuteInput(False)] + ([Emit(lv.FixturePlayed(eid))] if status == "completed" else [])
+
     def _on_transport_dtmf_send(self, conv, event, eid, now):
         """A key to the caller of a phone call: the app's server's command (a sideband), as GPT-Live has it."""
         if not getattr(self, "_trusted", False):
@@ -860,7 +901,7 @@ class LiveFace:
             # for the first half of a question) and Live's deltas cannot be taken back, so drafts are not sent
             return lv.InputTranscriptDelta(event.transcript, self.turn_start,
                                            max(self.turn_start, self.ms(now))).as_dict(event_id)
-        elif t is ev.AudioTranscriptDelta or t is ev.TextDelta:
+        elif (t is ev.AudioTranscriptDelta or t is ev.TextDelta) and event.delta:
             t_ms = self.ms(now)
             return lv.OutputTranscriptDelta(event.delta, t_ms, t_ms).as_dict(event_id)
         elif t is ev.Error:

@@ -50,6 +50,9 @@ class RealtimeFace:
     def dtmf_sent(self, key: str, client_event_id, ok: bool) -> list:
         return []
 
+    def response_over(self, conv, rid: str, status: str) -> list:
+        return []
+
     def closing(self, now: float, reason: str):
         """Nothing more is said when a Realtime call ends."""
         return None

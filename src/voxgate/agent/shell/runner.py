@@ -65,6 +65,8 @@ class Runner:
 
     async def _run(self):
         c = self.config
+        if c.fixture is not None:
+            return await self._play(c.fixture)
         chunker = Chunker()
         resample = Resampler(self.models.tts.rate_of(c.voice), self.call.sample_rate)
         stream = self._ask(self.messages, c.max_output_tokens)
@@ -112,6 +114,16 @@ class Runner:
         finally:
             await stream.aclose()
         self.report(end)
+
+    async def _play(self, pcm: bytes):
+        """Given audio (PCM16 at 24 kHz), played as it is: 200 ms at a time, the call's queue kept short."""
+        resample = Resampler(24000, self.call.sample_rate)
+        self.report(Said(""))  # the item the audio belongs to
+        for i in range(0, len(pcm), 9600):
+            if i:
+                await self.call.queue_below(AHEAD_MS)
+            self.report(Spoke(resample(pcm[i:i + 9600])))
+        self.report(Ended())
 
     async def _speak(self, text: str, resample):
         """Synthesize one chunk (the first at once; the later ones once live, with the call's queue short)."""
