@@ -322,6 +322,12 @@ def test_delegation_on_the_engine_alone():
     assert wire(face, eng.client_event({"type": "response.create", "event_id": "r"}, 2.2))[0]["error"][
         "message"] == "response.create requires Responses delegation."
 
+    # an app that adds nothing to a client delegation: the voice answers it itself after CLIENT_WAIT_S
+    face, eng = run({"type": "client"})
+    turn(face, eng, "What's the weather like?", 1.0)
+    assert abs(eng.next_deadline() - (1.0 + dl.CLIENT_WAIT_S)) < 1e-6
+    assert said(eng, eng.timer(1.0 + dl.CLIENT_WAIT_S)) == [None]  # a reply of its own model, not given words
+
     # responses: the backend's stream as response.event, a function call the app answers, then its answer spoken
     tools = [{"type": "function", "name": "get_balance", "parameters": {"type": "object", "properties": {}}}]
     face, eng = run({"type": "responses", "responses": {"model": "my-backend", "tools": tools}})

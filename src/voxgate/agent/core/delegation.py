@@ -16,6 +16,11 @@ alone, no model) ``acknowledgement_delay_ms`` after the delegation (0 for client
 decisions, as GPT-Live), unless the answer (a backend's text, an app's ``commentary``) came first: any append
 for the delegation cancels the pending acknowledgement, as GPT-Live's does.
 
+**An app that does not answer**: a ``client`` delegation that gets no ``thinking`` or ``commentary`` within
+``CLIENT_WAIT_S`` is answered by the voice from what it knows, as a person would rather than leave the caller in
+silence (an app that is working on it says so with ``thinking``, which holds the voice). An app written for
+GPT-Live answers within that; one that ignores delegation still gets a conversation.
+
 **The backend's answer** is spoken as it was written: the backend is told it answers for speech, in a sentence or
 two. (The voice rephrasing it, as GPT-Live's does, would put a 135 M-parameter model between a good answer and the
 caller; verbatim is what keeps the answer right.)
@@ -37,6 +42,7 @@ from . import eou
 
 ACKS = ("One moment.", "Let me check.", "Sure, one second.", "Let me look into that.")
 DEFAULT_ACK_DELAY_MS = {"client": 0, "responses": 0, "decisions": 400}
+CLIENT_WAIT_S = 2.5  # a client delegation the app adds nothing to for this long: the voice answers it itself
 BACKEND_INSTRUCTIONS = ("You are the backend of a voice assistant: your answer is spoken to the caller as you write "
                         "it. Answer the caller's last request in one or two short spoken sentences, with no lists, "
                         "markup or symbols. Use a tool when one fits the request.")
@@ -89,6 +95,7 @@ class Delegation:
     target: str  # client, responses or decisions
     offset_ms: int
     ack_due: float | None = None  # when the acknowledgement is to be spoken (None: said, or not wanted)
+    answer_due: float | None = None  # client: when the voice answers it itself, if the app has added nothing
     response_id: str | None = None  # responses: the backend's response
     stream: "ResponsesStream | None" = None
     extra: list = field(default_factory=list)  # responses: function calls and their outputs so far (chat messages)

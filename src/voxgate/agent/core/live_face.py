@@ -410,7 +410,8 @@ class LiveFace:
     def next_deadline(self) -> float | None:
         if not self.started or self.closed:
             return None
-        due = [self.next_usage] + [d.ack_due for d in self.delegations.values() if d.ack_due is not None]
+        due = [self.next_usage] + [t for d in self.delegations.values() for t in (d.ack_due, d.answer_due)
+                                   if t is not None]
         if self.trigger_due is not None:
             due.append(self.trigger_due)
         return min(t for t in due if t is not None)
@@ -427,6 +428,9 @@ class LiveFace:
         for d in list(self.delegations.values()):
             if d.ack_due is not None and now >= d.ack_due:
                 out += self._ack(conv, d, now)
+            if d.answer_due is not None and now >= d.answer_due:  # the app added nothing: the voice answers
+                d.answer_due = None
+                out += conv.respond({"turn_end": now})
         if self.trigger_due is not None and now >= self.trigger_due:
             self.trigger_due = None
             out += self._evaluate_triggers(conv)
@@ -462,6 +466,8 @@ class LiveFace:
             out += self._ask_responses(conv, d)
         else:
             out.append(Emit(lv.DelegationCreated(body, d.offset_ms)))
+            if kind == "client":
+                d.answer_due = now + dl.CLIENT_WAIT_S
             if kind == "decisions":
                 out += self._ask_decisions(conv, d.id, cfg["decisions"]["questions"])
         delay = cfg.get("acknowledgement_delay_ms")
@@ -482,8 +488,10 @@ class LiveFace:
         return conv.respond({"turn_end": now}, config=conv.response_config(say=text))
 
     def _cancel_acks(self) -> None:
+        """The app is on it (a thinking or commentary append): no acknowledgement, and the voice does not answer
+        for it."""
         for d in self.delegations.values():
-            d.ack_due = None
+            d.ack_due = d.answer_due = None
 
     def _backend_messages(self, conv, extra: list | None = None) -> list[dict]:
         msgs = [m for m in conv.messages() if not (m["role"] == "assistant" and m.get("content") in dl.ACKS)]
