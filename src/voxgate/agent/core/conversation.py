@@ -479,7 +479,7 @@ def normalized(item: dict, ids=new_id) -> dict:
 def chat_messages(items: list[dict]) -> list[dict]:
     """Realtime items as chat-completions messages: a message's text (or its transcript, as heard after a
     truncation), consecutive function calls as one assistant message with ``tool_calls``, their outputs as ``tool``
-    messages."""
+    messages, the assistant's consecutive messages as one."""
     out: list[dict] = []
     for item in items:
         kind = item.get("type", "message")
@@ -496,7 +496,11 @@ def chat_messages(items: list[dict]) -> list[dict]:
         else:
             text = " ".join(c.get("text") or c.get("transcript") or "" for c in item.get("content") or []
                             if isinstance(c, dict)).strip()
-            if text:
+            if text and item["role"] == "assistant" and out and out[-1]["role"] == "assistant" \
+                    and out[-1].get("content") and not out[-1].get("tool_calls"):
+                out[-1]["content"] += " " + text  # one turn of the assistant's ("One moment." then its answer):
+                # chat templates refuse two assistant messages in a row
+            elif text:
                 out.append({"role": item["role"], "content": text})
     return out
 

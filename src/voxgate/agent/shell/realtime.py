@@ -421,17 +421,20 @@ class RealtimeSession:
                 self._timer.cancel()
             for r in list(self.runners.values()):
                 r.stop()
-            await asyncio.gather(*(r.task for r in self.runners.values() if r.task), return_exceptions=True)
-            self.runners.clear()
             for task in list(self.tasks):
                 task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if self.recording is not None:
-                self._finish_recording()
-            if self.trace is not None:
-                self.trace.end("ended")
-            self.asr_pool.shutdown(wait=True, cancel_futures=True)
-            self.stack.release_asr(self.asr)
+            try:  # the call's transport may cancel us while we wait here (a WebRTC session closing): what follows
+                # must run all the same, or the recognizer never goes back to the pool
+                await asyncio.gather(*(r.task for r in self.runners.values() if r.task), return_exceptions=True)
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            finally:
+                self.runners.clear()
+                if self.recording is not None:
+                    self._finish_recording()
+                if self.trace is not None:
+                    self.trace.end("ended")
+                self.asr_pool.shutdown(wait=True, cancel_futures=True)
+                self.stack.release_asr(self.asr)
 
     async def _audio_loop(self):
         """Each frame: noise reduction (if the session asks), the VAD, the engine. A push-to-talk buffer that runs
