@@ -16,7 +16,7 @@ Measured after a warm-up cycle and again at the end, once the calls are gone (``
 and the relay's RSS and open descriptors (/proc), the transceiver's asyncio tasks and live sessions (/metrics), and
 the keys in Redis. Bounded by its minutes; every call by its seconds.
 
-    python bench/soak.py [--minutes 20]
+    python bench/soak.py [--minutes 20] [--warmup 40]
 """
 
 from __future__ import annotations
@@ -124,15 +124,17 @@ async def cycle(tx, relay_port, media_port, sip_port, wav) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--warmup", type=int, default=40, help="cycles before the start sample (40: about ten minutes, "
+                                                           "what the transceiver's RSS took to flatten here)")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args()
-    result = soak(args.minutes, print)
+    result = soak(args.minutes, lambda line: print(line, flush=True), args.warmup)
     if args.json:
         Path(args.json).write_text(json.dumps(result))
     return 0 if result["within_bounds"] else 1
 
 
-def soak(minutes: float, say=print) -> dict:
+def soak(minutes: float, say=print, warmup: int = WARMUP) -> dict:
     from voxgate.lab.peers import RedisServer, RelayProcess, TransceiverProcess, speech_wav
     from voxgate.lab.ports import free_port
     from voxgate.wire.token import new_secret_line
@@ -158,7 +160,7 @@ def soak(minutes: float, say=print) -> dict:
                 turns += n
                 for k, v in errs.items():
                     errors[f"{transport}:{k}"] = errors.get(f"{transport}:{k}", 0) + v
-            if start is None and cycles >= WARMUP:  # the models loaded, the recognizer pool filled
+            if start is None and cycles >= warmup:  # the models loaded, the recognizer pool filled
                 time.sleep(SETTLE_S)
                 start = sample(tx, relay, redis.port)
                 say(f"start  {start}")
