@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -94,7 +93,7 @@ def _relay_metrics(lab) -> str:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bpftool"), reason="needs root and bpftool")
 def test_a_call_through_the_kernel_path_survives_a_relay_restart(tmp_path):
-    from voxgate.lab.relaylab import RELAY_C, TX
+    from voxgate.lab.relaylab import RELAY_C, TX, forged_probe, stop
 
     secret = tmp_path / "secret"
     secret.write_text(new_secret_line(4) + "\n")
@@ -149,24 +148,10 @@ def test_a_call_through_the_kernel_path_survives_a_relay_restart(tmp_path):
         result = json.loads(stdout.strip().splitlines()[-1])
         assert_audio_both_ways(result)
         # a forged token forwards nothing: a STUN check with a made-up ufrag, from the client's namespace
-        from voxgate.lab.peers import binding_request
-
         drops = _metric(_relay_metrics(lab), "voxgate_relay_drops_total")
-        probe = subprocess.run(lab.exec_args("cl") + [sys.executable, "-c", (
-            "import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(1);"
-            f"s.sendto(bytes.fromhex(sys.argv[1]),('{RELAY_C}',3478));"
-            "\ntry: s.recvfrom(2048); print('answered')\nexcept socket.timeout: print('silent')"),
-            binding_request("forgedtokenforgedtoken").hex()], capture_output=True, text=True, timeout=10)
-        assert probe.stdout.strip() == "silent", probe
+        assert forged_probe(lab) == "silent"
         time.sleep(1.5)  # the worker's metrics are flushed every second
         assert _metric(_relay_metrics(lab), "voxgate_relay_drops_total") > drops  # counted and dropped, not forwarded
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         lab.close()

@@ -84,6 +84,38 @@ def env_for_lab() -> dict:
     return env
 
 
+def forged_probe(lab: RelayLab) -> str:
+    """A STUN check with a made-up token, sent from the client's namespace to the relay: "silent" if nothing
+    answered it (it was not forwarded), else "answered"."""
+    import sys
+
+    from .peers import binding_request
+
+    probe = subprocess.run(lab.exec_args("cl") + [sys.executable, "-c", (
+        "import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(1);"
+        f"s.sendto(bytes.fromhex(sys.argv[1]),('{RELAY_C}',3478));"
+        "\ntry: s.recvfrom(2048); print('answered')\nexcept socket.timeout: print('silent')"),
+        binding_request("forgedtokenforgedtoken").hex()], capture_output=True, text=True, timeout=10)
+    return probe.stdout.strip()
+
+
+def stop(procs: list) -> None:
+    """The lab's processes: SIGTERM to each's process group (or the process), then SIGKILL after 10 s."""
+    import signal
+
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def chromium_through_the_kernel(tmp, log=print, seconds: float = 6.0) -> dict:
     """A Chromium call through ``voxgate relay --xdp auto`` in the lab: the echo agent returns a steady tone, so
     any gap is an outage's. Measured: the kernel map's flow and its counters against the user-space relay's, then
@@ -216,27 +248,10 @@ def chromium_through_the_kernel(tmp, log=print, seconds: float = 6.0) -> dict:
                 page.click("#talk")
             finally:
                 browser.close()
-        from .peers import binding_request
-
-        probe = subprocess.run(lab.exec_args("cl") + [sys.executable, "-c", (
-            "import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(1);"
-            f"s.sendto(bytes.fromhex(sys.argv[1]),('{RELAY_C}',3478));"
-            "\ntry: s.recvfrom(2048); print('answered')\nexcept socket.timeout: print('silent')"),
-            binding_request("forgedtokenforgedtoken").hex()], capture_output=True, text=True, timeout=10)
-        result["forged_token"] = probe.stdout.strip()
+        result["forged_token"] = forged_probe(lab)
         log(f"a forged token: {result['forged_token']}")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         lab.close()
     return result
 
