@@ -76,6 +76,14 @@ def _peer(wav: str):
     return pc, player, events, loud
 
 
+async def _ask(conn, pcm: bytes):
+    """The question in 100 ms appends, then 2 s of silence (the turn ends)."""
+    for i in range(0, len(pcm), 4800):
+        await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(pcm[i:i + 4800]).decode()})
+    for _ in range(20):
+        await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+
+
 def _of(got, kind):
     return [e for e in got if e.type == kind]
 
@@ -95,11 +103,7 @@ def test_the_sdk_holds_a_live_websocket_session(tx, question):
             assert started.client_event_id == "c1" and started.session.id.startswith("live_")
             assert started.session.audio.format.type == "audio/pcm" and started.session.audio.format.rate == 24000
             assert started.session.delegation.type == "client" and started.session.status == "active"
-            for i in range(0, len(question), 4800):  # 100 ms per append, then 2 s of silence
-                await conn.send({"type": "session.input_audio.append",
-                                 "audio": base64.b64encode(question[i:i + 4800]).decode()})
-            for _ in range(20):
-                await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+            await _ask(conn, question)  # 100 ms per append, then 2 s of silence
             audio = bytearray()
 
             def spoke(g):
@@ -427,11 +431,7 @@ def test_a_question_delegated_to_a_responses_backend_with_a_function_tool(tx, qu
                 "type": "responses", "responses": {"model": "backend-1", "tools": tools}}}})
             got: list = []
             await _until(conn, got, lambda g: _of(g, "session.started"), 10)
-            for i in range(0, len(question), 4800):
-                await conn.send({"type": "session.input_audio.append",
-                                 "audio": base64.b64encode(question[i:i + 4800]).decode()})
-            for _ in range(20):
-                await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+            await _ask(conn, question)
 
             def called(g):
                 return [e for e in _of(g, "response.event") if e.event.get("type") == "response.output_item.done"
@@ -479,11 +479,7 @@ def test_a_stored_session_is_recorded_and_downloaded_with_the_sdk(tx, question, 
             got: list = []
             await _until(conn, got, lambda g: _of(g, "session.started"), 10)
             sid = _of(got, "session.started")[0].session.id
-            for i in range(0, len(question), 4800):
-                await conn.send({"type": "session.input_audio.append",
-                                 "audio": base64.b64encode(question[i:i + 4800]).decode()})
-            for _ in range(20):
-                await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+            await _ask(conn, question)
             await _until(conn, got, lambda g: _of(g, "session.output_audio.delta"), 30)  # the acknowledgement
             await asyncio.sleep(1)
             await conn.send({"type": "session.close"})
@@ -554,11 +550,7 @@ def test_a_stored_session_forked_over_websocket_and_webrtc(tx, question, tmp_pat
             got: list = []
             await _until(conn, got, lambda g: _of(g, "session.started"), 10)
             sid = _of(got, "session.started")[0].session.id
-            for i in range(0, len(question), 4800):
-                await conn.send({"type": "session.input_audio.append",
-                                 "audio": base64.b64encode(question[i:i + 4800]).decode()})
-            for _ in range(20):
-                await conn.send({"type": "session.input_audio.append", "audio": base64.b64encode(bytes(4800)).decode()})
+            await _ask(conn, question)
             await _until(conn, got, lambda g: _of(g, "session.output_transcript.delta"), 30)
             await conn.send({"type": "session.close"})
             await _until(conn, got, lambda g: _of(g, "session.closed"), 10)
