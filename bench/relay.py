@@ -15,15 +15,23 @@ to the first CPU and every forwarder to the last (voxgate's worker pins itself w
 
     python bench/relay.py [--rounds 3] [--seconds 3] [--rate PPS] [--json out.json]
 
-With ``--xdp`` (root; clang-built relay_xdp.o, libbpf1) the same comparison runs in a lab of two network
-namespaces joined by a veth (the generator and its sink in one, the forwarder in the other, which forwards back
-out of the same veth: XDP_TX), for ``c_baseline``, ``voxgate`` (the C path), ``xdp_native`` and ``xdp_generic``,
-and CPU is counted per CPU from ``/proc/stat`` (user, system, softirq, …), not per process: the kernel path's work
-is softirq, which no process's time shows. The forwarder's CPU does everything on the relay's side and only that:
-the forwarder process, and the relay veth's receive processing (its NAPI, threaded and pinned there: GRO on, so
-a path without XDP gets NAPI too); the generator's CPU does the generator and its own veth's receive processing.
-The forwarder's packets per CPU-second are packets forwarded / that CPU's busy time; the whole machine's are shown
-beside them.
+With ``--xdp`` (root; clang, libbpf-dev) the comparison runs in a lab of two network namespaces joined by a veth
+(the client and the transceiver in one, the forwarder in the other, which forwards back out of the same veth:
+XDP_TX), for ``c_baseline``, ``voxgate`` (the C path), ``xdp_native`` and ``xdp_generic``, and CPU is counted per
+CPU from ``/proc/stat`` (user, system, softirq, …), not per process: the kernel path's work is softirq, which no
+process's time shows. The forwarder's CPU does the forwarder and its veth's receive processing (NAPI, threaded and
+pinned there); the other CPU does the load's side. Two loads, each forwarder meeting both:
+
+* the closed loop (``xdploop.c`` and ``xdploop.bpf.c``), the figure the kernel path is judged by: an XDP program on
+  the client's veth turns every datagram the forwarder delivers to the "transceiver" back into the client's next
+  one, so a fixed number of datagrams circulate and the forwarder's CPU is saturated, while the load itself costs
+  the machine a few hundred nanoseconds per datagram. Packets per CPU-second of the **whole machine**, the loop's
+  own CPU included, and of the forwarder's CPU; what the loop lost or got back wrong is printed with them;
+* the socket generator (``loadgen.c``: sendmmsg, a UDP socket as the sink), as before: throughput and the whole
+  machine's CPU at saturation, and the one-way latency p50/p99 (generator to sink through the forwarder) at half
+  the rate the C forwarder reached with it. Its own cost per
+  datagram (a send and a receive through the stack) is several times the kernel path's, so its machine-wide figure
+  measures mostly itself; it is kept for the latency and for comparison with earlier runs.
 
     python bench/relay.py --xdp [--rounds 3] [--seconds 3]
 """
@@ -215,6 +223,9 @@ def main():
 
 # ---------------------------------------------------------------- the kernel path, in a namespace lab
 GEN, RELAY = "10.77.9.2", "10.77.9.1"
+LOOP_INFLIGHT = 192  # datagrams circulating in the closed loop: enough to keep every forwarder busy, < a veth ring
+# the closed loop is native XDP: generic XDP on the relay's veth cannot take the frames a native XDP_TX sends it
+LOOP_KINDS = ("c_baseline", "voxgate", "xdp_native")
 
 
 def busy(cpu: int | None = None) -> float:
@@ -245,6 +256,16 @@ def pin_napi() -> None:
             os.sched_setaffinity(int(pid), {LOAD_CPU})
 
 
+def build_loop(out_dir: str) -> dict:
+    """bench/xdploop.c (gcc, libbpf) and its kernel half xdploop.bpf.c (clang's BPF target)."""
+    arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True, check=True).stdout.strip()
+    obj, exe = os.path.join(out_dir, "xdploop.bpf.o"), os.path.join(out_dir, "xdploop")
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpfel", "-Wall", f"-I/usr/include/{arch}", "-c",
+                    os.path.join(HERE, "xdploop.bpf.c"), "-o", obj], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(HERE, "xdploop.c"), "-lbpf"], check=True)
+    return {"xdploop": exe, "xdploop_obj": obj}
+
+
 class XdpLab:
     def __init__(self):
         from voxgate.lab.netns import check_available, ip
@@ -267,11 +288,21 @@ class XdpLab:
                            check=True)
         for key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv4.conf.vc.forwarding"):
             subprocess.run(["ip", "netns", "exec", self.rl, "sysctl", "-qw", f"{key}=1"], check=True)
+        self.vc_mac = subprocess.run(["ip", "netns", "exec", self.rl, "cat", "/sys/class/net/vc/address"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
         from voxgate.lab.netns import entered
         from voxgate.relay.xdp import Program
 
         with entered(self.gen):  # the veth peer of an XDP_TX needs XDP on: a pass-through
             self.programs.append(Program(["vgen"], "native", 1))
+
+    def relay_side_pass(self, obj: str | None) -> None:
+        """A pass-through XDP program on the relay's veth (None: none). A veth drops, without a count, the frames
+        its peer's native XDP_TX sends it unless it runs XDP itself: the closed loop needs it for the C paths."""
+        subprocess.run(["ip", "-n", self.rl, "link", "set", "dev", "vc", "xdpdrv", "off"], check=True)
+        if obj:
+            subprocess.run(["ip", "-n", self.rl, "link", "set", "dev", "vc", "xdpdrv", "object", obj, "program",
+                            "pass"], check=True)
 
     def close(self):
         for p in self.programs:
@@ -320,6 +351,7 @@ def _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src):
 
 
 def _xdp_load(lab, bins, listen, src, sink, rate, seconds, size):
+    """The socket generator (loadgen.c) for ``seconds``: what it sent and got back, its latency, CPU per side."""
     import resource
 
     pin_napi()
@@ -337,14 +369,45 @@ def _xdp_load(lab, bins, listen, src, sink, rate, seconds, size):
     return res
 
 
+def _xdp_loop(lab, bins, kind, listen, src, sink, seconds, size):
+    """The closed loop (xdploop.c) for ``seconds``: datagrams forwarded, CPU per side and the whole machine's."""
+    c_path = kind in ("c_baseline", "voxgate")  # the kernel path's own program is on the veth already
+    if c_path:
+        lab.relay_side_pass(bins["xdploop_obj"])
+    cmd = ["ip", "netns", "exec", lab.gen, "taskset", "-c", str(LOAD_CPU), bins["xdploop"], bins["xdploop_obj"],
+           "vgen", lab.vc_mac, GEN, str(src), RELAY, str(listen), str(sink), str(size), str(LOOP_INFLIGHT), "0.5",
+           str(seconds)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        json.loads(proc.stdout.readline())  # attached
+        pin_napi()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        json.loads(proc.stdout.readline())  # started, warm
+        b0, f0, g0 = busy(), busy(FWD_CPU), busy(LOAD_CPU)
+        end = json.loads(proc.stdout.readline())
+        b1, f1, g1 = busy(), busy(FWD_CPU), busy(LOAD_CPU)
+        after = json.loads(proc.stdout.readline())
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if c_path:
+            lab.relay_side_pass(None)
+    return {"forwarded": end["forwarded"], "seconds": end["seconds"], "machine_cpu_s": b1 - b0,
+            "forwarder_cpu_s": f1 - f0, "generator_cpu_s": g1 - g0, **after}
+
+
 def main_xdp(args):
     tmp = tempfile.mkdtemp(prefix="voxgate-bench-")
-    bins = build(os.path.join(HERE, "out"))
+    out_dir = os.path.join(HERE, "out")
+    bins = {**build(out_dir), **build_loop(out_dir)}
     secret_file = os.path.join(tmp, "secret")
     with open(secret_file, "w") as fh:
         fh.write(new_secret_line() + "\n")
     kinds = ["c_baseline", "voxgate", "xdp_native", "xdp_generic"]
-    res = {k: {"ppc": [], "ppc_all": [], "pps": [], "p50": [], "p99": []} for k in kinds}
+    res = {k: {m: [] for m in ("ppc", "ppc_all", "pps", "p50", "p99", "loop_pps", "loop_ppc", "loop_ppc_all",
+                                "loop_gen_share", "loop_lost", "loop_wrong")} for k in kinds}
     lab = XdpLab()
     rate = args.rate
     try:
@@ -356,20 +419,33 @@ def main_xdp(args):
             for kind in order:
                 listen, sink, src = free_port(), free_port(), free_port()
                 proc = _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src)
+                r = res[kind]
                 try:
+                    said = ""
+                    if kind in LOOP_KINDS:
+                        loop = _xdp_loop(lab, bins, kind, listen, src, sink, args.seconds, args.size)
+                        r["loop_pps"].append(loop["forwarded"] / loop["seconds"])
+                        r["loop_ppc"].append(loop["forwarded"] / max(1e-3, loop["forwarder_cpu_s"]))
+                        r["loop_ppc_all"].append(loop["forwarded"] / max(1e-3, loop["machine_cpu_s"]))
+                        r["loop_gen_share"].append(loop["generator_cpu_s"] / max(1e-3, loop["machine_cpu_s"]))
+                        r["loop_lost"].append(max(0, loop["inflight"] - loop["came_back"]))
+                        r["loop_wrong"].append(loop["wrong"])
+                        said = (f"loop: {r['loop_pps'][-1]:>8.0f} pkt/s, {r['loop_ppc_all'][-1]:>8.0f} per machine "
+                                f"CPU-s, {r['loop_ppc'][-1]:>8.0f} per forwarder's CPU-s (CPU: forwarder's "
+                                f"{loop['forwarder_cpu_s']:.2f} s, loop's {loop['generator_cpu_s']:.2f} s; lost "
+                                f"{r['loop_lost'][-1]}, wrong {loop['wrong']}) | ")
                     sat = _xdp_load(lab, bins, listen, src, sink, 0, args.seconds, args.size)
-                    res[kind]["pps"].append(sat["received"] / args.seconds)
-                    res[kind]["ppc"].append(sat["received"] / max(1e-3, sat["forwarder_cpu_s"]))
-                    res[kind]["ppc_all"].append(sat["received"] / max(1e-3, sat["machine_cpu_s"]))
+                    r["pps"].append(sat["received"] / args.seconds)
+                    r["ppc"].append(sat["received"] / max(1e-3, sat["forwarder_cpu_s"]))
+                    r["ppc_all"].append(sat["received"] / max(1e-3, sat["machine_cpu_s"]))
                     if not rate:
                         rate = round(sat["received"] / args.seconds / 2, -2)
                     lat = _xdp_load(lab, bins, listen, src, sink, rate, args.seconds, args.size)
-                    res[kind]["p50"].append(lat["p50_us"])
-                    res[kind]["p99"].append(lat["p99_us"])
-                    print(f"round {rnd + 1} {kind:12s} {sat['received'] / args.seconds:>9.0f} pkt/s, "
-                          f"{res[kind]['ppc'][-1]:>9.0f} pkt/CPU-s (forwarder's CPU {sat['forwarder_cpu_s']:.2f} s, machine "
-                          f"{sat['machine_cpu_s']:.2f} s) | at {rate:.0f} pkt/s p50 {lat['p50_us']:.1f} us p99 "
-                          f"{lat['p99_us']:.1f} us", flush=True)
+                    r["p50"].append(lat["p50_us"])
+                    r["p99"].append(lat["p99_us"])
+                    print(f"round {rnd + 1} {kind:12s} {said}socket generator: {r['pps'][-1]:>7.0f} pkt/s, "
+                          f"{r['ppc_all'][-1]:>7.0f} per machine CPU-s | at {rate:.0f} pkt/s p50 "
+                          f"{lat['p50_us']:.1f} us p99 {lat['p99_us']:.1f} us", flush=True)
                 finally:
                     proc.terminate()
                     try:
@@ -378,22 +454,48 @@ def main_xdp(args):
                         proc.kill()
     finally:
         lab.close()
+    report(args, rate, kinds, res)
+
+
+def report(args, rate, kinds, res) -> None:
     med = statistics.median
-    print(f"\nmedians of {args.rounds} rounds, {args.size}-byte datagrams, packets per CPU-second of the "
-          f"forwarder's CPU (softirq included; the whole machine's, generator included, last), latency at "
-          f"{rate:.0f} pkt/s")
-    print(f"{'forwarder':12s} {'pkt/s':>9s} {'pkt/CPU-s':>10s} {'vs C fwd':>9s} {'p50 us':>8s} {'p99 us':>8s} "
-          f"{'machine':>9s} {'vs C':>6s}")
+
+    def vs(kind, key):
+        pairs = list(zip(res[kind][key], res["c_baseline"][key]))
+        return med(a / b for a, b in pairs) if pairs else None
+
+    def m(values):
+        return med(values) if values else None
+
+    def cell(v, fmt, width):
+        return format("–", f">{width}") if v is None else format(v, f">{width}{fmt}")
+
+    print(f"\nmedians of {args.rounds} rounds, {args.size}-byte datagrams. Closed loop (xdploop.c, {LOOP_INFLIGHT} "
+          f"in flight; not for generic XDP): packets per CPU-second of the whole machine (/proc/stat, softirq "
+          f"included, the loop's own CPU too) and of the forwarder's CPU. Socket generator (loadgen.c): the same "
+          f"at saturation, and the one-way latency through the forwarder at {rate:.0f} pkt/s")
+    print(f"{'forwarder':12s} {'pkt/s':>8s} {'machine':>8s} {'vs C':>5s} {'fwd CPU':>8s} {'vs C':>5s} {'loop%':>5s} "
+          f"{'lost':>4s} | {'pkt/s':>7s} {'machine':>7s} {'vs C':>5s} {'fwd CPU':>7s} {'vs C':>5s} "
+          f"{'p50 us':>6s} {'p99 us':>6s}")
     summary = {}
     for kind in kinds:
         r = res[kind]
-        vs = med(a / b for a, b in zip(r["ppc"], res["c_baseline"]["ppc"]))
-        summary[kind] = {"pps": med(r["pps"]), "pps_per_cpu": med(r["ppc"]), "vs_c": vs, "p50_us": med(r["p50"]),
-                         "p99_us": med(r["p99"]), "pps_per_machine_cpu": med(r["ppc_all"]),
-                         "machine_vs_c": med(a / b for a, b in zip(r["ppc_all"], res["c_baseline"]["ppc_all"]))}
-        s = summary[kind]
-        print(f"{kind:12s} {s['pps']:>9.0f} {s['pps_per_cpu']:>10.0f} {vs:>9.2f} {s['p50_us']:>8.1f} "
-              f"{s['p99_us']:>8.1f} {s['pps_per_machine_cpu']:>9.0f} {s['machine_vs_c']:>6.2f}")
+        s = summary[kind] = {
+            "loop_pps": m(r["loop_pps"]), "loop_pps_per_machine_cpu": m(r["loop_ppc_all"]),
+            "loop_machine_vs_c": vs(kind, "loop_ppc_all"), "loop_pps_per_cpu": m(r["loop_ppc"]),
+            "loop_vs_c": vs(kind, "loop_ppc"), "loop_share": m(r["loop_gen_share"]),
+            "loop_lost_max": max(r["loop_lost"], default=None), "loop_wrong_max": max(r["loop_wrong"], default=None),
+            "pps": m(r["pps"]), "pps_per_machine_cpu": m(r["ppc_all"]), "machine_vs_c": vs(kind, "ppc_all"),
+            "pps_per_cpu": m(r["ppc"]), "vs_c": vs(kind, "ppc"), "p50_us": m(r["p50"]), "p99_us": m(r["p99"])}
+        if kind == "xdp_generic":  # its hook runs in the sending CPU's softirq here: not on the forwarder's CPU
+            s["pps_per_cpu"] = s["vs_c"] = None
+        share = "–" if s["loop_share"] is None else f"{100 * s['loop_share']:.0f}%"
+        print(f"{kind:12s} {cell(s['loop_pps'], '.0f', 8)} {cell(s['loop_pps_per_machine_cpu'], '.0f', 8)} "
+              f"{cell(s['loop_machine_vs_c'], '.2f', 5)} {cell(s['loop_pps_per_cpu'], '.0f', 8)} "
+              f"{cell(s['loop_vs_c'], '.2f', 5)} {share:>5s} {cell(s['loop_lost_max'], 'd', 4)} | "
+              f"{cell(s['pps'], '.0f', 7)} {cell(s['pps_per_machine_cpu'], '.0f', 7)} "
+              f"{cell(s['machine_vs_c'], '.2f', 5)} {cell(s['pps_per_cpu'], '.0f', 7)} {cell(s['vs_c'], '.2f', 5)} "
+              f"{cell(s['p50_us'], '.1f', 6)} {cell(s['p99_us'], '.1f', 6)}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rate": rate, "raw": res, "summary": summary}, fh, indent=1)

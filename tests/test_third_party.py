@@ -57,7 +57,7 @@ def test_every_stage_on_another_server_answers_a_spoken_question(servers, tmp_pa
         heard = c.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
         assert "capital" in heard and "france" in heard, heard
         said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
-        # what llama.cpp's server made of it (SmolLM2 sampled there, at its temperature): a spoken answer about it
+        # what llama.cpp's server made of it (SmolLM2, greedy there: lab.model_servers): a spoken answer about it
         assert len(said.split()) >= 3 and ("paris" in said or "france" in said), said
         assert len(c.audio) / 2 / 24000 > 0.5 and not c.of("error"), c.of("error")
         assert metric_value(edge.get("/metrics")[1].decode(), "voxgate_agent_model_fallbacks_total") == 0
@@ -71,7 +71,7 @@ def test_the_responses_api_of_llama_cpps_server_answers_a_spoken_question(server
     try:
         c = _ask_over_websocket(edge, "sk-edge", question_pcm(tmp_path))
         said = " ".join(e["transcript"] for e in c.of("response.output_audio_transcript.done")).lower()
-        # what SmolLM2 says, sampled inside llama.cpp's server at its own temperature, varies ("Paris, France." is a
+        # what SmolLM2 says, greedy inside llama.cpp's server, is short ("Paris, France." is a
         # whole answer): that it answered, was streamed from /v1/responses and was spoken is the point
         assert said.strip() and ("paris" in said or "france" in said or len(said.split()) >= 3), said
         assert len(c.audio) / 2 / 24000 > 0.5 and not c.of("error"), c.of("error")
