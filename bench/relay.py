@@ -23,17 +23,19 @@ process's time shows. The forwarder's CPU does the forwarder and its veth's rece
 pinned there); the other CPU does the load's side. Two loads, each forwarder meeting both:
 
 * the closed loop (``xdploop.c`` and ``xdploop.bpf.c``), the figure the kernel path is judged by: an XDP program on
-  the client's veth turns every datagram the forwarder delivers to the "transceiver" back into the client's next
-  one, so a fixed number of datagrams circulate and the forwarder's CPU is saturated, while the load itself costs
-  the machine a few hundred nanoseconds per datagram. Packets per CPU-second of the **whole machine**, the loop's
-  own CPU included, and of the forwarder's CPU; what the loop lost or got back wrong is printed with them;
-* the socket generator (``loadgen.c``: sendmmsg, a UDP socket as the sink), as before: throughput and the whole
-  machine's CPU at saturation, and the one-way latency p50/p99 (generator to sink through the forwarder) at half
-  the rate the C forwarder reached with it. Its own cost per
-  datagram (a send and a receive through the stack) is several times the kernel path's, so its machine-wide figure
-  measures mostly itself; it is kept for the latency and for comparison with earlier runs.
+  the clients' veth turns every datagram the forwarder delivers to the "transceiver" back into the next client's
+  next one, so a fixed number of datagrams circulate round ``--flows`` clients (each learned by voxgate's relay
+  with a token and verified) and the forwarder's CPU is saturated, while the loop itself costs the machine 0.1 µs
+  (the kernel path's frames) to 0.9 µs (a socket's datagrams, which the veth copies for XDP) per datagram.
+  Packets per CPU-second of the **whole machine**, the loop's own CPU included, and of the forwarder's CPU; what
+  the loop lost or got back wrong, and the share voxgate's relay counted as the kernel's, are printed with them;
+* the socket generator (``loadgen.c``: sendmmsg, a UDP socket as the sink, one flow), as before: throughput and
+  the whole machine's CPU at saturation, and the one-way latency p50/p99 (generator to sink through the
+  forwarder) at half the rate the C forwarder reached with it. Its own cost per datagram (a send and a receive
+  through the stack) is several times the kernel path's, so its machine-wide figure measures mostly itself; it is
+  kept for the latency and for comparison with earlier runs.
 
-    python bench/relay.py --xdp [--rounds 3] [--seconds 3]
+    python bench/relay.py --xdp [--rounds 3] [--seconds 3] [--flows 1000]
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ def main():
     ap.add_argument("--kinds", default="c_baseline,naive_python,voxgate,voxgate_pure")
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--xdp", action="store_true", help="the namespace lab: the kernel path beside the C ones")
+    ap.add_argument("--flows", type=int, default=1000,
+                    help="with --xdp: the clients (flows) the closed loop goes round (default 1000)")
     args = ap.parse_args()
     if args.xdp:
         return main_xdp(args)
@@ -226,6 +230,26 @@ GEN, RELAY = "10.77.9.2", "10.77.9.1"
 LOOP_INFLIGHT = 192  # datagrams circulating in the closed loop: enough to keep every forwarder busy, < a veth ring
 # the closed loop is native XDP: generic XDP on the relay's veth cannot take the frames a native XDP_TX sends it
 LOOP_KINDS = ("c_baseline", "voxgate", "xdp_native")
+METRICS_PORT = 9109
+
+
+def relay_counts(lab) -> dict:
+    """voxgate's relay's counters in the lab (its /metrics; the worker flushes them every second): datagrams
+    forwarded (sent on: to a transceiver or a client) in all, and by the kernel path."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from voxgate.lab.netns import entered
+
+    with entered(lab.rl):
+        text = urlopen(f"http://{RELAY}:{METRICS_PORT}/metrics", timeout=5).read().decode()
+    out = {"voxgate_relay_packets": 0.0, "voxgate_relay_kernel_packets": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name in out:
+            out[family.name] = sum(x.value for x in family.samples if x.name.endswith("_total")
+                                   and x.labels.get("direction") in ("to_transceiver", "to_client"))
+    return out
 
 
 def busy(cpu: int | None = None) -> float:
@@ -311,7 +335,9 @@ class XdpLab:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src):
+def _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src, flows=1):
+    """The forwarder started on its CPU in the relay's namespace; voxgate's has learned the clients' flows (ports
+    ``src`` .. ``src + flows - 1``) with a token each and had them verified, as a transceiver would after DTLS."""
     from voxgate.lab.netns import entered
 
     rl = ["ip", "netns", "exec", lab.rl, "taskset", "-c", str(FWD_CPU)]
@@ -324,27 +350,28 @@ def _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src):
     env = dict(os.environ, PYTHONPATH=os.path.join(HERE, "..", "src"))
     proc = subprocess.Popen(rl + [sys.executable, "-m", "voxgate", "--log-level", "WARNING", "relay", "--listen",
                                   f"{RELAY}:{listen}", "--workers", "1", "--secret-file", secret_file,
-                                  "--internal-host", RELAY, "--xdp", mode, "--xdp-iface", "vc"],
+                                  "--internal-host", RELAY, "--xdp", mode, "--xdp-iface", "vc", "--metrics",
+                                  f"{RELAY}:{METRICS_PORT}"],
                             stdout=subprocess.PIPE, text=True, env=env)
     ready = json.loads(proc.stdout.readline())
     internal = tuple(ready["workers"][0]["internal"])
+    internal = (internal[0] if internal[0] not in ("0.0.0.0", "::") else RELAY, internal[1])
     keyring = Keyring.load(secret_file)
-    with entered(lab.gen):  # learn the flow with a token, then verify it as a transceiver would (DTLS done)
+    with entered(lab.gen):
         snk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         snk.bind((GEN, sink))
         snk.settimeout(2)
-        cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        cli.bind((GEN, src))
-        cli.settimeout(2)
-        ufrag = mint(keyring, (GEN, sink), time.time())
-        cli.sendto(stun.build(stun.BINDING_REQUEST, os.urandom(12), [stun.attr_username(ufrag + ":bench")]),
-                   (RELAY, listen))
-        snk.recvfrom(2048)
-        hdr = b"\xf1\x02" + src.to_bytes(2, "big") + socket.inet_aton(GEN)
-        snk.sendto(hdr + b"\x80" + b"v" * 40, (internal[0] if internal[0] not in ("0.0.0.0", "::") else RELAY,
-                                              internal[1]))
-        cli.recvfrom(2048)
-        cli.close()
+        for port in range(src, src + flows):
+            cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            cli.bind((GEN, port))
+            cli.settimeout(2)
+            ufrag = mint(keyring, (GEN, sink), time.time())
+            cli.sendto(stun.build(stun.BINDING_REQUEST, os.urandom(12), [stun.attr_username(ufrag + ":bench")]),
+                       (RELAY, listen))
+            snk.recvfrom(2048)
+            snk.sendto(b"\xf1\x02" + port.to_bytes(2, "big") + socket.inet_aton(GEN) + b"\x80" + b"v" * 40, internal)
+            cli.recvfrom(2048)
+            cli.close()
         snk.close()
     time.sleep(1.5)  # the worker installs verified flows in the kernel once a second
     return proc
@@ -369,14 +396,15 @@ def _xdp_load(lab, bins, listen, src, sink, rate, seconds, size):
     return res
 
 
-def _xdp_loop(lab, bins, kind, listen, src, sink, seconds, size):
+def _xdp_loop(lab, bins, kind, listen, src, sink, seconds, size, flows):
     """The closed loop (xdploop.c) for ``seconds``: datagrams forwarded, CPU per side and the whole machine's."""
     c_path = kind in ("c_baseline", "voxgate")  # the kernel path's own program is on the veth already
     if c_path:
         lab.relay_side_pass(bins["xdploop_obj"])
     cmd = ["ip", "netns", "exec", lab.gen, "taskset", "-c", str(LOAD_CPU), bins["xdploop"], bins["xdploop_obj"],
            "vgen", lab.vc_mac, GEN, str(src), RELAY, str(listen), str(sink), str(size), str(LOOP_INFLIGHT), "0.5",
-           str(seconds)]
+           str(seconds), str(flows)]
+    counts0 = relay_counts(lab) if kind != "c_baseline" else None
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         json.loads(proc.stdout.readline())  # attached
@@ -394,8 +422,14 @@ def _xdp_loop(lab, bins, kind, listen, src, sink, seconds, size):
             proc.kill()
         if c_path:
             lab.relay_side_pass(None)
-    return {"forwarded": end["forwarded"], "seconds": end["seconds"], "machine_cpu_s": b1 - b0,
-            "forwarder_cpu_s": f1 - f0, "generator_cpu_s": g1 - g0, **after}
+    kernel_share = None
+    if counts0 is not None:  # of what the relay forwarded over the whole loop (warm-up and drain too)
+        time.sleep(1.5)
+        counts1 = relay_counts(lab)
+        grew = {k: counts1[k] - counts0[k] for k in counts0}
+        kernel_share = grew["voxgate_relay_kernel_packets"] / max(1.0, grew["voxgate_relay_packets"])
+    return {"kernel_share": kernel_share, "forwarded": end["forwarded"], "seconds": end["seconds"],
+            "machine_cpu_s": b1 - b0, "forwarder_cpu_s": f1 - f0, "generator_cpu_s": g1 - g0, **after}
 
 
 def main_xdp(args):
@@ -407,7 +441,8 @@ def main_xdp(args):
         fh.write(new_secret_line() + "\n")
     kinds = ["c_baseline", "voxgate", "xdp_native", "xdp_generic"]
     res = {k: {m: [] for m in ("ppc", "ppc_all", "pps", "p50", "p99", "loop_pps", "loop_ppc", "loop_ppc_all",
-                                "loop_gen_share", "loop_lost", "loop_wrong")} for k in kinds}
+                                "loop_gen_share", "loop_lost", "loop_wrong", "loop_kernel_share")}
+           for k in kinds}
     lab = XdpLab()
     rate = args.rate
     try:
@@ -417,23 +452,28 @@ def main_xdp(args):
                 order.remove("c_baseline")
                 order.insert(0, "c_baseline")
             for kind in order:
-                listen, sink, src = free_port(), free_port(), free_port()
-                proc = _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src)
+                # ports in the lab's own namespaces: any is free there (the clients' are SRC .. SRC + flows - 1)
+                listen, sink, src = 4000 + rnd, 5000 + rnd, 10000 + 1000 * rnd
+                proc = _xdp_forwarder(lab, kind, bins, listen, sink, secret_file, src, args.flows)
                 r = res[kind]
                 try:
                     said = ""
                     if kind in LOOP_KINDS:
-                        loop = _xdp_loop(lab, bins, kind, listen, src, sink, args.seconds, args.size)
+                        loop = _xdp_loop(lab, bins, kind, listen, src, sink, args.seconds, args.size, args.flows)
                         r["loop_pps"].append(loop["forwarded"] / loop["seconds"])
                         r["loop_ppc"].append(loop["forwarded"] / max(1e-3, loop["forwarder_cpu_s"]))
                         r["loop_ppc_all"].append(loop["forwarded"] / max(1e-3, loop["machine_cpu_s"]))
                         r["loop_gen_share"].append(loop["generator_cpu_s"] / max(1e-3, loop["machine_cpu_s"]))
                         r["loop_lost"].append(max(0, loop["inflight"] - loop["came_back"]))
                         r["loop_wrong"].append(loop["wrong"])
+                        if loop["kernel_share"] is not None:
+                            r["loop_kernel_share"].append(loop["kernel_share"])
                         said = (f"loop: {r['loop_pps'][-1]:>8.0f} pkt/s, {r['loop_ppc_all'][-1]:>8.0f} per machine "
                                 f"CPU-s, {r['loop_ppc'][-1]:>8.0f} per forwarder's CPU-s (CPU: forwarder's "
                                 f"{loop['forwarder_cpu_s']:.2f} s, loop's {loop['generator_cpu_s']:.2f} s; lost "
-                                f"{r['loop_lost'][-1]}, wrong {loop['wrong']}) | ")
+                                f"{r['loop_lost'][-1]}, wrong {loop['wrong']}"
+                                + ("" if loop["kernel_share"] is None else
+                                   f"; the kernel forwarded {100 * loop['kernel_share']:.1f}%") + ") | ")
                     sat = _xdp_load(lab, bins, listen, src, sink, 0, args.seconds, args.size)
                     r["pps"].append(sat["received"] / args.seconds)
                     r["ppc"].append(sat["received"] / max(1e-3, sat["forwarder_cpu_s"]))
@@ -471,9 +511,9 @@ def report(args, rate, kinds, res) -> None:
         return format("–", f">{width}") if v is None else format(v, f">{width}{fmt}")
 
     print(f"\nmedians of {args.rounds} rounds, {args.size}-byte datagrams. Closed loop (xdploop.c, {LOOP_INFLIGHT} "
-          f"in flight; not for generic XDP): packets per CPU-second of the whole machine (/proc/stat, softirq "
-          f"included, the loop's own CPU too) and of the forwarder's CPU. Socket generator (loadgen.c): the same "
-          f"at saturation, and the one-way latency through the forwarder at {rate:.0f} pkt/s")
+          f"in flight round {args.flows} flows; not for generic XDP): packets per CPU-second of the whole machine "
+          f"(/proc/stat, softirq included, the loop's own CPU too) and of the forwarder's CPU. Socket generator "
+          f"(loadgen.c): the same at saturation, and the one-way latency through the forwarder at {rate:.0f} pkt/s")
     print(f"{'forwarder':12s} {'pkt/s':>8s} {'machine':>8s} {'vs C':>5s} {'fwd CPU':>8s} {'vs C':>5s} {'loop%':>5s} "
           f"{'lost':>4s} | {'pkt/s':>7s} {'machine':>7s} {'vs C':>5s} {'fwd CPU':>7s} {'vs C':>5s} "
           f"{'p50 us':>6s} {'p99 us':>6s}")
@@ -485,6 +525,7 @@ def report(args, rate, kinds, res) -> None:
             "loop_machine_vs_c": vs(kind, "loop_ppc_all"), "loop_pps_per_cpu": m(r["loop_ppc"]),
             "loop_vs_c": vs(kind, "loop_ppc"), "loop_share": m(r["loop_gen_share"]),
             "loop_lost_max": max(r["loop_lost"], default=None), "loop_wrong_max": max(r["loop_wrong"], default=None),
+            "loop_kernel_share_min": min(r["loop_kernel_share"], default=None),
             "pps": m(r["pps"]), "pps_per_machine_cpu": m(r["ppc_all"]), "machine_vs_c": vs(kind, "ppc_all"),
             "pps_per_cpu": m(r["ppc"]), "vs_c": vs(kind, "ppc"), "p50_us": m(r["p50"]), "p99_us": m(r["p99"])}
         if kind == "xdp_generic":  # its hook runs in the sending CPU's softirq here: not on the forwarder's CPU
@@ -496,6 +537,10 @@ def report(args, rate, kinds, res) -> None:
               f"{cell(s['pps'], '.0f', 7)} {cell(s['pps_per_machine_cpu'], '.0f', 7)} "
               f"{cell(s['machine_vs_c'], '.2f', 5)} {cell(s['pps_per_cpu'], '.0f', 7)} {cell(s['vs_c'], '.2f', 5)} "
               f"{cell(s['p50_us'], '.1f', 6)} {cell(s['p99_us'], '.1f', 6)}")
+    for kind in ("voxgate", "xdp_native"):
+        if summary[kind]["loop_kernel_share_min"] is not None:
+            print(f"{kind}: the kernel path forwarded {100 * summary[kind]['loop_kernel_share_min']:.1f}% of the "
+                  f"loop's datagrams (the least of {args.rounds} rounds; the relay's own counters)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rate": rate, "raw": res, "summary": summary}, fh, indent=1)

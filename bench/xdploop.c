@@ -8,7 +8,10 @@
  * circulate client -> forwarder -> "transceiver" -> client for as long as the run lasts. Every forwarder meets the
  * same loop; what the loop costs shows on the generator's CPU, which the whole machine's figure includes.
  *
- *   xdploop OBJ IFACE DST_MAC SRC_IP SRC_PORT DST_IP DST_PORT SINK_PORT SIZE INFLIGHT WARMUP_S SECONDS
+ *   xdploop OBJ IFACE DST_MAC SRC_IP SRC_PORT DST_IP DST_PORT SINK_PORT SIZE INFLIGHT WARMUP_S SECONDS [FLOWS]
+ *
+ * With FLOWS (default 1) the clients are SRC_PORT .. SRC_PORT + FLOWS - 1: each datagram comes back as the next
+ * port's, so the relay's flow table is looked up across all of them (it must hold them all).
  *
  * Native XDP only: a forwarder in generic (skb) mode cannot receive the frames a native XDP_TX sends it, and with the
  * loop in generic mode too, each datagram would go round inside one softirq as the same skb, never freed.
@@ -40,9 +43,9 @@
 #define HDRS 42
 
 struct loopcfg {
-    uint16_t sink_port, armed, udp_len, pad;
+    uint16_t sink_port, armed, udp_len, flows, first_port, pad;
     uint8_t hdrs[HDRS];
-    uint8_t pad2[6];
+    uint8_t pad2[2];
 };
 
 static int the_ifindex, the_pass;
@@ -84,9 +87,9 @@ static uint64_t counted(int map, int ncpu, uint32_t which) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 13) {
+    if (argc != 13 && argc != 14) {
         fprintf(stderr, "usage: xdploop OBJ IFACE DST_MAC SRC_IP SRC_PORT DST_IP DST_PORT SINK_PORT SIZE INFLIGHT "
-                        "WARMUP_S SECONDS\n");
+                        "WARMUP_S SECONDS [FLOWS]\n");
         return 2;
     }
     const char *ifname = argv[2];
@@ -94,7 +97,10 @@ int main(int argc, char **argv) {
     double warmup = atof(argv[11]), seconds = atof(argv[12]);
     uint16_t sport = atoi(argv[5]), dport = atoi(argv[7]), kport = atoi(argv[8]);
     if (size < 16 || size > 1400) size = 200;
-    struct loopcfg c = {.sink_port = htons(kport), .armed = 1, .udp_len = 8 + 8 + size};
+    int flows = argc == 14 ? atoi(argv[13]) : 1;
+    if (flows < 1 || flows > 65535 - sport) flows = 1;
+    struct loopcfg c = {.sink_port = htons(kport), .armed = 1, .udp_len = 8 + 8 + size, .flows = flows,
+                        .first_port = sport};
     char path[128], text[64] = "";
     snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifname);
     FILE *f = fopen(path, "r");
