@@ -238,18 +238,13 @@ def relay_counts(lab) -> dict:
     forwarded (sent on: to a transceiver or a client) in all, and by the kernel path."""
     from urllib.request import urlopen
 
-    from prometheus_client.parser import text_string_to_metric_families
-
     from voxgate.lab.netns import entered
+    from voxgate.lab.peers import metric_value
 
     with entered(lab.rl):
         text = urlopen(f"http://{RELAY}:{METRICS_PORT}/metrics", timeout=5).read().decode()
-    out = {"voxgate_relay_packets": 0.0, "voxgate_relay_kernel_packets": 0.0}
-    for family in text_string_to_metric_families(text):
-        if family.name in out:
-            out[family.name] = sum(x.value for x in family.samples if x.name.endswith("_total")
-                                   and x.labels.get("direction") in ("to_transceiver", "to_client"))
-    return out
+    return {name: sum(metric_value(text, f"{name}_total", direction=d) for d in ("to_transceiver", "to_client"))
+            for name in ("voxgate_relay_packets", "voxgate_relay_kernel_packets")}
 
 
 def busy(cpu: int | None = None) -> float:
@@ -281,11 +276,11 @@ def pin_napi() -> None:
 
 
 def build_loop(out_dir: str) -> dict:
-    """bench/xdploop.c (gcc, libbpf) and its kernel half xdploop.bpf.c (clang's BPF target)."""
-    arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True, check=True).stdout.strip()
+    """bench/xdploop.c (gcc, libbpf) and its kernel half xdploop.bpf.c (clang's BPF target, as the relay's own)."""
+    from voxgate.relay.xdp.__main__ import compile_bpf
+
     obj, exe = os.path.join(out_dir, "xdploop.bpf.o"), os.path.join(out_dir, "xdploop")
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpfel", "-Wall", f"-I/usr/include/{arch}", "-c",
-                    os.path.join(HERE, "xdploop.bpf.c"), "-o", obj], check=True)
+    compile_bpf(os.path.join(HERE, "xdploop.bpf.c"), obj)
     subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(HERE, "xdploop.c"), "-lbpf"], check=True)
     return {"xdploop": exe, "xdploop_obj": obj}
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import common  # noqa: F401  (the source tree on the path)
 
+from voxgate.lab.peers import metric_value  # noqa: E402
+
 CYCLE_S = 12.0
 WARMUP = 3  # cycles before the start sample: the recognizer pool (up to 8) and the allocators' arenas fill
 SETTLE_S = 40.0  # past the consent timeout (30 s): a WebRTC call killed mid-call is reaped by then
@@ -50,13 +52,6 @@ def _proc(pid: int) -> tuple[float, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def sample(tx, relay, redis_port: int) -> dict:
     with urllib.request.urlopen(tx.url + "/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -69,8 +64,8 @@ def sample(tx, relay, redis_port: int) -> dict:
         s.sendall(b"DBSIZE\r\n")
         keys = int(s.recv(64).strip()[1:])
     return {"transceiver_rss_mb": round(t_rss, 1), "transceiver_fds": t_fds, "relay_rss_mb": round(r_rss, 1),
-            "relay_fds": int(r_fds), "asyncio_tasks": int(_metric(text, "voxgate_transceiver_asyncio_tasks")),
-            "sessions": int(_metric(text, "voxgate_transceiver_sessions")), "redis_keys": keys}
+            "relay_fds": int(r_fds), "asyncio_tasks": int(metric_value(text, "voxgate_transceiver_asyncio_tasks")),
+            "sessions": int(metric_value(text, "voxgate_transceiver_sessions")), "redis_keys": keys}
 
 
 async def garbage(tx, relay_port: int, media_port: int, sip_port: int) -> None:

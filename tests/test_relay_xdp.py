@@ -16,6 +16,7 @@ import time
 import pytest
 
 from helpers import assert_audio_both_ways, long_speech_wav
+from voxgate.lab.peers import metric_value
 from voxgate.wire.token import new_secret_line
 
 
@@ -75,14 +76,6 @@ def _kernel_flows(lab) -> list[dict]:
     return []
 
 
-def _metric(text: str, name: str, label: str = "") -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (not label or label in line):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def _relay_metrics(lab) -> str:
     from voxgate.lab.relaylab import RELAY_T
 
@@ -129,13 +122,13 @@ def test_a_call_through_the_kernel_path_survives_a_relay_restart(tmp_path):
         assert len(flows) == 1, flows
         value = flows[0]["formatted"]["value"]
         assert socket.inet_ntoa(value["tx_ip"].to_bytes(4, "little")) == TX and value["pub_ip"]
-        before_kernel = _metric(_relay_metrics(lab), "voxgate_relay_kernel_packets_total")
-        before_slow = _metric(_relay_metrics(lab), "voxgate_relay_slow_path_total")
+        before_kernel = metric_value(_relay_metrics(lab), "voxgate_relay_kernel_packets_total")
+        before_slow = metric_value(_relay_metrics(lab), "voxgate_relay_slow_path_total")
         time.sleep(2)
         after = _relay_metrics(lab)
-        grew = _metric(after, "voxgate_relay_kernel_packets_total") - before_kernel
+        grew = metric_value(after, "voxgate_relay_kernel_packets_total") - before_kernel
         assert grew > 100, grew  # ~50 packets/s each way, forwarded by the kernel
-        assert _metric(after, "voxgate_relay_slow_path_total") - before_slow < 10
+        assert metric_value(after, "voxgate_relay_slow_path_total") - before_slow < 10
         # the relay killed and replaced mid-call: the call goes on (the program stays attached until the new one
         # replaces it; the new relay learns the flow back from Redis and installs it again)
         relay.kill()
@@ -148,10 +141,10 @@ def test_a_call_through_the_kernel_path_survives_a_relay_restart(tmp_path):
         result = json.loads(stdout.strip().splitlines()[-1])
         assert_audio_both_ways(result)
         # a forged token forwards nothing: a STUN check with a made-up ufrag, from the client's namespace
-        drops = _metric(_relay_metrics(lab), "voxgate_relay_drops_total")
+        drops = metric_value(_relay_metrics(lab), "voxgate_relay_drops_total")
         assert forged_probe(lab) == "silent"
         time.sleep(1.5)  # the worker's metrics are flushed every second
-        assert _metric(_relay_metrics(lab), "voxgate_relay_drops_total") > drops  # counted and dropped, not forwarded
+        assert metric_value(_relay_metrics(lab), "voxgate_relay_drops_total") > drops  # counted and dropped, not forwarded
     finally:
         stop(procs)
         lab.close()

@@ -132,6 +132,7 @@ def chromium_through_the_kernel(tmp, log=print, seconds: float = 6.0) -> dict:
     from ..client.call import tone_wav
     from ..wire.token import new_secret_line
     from .chromium import in_namespace, launch, longest_stall
+    from .peers import metric_value
 
     tmp = Path(tmp)
     secret = tmp / "secret"
@@ -173,11 +174,9 @@ def chromium_through_the_kernel(tmp, log=print, seconds: float = 6.0) -> dict:
         text = subprocess.run(lab.exec_args("rl") + [sys.executable, "-c", "import urllib.request;print(urllib."
                               f"request.urlopen('http://{RELAY_T}:{port}/metrics').read().decode())"],
                               capture_output=True, text=True).stdout
-        def total(prefix):
-            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
         # what the user-space relay itself forwarded from clients: all it counts, less what the kernel did
-        return (total('voxgate_relay_packets_total{direction="from_client"')
-                - total('voxgate_relay_kernel_packets_total{direction="to_transceiver"'))
+        return (metric_value(text, "voxgate_relay_packets_total", direction="from_client")
+                - metric_value(text, "voxgate_relay_kernel_packets_total", direction="to_transceiver"))
 
     result: dict = {}
     try:
