@@ -64,7 +64,7 @@ def test_a_webrtc_call_through_the_edge_hears_the_models_answer(secret, model_bo
         client = openai.OpenAI(base_url=model_box.url + "/v1", api_key=KEY, max_retries=0)
         with open(tmp_path / "answer.wav", "rb") as fh:
             heard = client.audio.transcriptions.create(model="whisper-1", file=fh).text.lower()
-        assert _says_paris(heard), heard
+        assert "paris" in heard, heard  # over Opus the word is heard as it is (μ-law below: _says_paris)
     finally:
         edge.stop()
 
